@@ -1,0 +1,15 @@
+"""lmforge: train, evaluate, sample and understand Transformer language models on your own text."""
+
+__version__ = "0.1.0"
+
+
+def load(path, device: str = "auto"):
+    """`lm = lmforge.load(RUN)` -> an LM with `.generate(prompt, ...)`, `.model`, `.tokenizer`."""
+    from lmforge.api import load as _load
+
+    return _load(path, device)
+
+
+from lmforge.errors import LmforgeError  # noqa: E402
+
+__all__ = ["load", "LmforgeError", "__version__"]

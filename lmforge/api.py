@@ -1,0 +1,58 @@
+"""The Python front door: `lm = lmforge.load(RUN)`; `lm.generate("prompt")`; `lm.model`, `lm.tokenizer`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.generate import generate as generate_ids
+from lmforge.runtime import pick_device
+from lmforge.tokenizer import Tokenizer
+from lmforge.train.checkpoint import load_checkpoint
+
+
+class LM:
+    """A trained model with its tokenizer, ready to generate text and score it."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, path: Path | None = None):
+        self.model, self.tokenizer, self.path = model, tokenizer, path
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        ids = self.tokenizer.encode(prompt) if prompt else []
+        context = self.config.context_length
+        if len(ids) > context:
+            raise LmforgeError(
+                f"the prompt is {len(ids)} tokens, longer than the model's context of {context}; shorten the prompt"
+            )
+        return ids or [self.tokenizer.eos_id]  # an empty prompt starts a new document
+
+    def generate(self, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 stop_at_eos: bool = True) -> str:
+        """The continuation of `prompt` (the prompt itself is not repeated). temperature 0 is greedy."""
+        ids = self.encode_prompt(prompt)
+        x = torch.tensor([ids], device=self.device)
+        out = generate_ids(self.model, x, max_new_tokens, temperature, top_k, top_p, seed,
+                           self.tokenizer.eos_id if stop_at_eos else None)
+        return self.tokenizer.decode(out[0, len(ids):].tolist())
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"LM({self.path}, family={c.family}, layers={c.n_layer}, d_model={c.d_model}, "
+                f"vocab={c.vocab_size}, params={self.model.num_params():,})")
+
+
+def load(path: str | Path, device: str = "auto") -> LM:
+    """Load a run directory (config.json + model.safetensors + tokenizer.json)."""
+    model, tokenizer = load_checkpoint(path, pick_device(device))
+    return LM(model, tokenizer, Path(path))

@@ -1,0 +1,246 @@
+"""The `lmforge` command: one sub-command per job, thin over the library.
+
+Every error a user can cause is an `LmforgeError`: printed as one line on stderr, exit status 2.
+Commands that report figures take `--json` and then print exactly one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lmforge import __version__
+from lmforge.errors import LmforgeError
+
+
+def _emit(args, obj: dict, text: str) -> None:
+    print(json.dumps(obj, ensure_ascii=False) if args.json else text)
+
+
+def _log(args):
+    return (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
+
+
+# --- quickstart ------------------------------------------------------------------------------------
+def cmd_quickstart(args) -> None:
+    from lmforge.quickstart import run_quickstart
+
+    out = args.out or ("runs/quickstart" if args.corpus == "shakespeare" else f"runs/quickstart-{args.corpus}")
+    r = run_quickstart(args.corpus, out, args.set, log=_log(args), progress=not args.json)
+    lines = [
+        "",
+        f"validation perplexity on {r['val_tokens']:,} tokens of {r['corpus']}:",
+        f"  untrained model  {r['untrained']['perplexity']:10.1f}",
+        f"  bigram model     {r['bigram']['perplexity']:10.1f}",
+        f"  trained GPT      {r['trained']['perplexity']:10.1f}   ({r['trained']['bits_per_byte']:.3f} bits per byte)",
+        f"{r['steps']} steps in {r['train_seconds']:.0f} s at {r['tokens_per_s']:,.0f} tokens/s; "
+        f"{r['parameters'] / 1e6:.2f}M parameters; total {r['seconds']:.0f} s",
+        "",
+    ]
+    for s in r["samples"]:
+        lines += [f"--- sample (prompt {s['prompt']!r}) ---", s["prompt"] + s["text"], ""]
+    lines.append(f"the model is in {r['run_dir']}: try `lmforge generate {r['run_dir']} \"your prompt\"`")
+    _emit(args, r, "\n".join(lines))
+
+
+# --- data --------------------------------------------------------------------------------------------
+def cmd_data_list(args) -> None:
+    from lmforge.data.corpora import list_corpora
+
+    rows = list_corpora()
+    text = [f"{'name':16} {'lang':5} {'size':24} {'cached':7} licence"]
+    text += [f"{r['name']:16} {r['language']:5} {r['size']:24} {'yes' if r['cached'] else 'no':7} {r['licence']}"
+             for r in rows]
+    _emit(args, {"corpora": rows}, "\n".join(text))
+
+
+def _data_config(args):
+    from lmforge.config import DataConfig
+
+    return DataConfig(corpus=args.corpus, column=args.column, tokenizer=args.tokenizer,
+                      vocab_size=args.vocab_size, val_fraction=args.val_fraction)
+
+
+def cmd_data_prepare(args) -> None:
+    from lmforge.data.shards import prepare
+
+    data = prepare(_data_config(args), log=_log(args))
+    m = dict(data.meta)
+    _emit(args, m, "\n".join(f"{k}: {v}" for k, v in m.items()))
+
+
+def cmd_tokenizer_train(args) -> None:
+    from lmforge.data.clean import clean_documents
+    from lmforge.data.corpora import load_corpus
+    from lmforge.tokenizer import train_tokenizer
+
+    docs, _ = clean_documents(load_corpus(args.corpus, column=args.column).documents)
+    tok = train_tokenizer(args.kind, docs, args.vocab_size)
+    out = Path(args.out)
+    if out.is_dir() or not out.suffix:
+        out.mkdir(parents=True, exist_ok=True)
+        out = out / "tokenizer.json"
+    tok.save(out)
+    sample = docs[0][:200]
+    ids = tok.encode(sample)
+    r = {"path": str(out), "kind": tok.kind, "vocab_size": tok.vocab_size,
+         "chars_per_token": round(len(sample) / max(1, len(ids)), 3)}
+    _emit(args, r, f"saved a {tok.kind} tokenizer of {tok.vocab_size:,} tokens to {out} "
+                   f"({r['chars_per_token']} characters per token on a sample)")
+
+
+# --- train / eval / generate ---------------------------------------------------------------------------
+def cmd_train(args) -> None:
+    from lmforge.config import load_recipe
+    from lmforge.train.checkpoint import is_checkpoint
+    from lmforge.train.trainer import Trainer
+
+    out = Path(args.out or f"runs/{Path(args.recipe).stem}")
+    if args.resume:
+        if not is_checkpoint(out):
+            raise LmforgeError(f"{out} holds no checkpoint to resume; run without --resume, or give the run with --out")
+        recipe = load_recipe(str(out / "recipe.yaml"), args.set)  # the run's own recipe (+ --set)
+    else:
+        if is_checkpoint(out):
+            raise LmforgeError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+        recipe = load_recipe(args.recipe, args.set)
+    if args.json:
+        recipe.train.progress = False
+    trainer = Trainer(recipe, out, resume=args.resume, log=_log(args))
+    m = trainer.model
+    _log(args)(f"training {m.num_params() / 1e6:.2f}M parameters ({m.flops_per_token() / 1e6:.1f} MFLOP per token) "
+               f"on {trainer.device}, {recipe.train.max_steps} steps -> {out}")
+    res = trainer.fit()
+    last = res.evals[-1] if res.evals else trainer.evaluate(max_batches=10**9)
+    r = {"run_dir": str(out), "steps": res.steps, "val_loss": last["loss"], "val_perplexity": last["perplexity"],
+         "val_bits_per_byte": last.get("bits_per_byte"), "tokens_per_s": round(res.tokens_per_s, 1),
+         "seconds": round(res.seconds, 1), "parameters": res.n_params, "flops_per_token": res.flops_per_token,
+         "stopped_early": res.stopped_early}
+    _emit(args, r, f"step {res.steps}: validation loss {r['val_loss']:.4f}, perplexity {r['val_perplexity']:.2f}, "
+                   f"bits per byte {r['val_bits_per_byte']:.3f}; {r['tokens_per_s']:,.0f} tokens/s "
+                   f"over {r['seconds']:.0f} s; saved in {out}")
+
+
+def cmd_eval(args) -> None:
+    import lmforge
+    from lmforge.evaluate.perplexity import evaluate_lm
+
+    lm = lmforge.load(args.run)
+    ctx = lm.config.context_length
+    if args.file:
+        from lmforge.data.corpora import load_corpus
+        from lmforge.data.shards import encode_documents
+
+        docs = load_corpus(args.file, column=args.column).documents
+        tokens = encode_documents(lm.tokenizer, docs)
+        n_bytes = sum(len(d.encode("utf-8", "surrogatepass")) for d in docs)
+        source = args.file
+    else:
+        from lmforge.config import load_recipe
+        from lmforge.data.shards import prepare
+
+        recipe = load_recipe(str(Path(args.run) / "recipe.yaml"))
+        data = prepare(recipe.data, tokenizer=lm.tokenizer, log=_log(args))
+        tokens, n_bytes, source = data.val, data.meta["val_bytes"], f"validation split of {recipe.data.corpus}"
+    r = evaluate_lm(lm.model, tokens, ctx, batch_size=args.batch_size, bytes_per_token=n_bytes / max(1, len(tokens)))
+    r["source"] = source
+    _emit(args, r, f"{source}: {r['tokens']:,} tokens, loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f}, "
+                   f"bits per byte {r['bits_per_byte']:.4f}")
+
+
+def cmd_generate(args) -> None:
+    import lmforge
+
+    lm = lmforge.load(args.run)
+    outs = [lm.generate(args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                        None if args.seed is None else args.seed + i) for i in range(args.num_samples)]
+    if args.json:
+        print(json.dumps({"prompt": args.prompt, "samples": outs}, ensure_ascii=False))
+    else:
+        print("\n\n".join(args.prompt + o for o in outs))
+
+
+# --- the parser -------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmforge", description="Train, evaluate and sample Transformer language models on your own text.")
+    p.add_argument("--version", action="version", version=f"lmforge {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name, fn, help_, parent=sub):
+        sp = parent.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    def json_flag(sp):
+        sp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    q = command("quickstart", cmd_quickstart, "train a BPE tokenizer and a small GPT on a built-in corpus, evaluate it, sample from it")
+    q.add_argument("--corpus", default="shakespeare", help="built-in corpus or local path (default: shakespeare; try peoples-daily)")
+    q.add_argument("--out", help="run directory (default: runs/quickstart)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value, e.g. train.max_steps=500")
+    json_flag(q)
+
+    d = sub.add_parser("data", help="list and prepare corpora").add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    dl = command("list", cmd_data_list, "show the built-in corpora: name, language, size, licence, whether cached", d)
+    json_flag(dl)
+    dp = command("prepare", cmd_data_prepare, "clean, split and tokenise a corpus into cached token shards", d)
+    dp.add_argument("corpus", help="built-in corpus name, or a .txt/.jsonl/.csv/.tsv file, folder or glob")
+    dp.add_argument("--tokenizer", default="bpe", help="bpe, char, or a path to a tokenizer.json (default: bpe)")
+    dp.add_argument("--vocab-size", type=int, default=4096, help="vocabulary of a BPE tokenizer (default: 4096)")
+    dp.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus (default: text)")
+    dp.add_argument("--val-fraction", type=float, default=0.1, help="last fraction of the text kept for validation")
+    json_flag(dp)
+
+    t = sub.add_parser("tokenizer", help="train tokenizers").add_subparsers(dest="tok_command", metavar="ACTION", required=True)
+    tt = command("train", cmd_tokenizer_train, "train a byte-level BPE or character tokenizer and save tokenizer.json", t)
+    tt.add_argument("corpus", help="built-in corpus name, or a file, folder or glob")
+    tt.add_argument("--kind", choices=["bpe", "char"], default="bpe")
+    tt.add_argument("--vocab-size", type=int, default=4096)
+    tt.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus")
+    tt.add_argument("--out", default="tokenizer.json", help="file or directory to write (default: tokenizer.json)")
+    json_flag(tt)
+
+    tr = command("train", cmd_train, "train a model from a YAML recipe")
+    tr.add_argument("--recipe", default="quickstart", help="a YAML file, or a shipped recipe name (quickstart, shakespeare-char)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value, e.g. train.lr=3e-4 (repeatable)")
+    tr.add_argument("--out", help="run directory (default: runs/<recipe name>)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    json_flag(tr)
+
+    e = command("eval", cmd_eval, "perplexity and bits per byte of a trained model")
+    e.add_argument("run", help="run directory")
+    e.add_argument("--file", help="text to score (a file, folder or glob); default: the run's validation split")
+    e.add_argument("--column", help="text column of a .jsonl/.csv/.tsv file")
+    e.add_argument("--batch-size", type=int, default=8)
+    json_flag(e)
+
+    g = command("generate", cmd_generate, "continue a prompt with a trained model")
+    g.add_argument("run", help="run directory")
+    g.add_argument("prompt", nargs="?", default="", help="text to continue (default: start a new document)")
+    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--temperature", type=float, default=0.8, help="0 is greedy decoding")
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--seed", type=int, help="repeatable sampling")
+    g.add_argument("--num-samples", type=int, default=1)
+    json_flag(g)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except LmforgeError as e:
+        print(f"lmforge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmforge: interrupted; the last checkpoint (if any) is intact", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

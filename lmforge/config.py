@@ -1,0 +1,309 @@
+"""Configuration: one `ModelConfig` for every model family, named presets, and the run recipe.
+
+A recipe (YAML) has three sections, each a dataclass below:
+
+    model: {preset: gpt-mini, n_layer: 4, ...}   # a preset plus field overrides -> ModelConfig
+    data:  {corpus: shakespeare, tokenizer: bpe, vocab_size: 4096, ...}        -> DataConfig
+    train: {max_steps: 2000, lr: 1e-3, batch_size: 12, ...}                    -> TrainConfig
+
+`lmforge train --set train.lr=3e-4 --set model.n_layer=2` overrides any field by its dotted name.
+Unknown keys are errors that list the valid ones, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmforge.errors import LmforgeError
+
+
+@dataclass
+class ModelConfig:
+    """The shape of a Transformer. Every family (GPT, Llama-style, and the encoders) reads this."""
+
+    family: str = "gpt"
+    vocab_size: int = 8192
+    context_length: int = 256
+    n_layer: int = 6
+    n_head: int = 6
+    n_kv_head: int | None = None  # < n_head: grouped-query attention; None: same as n_head
+    d_model: int = 384
+    d_ff: int | None = None  # None: 4 * d_model (GELU) or the Llama rule (SwiGLU)
+    dropout: float = 0.0
+    position: str = "learned"  # learned | sinusoidal | rope | none
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    norm_eps: float = 1e-5
+    norm_position: str = "pre"  # pre (GPT-2, Llama) | post (original Transformer, BERT)
+    activation: str = "gelu"  # gelu | gelu_tanh | relu | swiglu
+    bias: bool = True
+    tie_embeddings: bool = True
+    causal: bool = True
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if self.d_ff is None:
+            if self.activation == "swiglu":  # Llama: 2/3 of 4d, rounded up to a multiple of 64
+                self.d_ff = 64 * ((int(8 * self.d_model / 3) + 63) // 64)
+            else:
+                self.d_ff = 4 * self.d_model
+        self.validate()
+
+    def validate(self) -> None:
+        choices = {
+            "position": ("learned", "sinusoidal", "rope", "none"),
+            "norm": ("layernorm", "rmsnorm"),
+            "norm_position": ("pre", "post"),
+            "activation": ("gelu", "gelu_tanh", "relu", "swiglu"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise LmforgeError(
+                    f"model.{name}={getattr(self, name)!r} is not supported; use one of {', '.join(allowed)}"
+                )
+        for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
+            if int(getattr(self, name)) < 1:
+                raise LmforgeError(f"model.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.d_model % self.n_head:
+            raise LmforgeError(
+                f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}; pick sizes where it is"
+            )
+        if self.n_head % self.n_kv_head:
+            raise LmforgeError(
+                f"model.n_head={self.n_head} is not a multiple of model.n_kv_head={self.n_kv_head}; "
+                "grouped-query attention shares each key/value head among an equal number of query heads"
+            )
+        if self.position == "rope" and (self.d_model // self.n_head) % 2:
+            raise LmforgeError("RoPE needs an even head size (d_model / n_head); change d_model or n_head")
+        if not 0.0 <= self.dropout < 1.0:
+            raise LmforgeError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        return cls(**_checked(cls, d, "model"))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+# Named shapes. Tiny ones train on a laptop CPU in minutes; gpt2 / gpt2-medium are the OpenAI shapes
+# (124M / 355M); llama-* use RoPE, RMSNorm, SwiGLU and grouped-query attention.
+PRESETS: dict[str, dict[str, Any]] = {
+    "gpt-micro": dict(n_layer=2, n_head=2, d_model=64, context_length=64),
+    "gpt-mini": dict(n_layer=4, n_head=4, d_model=128, context_length=64),  # nanoGPT's CPU shape
+    "gpt-small": dict(n_layer=6, n_head=6, d_model=384, context_length=256),
+    "gpt2": dict(n_layer=12, n_head=12, d_model=768, context_length=1024, vocab_size=50257),
+    "gpt2-medium": dict(n_layer=24, n_head=16, d_model=1024, context_length=1024, vocab_size=50257),
+    "llama-mini": dict(
+        n_layer=4, n_head=8, n_kv_head=2, d_model=256, context_length=256, position="rope",
+        norm="rmsnorm", norm_eps=1e-6, activation="swiglu", bias=False, tie_embeddings=False,
+    ),
+    "llama-1b": dict(  # the TinyLlama-1.1B shape
+        n_layer=22, n_head=32, n_kv_head=4, d_model=2048, d_ff=5632, context_length=2048,
+        vocab_size=32000, position="rope", norm="rmsnorm", norm_eps=1e-5, activation="swiglu",
+        bias=False, tie_embeddings=False,
+    ),
+}
+
+
+def model_config_from_preset(name: str, **overrides: Any) -> ModelConfig:
+    if name not in PRESETS:
+        raise LmforgeError(f"unknown model preset {name!r}; use one of {', '.join(PRESETS)}")
+    return ModelConfig.from_dict({**PRESETS[name], **overrides})
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it becomes tokens."""
+
+    corpus: str = "shakespeare"  # a built-in corpus name, or a file, folder or glob
+    column: str | None = None  # text column of a .jsonl / .csv / .tsv corpus
+    tokenizer: str = "bpe"  # bpe | char | path to a tokenizer.json
+    vocab_size: int = 4096  # for a BPE tokenizer trained here
+    val_fraction: float = 0.1  # the last fraction of the text (in characters) is validation
+    clean: bool = True  # NFKC, control characters, markup, exact duplicates
+
+
+@dataclass
+class TrainConfig:
+    """How to optimise. Defaults follow GPT-2 / nanoGPT practice."""
+
+    max_steps: int = 2000
+    batch_size: int = 12
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    schedule: str = "cosine"  # cosine | linear | constant (each after a linear warmup)
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables
+    eval_every: int = 250
+    eval_batches: int = 20
+    save_every: int = 0  # 0: at every evaluation
+    log_every: int = 10
+    seed: int = 1337
+    dtype: str = "auto"  # auto (float32 on CPU, bfloat16 autocast on CUDA) | float32 | bfloat16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    time_limit_minutes: float = 0.0  # 0: no limit; else stop (and save) when the time is up
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise LmforgeError(f"train.schedule={self.schedule!r} is not supported; use cosine, linear or constant")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise LmforgeError(f"train.dtype={self.dtype!r} is not supported; use auto, float32 or bfloat16")
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise LmforgeError(f"train.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise LmforgeError(f"train.lr must be positive, got {self.lr}")
+
+
+@dataclass
+class Recipe:
+    """Everything a training run needs; saved as `recipe.yaml` beside every checkpoint."""
+
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "gpt-mini"})
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        spec = dict(self.model)
+        preset = spec.pop("preset", None)
+        spec["vocab_size"] = vocab_size  # the tokenizer decides; a preset's vocabulary is a default only
+        if preset is None:
+            return ModelConfig.from_dict(spec)
+        return model_config_from_preset(preset, **spec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": dict(self.model), "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        d = dict(d or {})
+        unknown = set(d) - {"model", "data", "train"}
+        if unknown:
+            raise LmforgeError(f"unknown recipe section(s) {', '.join(sorted(unknown))}; a recipe has model, data and train")
+        model = dict(d.get("model") or {"preset": "gpt-mini"})
+        allowed = {f.name for f in fields(ModelConfig)} | {"preset"}
+        bad = set(model) - allowed
+        if bad:
+            raise LmforgeError(
+                f"unknown recipe key model.{sorted(bad)[0]}; valid keys are {', '.join(sorted(allowed))}"
+            )
+        recipe = cls(
+            model=model,
+            data=DataConfig(**_checked(DataConfig, d.get("data") or {}, "data")),
+            train=TrainConfig(**_checked(TrainConfig, d.get("train") or {}, "train")),
+        )
+        recipe.train.validate()
+        return recipe
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _checked(cls: type, d: dict[str, Any], section: str) -> dict[str, Any]:
+    """Reject keys the dataclass does not have, and coerce YAML/CLI strings to each field's type."""
+    if not isinstance(d, dict):
+        raise LmforgeError(f"recipe section {section!r} must be a mapping of key: value")
+    known = {f.name: f for f in fields(cls)}
+    out = {}
+    for key, value in d.items():
+        if key not in known:
+            raise LmforgeError(f"unknown recipe key {section}.{key}; valid keys are {', '.join(sorted(known))}")
+        out[key] = _coerce(value, known[key].type, f"{section}.{key}")
+    return out
+
+
+def _coerce(value: Any, type_name: Any, where: str) -> Any:
+    t = str(type_name)
+    if value is None:
+        return None
+    try:
+        if t.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if t.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if t.startswith("float"):
+            return float(value)
+    except (TypeError, ValueError):
+        raise LmforgeError(f"{where}={value!r} is not a valid {t.split(' ')[0]}; give a value of that type") from None
+    return value
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """`["train.lr=3e-4", "model.n_layer=2"]` -> {"train": {"lr": "3e-4"}, "model": {"n_layer": 2}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise LmforgeError(f"--set {item!r} is not of the form section.key=value (e.g. train.lr=3e-4)")
+        out.setdefault(section, {})[name] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    merged = {k: dict(v or {}) for k, v in base.items()}
+    for section, values in overrides.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+
+def load_recipe(spec: str, overrides: list[str] | None = None) -> Recipe:
+    """A shipped recipe by name (`quickstart`), or a path to a YAML file; then `--set` overrides."""
+    path = Path(spec)
+    if not path.is_file():
+        shipped = RECIPE_DIR / f"{spec}.yaml"
+        if not shipped.is_file():
+            names = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
+            raise LmforgeError(f"recipe {spec!r} is neither a file nor a shipped recipe; use a path or one of {names}")
+        path = shipped
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise LmforgeError(f"recipe {path} is not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
+    recipe = Recipe.from_dict(merge(raw, parse_set(overrides or [])))
+    recipe.data.corpus = _resolve_corpus_path(recipe.data.corpus, path.parent)
+    return recipe
+
+
+def _resolve_corpus_path(corpus: str, recipe_dir: Path) -> str:
+    """A relative corpus path is taken from the working directory, else from the recipe's folder."""
+    if Path(corpus).exists() or any(c in corpus for c in "*?[") or "/" not in corpus:
+        return corpus
+    beside = recipe_dir / corpus
+    return str(beside) if beside.exists() else corpus

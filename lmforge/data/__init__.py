@@ -1,0 +1,1 @@
+"""Text in, token tensors out: corpora, cleaning, token shards and batches."""

@@ -1,0 +1,1 @@
+"""Evaluation: perplexity and bits per byte, and baselines to compare against."""

@@ -1,0 +1,1 @@
+"""Training objectives: each is "model + batch -> loss"."""

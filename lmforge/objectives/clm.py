@@ -1,0 +1,39 @@
+"""Causal language modelling.
+
+By the chain rule, P(x_1..x_T) = prod_t P(x_t | x_<t). The model predicts each next token, and the
+loss is the mean negative log-likelihood (cross-entropy, in nats):
+
+    L = -(1/T) sum_t log P(x_t | x_<t) = -(1/T) sum_t log softmax(logits_t)[x_t]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def clm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    logits = model(x)  # (B, T, V)
+    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction=reduction)
+
+
+@torch.no_grad()
+def clm_eval(model: nn.Module, batches, autocast=None) -> tuple[float, int]:
+    """Summed NLL (nats) and token count over `batches` of (x, y), model in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    try:
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            if autocast is not None:
+                with autocast():
+                    total += clm_loss(model, x, y, reduction="sum").item()
+            else:
+                total += clm_loss(model, x, y, reduction="sum").item()
+            count += y.numel()
+    finally:
+        model.train(was_training)
+    return total, count

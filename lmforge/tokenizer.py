@@ -1,0 +1,141 @@
+"""Tokenizers on Hugging Face `tokenizers`: byte-level BPE and character level, one set of specials.
+
+Byte-level BPE (GPT-2) starts from the 256 byte values, so any UTF-8 text round-trips exactly, and
+repeatedly merges the most frequent adjacent pair into a new symbol until the vocabulary is full.
+A character tokenizer gives each distinct character of the training text its own id (nanoGPT's
+shakespeare-char); characters it never saw become `<|unk|>`.
+
+This module imports no torch: it works on strings and lists of ints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
+
+from lmforge.errors import LmforgeError
+
+# One set of special tokens for every family (GPT uses bos/eos/pad; BERT adds cls/sep/mask).
+SPECIAL_TOKENS: dict[str, str] = {
+    "pad": "<|pad|>",
+    "unk": "<|unk|>",
+    "bos": "<|bos|>",
+    "eos": "<|endoftext|>",
+    "mask": "<|mask|>",
+    "sep": "<|sep|>",
+    "cls": "<|cls|>",
+}
+
+
+class Tokenizer:
+    """A thin wrapper: `encode(str) -> list[int]`, `decode(list[int]) -> str`, ids of the specials."""
+
+    def __init__(self, hf: HFTokenizer, kind: str):
+        self.hf = hf
+        self.kind = kind
+        for role, token in SPECIAL_TOKENS.items():
+            setattr(self, f"{role}_id", hf.token_to_id(token))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size()
+
+    @property
+    def special_ids(self) -> set[int]:
+        return {i for i in (getattr(self, f"{r}_id") for r in SPECIAL_TOKENS) if i is not None}
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.hf.to_str().encode()).hexdigest()[:16]
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        self.hf.save(str(tmp))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tokenizer":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise LmforgeError(f"no tokenizer at {path}; train one with `lmforge tokenizer train` or give its tokenizer.json")
+        try:
+            hf = HFTokenizer.from_file(str(path))
+        except Exception as e:  # the Rust library raises plain Exception on bad JSON
+            raise LmforgeError(f"{path} is not a valid tokenizer.json ({str(e).splitlines()[0]}); retrain or restore it") from None
+        return cls(hf, _kind_of(hf))
+
+
+def _kind_of(hf: HFTokenizer) -> str:
+    model = json.loads(hf.to_str())["model"]["type"]
+    return {"BPE": "bpe", "WordLevel": "char", "WordPiece": "wordpiece"}.get(model, model.lower())
+
+
+def _check_texts(texts: Iterable[str]) -> Iterator[str]:
+    seen_any = False
+    for t in texts:
+        if t:
+            seen_any = True
+            yield t
+    if not seen_any:
+        raise LmforgeError("cannot train a tokenizer on empty text; give a corpus that contains text")
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
+    """Byte-level BPE with `vocab_size` entries: 256 bytes + the specials + learned merges."""
+    floor = 256 + len(SPECIAL_TOKENS)
+    if vocab_size < floor:
+        raise LmforgeError(
+            f"vocabulary size {vocab_size} is too small for byte-level BPE, which needs the 256 bytes and "
+            f"{len(SPECIAL_TOKENS)} special tokens; use at least {floor}"
+        )
+    hf = HFTokenizer(models.BPE(unk_token=None, fuse_unk=False))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    hf.train_from_iterator(_check_texts(texts), trainer=trainer)
+    return Tokenizer(hf, "bpe")
+
+
+def train_char(texts: Iterable[str]) -> Tokenizer:
+    """One id per distinct character (specials first, then characters in code-point order)."""
+    chars: set[str] = set()
+    for t in _check_texts(texts):
+        chars.update(t)
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS.values())}
+    for ch in sorted(chars):
+        vocab.setdefault(ch, len(vocab))
+    hf = HFTokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk"]))
+    hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character
+    hf.decoder = decoders.Fuse()  # join pieces with no separator
+    hf.add_special_tokens(list(SPECIAL_TOKENS.values()))
+    return Tokenizer(hf, "char")
+
+
+def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 4096) -> Tokenizer:
+    if kind == "bpe":
+        return train_bpe(texts, vocab_size)
+    if kind == "char":
+        return train_char(texts)
+    raise LmforgeError(f"unknown tokenizer kind {kind!r}; use bpe, char, or a path to a tokenizer.json")

@@ -1,0 +1,105 @@
+"""Checkpoints: a run directory is a model anyone can load, and a training run that can resume.
+
+    config.json          the ModelConfig
+    model.safetensors    the weights (no pickle), with the step in its metadata
+    tokenizer.json       the tokenizer
+    recipe.yaml          the full recipe of the run
+    trainer_state.pt     optimizer, scheduler, RNG and data position (tensors only; loaded weights_only)
+
+Every file is first written to a temporary folder in the run directory and then moved into place
+with `os.replace`, trainer state last: a run killed while saving keeps its previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from lmforge.config import ModelConfig
+from lmforge.errors import LmforgeError
+from lmforge.models import build_model
+from lmforge.tokenizer import Tokenizer
+
+FILES = ("tokenizer.json", "config.json", "recipe.yaml", "model.safetensors", "trainer_state.pt")
+
+
+def save_checkpoint(run_dir: str | Path, model: nn.Module, tokenizer: Tokenizer, recipe=None,
+                    trainer_state: dict | None = None, step: int = 0) -> None:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=run_dir))
+    try:
+        model.config.save(tmp / "config.json")
+        tokenizer.hf.save(str(tmp / "tokenizer.json"))
+        if recipe is not None:
+            recipe.save(tmp / "recipe.yaml")
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt", "step": str(step)})
+        if trainer_state is not None:
+            torch.save({**trainer_state, "step": step}, tmp / "trainer_state.pt")
+        for name in FILES:
+            if (tmp / name).exists():
+                with open(tmp / name, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp / name, run_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def checkpoint_step(path: str | Path) -> int:
+    with safe_open(str(Path(path) / "model.safetensors"), framework="pt") as f:
+        return int((f.metadata() or {}).get("step", 0))
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Tokenizer]:
+    """A run directory -> (model in eval mode, tokenizer). Every failure is one clear LmforgeError."""
+    path = Path(path)
+    if not path.exists():
+        raise LmforgeError(f"{path} does not exist; give the directory of a run made by `lmforge train` or `lmforge quickstart`")
+    if not is_checkpoint(path):
+        raise LmforgeError(
+            f"{path} is not an lmforge checkpoint (it needs config.json and model.safetensors); "
+            "give the directory of a run made by `lmforge train` or `lmforge quickstart`"
+        )
+    try:
+        cfg = ModelConfig.load(path / "config.json")
+    except (ValueError, TypeError) as e:
+        raise LmforgeError(f"{path / 'config.json'} is not a valid model config ({e}); restore it from the run") from None
+    model = build_model(cfg)
+    try:
+        load_model(model, str(path / "model.safetensors"), strict=True, device=str(device))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LmforgeError(
+            f"{path / 'model.safetensors'} is truncated, corrupted or does not match config.json ({first[:200]}); "
+            "restore it from a copy or retrain"
+        ) from None
+    model.to(device).eval()
+    return model, Tokenizer.load(path / "tokenizer.json")
+
+
+def load_trainer_state(path: str | Path) -> dict:
+    path = Path(path)
+    if not (path / "trainer_state.pt").is_file():
+        raise LmforgeError(f"{path} has no trainer_state.pt to resume from; start a new run without --resume")
+    try:
+        state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several kinds on a damaged file
+        raise LmforgeError(f"{path / 'trainer_state.pt'} is damaged ({type(e).__name__}); start a new run without --resume") from None
+    if state.get("step") != checkpoint_step(path):
+        raise LmforgeError(
+            f"{path} holds weights and trainer state from different steps (the run was stopped while saving); "
+            "start a new run without --resume"
+        )
+    return state
