@@ -1,0 +1,64 @@
+"""Recipes: shipped ones load, --set overrides with types, and every wrong key is a clear error."""
+
+import pytest
+
+from lmforge.config import Recipe, load_recipe, parse_set
+from lmforge.errors import LmforgeError
+from lmforge.train.schedule import lr_at
+
+
+def test_shipped_recipes_load():
+    r = load_recipe("shakespeare-char")
+    assert r.data.tokenizer == "char" and r.train.max_steps == 2000
+    cfg = r.model_config(vocab_size=72)
+    assert (cfg.n_layer, cfg.n_head, cfg.d_model, cfg.context_length) == (4, 4, 128, 64)
+    assert load_recipe("quickstart").data.corpus == "shakespeare"
+
+
+def test_set_overrides_are_typed():
+    r = load_recipe("quickstart", ["train.lr=3e-4", "model.n_layer=2", "train.progress=false", "data.column=body"])
+    assert r.train.lr == 3e-4 and r.model["n_layer"] == 2 and r.train.progress is False
+    assert r.data.column == "body"
+
+
+@pytest.mark.parametrize("sets,match", [
+    (["train.lrr=1"], "unknown recipe key train.lrr"),
+    (["model.layers=2"], "unknown recipe key model.layers"),
+    (["optim.lr=1"], "unknown recipe section"),
+    (["train.max_steps=abc"], "not a valid int"),
+    (["train.lr"], "section.key=value"),
+    (["train.schedule=exp"], "cosine, linear or constant"),
+])
+def test_bad_keys_and_values(sets, match):
+    with pytest.raises(LmforgeError, match=match):
+        load_recipe("quickstart", sets)
+
+
+def test_unknown_recipe_and_bad_yaml(tmp_path):
+    with pytest.raises(LmforgeError, match="neither a file nor a shipped recipe"):
+        load_recipe("no-such-recipe")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(LmforgeError, match="not valid YAML"):
+        load_recipe(str(bad))
+
+
+def test_parse_set_nests():
+    assert parse_set(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+
+
+def test_recipe_round_trip(tmp_path):
+    r = load_recipe("quickstart")
+    r.save(tmp_path / "r.yaml")
+    assert Recipe.from_dict(__import__("yaml").safe_load((tmp_path / "r.yaml").read_text())).to_dict() == r.to_dict()
+
+
+def test_schedules_by_hand():
+    kw = dict(lr=1.0, min_lr=0.1, warmup=10, total=110)
+    assert lr_at(0, **kw) == pytest.approx(0.1)  # (0 + 1) / 10
+    assert lr_at(9, **kw) == pytest.approx(1.0)
+    assert lr_at(60, **kw) == pytest.approx(0.55)  # cosine halfway: 0.1 + 0.9 * 0.5
+    assert lr_at(110, **kw) == pytest.approx(0.1)
+    assert lr_at(60, **kw, kind="linear") == pytest.approx(0.55)
+    assert lr_at(35, **kw, kind="linear") == pytest.approx(1.0 - 0.9 * 0.25)
+    assert lr_at(100, **kw, kind="constant") == 1.0
