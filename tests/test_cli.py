@@ -1,0 +1,176 @@
+"""The command line: each bad input ends in one line on stderr, exit status 2, no traceback, and
+nothing half-written; the good paths print figures as text or as one JSON object."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import lmforge
+from lmforge.cli import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clear_error(code, err, *words):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lmforge: error: "), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny character-level GPT trained for a few steps through the CLI."""
+    from tests.conftest import TINY_SHAKESPEARE
+
+    if not TINY_SHAKESPEARE.is_file():
+        pytest.skip("shared test data is absent")
+    tmp = tmp_path_factory.mktemp("cli")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(TINY_SHAKESPEARE.read_text()[:100_000])
+    out = tmp / "run"
+    code = main(["train", "--recipe", "shakespeare-char", "--out", str(out), "--json",
+                 "--set", f"data.corpus={corpus}", "--set", "train.max_steps=30", "--set", "train.eval_every=10",
+                 "--set", "train.eval_batches=2", "--set", "model.context_length=32"])
+    assert code == 0
+    return out
+
+
+def test_train_json_and_eval_and_generate(trained_run, capsys):
+    code, out, _ = run(capsys, "eval", str(trained_run), "--json")
+    r = json.loads(out)
+    assert code == 0 and r["tokens"] > 1000 and r["perplexity"] > 1 and r["bits_per_byte"] > 0
+    code, out, _ = run(capsys, "generate", str(trained_run), "ROMEO:", "--seed", "3", "--max-new-tokens", "40", "--json")
+    a = json.loads(out)["samples"][0]
+    code, out, _ = run(capsys, "generate", str(trained_run), "ROMEO:", "--seed", "3", "--max-new-tokens", "40", "--json")
+    assert code == 0 and json.loads(out)["samples"][0] == a and 0 < len(a) <= 40  # char-level: one character a token
+
+
+def test_eval_on_a_file(trained_run, tmp_path, capsys):
+    f = tmp_path / "t.txt"
+    f.write_text("First Citizen:\nWe are accounted poor citizens.\n" * 20)
+    code, out, _ = run(capsys, "eval", str(trained_run), "--file", str(f), "--json")
+    assert code == 0 and json.loads(out)["source"] == str(f)
+
+
+def test_python_front_door(trained_run):
+    lm = lmforge.load(trained_run)
+    assert lm.tokenizer.vocab_size == lm.model.config.vocab_size
+    text = lm.generate("ROMEO:", max_new_tokens=20, temperature=0.8, seed=1)
+    assert isinstance(text, str) and 0 < len(text) <= 20
+    assert lm.generate("ROMEO:", max_new_tokens=20, temperature=0) == lm.generate("ROMEO:", max_new_tokens=20, temperature=0)
+
+
+def test_prompt_longer_than_context(trained_run, capsys):
+    code, _, err = run(capsys, "generate", str(trained_run), "x" * 100)
+    assert_clear_error(code, err, "longer than the model's context of 32")
+
+
+def test_not_a_checkpoint(tmp_path, capsys):
+    assert_clear_error(*run(capsys, "generate", str(tmp_path), "hi")[::2], "not an lmforge checkpoint")
+    assert_clear_error(*run(capsys, "eval", str(tmp_path / "nope"))[::2], "does not exist")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble"])
+def test_damaged_weights(trained_run, tmp_path, capsys, damage):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(trained_run, run_dir)
+    w = run_dir / "model.safetensors"
+    data = w.read_bytes()
+    w.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x07" * 64 + data[64:])
+    code, _, err = run(capsys, "generate", str(run_dir), "hi")
+    assert_clear_error(code, err, "model.safetensors", "corrupted")
+
+
+def test_bad_corpora(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(bytes(range(256)) * 10)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café crème".encode("latin-1"))
+    cases = [
+        (str(tmp_path / "missing.txt"), "no such file"),
+        (str(empty), "empty"),
+        (str(binary), "binary"),
+        (str(latin), "UTF-8"),
+        ("no-such-corpus", "unknown corpus"),
+    ]
+    for spec, words in cases:
+        assert_clear_error(*run(capsys, "data", "prepare", spec)[::2], words)
+
+
+def test_no_network_when_a_corpus_must_be_fetched(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("LMFORGE_OFFLINE", "1")
+    assert_clear_error(*run(capsys, "quickstart")[::2], "could not download corpus 'shakespeare'")
+
+
+def test_bad_recipe_values_leave_nothing_behind(small_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    for sets, words in [
+        (["model.preset=gpt5"], "unknown model preset 'gpt5'"),
+        (["train.foo=1"], "unknown recipe key train.foo"),
+        (["data.tokenizer=bpe", "data.vocab_size=100"], "too small"),
+    ]:
+        args = ["train", "--recipe", "quickstart", "--out", str(out), "--set", f"data.corpus={small_corpus}"]
+        for s in sets:
+            args += ["--set", s]
+        assert_clear_error(*run(capsys, *args)[::2], words)
+        assert not (out / "model.safetensors").exists()
+
+
+def test_resume_and_overwrite_guards(trained_run, tmp_path, capsys):
+    assert_clear_error(*run(capsys, "train", "--out", str(tmp_path / "x"), "--resume")[::2], "no checkpoint to resume")
+    assert_clear_error(*run(capsys, "train", "--recipe", "shakespeare-char", "--out", str(trained_run))[::2],
+                       "already holds a checkpoint")
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "lmforge.cli", "generate", str(tmp_path), "hi"],
+                       capture_output=True, text=True, env=os.environ.copy())
+    assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_every_command_has_help(capsys):
+    for cmd in (["quickstart"], ["data", "list"], ["data", "prepare"], ["tokenizer", "train"], ["train"],
+                ["eval"], ["generate"]):
+        with pytest.raises(SystemExit) as e:
+            main([*cmd, "--help"])
+        assert e.value.code == 0
+        assert "usage: lmforge" in capsys.readouterr().out
+
+
+def test_tokenizer_train_and_data_list(small_corpus, tmp_path, capsys):
+    code, out, _ = run(capsys, "tokenizer", "train", str(small_corpus), "--vocab-size", "400",
+                       "--out", str(tmp_path / "tok"), "--json")
+    r = json.loads(out)
+    assert code == 0 and r["vocab_size"] == 400 and (tmp_path / "tok" / "tokenizer.json").is_file()
+    code, out, _ = run(capsys, "data", "list", "--json")
+    names = {c["name"] for c in json.loads(out)["corpora"]}
+    assert {"shakespeare", "peoples-daily", "chinese-reviews"} <= names
+
+
+def test_quickstart_on_a_small_local_corpus(small_corpus, tmp_path, capsys):
+    code, out, _ = run(capsys, "quickstart", "--corpus", str(small_corpus), "--out", str(tmp_path / "qs"), "--json",
+                       "--set", "train.max_steps=80", "--set", "data.vocab_size=512", "--set", "model.n_layer=2",
+                       "--set", "model.d_model=64", "--set", "model.n_head=2", "--set", "train.eval_every=80")
+    r = json.loads(out)
+    assert code == 0
+    assert r["trained"]["perplexity"] < r["untrained"]["perplexity"] / 3
+    assert r["bigram"]["perplexity"] < r["untrained"]["perplexity"]
+    assert len(r["samples"]) == 3 and all(s["text"] for s in r["samples"])
+    assert lmforge.load(tmp_path / "qs").generate("The", max_new_tokens=5)
