@@ -54,3 +54,4 @@ def bf16_speedup(n: int = 512, repeats: int = 10) -> float:
         return time.perf_counter() - t
 
     return rate(torch.float32) / rate(torch.bfloat16)
+

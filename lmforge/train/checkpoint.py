@@ -34,6 +34,8 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, tokenizer: Tokenizer,
                     trainer_state: dict | None = None, step: int = 0) -> None:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(".checkpoint-*"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=run_dir))
     try:
         model.config.save(tmp / "config.json")

@@ -40,7 +40,7 @@ class TrainResult:
     flops_per_token: float = 0.0
 
 
-def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -69,7 +69,7 @@ class Trainer:
         self.model_config = recipe.model_config(self.data.tokenizer.vocab_size)
         torch.manual_seed(tcfg.seed)
         self.model = build_model(self.model_config).to(self.device)
-        self.optimizer = make_optimizer(self.model, tcfg, self.device)
+        self.optimizer = make_optimizer(self.model, tcfg)
         self.batches = RandomWindows(self.data.train, tcfg.batch_size, self.model_config.context_length, tcfg.seed)
         self.step = 0
         if resume:
@@ -100,6 +100,8 @@ class Trainer:
 
     # --- evaluation --------------------------------------------------------------------------------
     def evaluate(self, max_batches: int | None = None) -> dict:
+        """Validation loss, perplexity and bits per byte on `max_batches` (default train.eval_batches)
+        batches spread evenly over the split; a huge `max_batches` scores the whole split."""
         cfg = self.recipe.train
         return evaluate_lm(self.model, self.data.val, self.model_config.context_length, cfg.batch_size,
                            max_batches or cfg.eval_batches, self.data.val_bytes_per_token, self.autocast)
@@ -154,10 +156,12 @@ class Trainer:
                                   elapsed_s=round(now - t_start, 2))
                     bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
                 out_of_time = cfg.time_limit_minutes > 0 and now - t_start > 60 * cfg.time_limit_minutes
-                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps or out_of_time:
-                    self._record_eval(metrics, result)
-                    bar.write(f"step {self.step}: val loss {result.evals[-1]['loss']:.4f}, "
-                              f"perplexity {result.evals[-1]['perplexity']:.2f}") if cfg.progress else None
+                last = self.step == cfg.max_steps or out_of_time
+                if self.step % cfg.eval_every == 0 or last:
+                    self._record_eval(metrics, result, full=last)  # the final figure scores every token
+                    if cfg.progress:
+                        bar.write(f"step {self.step}: val loss {result.evals[-1]['loss']:.4f}, "
+                                  f"perplexity {result.evals[-1]['perplexity']:.2f}")
                     if cfg.save_every == 0 or self.step == cfg.max_steps or out_of_time:
                         self.save()
                 elif cfg.save_every and self.step % cfg.save_every == 0:
@@ -175,8 +179,8 @@ class Trainer:
         plot_losses(metrics.read(), self.run_dir / "loss.png", title=str(self.run_dir.name))
         return result
 
-    def _record_eval(self, metrics: MetricsLog, result: TrainResult) -> None:
-        ev = self.evaluate()
+    def _record_eval(self, metrics: MetricsLog, result: TrainResult, full: bool = False) -> None:
+        ev = self.evaluate(max_batches=10**9 if full else None)
         self.model.train()
         ev["step"] = self.step
         result.evals.append(ev)
