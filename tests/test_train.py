@@ -98,3 +98,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, small_corpu
     model, _ = ckpt.load_checkpoint(tmp_path / "run")
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert ckpt.checkpoint_step(tmp_path / "run") == 20
+
+
+def test_time_limit_stops_evaluates_and_saves(tmp_path, small_corpus):
+    recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=100000, time_limit_minutes=0.002)))
+    result = Trainer(recipe, tmp_path / "run", log=lambda *a: None).fit()
+    assert result.stopped_early and 0 < result.steps < 100000
+    assert result.evals[-1]["step"] == result.steps == ckpt.checkpoint_step(tmp_path / "run")

@@ -45,10 +45,13 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, tokenizer: Tokenizer,
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt", "step": str(step)})
         if trainer_state is not None:
             torch.save({**trainer_state, "step": step}, tmp / "trainer_state.pt")
+        umask = os.umask(0)
+        os.umask(umask)
         for name in FILES:
             if (tmp / name).exists():
                 with open(tmp / name, "rb") as f:
                     os.fsync(f.fileno())
+                os.chmod(tmp / name, 0o666 & ~umask)  # temporary files are private; the run is not
                 os.replace(tmp / name, run_dir / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

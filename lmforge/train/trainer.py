@@ -33,8 +33,9 @@ class TrainResult:
     run_dir: Path
     steps: int
     evals: list[dict] = field(default_factory=list)  # {"step", "loss", "perplexity", "bits_per_byte"}
-    tokens_per_s: float = 0.0
-    seconds: float = 0.0
+    tokens_per_s: float = 0.0  # training only: evaluation and checkpoint time left out
+    seconds: float = 0.0  # wall time of fit(), evaluations included
+    eval_seconds: float = 0.0
     stopped_early: bool = False
     n_params: int = 0
     flops_per_token: float = 0.0
@@ -157,15 +158,18 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
                 out_of_time = cfg.time_limit_minutes > 0 and now - t_start > 60 * cfg.time_limit_minutes
                 last = self.step == cfg.max_steps or out_of_time
+                t_eval = time.perf_counter()
                 if self.step % cfg.eval_every == 0 or last:
                     self._record_eval(metrics, result, full=last)  # the final figure scores every token
                     if cfg.progress:
                         bar.write(f"step {self.step}: val loss {result.evals[-1]['loss']:.4f}, "
                                   f"perplexity {result.evals[-1]['perplexity']:.2f}")
-                    if cfg.save_every == 0 or self.step == cfg.max_steps or out_of_time:
+                    if cfg.save_every == 0 or last:
                         self.save()
                 elif cfg.save_every and self.step % cfg.save_every == 0:
                     self.save()
+                result.eval_seconds += time.perf_counter() - t_eval
+                t_log += time.perf_counter() - t_eval  # keep the logged tokens/s about training
                 if out_of_time:
                     result.stopped_early = True
                     self.log(f"time limit of {cfg.time_limit_minutes} minutes reached at step {self.step}; saved")
@@ -174,7 +178,7 @@ class Trainer:
             bar.close()
         result.seconds = time.perf_counter() - t_start
         done = self.step - result.steps
-        result.tokens_per_s = done * tokens_per_step / max(result.seconds, 1e-9)
+        result.tokens_per_s = done * tokens_per_step / max(result.seconds - result.eval_seconds, 1e-9)
         result.steps = self.step
         plot_losses(metrics.read(), self.run_dir / "loss.png", title=str(self.run_dir.name))
         return result
