@@ -73,6 +73,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, tcfg)
         self.batches = RandomWindows(self.data.train, tcfg.batch_size, self.model_config.context_length, tcfg.seed)
         self.step = 0
+        self.horizon = tcfg.max_steps  # where the schedule ends; shrinks to fit train.time_limit_minutes
         if resume:
             self._load_state()
 
@@ -80,6 +81,8 @@ class Trainer:
     def _state(self) -> dict:
         state = {"optimizer": self.optimizer.state_dict(), "data": self.batches.state_dict(),
                  "rng_cpu": torch.get_rng_state()}
+        if self.horizon < self.recipe.train.max_steps:  # shrunk to fit the time limit
+            state["horizon"] = self.horizon
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         return state
@@ -95,6 +98,8 @@ class Trainer:
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.step = int(state["step"])
+        if "horizon" in state:
+            self.horizon = min(int(state["horizon"]), self.recipe.train.max_steps)
 
     def save(self) -> None:
         ckpt.save_checkpoint(self.run_dir, self.model, self.data.tokenizer, self.recipe, self._state(), self.step)
@@ -122,11 +127,13 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
                    dynamic_ncols=True, leave=False)
         t_start = t_log = time.perf_counter()
-        step_at_log = self.step
+        step_at_log = step_at_start = self.step
         try:
-            while self.step < cfg.max_steps:
+            while self.step < self.horizon:
+                if cfg.time_limit_minutes > 0 and self.step == step_at_start + 20:
+                    self._fit_schedule_to_time(time.perf_counter() - t_start, 20, bar)
                 lr = lr_at(self.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_steps,
-                           total=cfg.max_steps, kind=cfg.schedule)
+                           total=self.horizon, kind=cfg.schedule)
                 for group in opt.param_groups:
                     group["lr"] = lr
                 loss_sum = 0.0
@@ -150,14 +157,14 @@ class Trainer:
                 self.step += 1
                 bar.update(1)
                 now = time.perf_counter()
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                if self.step % cfg.log_every == 0 or self.step == self.horizon:
                     tps = (self.step - step_at_log) * tokens_per_step / max(now - t_log, 1e-9)
                     t_log, step_at_log = now, self.step
                     metrics.write(step=self.step, loss=loss_sum, lr=lr, tokens_per_s=round(tps, 1),
                                   elapsed_s=round(now - t_start, 2))
                     bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
                 out_of_time = cfg.time_limit_minutes > 0 and now - t_start > 60 * cfg.time_limit_minutes
-                last = self.step == cfg.max_steps or out_of_time
+                last = self.step == self.horizon or out_of_time
                 t_eval = time.perf_counter()
                 if self.step % cfg.eval_every == 0 or last:
                     self._record_eval(metrics, result, full=last)  # the final figure scores every token
@@ -180,8 +187,21 @@ class Trainer:
         done = self.step - result.steps
         result.tokens_per_s = done * tokens_per_step / max(result.seconds - result.eval_seconds, 1e-9)
         result.steps = self.step
+        result.stopped_early = self.step < cfg.max_steps
         plot_losses(metrics.read(), self.run_dir / "loss.png", title=str(self.run_dir.name))
         return result
+
+    def _fit_schedule_to_time(self, elapsed: float, steps: int, bar) -> None:
+        """With a time limit, end the schedule (and the run) at the step the measured speed reaches in
+        time, so the learning rate still anneals instead of being cut off mid-schedule."""
+        cfg = self.recipe.train
+        remaining = 60 * cfg.time_limit_minutes * 0.9 - elapsed  # 10% kept for evaluations
+        fits = self.step + int(remaining / (elapsed / steps))
+        if fits < self.horizon:
+            self.horizon = max(self.step + 1, fits)
+            bar.total = self.horizon
+            self.log(f"at the measured speed, {self.horizon} of {cfg.max_steps} steps fit in the time limit of "
+                     f"{cfg.time_limit_minutes} minutes; the schedule now ends there")
 
     def _record_eval(self, metrics: MetricsLog, result: TrainResult, full: bool = False) -> None:
         ev = self.evaluate(max_batches=10**9 if full else None)
