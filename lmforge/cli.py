@@ -50,8 +50,8 @@ def cmd_data_list(args) -> None:
     from lmforge.data.corpora import list_corpora
 
     rows = list_corpora()
-    text = [f"{'name':16} {'lang':5} {'size':24} {'cached':7} licence"]
-    text += [f"{r['name']:16} {r['language']:5} {r['size']:24} {'yes' if r['cached'] else 'no':7} {r['licence']}"
+    text = [f"{'name':16} {'lang':5} {'size':36} {'cached':7} licence"]
+    text += [f"{r['name']:16} {r['language']:5} {r['size']:36} {'yes' if r['cached'] else 'no':7} {r['licence']}"
              for r in rows]
     _emit(args, {"corpora": rows}, "\n".join(text))
 
