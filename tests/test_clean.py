@@ -75,3 +75,13 @@ def test_clean_documents_dedupe_order_and_empty():
 def test_clean_documents_without_dedupe():
     out, report = clean_documents(["x", "x"], dedupe=False)
     assert out == ["x", "x"] and report.duplicates_removed == 0
+
+
+def test_report_summary_names_what_was_removed():
+    from lmforge.data.clean import clean_documents
+
+    _, report = clean_documents(["a", "a", "  ", "<p>b</p>"])
+    line = report.summary()
+    assert line.startswith("cleaning: 2 of 4 documents kept;")
+    assert "1 duplicates removed" in line and "1 empty removed" in line and "markup removed" in line
+    assert clean_documents(["x"])[1].summary().endswith("nothing to change")

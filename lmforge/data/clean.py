@@ -75,6 +75,13 @@ class CleanReport:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    def summary(self) -> str:
+        """One line for the terminal: what was removed or changed, or that nothing was."""
+        parts = [f"{v:,} {k.replace('_', ' ')}" for k, v in self.as_dict().items()
+                 if k not in ("documents_in", "documents_out") and v]
+        kept = f"{self.documents_out:,} of {self.documents_in:,} documents kept"
+        return f"cleaning: {kept}; " + (", ".join(parts) if parts else "nothing to change")
+
 
 @lru_cache(maxsize=1)
 def _control_re() -> re.Pattern[str]:

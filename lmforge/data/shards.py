@@ -153,6 +153,8 @@ def prepare(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=print) -> T
     key = _fingerprint(SHARD_FORMAT, train_docs, val_docs, tok.fingerprint())
     folder = cache_dir("shards") / key
     if not (folder / "meta.json").is_file():
+        if report is not None:
+            log(report.summary())
         log(f"tokenising {corpus.name} ({sum(map(len, docs)):,} characters) ...")
 
         def write(tmp: Path) -> None:
