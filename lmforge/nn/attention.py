@@ -83,20 +83,16 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v)  # (B, G, S, D), S = cached + T
         S = k.size(2)
-        if self.causal:
+        if self.causal and (need_weights or mask is not None or S != T):
             cm = causal_mask(T, S, device=x.device)
             mask = cm if mask is None else mask & cm
         if need_weights:
             if G != H:  # each key/value head serves H / G consecutive query heads
                 k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
             y, w = scaled_dot_product_attention(q, k, v, mask)
-        else:
-            p = self.dropout if self.training else 0.0
-            if mask is None or (self.causal and mask is cm and S == T):
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal and S == T,
-                                                   enable_gqa=G != H)
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=G != H)
+        else:  # a causal mask not built above is the square one the fused kernel makes itself
             w = None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                               is_causal=self.causal and mask is None, enable_gqa=G != H)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # concatenate the heads
         return self.proj_dropout(self.proj(y)), w

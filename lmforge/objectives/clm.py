@@ -8,6 +8,8 @@ loss is the mean negative log-likelihood (cross-entropy, in nats):
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,10 +30,7 @@ def clm_eval(model: nn.Module, batches, autocast=None) -> tuple[float, int]:
     try:
         for x, y in batches:
             x, y = x.to(device), y.to(device)
-            if autocast is not None:
-                with autocast():
-                    total += clm_loss(model, x, y, reduction="sum").item()
-            else:
+            with (autocast or contextlib.nullcontext)():
                 total += clm_loss(model, x, y, reduction="sum").item()
             count += y.numel()
     finally:
