@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.generate import generate as generate_ids
+from lmforge.generate import Engine
 from lmforge.runtime import pick_device
 from lmforge.tokenizer import Tokenizer
 from lmforge.train.checkpoint import load_checkpoint
@@ -42,8 +42,8 @@ class LM:
         """The continuation of `prompt` (the prompt itself is not repeated). temperature 0 is greedy."""
         ids = self.encode_prompt(prompt)
         x = torch.tensor([ids], device=self.device)
-        out = generate_ids(self.model, x, max_new_tokens, temperature, top_k, top_p, seed,
-                           self.tokenizer.eos_id if stop_at_eos else None)
+        out = Engine(self.model).generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                          seed=seed, eos_id=self.tokenizer.eos_id if stop_at_eos else None)
         return self.tokenizer.decode(out[0, len(ids):].tolist())
 
     def __repr__(self) -> str:

@@ -1,5 +1,8 @@
-"""Text generation on token ids (no tokenizer here): logits processors and the sampling loop."""
+"""Text generation on token ids (no tokenizer here): logits processors, a KV-cache engine, and the
+plain re-reading loop kept as the reference the engine is tested against."""
 
+from lmforge.generate.engine import Engine
+from lmforge.generate.kv_cache import KVCache
 from lmforge.generate.sampling import generate, process_logits
 
-__all__ = ["generate", "process_logits"]
+__all__ = ["Engine", "KVCache", "generate", "process_logits"]

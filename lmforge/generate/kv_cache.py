@@ -1,0 +1,51 @@
+"""A preallocated key/value cache: decoding reuses the keys and values of every earlier token.
+
+Without a cache, producing token t re-runs the model over all t tokens (O(t^2) work per sequence);
+with one, each step runs the model on the new token only and attends to the stored keys/values.
+
+Storage is one tensor per layer for keys and one for values, shaped (B, G, S_max, D), allocated
+once. The cache, not a layer, owns the position: layers write at `pos` and read `[:pos + T]`, and the
+caller advances `pos` once per forward pass (`advance`), after every layer has written.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class LayerKV:
+    def __init__(self, owner: "KVCache", k: torch.Tensor, v: torch.Tensor):
+        self.owner, self.k, self.v = owner, k, v
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new (B, G, T, D) keys/values at the current position; return all so far."""
+        pos, t = self.owner.pos, k.size(2)
+        if pos + t > self.k.size(2):
+            raise ValueError(f"the KV cache holds {self.k.size(2)} positions; {pos + t} were asked for")
+        self.k[:, :, pos:pos + t] = k
+        self.v[:, :, pos:pos + t] = v
+        return self.k[:, :, :pos + t], self.v[:, :, :pos + t]
+
+
+class KVCache:
+    def __init__(self, n_layer: int, batch: int, n_kv_head: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        shape = (batch, n_kv_head, max_len, head_dim)
+        self.layers = [LayerKV(self, torch.empty(shape, dtype=dtype, device=device),
+                               torch.empty(shape, dtype=dtype, device=device)) for _ in range(n_layer)]
+        self.pos = 0
+
+    @classmethod
+    def for_model(cls, model, batch: int, max_len: int | None = None) -> "KVCache":
+        cfg = model.config
+        p = next(model.parameters())
+        return cls(cfg.n_layer, batch, cfg.n_kv_head, max_len or cfg.context_length, cfg.head_dim, p.dtype, p.device)
+
+    def __getitem__(self, layer: int) -> LayerKV:
+        return self.layers[layer]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def advance(self, t: int) -> None:
+        self.pos += t
