@@ -154,6 +154,14 @@ def cmd_generate(args) -> None:
     import lmforge
 
     lm = lmforge.load(args.run)
+    if args.stream and not args.json:
+        for i in range(args.num_samples):
+            print(args.prompt, end="", flush=True)
+            for piece in lm.stream(args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                                   None if args.seed is None else args.seed + i):
+                print(piece, end="", flush=True)
+            print("\n" if i < args.num_samples - 1 else "")
+        return
     outs = [lm.generate(args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                         None if args.seed is None else args.seed + i) for i in range(args.num_samples)]
     if args.json:
@@ -225,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float)
     g.add_argument("--seed", type=int, help="repeatable sampling")
     g.add_argument("--num-samples", type=int, default=1)
+    g.add_argument("--stream", action="store_true", help="print the text as it is produced")
     json_flag(g)
     return p
 

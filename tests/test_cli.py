@@ -174,3 +174,41 @@ def test_quickstart_on_a_small_local_corpus(small_corpus, tmp_path, capsys):
     assert r["bigram"]["perplexity"] < r["untrained"]["perplexity"]
     assert len(r["samples"]) == 3 and all(s["text"] for s in r["samples"])
     assert lmforge.load(tmp_path / "qs").generate("The", max_new_tokens=5)
+
+
+def test_stream_gives_the_same_text_as_generate(trained_run, capsys):
+    lm = lmforge.load(trained_run)
+    pieces = list(lm.stream("ROMEO:", max_new_tokens=30, seed=5))
+    assert len(pieces) > 1 and "".join(pieces) == lm.generate("ROMEO:", max_new_tokens=30, seed=5)
+    code, out, _ = run(capsys, "generate", str(trained_run), "ROMEO:", "--stream", "--seed", "5", "--max-new-tokens", "30")
+    assert code == 0 and out == "ROMEO:" + "".join(pieces) + "\n"
+
+
+def test_stream_holds_back_incomplete_characters():
+    import torch
+
+    from lmforge.api import LM
+    from lmforge.config import ModelConfig
+    from lmforge.tokenizer import train_bpe
+
+    tok = train_bpe(["abc"], vocab_size=263)  # bytes only: a Chinese character is three tokens
+    script = tok.encode("民主a")  # 3 + 3 + 1 byte tokens
+    prompt = tok.encode("人")
+
+    class Scripted(torch.nn.Module):
+        """Emits `script` in order, whatever it is given."""
+
+        config = ModelConfig(vocab_size=tok.vocab_size, context_length=32, n_layer=1, n_head=1, d_model=8)
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, ids, start_pos=0, cache=None):
+            n = start_pos + ids.size(1) - len(prompt)  # tokens generated so far
+            logits = torch.zeros(ids.size(0), ids.size(1), tok.vocab_size)
+            logits[:, -1, script[min(max(n, 0), len(script) - 1)]] = 10.0
+            return logits
+
+    pieces = list(LM(Scripted(), tok).stream("人", max_new_tokens=len(script), temperature=0, stop_at_eos=False))
+    assert pieces == ["民", "主", "a"]
