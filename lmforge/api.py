@@ -41,24 +41,18 @@ class LM:
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                  stop_at_eos: bool = True) -> str:
         """The continuation of `prompt` (the prompt itself is not repeated). temperature 0 is greedy."""
-        ids = self.encode_prompt(prompt)
-        x = torch.tensor([ids], device=self.device)
-        out = Engine(self.model).generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                          seed=seed, eos_id=self.tokenizer.eos_id if stop_at_eos else None)
-        return self.tokenizer.decode(out[0, len(ids):].tolist())
+        new = list(self._new_ids(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos))
+        return self.tokenizer.decode(new)
 
     def stream(self, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                stop_at_eos: bool = True) -> Iterator[str]:
         """The continuation of `prompt` as pieces of text, each yielded as soon as it is decodable
         (a byte-level token can end inside a multi-byte character, which waits for the next token)."""
-        ids = self.encode_prompt(prompt)
-        x = torch.tensor([ids], device=self.device)
         new: list[int] = []
         shown = ""
-        for tok in Engine(self.model).stream(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                             seed=seed, eos_id=self.tokenizer.eos_id if stop_at_eos else None):
-            new.append(int(tok[0]))
+        for tok in self._new_ids(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos):
+            new.append(tok)
             text = self.tokenizer.decode(new)
             if text.endswith("\ufffd"):  # an incomplete character: wait for its remaining bytes
                 continue
@@ -68,6 +62,12 @@ class LM:
         text = self.tokenizer.decode(new)
         if len(text) > len(shown):
             yield text[len(shown):]
+
+    def _new_ids(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos) -> Iterator[int]:
+        x = torch.tensor([self.encode_prompt(prompt)], device=self.device)
+        for tok in Engine(self.model).stream(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                             seed=seed, eos_id=self.tokenizer.eos_id if stop_at_eos else None):
+            yield int(tok[0])
 
     def __repr__(self) -> str:
         c = self.config

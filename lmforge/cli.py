@@ -113,7 +113,7 @@ def cmd_train(args) -> None:
     _log(args)(f"training {m.num_params() / 1e6:.2f}M parameters ({m.flops_per_token() / 1e6:.1f} MFLOP per token) "
                f"on {trainer.device}, {recipe.train.max_steps} steps -> {out}")
     res = trainer.fit()
-    last = res.evals[-1] if res.evals else trainer.evaluate(max_batches=10**9)
+    last = res.evals[-1] if res.evals else trainer.evaluate(full=True)
     r = {"run_dir": str(out), "steps": res.steps, "val_loss": last["loss"], "val_perplexity": last["perplexity"],
          "val_bits_per_byte": last.get("bits_per_byte"), "tokens_per_s": round(res.tokens_per_s, 1),
          "seconds": round(res.seconds, 1), "parameters": res.n_params, "flops_per_token": res.flops_per_token,

@@ -30,7 +30,7 @@ def run_quickstart(corpus: str = "shakespeare", out: str | Path = "runs/quicksta
         f"tokens (vocabulary {data.tokenizer.vocab_size:,})")
     model = trainer.model
     log(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.flops_per_token() / 1e6:.1f} MFLOP per token")
-    untrained = trainer.evaluate(max_batches=10**9)
+    untrained = trainer.evaluate(full=True)
     bigram = bigram_eval(data.train, data.val, data.tokenizer.vocab_size, bytes_per_token=bpt)
     log(f"validation perplexity before training {untrained['perplexity']:.1f}, bigram model {bigram['perplexity']:.1f}")
     result = trainer.fit()

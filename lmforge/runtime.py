@@ -54,4 +54,3 @@ def bf16_speedup(n: int = 512, repeats: int = 10) -> float:
         return time.perf_counter() - t
 
     return rate(torch.float32) / rate(torch.bfloat16)
-

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lmforge.generate.kv_cache import KVCache
-from lmforge.generate.sampling import next_token
+from lmforge.generate.sampling import next_token, stop_finished_rows
 
 
 class Engine:
@@ -46,9 +46,7 @@ class Engine:
                     logits = model(history[:, -1:], start_pos=cache.pos, cache=cache)[:, -1]
                     cache.advance(1)
             nxt = next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
-            if eos_id is not None:
-                nxt = torch.where(done.unsqueeze(1), torch.full_like(nxt, eos_id), nxt)
-                done |= nxt.squeeze(1) == eos_id
+            nxt = stop_finished_rows(nxt, done, eos_id)
             history = torch.cat([history, nxt], dim=1)
             yield nxt.squeeze(1)
             if eos_id is not None and bool(done.all()):

@@ -39,6 +39,16 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
     return torch.multinomial(probs, 1, generator=generator)
 
 
+def stop_finished_rows(nxt: torch.Tensor, done: torch.Tensor, eos_id: int | None) -> torch.Tensor:
+    """Rows already finished emit `eos_id` again; rows that just produced it are marked in `done`
+    (in place). nxt (B, 1), done (B,) bool."""
+    if eos_id is None:
+        return nxt
+    nxt = torch.where(done.unsqueeze(1), torch.full_like(nxt, eos_id), nxt)
+    done |= nxt.squeeze(1) == eos_id
+    return nxt
+
+
 @torch.no_grad()
 def generate(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
@@ -55,9 +65,7 @@ def generate(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, temperatu
     for _ in range(max_new_tokens):
         logits = model(ids[:, -context:])[:, -1, :]  # (B, V)
         nxt = next_token(logits, temperature, top_k, top_p, generator)
-        if eos_id is not None:
-            nxt = torch.where(done.unsqueeze(1), torch.full_like(nxt, eos_id), nxt)
-            done |= nxt.squeeze(1) == eos_id
+        nxt = stop_finished_rows(nxt, done, eos_id)
         ids = torch.cat([ids, nxt], dim=1)
         if eos_id is not None and bool(done.all()):
             break

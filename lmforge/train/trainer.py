@@ -105,12 +105,12 @@ class Trainer:
         ckpt.save_checkpoint(self.run_dir, self.model, self.data.tokenizer, self.recipe, self._state(), self.step)
 
     # --- evaluation --------------------------------------------------------------------------------
-    def evaluate(self, max_batches: int | None = None) -> dict:
-        """Validation loss, perplexity and bits per byte on `max_batches` (default train.eval_batches)
-        batches spread evenly over the split; a huge `max_batches` scores the whole split."""
+    def evaluate(self, full: bool = False) -> dict:
+        """Validation loss, perplexity and bits per byte on train.eval_batches batches spread evenly
+        over the split, or on every validation token when `full`."""
         cfg = self.recipe.train
         return evaluate_lm(self.model, self.data.val, self.model_config.context_length, cfg.batch_size,
-                           max_batches or cfg.eval_batches, self.data.val_bytes_per_token, self.autocast)
+                           None if full else cfg.eval_batches, self.data.val_bytes_per_token, self.autocast)
 
     # --- the loop ------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -178,7 +178,6 @@ class Trainer:
                 result.eval_seconds += time.perf_counter() - t_eval
                 t_log += time.perf_counter() - t_eval  # keep the logged tokens/s about training
                 if out_of_time:
-                    result.stopped_early = True
                     self.log(f"time limit of {cfg.time_limit_minutes} minutes reached at step {self.step}; saved")
                     break
         finally:
@@ -204,7 +203,7 @@ class Trainer:
                      f"{cfg.time_limit_minutes} minutes; the schedule now ends there")
 
     def _record_eval(self, metrics: MetricsLog, result: TrainResult, full: bool = False) -> None:
-        ev = self.evaluate(max_batches=10**9 if full else None)
+        ev = self.evaluate(full)
         self.model.train()
         ev["step"] = self.step
         result.evals.append(ev)
