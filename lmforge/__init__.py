@@ -10,6 +10,7 @@ def load(path, device: str = "auto"):
     return _load(path, device)
 
 
+from lmforge.config import GenerateConfig  # noqa: E402
 from lmforge.errors import LmforgeError  # noqa: E402
 
-__all__ = ["load", "LmforgeError", "__version__"]
+__all__ = ["load", "GenerateConfig", "LmforgeError", "__version__"]

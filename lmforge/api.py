@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from lmforge.config import GenerateConfig
 from lmforge.errors import LmforgeError
-from lmforge.generate import Engine
+from lmforge.generate import PAD, Engine
 from lmforge.runtime import pick_device
-from lmforge.tokenizer import Tokenizer
+from lmforge.models import hf
+from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer
 from lmforge.train.checkpoint import load_checkpoint
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """`text` up to the first stop string in it (not included), and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text, False) if cut < 0 else (text[:cut], True)
+
+
+def hold_back(text: str, stops: list[str]) -> str:
+    """The part of `text` that is final while more tokens may follow: without a trailing incomplete
+    character (shown as U+FFFD by the decoder) and without an ending that could start a stop string."""
+    text = text.rstrip("\ufffd")
+    partial = [k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])]
+    return text[:len(text) - max(partial, default=0)]
 
 
 class LM:
@@ -37,37 +54,76 @@ class LM:
             )
         return ids or [self.tokenizer.eos_id]  # an empty prompt starts a new document
 
-    def generate(self, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
+    def generate(self, prompt: str | list[str] = "", max_new_tokens: int = 200, temperature: float = 0.8,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 stop_at_eos: bool = True) -> str:
-        """The continuation of `prompt` (the prompt itself is not repeated). temperature 0 is greedy."""
-        new = list(self._new_ids(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos))
-        return self.tokenizer.decode(new)
+                 stop_at_eos: bool = True, stop: str | list[str] | None = None, **options) -> str | list:
+        """The continuation of `prompt` (the prompt itself is not repeated). temperature 0 is greedy.
+
+        A list of prompts is decoded as one batch and gives a list. `stop`: text at which a
+        continuation ends (not included). `options` are the other fields of `GenerateConfig`:
+        min_p, repetition_penalty, no_repeat_ngram_size, num_samples (n continuations per prompt,
+        sharing one prefill: a list per prompt), num_beams (> 1: beam search), length_penalty,
+        early_stopping.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        gen = self.generate_config(max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos, **options)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        rows = [self.encode_prompt(p) for p in prompts]
+        if gen.num_beams > 1:
+            texts = [cut_at_stop(self.tokenizer.decode(t), stops)[0] for t in Engine(self.model).generate(rows, gen)]
+        else:
+            texts = list(self._texts(rows, gen, stops))[-1] if gen.max_new_tokens else [""] * len(rows) * gen.num_samples
+        n = gen.num_samples
+        per_prompt = [texts[i * n:(i + 1) * n] if n > 1 else texts[i] for i in range(len(prompts))]
+        return per_prompt[0] if isinstance(prompt, str) else per_prompt
 
     def stream(self, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-               stop_at_eos: bool = True) -> Iterator[str]:
-        """The continuation of `prompt` as pieces of text, each yielded as soon as it is decodable
-        (a byte-level token can end inside a multi-byte character, which waits for the next token)."""
-        new: list[int] = []
+               stop_at_eos: bool = True, stop: str | list[str] | None = None, **options) -> Iterator[str]:
+        """The continuation of one prompt as pieces of text, each yielded as soon as it is final: a
+        byte-level token can end inside a multi-byte character, and text that may be the start of
+        a stop string waits until it is clear that it is not."""
+        gen = self.generate_config(max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos, **options)
+        if gen.num_samples > 1 or gen.num_beams > 1:
+            raise LmforgeError("streaming shows one continuation as it is produced; drop num_samples and num_beams")
         shown = ""
-        for tok in self._new_ids(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos):
-            new.append(tok)
-            text = self.tokenizer.decode(new)
-            if text.endswith("\ufffd"):  # an incomplete character: wait for its remaining bytes
-                continue
+        for (text,) in self._texts([self.encode_prompt(prompt)], gen, [stop] if isinstance(stop, str) else list(stop or []),
+                                   final=False):
             if len(text) > len(shown):
                 yield text[len(shown):]
                 shown = text
-        text = self.tokenizer.decode(new)
-        if len(text) > len(shown):
-            yield text[len(shown):]
 
-    def _new_ids(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos) -> Iterator[int]:
-        x = torch.tensor([self.encode_prompt(prompt)], device=self.device)
-        for tok in Engine(self.model).stream(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                             seed=seed, eos_id=self.tokenizer.eos_id if stop_at_eos else None):
-            yield int(tok[0])
+    def generate_config(self, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = None,
+                        top_p: float | None = None, seed: int | None = None, stop_at_eos: bool = True,
+                        **options) -> GenerateConfig:
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(GenerateConfig)} - {"stop_ids"})
+        if unknown:
+            raise LmforgeError(f"unknown generation option {unknown[0]!r}; see help(lmforge.GenerateConfig)")
+        stop_ids = (self.tokenizer.eos_id,) if stop_at_eos else ()
+        return GenerateConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                              seed=seed, stop_ids=stop_ids, **options)
+
+    def _texts(self, rows: list[list[int]], gen: GenerateConfig, stops: list[str],
+               final: bool = True) -> Iterator[list[str]]:
+        """After each step, the text of every output row so far, cut at a stop string. With
+        final=False, a row's text leaves out what could still change (a partial character, or the
+        start of a stop string); the last item is always complete. Ends when every row has stopped."""
+        tokens: list[list[int]] = []
+        texts: list[str] = []
+        ended: list[bool] = []
+        for step in Engine(self.model).stream(rows, gen):
+            if not tokens:
+                tokens, texts, ended = [[] for _ in step], [""] * len(step), [False] * len(step)
+            for r, t in enumerate(step.tolist()):
+                if t == PAD or ended[r]:
+                    continue
+                tokens[r].append(t)
+                texts[r], ended[r] = cut_at_stop(self.tokenizer.decode(tokens[r]), stops)
+            yield texts if final else [t if e else hold_back(t, stops) for t, e in zip(texts, ended)]
+            if all(ended):
+                return
+        if not final:
+            yield texts
 
     def __repr__(self) -> str:
         c = self.config
@@ -76,6 +132,30 @@ class LM:
 
 
 def load(path: str | Path, device: str = "auto") -> LM:
-    """Load a run directory (config.json + model.safetensors + tokenizer.json)."""
+    """Load a run directory (config.json + model.safetensors + tokenizer.json), or a Hugging Face
+    GPT-2 / Llama directory, which needs its tokenizer.json too (see lmforge.models.hf)."""
+    if hf.is_hf_dir(path):
+        return LM(*_load_hf(Path(path), pick_device(device)), Path(path))
     model, tokenizer = load_checkpoint(path, pick_device(device))
     return LM(model, tokenizer, Path(path))
+
+
+def _load_hf(path: Path, device: torch.device) -> tuple[torch.nn.Module, Tokenizer]:
+    if not (path / "tokenizer.json").is_file():
+        raise LmforgeError(f"{path} has no tokenizer.json, which lmforge needs to turn text into tokens; save the "
+                           "tokenizer there (tokenizer.save_pretrained) or load the bare model with lmforge.models.hf.load_hf")
+    model = hf.load_hf(path, device)
+    tokenizer = Tokenizer.load(path / "tokenizer.json")
+    for role, i in hf.special_ids_from_hf(hf.read_hf_config(path)).items():  # the model's own, not lmforge's names
+        if 0 <= i < model.config.vocab_size:
+            setattr(tokenizer, f"{role}_id", i)
+    return model, tokenizer
+
+
+def export_hf(source: LM | str | Path, out: str | Path) -> Path:
+    """Write a GPT-2- or Llama-shaped model and its tokenizer as a Hugging Face directory at `out`."""
+    lm = source if isinstance(source, LM) else load(source, device="cpu")
+    tok = lm.tokenizer
+    ids = {role: getattr(tok, f"{role}_id") for role in SPECIAL_TOKENS}
+    specials = {role: (tok.hf.id_to_token(i), i) for role, i in ids.items() if i is not None}
+    return hf.save_hf(lm.model, out, tok.hf.to_str(), specials)

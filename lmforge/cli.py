@@ -150,24 +150,77 @@ def cmd_eval(args) -> None:
                    f"bits per byte {r['bits_per_byte']:.4f}")
 
 
+def cmd_export(args) -> None:
+    import lmforge
+    from lmforge.api import export_hf
+
+    lm = lmforge.load(args.run, device="cpu")
+    out = export_hf(lm, args.out)
+    files = sorted(f.name for f in out.iterdir())
+    arch = json.loads((out / "config.json").read_text())["architectures"][0]
+    r = {"run": args.run, "to": args.to, "out": str(out), "architecture": arch,
+         "parameters": lm.model.num_params(), "files": files}
+    _emit(args, r, f"exported {r['parameters']:,} parameters as a Hugging Face {r['architecture']} to {out} "
+                   f"({', '.join(files)}); load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
+
+
+def _sampling(args) -> dict:
+    """The decoding flags shared by `generate` and `chat`, as LM.generate / LM.stream keywords."""
+    return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, min_p=args.min_p,
+                repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
+
+
 def cmd_generate(args) -> None:
     import lmforge
 
     lm = lmforge.load(args.run)
+    options = dict(_sampling(args), stop=args.stop or None)
     if args.stream and not args.json:
-        for i in range(args.num_samples):
+        if args.beams > 1:
+            raise LmforgeError("beam search keeps several candidates until the end, so it cannot stream; drop --stream or --beams")
+        for i in range(args.num_samples):  # one continuation after another, each shown as it is produced
             print(args.prompt, end="", flush=True)
-            for piece in lm.stream(args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                                   None if args.seed is None else args.seed + i):
+            for piece in lm.stream(args.prompt, args.max_new_tokens, **dict(options, seed=None if args.seed is None else args.seed + i)):
                 print(piece, end="", flush=True)
             print("\n" if i < args.num_samples - 1 else "")
         return
-    outs = [lm.generate(args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                        None if args.seed is None else args.seed + i) for i in range(args.num_samples)]
+    outs = lm.generate(args.prompt, args.max_new_tokens, num_samples=args.num_samples, num_beams=args.beams,
+                       length_penalty=args.length_penalty, **options)
+    outs = outs if isinstance(outs, list) else [outs]
     if args.json:
         print(json.dumps({"prompt": args.prompt, "samples": outs}, ensure_ascii=False))
     else:
         print("\n\n".join(args.prompt + o for o in outs))
+
+
+def cmd_chat(args) -> None:
+    import lmforge
+    from lmforge.chat import Chat
+
+    lm = lmforge.load(args.run)
+    chat = Chat(lm, system=args.system, max_new_tokens=args.max_new_tokens, sampling=_sampling(args))
+    print(f"chatting with {args.run} ({lm.model.num_params() / 1e6:.1f}M parameters); /reset forgets, /exit or Ctrl-D ends",
+          file=sys.stderr)
+    while True:
+        try:
+            message = input("you> ").strip()
+        except EOFError:
+            print(file=sys.stderr)
+            return
+        if message in ("/exit", "/quit"):
+            return
+        if message == "/reset":
+            chat.reset()
+            continue
+        if not message:
+            continue
+        print("model> ", end="", flush=True)
+        try:
+            for piece in chat.send(message):
+                print(piece, end="", flush=True)
+        except LmforgeError as e:  # one bad message must not end the conversation
+            print(f"lmforge: error: {e}", end="", file=sys.stderr)
+        print()
 
 
 # --- the parser -------------------------------------------------------------------------------------------
@@ -224,17 +277,37 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     json_flag(e)
 
-    g = command("generate", cmd_generate, "continue a prompt with a trained model")
-    g.add_argument("run", help="run directory")
+    x = command("export", cmd_export, "write a GPT-2- or Llama-shaped model and its tokenizer as a Hugging Face directory")
+    x.add_argument("run", help="run directory (or a Hugging Face directory)")
+    x.add_argument("--to", choices=["hf"], default="hf", help="format (default: hf, for transformers' from_pretrained)")
+    x.add_argument("out", help="output directory; must not exist or be empty")
+    json_flag(x)
+
+    def decoding_flags(sp):
+        sp.add_argument("--max-new-tokens", type=int, default=200)
+        sp.add_argument("--temperature", type=float, default=0.8, help="0 is greedy decoding")
+        sp.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
+        sp.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with probability >= p")
+        sp.add_argument("--min-p", type=float, help="drop tokens less likely than min-p x the most likely one")
+        sp.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeating tokens")
+        sp.add_argument("--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size")
+        sp.add_argument("--seed", type=int, help="repeatable sampling")
+
+    g = command("generate", cmd_generate, "continue a prompt with a trained model (an lmforge run or a Hugging Face directory)")
+    g.add_argument("run", help="run directory, or a Hugging Face GPT-2 / Llama directory")
     g.add_argument("prompt", nargs="?", default="", help="text to continue (default: start a new document)")
-    g.add_argument("--max-new-tokens", type=int, default=200)
-    g.add_argument("--temperature", type=float, default=0.8, help="0 is greedy decoding")
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--seed", type=int, help="repeatable sampling")
-    g.add_argument("--num-samples", type=int, default=1)
+    decoding_flags(g)
+    g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="end a continuation at this text (repeatable)")
+    g.add_argument("--num-samples", type=int, default=1, help="continuations of the prompt (sharing one prefill)")
+    g.add_argument("--beams", type=int, default=1, help="> 1: beam search with this many beams")
+    g.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length ** this")
     g.add_argument("--stream", action="store_true", help="print the text as it is produced")
     json_flag(g)
+
+    c = command("chat", cmd_chat, "talk with a chat-shaped model on the terminal (User:/Assistant: turns)")
+    c.add_argument("run", help="run directory, or a Hugging Face GPT-2 / Llama directory")
+    c.add_argument("--system", help="text placed before the conversation, e.g. who the assistant is")
+    decoding_flags(c)
     return p
 
 

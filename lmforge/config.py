@@ -181,6 +181,44 @@ class TrainConfig:
 
 
 @dataclass
+class GenerateConfig:
+    """How to continue a prompt: the decoding rule, its filters, and when to stop (see generate/)."""
+
+    max_new_tokens: int = 200
+    temperature: float = 1.0  # 0: greedy
+    top_k: int | None = None  # keep the k most likely tokens
+    top_p: float | None = None  # keep the smallest set with probability >= p
+    min_p: float | None = None  # keep tokens with probability >= min_p * the top token's
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the text
+    no_repeat_ngram_size: int = 0  # > 0: never repeat an n-gram of this size
+    stop_ids: tuple[int, ...] = ()  # a row ends after emitting one of these
+    num_samples: int = 1  # continuations per prompt (sampling: sharing one prefill; beams: the best n)
+    num_beams: int = 1  # > 1: beam search instead of sampling
+    length_penalty: float = 1.0  # beam score = sum log p / length ** length_penalty
+    early_stopping: bool = True  # beams: stop once num_beams hypotheses have ended
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.stop_ids = tuple(int(i) for i in self.stop_ids)
+        checks = [
+            (self.max_new_tokens >= 0, "max_new_tokens must be 0 or more"),
+            (self.temperature >= 0, "temperature must be 0 (greedy) or more"),
+            (self.top_k is None or self.top_k > 0, "top_k must be a positive integer"),
+            (self.top_p is None or 0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.min_p is None or 0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
+            (self.repetition_penalty > 0, "repetition_penalty must be positive (1 is off)"),
+            (self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size must be 0 (off) or more"),
+            (self.num_samples >= 1, "num_samples must be 1 or more"),
+            (self.num_beams >= 1, "num_beams must be 1 or more"),
+            (self.num_beams == 1 or self.num_samples <= self.num_beams,
+             "num_samples cannot exceed num_beams with beam search; raise the number of beams"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LmforgeError(message)
+
+
+@dataclass
 class Recipe:
     """Everything a training run needs; saved as `recipe.yaml` beside every checkpoint."""
 

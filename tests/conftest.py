@@ -33,3 +33,21 @@ def small_corpus(tmp_path, shakespeare_text) -> Path:
     f = tmp_path / "small.txt"
     f.write_text(shakespeare_text[:200_000], encoding="utf-8")
     return f
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny character-level GPT trained for a few steps through the CLI."""
+    if not TINY_SHAKESPEARE.is_file():
+        pytest.skip("shared test data is absent")
+    tmp = tmp_path_factory.mktemp("cli")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(TINY_SHAKESPEARE.read_text()[:100_000])
+    out = tmp / "run"
+    from lmforge.cli import main
+
+    code = main(["train", "--recipe", "shakespeare-char", "--out", str(out), "--json",
+                 "--set", f"data.corpus={corpus}", "--set", "train.max_steps=30", "--set", "train.eval_every=10",
+                 "--set", "train.eval_batches=2", "--set", "model.context_length=32"])
+    assert code == 0
+    return out

@@ -28,24 +28,6 @@ def assert_clear_error(code, err, *words):
         assert w in lines[0], (w, lines[0])
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A tiny character-level GPT trained for a few steps through the CLI."""
-    from tests.conftest import TINY_SHAKESPEARE
-
-    if not TINY_SHAKESPEARE.is_file():
-        pytest.skip("shared test data is absent")
-    tmp = tmp_path_factory.mktemp("cli")
-    corpus = tmp / "corpus.txt"
-    corpus.write_text(TINY_SHAKESPEARE.read_text()[:100_000])
-    out = tmp / "run"
-    code = main(["train", "--recipe", "shakespeare-char", "--out", str(out), "--json",
-                 "--set", f"data.corpus={corpus}", "--set", "train.max_steps=30", "--set", "train.eval_every=10",
-                 "--set", "train.eval_batches=2", "--set", "model.context_length=32"])
-    assert code == 0
-    return out
-
-
 def test_train_json_and_eval_and_generate(trained_run, capsys):
     code, out, _ = run(capsys, "eval", str(trained_run), "--json")
     r = json.loads(out)
@@ -147,7 +129,7 @@ def test_subprocess_error_has_no_traceback(tmp_path):
 
 def test_every_command_has_help(capsys):
     for cmd in (["quickstart"], ["data", "list"], ["data", "prepare"], ["tokenizer", "train"], ["train"],
-                ["eval"], ["generate"]):
+                ["eval"], ["generate"], ["chat"], ["export"]):
         with pytest.raises(SystemExit) as e:
             main([*cmd, "--help"])
         assert e.value.code == 0
@@ -204,7 +186,7 @@ def test_stream_holds_back_incomplete_characters():
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(1))
 
-        def forward(self, ids, start_pos=0, cache=None):
+        def forward(self, ids, start_pos=0, cache=None, attention_mask=None):
             n = start_pos + ids.size(1) - len(prompt)  # tokens generated so far
             logits = torch.zeros(ids.size(0), ids.size(1), tok.vocab_size)
             logits[:, -1, script[min(max(n, 0), len(script) - 1)]] = 10.0

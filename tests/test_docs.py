@@ -39,3 +39,25 @@ def test_language_modeling_doc_numbers():
     mean = sum(nll) / 3
     for value in (*nll, mean, perplexity(mean), bits_per_byte(sum(nll), 5)):
         assert f"{value:.4f}" in doc, value
+
+
+def test_generation_doc_numbers():
+    from lmforge.generate.beam import Hypotheses
+    from lmforge.generate.sampling import penalize_repeats, process_logits
+
+    doc = (DOCS / "generation.md").read_text()
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]])
+    dist = lambda x: "[" + ", ".join("0" if v == 0 else f"{v:.4f}" for v in torch.softmax(x, -1)[0].tolist()) + "]"  # noqa: E731
+    for rule in (dict(), dict(temperature=0.5), dict(temperature=2.0), dict(top_k=2), dict(top_p=0.8), dict(min_p=0.2)):
+        assert dist(process_logits(logits, **rule)) in doc, rule
+    p = torch.softmax(logits, -1)[0]
+    assert f"{p[0] + p[1]:.4f}" in doc and f"{0.2 * p[0]:.4f}" in doc
+    penalized = penalize_repeats(logits, torch.tensor([[0, 3]]), 1.5)
+    assert rows(penalized)[0] in doc and dist(penalized) in doc
+    uncached = sum(16 + i for i in range(200))
+    assert f"{uncached:,}" in doc and f"{16 + 199} positions" in doc and f"{uncached / 215:.1f} times" in doc
+    for alpha, winner in ((0.0, [0] * 3), (1.0, [0] * 6)):
+        h = Hypotheses(1, alpha)
+        h.add(-3.0, [0] * 3)
+        h.add(-4.8, [0] * 6)
+        assert h.items[0][1] == winner

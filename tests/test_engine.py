@@ -1,47 +1,122 @@
-"""The KV-cache engine gives the same tokens as re-reading the whole sequence, for every preset family."""
+"""The KV-cache engine: the same tokens as re-reading the whole sequence (every preset family),
+batches of prompts of different lengths, n samples sharing one prefill, and beam search."""
+
+import itertools
 
 import pytest
 import torch
 
-from lmforge.config import PRESETS, model_config_from_preset
-from lmforge.generate import Engine, generate
+from lmforge.config import PRESETS, GenerateConfig, model_config_from_preset
+from lmforge.generate import PAD, Engine, beam_search, generate
 from lmforge.models import build_model
 
 
-def tiny(preset):
+def tiny(preset, vocab=61):
     llama = "llama" in preset
-    cfg = model_config_from_preset(preset, vocab_size=61, context_length=24, n_layer=2, d_model=32, n_head=4,
+    cfg = model_config_from_preset(preset, vocab_size=vocab, context_length=24, n_layer=2, d_model=32, n_head=4,
                                    n_kv_head=2 if llama else 4, d_ff=64 if llama else None)
     torch.manual_seed(0)
     return build_model(cfg).eval()
+
+
+def greedy(n, **kw):
+    return GenerateConfig(max_new_tokens=n, temperature=0, **kw)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_cached_equals_uncached_greedy(preset):
     model = tiny(preset)
     ids = torch.randint(0, 61, (3, 5))
-    cached = Engine(model).generate(ids, 19, temperature=0)  # fills the context of 24 exactly
-    plain = generate(model, ids, 19, temperature=0)
-    assert torch.equal(cached, plain)
+    assert Engine(model).generate(ids, greedy(19)) == generate(model, ids, greedy(19))  # fills the context exactly
 
 
-def test_seeded_sampling_repeats_and_matches_uncached():
+def test_seeded_sampling_with_every_filter_repeats_and_matches_uncached():
     model = tiny("gpt-mini")
     ids = torch.randint(0, 61, (2, 4))
-    a = Engine(model).generate(ids, 15, temperature=1.0, top_k=20, seed=3)
-    assert torch.equal(a, Engine(model).generate(ids, 15, temperature=1.0, top_k=20, seed=3))
-    assert torch.equal(a, generate(model, ids, 15, temperature=1.0, top_k=20, seed=3))
+    gen = GenerateConfig(max_new_tokens=15, top_k=20, top_p=0.9, min_p=0.02, repetition_penalty=1.3,
+                         no_repeat_ngram_size=2, seed=3)
+    a = Engine(model).generate(ids, gen)
+    assert a == Engine(model).generate(ids, gen) == generate(model, ids, gen)
+    for row in a:  # no bigram twice
+        assert len(set(zip(row, row[1:]))) == len(row) - 1
 
 
-def test_streams_past_the_context_and_stops_at_eos():
+@pytest.mark.parametrize("preset", ["gpt-mini", "llama-mini"])  # learned positions and RoPE
+def test_a_padded_batch_gives_each_prompt_what_it_gets_alone(preset):
+    model = tiny(preset)
+    rows = [[5, 9, 2, 7, 1, 3, 8], [4], [11, 12, 13]]
+    for n in (10, 40):  # 40: past the context of 24, so the rows are re-encoded (and re-padded)
+        batch = Engine(model).generate(rows, greedy(n))
+        assert batch == [Engine(model).generate([r], greedy(n))[0] for r in rows]
+
+
+def test_samples_share_one_prefill():
+    model = tiny("gpt-mini")
+    calls = []
+    model.register_forward_pre_hook(lambda m, args, kw: calls.append(args[0].shape), with_kwargs=True)
+    out = Engine(model).generate([[1, 2, 3], [4, 5]], GenerateConfig(max_new_tokens=6, num_samples=4, seed=0))
+    assert calls[0] == (2, 3) and all(c == (8, 1) for c in calls[1:])  # one prefill of the 2 prompts, then 8 rows
+    assert len(out) == 8 and len({tuple(r) for r in out[:4]}) > 1  # the samples of a prompt differ
+    same = Engine(model).generate([[1, 2, 3]], greedy(6, num_samples=3))
+    assert same == [Engine(model).generate([[1, 2, 3]], greedy(6))[0]] * 3
+
+
+def test_streams_past_the_context_and_stops_at_a_stop_id():
     model = tiny("gpt-small")
     ids = torch.randint(0, 61, (1, 3))
-    out = Engine(model).generate(ids, 60, temperature=1.0, seed=0)  # 63 tokens > context of 24
-    assert out.shape == (1, 63)
-    steps = list(Engine(model).stream(ids, 50, temperature=0, eos_id=int(generate(model, ids, 1, temperature=0)[0, -1])))
+    out = Engine(model).generate(ids, GenerateConfig(max_new_tokens=60, seed=0))  # 63 tokens > context of 24
+    assert len(out[0]) == 60
+    first = generate(model, ids, greedy(1))[0][0]
+    steps = list(Engine(model).stream(ids, greedy(50, stop_ids=(first,))))
     assert len(steps) == 1  # the first greedy token is the stop token
+    two = torch.cat([ids, torch.randint(0, 61, (1, 3))])
+    rows = list(Engine(model).stream(two, greedy(30, stop_ids=(first,))))
+    ended = [i for i, s in enumerate(rows) if s[0] == PAD]
+    assert ended and all(s[0] == PAD for s in rows[ended[0]:])  # a finished row yields PAD from then on
 
 
 def test_prompt_longer_than_the_context():
     with pytest.raises(ValueError, match="longer than the context"):
-        next(Engine(tiny("gpt-mini")).stream(torch.zeros(1, 25, dtype=torch.long), 1))
+        next(Engine(tiny("gpt-mini")).stream(torch.zeros(1, 25, dtype=torch.long)))
+
+
+def sequence_logprob(model, prompt, tokens):
+    ids = torch.tensor([prompt + tokens])
+    logp = torch.log_softmax(model(ids)[0].float(), -1)
+    return sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(tokens))
+
+
+def test_beam_search_with_enough_beams_finds_the_best_sequence():
+    model = tiny("gpt-mini", vocab=5)
+    prompt = [1, 2]
+    with torch.no_grad():
+        best = max(itertools.product(range(5), repeat=3), key=lambda s: sequence_logprob(model, prompt, list(s)))
+    found = beam_search(model, [prompt], GenerateConfig(max_new_tokens=3, num_beams=25))  # 25 = 5^2: exhaustive
+    assert found == [list(best)]
+    one = beam_search(model, [prompt], GenerateConfig(max_new_tokens=8, num_beams=1))
+    assert one == Engine(model).generate([prompt], greedy(8))  # one beam is greedy
+
+
+def test_beams_rank_finished_hypotheses_by_length_penalised_score():
+    model = tiny("gpt-mini", vocab=7)
+    prompt = [3, 1, 4]
+    gen = GenerateConfig(max_new_tokens=6, num_beams=4, num_samples=4, stop_ids=(2, 5), early_stopping=False)
+    hyps = Engine(model).generate([prompt], gen)
+    assert len(hyps) == 4 and len({tuple(h) for h in hyps}) == 4
+    with torch.no_grad():
+        scores = [sequence_logprob(model, prompt, h) / len(h) for h in hyps]
+    assert scores == sorted(scores, reverse=True)  # best first, by log p / length ** 1
+    assert all(h[-1] in (2, 5) or len(h) == 6 for h in hyps)  # stopped at a stop id, or ran out of steps
+    assert all(t not in (2, 5) for h in hyps for t in h[:-1])
+
+
+def test_padded_beam_batch_matches_each_prompt_alone():
+    model = tiny("llama-mini")
+    rows = [[7, 8, 9, 10, 11], [3]]
+    gen = GenerateConfig(max_new_tokens=8, num_beams=3, num_samples=2, stop_ids=(0,))
+    assert Engine(model).generate(rows, gen) == [h for r in rows for h in Engine(model).generate([r], gen)]
+
+
+def test_beam_search_cannot_stream():
+    with pytest.raises(ValueError, match="cannot stream"):
+        next(Engine(tiny("gpt-mini")).stream([[1]], GenerateConfig(num_beams=2)))

@@ -1,12 +1,15 @@
-"""Sampling: greedy, temperature, top-k and top-p against hand-computed cases; seeded repeats."""
+"""Sampling: greedy, temperature, top-k, top-p, min-p and the repeat penalties against hand-computed
+cases; seeded repeats; stop ids."""
 
 import math
 
+import pytest
 import torch
 
-from lmforge.config import ModelConfig
+from lmforge.config import GenerateConfig, ModelConfig
+from lmforge.errors import LmforgeError
 from lmforge.generate import generate, process_logits
-from lmforge.generate.sampling import next_token
+from lmforge.generate.sampling import block_repeated_ngrams, choose, penalize_repeats
 from lmforge.models import build_model
 
 
@@ -33,19 +36,42 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert math.isclose(p[0, 0].item(), 0.5 / 0.8, rel_tol=1e-5)
 
 
+def test_min_p_scales_with_the_top_probability():
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    kept = lambda m: (~torch.isinf(process_logits(logits, min_p=m))).sum().item()  # noqa: E731
+    assert kept(0.2) == 3  # bar 0.1: 0.5, 0.3, 0.15 pass
+    assert kept(0.31) == 2  # bar 0.155
+    assert kept(0.61) == 1  # bar 0.305
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
+    logits = torch.tensor([[2.0, -1.0, 3.0, 0.5]])
+    history = torch.tensor([[-1, 0, 1, 1]])  # token 0 and 1 seen; -1 is padding
+    out = penalize_repeats(logits, history, 2.0)
+    assert out.tolist() == [[1.0, -2.0, 3.0, 0.5]]
+
+
+def test_no_repeat_ngram_bans_the_token_that_completes_a_seen_ngram():
+    logits = torch.zeros(2, 6)
+    history = torch.tensor([[1, 2, 3, 1, 2], [-1, 4, 5, 4, 5]])
+    out = block_repeated_ngrams(logits, history, 3)  # row 0: "1 2" was followed by 3; row 1: "4 5" by 4
+    assert torch.isinf(out[0]).nonzero().flatten().tolist() == [3]
+    assert torch.isinf(out[1]).nonzero().flatten().tolist() == [4]
+    once = block_repeated_ngrams(logits, history, 1)  # n = 1: no token twice
+    assert torch.isinf(once[0]).nonzero().flatten().tolist() == [1, 2, 3]
+
+
 def test_greedy_is_argmax():
-    assert next_token(torch.tensor([[0.1, 3.0, 0.2]]), temperature=0).item() == 1
+    assert choose(torch.tensor([[0.1, 3.0, 0.2]]), GenerateConfig(temperature=0)).item() == 1
 
 
 def test_seeded_generation_repeats_and_differs_by_seed():
     torch.manual_seed(0)
     model = build_model(ModelConfig(vocab_size=50, context_length=8, n_layer=1, n_head=2, d_model=16))
     x = torch.tensor([[1, 2, 3]])
-    a = generate(model, x, 20, temperature=1.0, seed=7)
-    b = generate(model, x, 20, temperature=1.0, seed=7)
-    c = generate(model, x, 20, temperature=1.0, seed=8)
-    assert a.shape == (1, 23) and torch.equal(a, b) and not torch.equal(a, c)
-    assert torch.equal(a[:, :3], x)  # longer than the context of 8: the window slides
+    gen = lambda seed: generate(model, x, GenerateConfig(max_new_tokens=20, seed=seed))  # noqa: E731
+    a, b, c = gen(7), gen(7), gen(8)
+    assert len(a[0]) == 20 and a == b and a != c  # 23 tokens > the context of 8: the window slides
 
 
 class AlwaysFour(torch.nn.Module):
@@ -61,8 +87,14 @@ class AlwaysFour(torch.nn.Module):
         return torch.nn.functional.one_hot(torch.full(ids.shape, 4), 5).float() * 10
 
 
-def test_generation_stops_at_eos():
-    out = generate(AlwaysFour(), torch.tensor([[1], [2]]), 10, temperature=0, eos_id=4)
-    assert out.tolist() == [[1, 4], [2, 4]]
-    out = generate(AlwaysFour(), torch.tensor([[1]]), 3, temperature=0)
-    assert out.tolist() == [[1, 4, 4, 4]]
+def test_generation_stops_at_a_stop_id():
+    out = generate(AlwaysFour(), torch.tensor([[1], [2]]), GenerateConfig(max_new_tokens=10, temperature=0, stop_ids=(4,)))
+    assert out == [[4], [4]]
+    out = generate(AlwaysFour(), torch.tensor([[1]]), GenerateConfig(max_new_tokens=3, temperature=0))
+    assert out == [[4, 4, 4]]
+
+
+def test_bad_generation_settings_are_one_clear_error():
+    for bad in (dict(top_p=0), dict(temperature=-1), dict(num_beams=2, num_samples=3), dict(repetition_penalty=0)):
+        with pytest.raises(LmforgeError):
+            GenerateConfig(**bad)

@@ -1,63 +1,69 @@
-"""Decoding with a KV cache: one prefill over the prompt, then one-token steps.
+"""Decoding with a KV cache: one prefill over the prompts, then one-token steps.
 
-The engine works on token ids only. Every step runs the model on the newest token (B, 1) at
-position `cache.pos`, reading the cached keys/values of everything before it, so a step costs the
-same at token 10 as at token 1,000. When the cache reaches the model's context, the engine keeps the
-last half of the context, prefills it again and goes on (a sliding window that re-encodes only
-every context/2 tokens).
+The engine works on token ids only. Prompts of different lengths share one batch by left padding
+(generate/batch.py).
+
+Every step runs the model on the newest token of each row at cache slot `cache.pos`, reading the
+cached keys/values of everything before it, so a step costs the same at token 10 as at token 1,000.
+When the cache reaches the model's context, the engine keeps the last half of the context of each
+row, prefills it again and goes on (a sliding window that re-encodes only every context/2 tokens).
+n samples per prompt share one prefill: the prompt's cache rows are copied n times.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
-from lmforge.generate.kv_cache import KVCache
-from lmforge.generate.sampling import next_token, stop_finished_rows
-
+from lmforge.config import GenerateConfig
+from lmforge.generate.batch import PAD, DecodeState, as_rows
+from lmforge.generate.beam import beam_search
+from lmforge.generate.sampling import adjust_logits, choose, make_generator
 
 class Engine:
     def __init__(self, model: nn.Module):
         self.model = model
 
     @torch.no_grad()
-    def stream(self, ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, seed: int | None = None, eos_id: int | None = None) -> Iterator[torch.Tensor]:
-        """Yield the next token of every row, (B,), up to `max_new_tokens` times. Rows that reached
-        `eos_id` keep yielding it; the stream ends once all rows have."""
+    def stream(self, prompts: torch.Tensor | Sequence[Sequence[int]],
+               gen: GenerateConfig = GenerateConfig()) -> Iterator[torch.Tensor]:
+        """Yield the next token of every output row, (N,) with N = prompts x gen.num_samples (the
+        samples of prompt b are rows b*n .. b*n + n - 1), up to gen.max_new_tokens times. A row that
+        has emitted a stop id yields PAD (-1) from then on; the stream ends once every row has."""
+        if gen.num_beams > 1:
+            raise ValueError("beam search keeps several candidates until the end, so it cannot stream; "
+                             "use generate() or drop the beams")
         model = self.model.eval()
-        B, T = ids.shape
-        context = model.config.context_length
-        if T > context:
-            raise ValueError(f"the prompt is {T} tokens, longer than the context of {context}")
-        generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
-        cache = KVCache.for_model(model, B)
-        history = ids
-        done = torch.zeros(B, dtype=torch.bool, device=ids.device)
-        logits = self._prefill(ids, cache)
-        for i in range(max_new_tokens):
+        state = DecodeState(model, as_rows(prompts, model.config.context_length))
+        if gen.num_samples > 1:  # each prompt's prefill serves its n samples
+            state.select(torch.arange(state.history.size(0), device=state.device).repeat_interleave(gen.num_samples))
+        generator = make_generator(gen.seed, state.device)
+        stop = torch.tensor(gen.stop_ids, dtype=torch.long, device=state.device)
+        done = torch.zeros(state.history.size(0), dtype=torch.bool, device=state.device)
+        last = None
+        for i in range(gen.max_new_tokens):
             if i > 0:
-                if cache.pos == context:  # full: re-encode the last half of the context
-                    cache.pos = 0
-                    logits = self._prefill(history[:, -(context // 2):], cache)
-                else:
-                    logits = model(history[:, -1:], start_pos=cache.pos, cache=cache)[:, -1]
-                    cache.advance(1)
-            nxt = next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
-            nxt = stop_finished_rows(nxt, done, eos_id)
-            history = torch.cat([history, nxt], dim=1)
-            yield nxt.squeeze(1)
-            if eos_id is not None and bool(done.all()):
+                state.step(last)
+            nxt = choose(adjust_logits(state.logits, state.history, gen), gen, generator)  # (N,)
+            yield nxt.masked_fill(done, PAD)
+            last = torch.where(done, last, nxt) if last is not None else nxt  # finished rows idle
+            done |= torch.isin(nxt, stop)
+            if bool(done.all()):
                 return
 
-    def _prefill(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        logits = self.model(ids, start_pos=cache.pos, cache=cache)[:, -1]  # (B, V)
-        cache.advance(ids.size(1))
-        return logits
-
-    def generate(self, ids: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
-        """`ids` (B, T) extended by the generated tokens, (B, T + n)."""
-        new = list(self.stream(ids, max_new_tokens, **sampling))
-        return torch.cat([ids, torch.stack(new, dim=1)], dim=1) if new else ids
+    def generate(self, prompts: torch.Tensor | Sequence[Sequence[int]],
+                 gen: GenerateConfig = GenerateConfig()) -> list[list[int]]:
+        """The new tokens of every output row (see `stream` for the order), each ending at its stop
+        id if it emitted one. With gen.num_beams > 1, beam search: the best gen.num_samples
+        hypotheses of each prompt, best first."""
+        if gen.num_beams > 1:
+            return beam_search(self.model, as_rows(prompts, self.model.config.context_length), gen)
+        out: list[list[int]] | None = None
+        for step in self.stream(prompts, gen):
+            out = out or [[] for _ in range(step.numel())]
+            for row, t in zip(out, step.tolist()):
+                if t != PAD:
+                    row.append(t)
+        return out or [[] for _ in range(len(prompts) * gen.num_samples)]

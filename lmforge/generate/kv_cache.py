@@ -49,3 +49,12 @@ class KVCache:
 
     def advance(self, t: int) -> None:
         self.pos += t
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep row rows[i] as row i (beam search re-ranks its beams; n samples copy one prefill)."""
+        for layer in self.layers:
+            if rows.numel() != layer.k.size(0):
+                layer.k, layer.v = layer.k[rows], layer.v[rows]  # new batch size: new storage
+            else:
+                layer.k[:, :, :self.pos] = layer.k[rows, :, :self.pos]
+                layer.v[:, :, :self.pos] = layer.v[rows, :, :self.pos]

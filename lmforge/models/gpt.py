@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.nn import Block, LearnedPositions, SinusoidalPositions, make_norm, rope_cos_sin
+from lmforge.nn import Block, LearnedPositions, SinusoidalPositions, make_norm, padded_causal_mask, rope_cos_sin
 
 
 class GPT(nn.Module):
@@ -59,19 +59,28 @@ class GPT(nn.Module):
         start_pos: int = 0,  # absolute position of ids[:, 0] (non-zero when decoding with a cache)
         cache=None,  # per-layer caches: cache[l].update(k, v)
         need_weights: bool = False,
+        attention_mask: torch.Tensor | None = None,  # (B, S) bool, False at left padding; S = start_pos + T
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         B, T = ids.shape
         if start_pos + T > self.config.context_length and self.config.position != "none":
             raise ValueError(f"sequence of {start_pos + T} tokens exceeds the context of {self.config.context_length}")
         x = self.tok_emb(ids)  # (B, T, C)
-        positions = torch.arange(start_pos, start_pos + T, device=ids.device)
+        mask = None
+        if attention_mask is None:
+            positions = torch.arange(start_pos, start_pos + T, device=ids.device)  # (T,)
+        else:  # a row's first real token is its position 0, however much padding precedes it
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]  # (B, T)
+            mask = padded_causal_mask(attention_mask, T)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
         x = self.drop(x)
-        rope = (self.rope_cos[positions], self.rope_sin[positions]) if self.config.position == "rope" else None
+        rope = None
+        if self.config.position == "rope":
+            cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (T, D) or (B, T, D)
+            rope = (cos, sin) if positions.dim() == 1 else (cos.unsqueeze(1), sin.unsqueeze(1))
         weights = []
         for i, block in enumerate(self.blocks):
-            x, w = block(x, rope, None, None if cache is None else cache[i], need_weights)
+            x, w = block(x, rope, mask, None if cache is None else cache[i], need_weights)
             weights.append(w)
         logits = self.lm_head(self.norm(x))  # (B, T, V)
         return (logits, weights) if need_weights else logits

@@ -34,6 +34,19 @@ def causal_mask(t: int, s: int | None = None, device: torch.device | None = None
     return j <= i + (s - t)
 
 
+def padded_causal_mask(key_mask: torch.Tensor, t: int) -> torch.Tensor:
+    """Causal mask for left-padded rows: (B, S) key mask (True = a real token) -> (B, 1, T, S).
+
+    Query i may attend to key j when j is causally visible and j is a real token. A padding query
+    sees no real key before it, so it is also let see itself: its output is discarded, but a row of
+    all -inf would make softmax NaN, and the NaN would reach the real tokens through later layers.
+    """
+    s = key_mask.size(1)
+    j = torch.arange(s, device=key_mask.device)
+    own = j.unsqueeze(0) == torch.arange(t, device=key_mask.device).unsqueeze(1) + (s - t)  # (T, S)
+    return ((causal_mask(t, s, key_mask.device) & key_mask[:, None, None, :]) | own).contiguous()
+
+
 def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(Q K^T / sqrt(d_k)) with masked positions at -inf.  q (..., T, D), k (..., S, D) -> (..., T, S)."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
@@ -83,7 +96,7 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v)  # (B, G, S, D), S = cached + T
         S = k.size(2)
-        if self.causal and (need_weights or mask is not None or S != T):
+        if self.causal and (need_weights or mask is not None or 1 < T < S):  # one new query sees every key
             cm = causal_mask(T, S, device=x.device)
             mask = cm if mask is None else mask & cm
         if need_weights:
@@ -93,6 +106,6 @@ class Attention(nn.Module):
         else:  # a causal mask not built above is the square one the fused kernel makes itself
             w = None
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                                               is_causal=self.causal and mask is None, enable_gqa=G != H)
+                                               is_causal=self.causal and mask is None and T == S, enable_gqa=G != H)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # concatenate the heads
         return self.proj_dropout(self.proj(y)), w

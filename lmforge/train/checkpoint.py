@@ -75,7 +75,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     if not is_checkpoint(path):
         raise LmforgeError(
             f"{path} is not an lmforge checkpoint (it needs config.json and model.safetensors); "
-            "give the directory of a run made by `lmforge train` or `lmforge quickstart`"
+            "give the directory of a run made by `lmforge train` or `lmforge quickstart`, or a Hugging Face model directory"
         )
     try:
         cfg = ModelConfig.load(path / "config.json")

@@ -1,0 +1,79 @@
+"""The rows being decoded together: left-padded histories, their KV cache, the key mask.
+
+Prompts of different lengths share a batch by left padding:
+    prompt "a b c"   ->  a b c | x y ...
+    prompt "d"       ->  _ _ d | x y ...     (_ = padding, masked out as a key; d sits at position 0)
+so every row's newest token is in the same column and one (N, 1) step serves them all.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from lmforge.generate.kv_cache import KVCache
+
+PAD = -1  # a padding slot in a history; never a token id
+
+
+def as_rows(prompts: torch.Tensor | Sequence[Sequence[int]], context: int) -> list[list[int]]:
+    """A (B, T) tensor or a list of token-id lists -> a list of non-empty lists within the context."""
+    rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else [list(map(int, p)) for p in prompts]
+    if not rows:
+        raise ValueError("no prompts were given")
+    for row in rows:
+        if not row:
+            raise ValueError("a prompt is empty; start it with at least one token (e.g. end-of-text)")
+        if len(row) > context:
+            raise ValueError(f"the prompt is {len(row)} tokens, longer than the context of {context}")
+    return rows
+
+
+def pad_left(rows: list[list[int]], device: torch.device) -> torch.Tensor:
+    """Rows of different lengths -> (B, T_max) with PAD before the shorter ones."""
+    t = max(len(r) for r in rows)
+    return torch.tensor([[PAD] * (t - len(r)) + r for r in rows], dtype=torch.long, device=device)
+
+
+class DecodeState:
+    """The rows being decoded: their histories (N, L) with PAD at the left, their KV cache, the key
+    mask over the cache, and the logits for each row's next token."""
+
+    def __init__(self, model: nn.Module, rows: list[list[int]]):
+        self.model = model
+        self.context = model.config.context_length
+        self.device = next(model.parameters()).device
+        self.history = pad_left(rows, self.device)
+        self._prefill(rows)
+
+    def _prefill(self, rows: list[list[int]]) -> None:
+        ids = pad_left(rows, self.device)
+        B, T = ids.shape
+        self.cache = KVCache.for_model(self.model, B)
+        self.keys = torch.ones(B, self.context, dtype=torch.bool, device=self.device)  # False at padding
+        self.keys[:, :T] = ids != PAD
+        self.padded = not bool(self.keys[:, :T].all())  # no padding: the model's plain causal path
+        self.logits = self._run(ids.clamp(min=0))
+
+    def _run(self, ids: torch.Tensor) -> torch.Tensor:
+        pos, t = self.cache.pos, ids.size(1)
+        mask = self.keys[:, :pos + t] if self.padded else None
+        logits = self.model(ids, start_pos=pos, cache=self.cache, attention_mask=mask)[:, -1]  # (N, V)
+        self.cache.advance(t)
+        return logits
+
+    def step(self, tokens: torch.Tensor) -> None:
+        """Append `tokens` (N,) to every row and compute the logits that follow them."""
+        self.history = torch.cat([self.history, tokens.unsqueeze(1)], dim=1)
+        if self.cache.pos == self.context:  # full: re-encode the last half of each row
+            keep = self.context // 2
+            self._prefill([row[row != PAD][-keep:].tolist() for row in self.history])
+        else:
+            self.logits = self._run(tokens.unsqueeze(1))
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Row rows[i] becomes row i: for beam search's re-ranking and for sharing one prefill."""
+        self.history, self.keys, self.logits = self.history[rows], self.keys[rows], self.logits[rows]
+        self.cache.select(rows)

@@ -1,0 +1,97 @@
+"""Beam search: keep the K most likely continuations of each prompt instead of one.
+
+At each step every live beam is extended by every token, scored by its summed log-probability,
+
+    score(y_1..y_t) = sum_i log p(y_i | prompt, y_<i),
+
+and the best K extensions that do not stop stay live. An extension that emits a stop id is a
+finished hypothesis, ranked by the length-normalised score (Wu et al. 2016, simplified)
+
+    score / t ** length_penalty          (length_penalty > 0 favours longer hypotheses).
+
+With early_stopping a prompt is done once K hypotheses have finished; without it, once no live beam
+can still beat the worst kept hypothesis (its score / t ** length_penalty is the bound used). Beams
+still live after max_new_tokens are ranked the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lmforge.config import GenerateConfig
+from lmforge.generate.batch import DecodeState
+from lmforge.generate.sampling import adjust_logits
+
+
+class Hypotheses:
+    """The finished hypotheses of one prompt, the best `k` kept."""
+
+    def __init__(self, k: int, length_penalty: float):
+        self.k, self.alpha = k, length_penalty
+        self.items: list[tuple[float, list[int]]] = []
+
+    def add(self, score: float, tokens: list[int]) -> None:
+        self.items.append((score / len(tokens) ** self.alpha, tokens))
+        self.items.sort(key=lambda item: -item[0])
+        del self.items[self.k:]
+
+    def full(self) -> bool:
+        return len(self.items) >= self.k
+
+    def cannot_improve(self, best_live: float, length: int) -> bool:
+        return self.full() and self.items[-1][0] >= best_live / length ** self.alpha
+
+
+@torch.no_grad()
+def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig) -> list[list[int]]:
+    """The best gen.num_samples hypotheses of each prompt in `rows`, best first, as new-token lists."""
+    model.eval()
+    K, B, n = gen.num_beams, len(rows), gen.num_samples
+    state = DecodeState(model, rows)
+    device = state.device
+    state.select(torch.arange(B, device=device).repeat_interleave(K))  # row b*K + k is beam k of prompt b
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: expand only the first at step 1
+    tokens = torch.empty(B * K, 0, dtype=torch.long, device=device)  # the new tokens of each beam
+    found = [Hypotheses(K, gen.length_penalty) for _ in range(B)]
+    done = [False] * B
+    stop = set(gen.stop_ids)
+    for step in range(gen.max_new_tokens):
+        logp = torch.log_softmax(adjust_logits(state.logits, state.history, gen), dim=-1)  # (B*K, V)
+        V = logp.size(-1)
+        cand = (scores.reshape(-1, 1) + logp).view(B, K * V)
+        top, idx = cand.topk(min(2 * K, K * V), dim=1)  # 2K: enough to leave K live after K stop
+        keep_rows, keep_tok, keep_score = [], [], []
+        for b in range(B):
+            live = []
+            for rank, (s, i) in enumerate(zip(top[b].tolist(), idx[b].tolist())):
+                row, t = b * K + i // V, i % V
+                if s == float("-inf") or len(live) == K:
+                    break
+                if t in stop:
+                    if rank < K and not done[b]:
+                        found[b].add(s, tokens[row].tolist() + [t])
+                else:
+                    live.append((row, t, s))
+            live += [(b * K, 0, float("-inf"))] * (K - len(live))  # a prompt with too few candidates
+            if not done[b] and found[b].full():
+                done[b] = gen.early_stopping or found[b].cannot_improve(live[0][2], step + 1)
+            for row, t, s in live:
+                keep_rows.append(row), keep_tok.append(t), keep_score.append(s if not done[b] else float("-inf"))
+        if all(done):
+            break
+        rows_t = torch.tensor(keep_rows, device=device)
+        tok_t = torch.tensor(keep_tok, device=device)
+        scores = torch.tensor(keep_score, device=device).view(B, K)
+        tokens = torch.cat([tokens[rows_t], tok_t.unsqueeze(1)], dim=1)
+        if step + 1 < gen.max_new_tokens:
+            state.select(rows_t)
+            state.step(tok_t)
+    for b in range(B):  # beams still live at the end compete with the finished ones
+        for k in range(K):
+            s = float(scores[b, k])
+            if not done[b] and s > float("-inf") and tokens.size(1):
+                found[b].add(s, tokens[b * K + k].tolist())
+    best = [[t for _, t in found[b].items[:n]] for b in range(B)]
+    return [row for b in range(B) for row in best[b] + [[]] * (n - len(best[b]))]

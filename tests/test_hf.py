@@ -1,0 +1,204 @@
+"""Hugging Face interop: tiny random `transformers` GPT-2 / Llama models load into lmforge with the same
+logits and greedy text, and lmforge models export to directories transformers loads the same way."""
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import lmforge  # noqa: E402
+from lmforge.api import LM, export_hf  # noqa: E402
+from lmforge.cli import main  # noqa: E402
+from lmforge.config import GenerateConfig, ModelConfig  # noqa: E402
+from lmforge.errors import LmforgeError  # noqa: E402
+from lmforge.generate import Engine  # noqa: E402
+from lmforge.models import build_model, hf  # noqa: E402
+from lmforge.tokenizer import train_bpe  # noqa: E402
+from lmforge.train.checkpoint import save_checkpoint  # noqa: E402
+
+V, EOS = 301, 1
+TEXT = "The quick brown fox jumps over the lazy dog. Über Straße, 人民 and naïve café! " * 20
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Weights far from their init (norms away from 1, biases away from 0), so a wrong mapping shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def hf_model(kind: str) -> torch.nn.Module:
+    common = dict(vocab_size=V, bos_token_id=0, eos_token_id=EOS)
+    if kind.startswith("gpt2"):
+        cfg = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=64,
+                                      tie_word_embeddings=kind == "gpt2", **common)
+        return randomize(transformers.GPT2LMHeadModel(cfg))
+    tied = kind == "llama-tied"
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=1 if tied else 2, max_position_embeddings=64, rope_theta=500.0,
+                                   tie_word_embeddings=tied, attention_bias=tied, mlp_bias=tied, **common)
+    return randomize(transformers.LlamaForCausalLM(cfg))
+
+
+def hf_greedy(model, prompt: list[int], eos: int = EOS, n: int = 20) -> list[int]:
+    ids = torch.tensor([prompt])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                         eos_token_id=eos, pad_token_id=eos)
+    return out[0, len(prompt):].tolist()
+
+
+def our_greedy(model, prompt: list[int], eos: int = EOS, n: int = 20) -> list[int]:
+    return Engine(model).generate([prompt], GenerateConfig(max_new_tokens=n, temperature=0, stop_ids=(eos,)))[0]
+
+
+def max_diff(hf_model_, ours, ids) -> float:
+    with torch.no_grad():
+        return (hf_model_(ids).logits - ours(ids)).abs().max().item()
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "gpt2-untied", "llama-gqa", "llama-tied"])
+def test_hf_checkpoint_loads_with_same_logits_and_greedy_text(kind, tmp_path):
+    ref = hf_model(kind)
+    ref.save_pretrained(tmp_path, max_shard_size="40KB" if kind == "gpt2" else "1GB")  # gpt2: sharded
+    assert (tmp_path / "model.safetensors.index.json").is_file() == (kind == "gpt2")
+    ours = hf.load_hf(tmp_path)
+    assert ours.config.tie_embeddings == ref.config.tie_word_embeddings
+    ids = torch.randint(2, V, (2, 40), generator=torch.Generator().manual_seed(1))
+    assert max_diff(ref, ours, ids) < 1e-4
+    prompt = ids[0, :6].tolist()
+    assert our_greedy(ours, prompt) == hf_greedy(ref, prompt)
+
+
+def test_bare_base_model_checkpoint_without_prefix(tmp_path):
+    ref = hf_model("gpt2")
+    ref.transformer.save_pretrained(tmp_path)  # GPT2Model: keys "h.0...", no "transformer.", no lm_head
+    ids = torch.randint(0, V, (1, 30), generator=torch.Generator().manual_seed(3))
+    assert max_diff(ref, hf.load_hf(tmp_path), ids) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_bpe([TEXT], vocab_size=300)
+
+
+def lmforge_model(kind: str, vocab: int) -> torch.nn.Module:
+    shapes = {
+        "gpt2": dict(activation="gelu_tanh"),
+        "gpt2-gelu-untied": dict(activation="gelu", tie_embeddings=False),
+        "llama": dict(position="rope", norm="rmsnorm", activation="swiglu", n_kv_head=2, bias=False,
+                      tie_embeddings=False, rope_theta=500.0, norm_eps=1e-6, d_ff=96),
+        "llama-tied-bias": dict(position="rope", norm="rmsnorm", activation="swiglu", n_kv_head=1, d_ff=96),
+    }
+    cfg = ModelConfig(vocab_size=vocab, context_length=64, n_layer=2, n_head=4, d_model=64, **shapes[kind])
+    torch.manual_seed(0)
+    return randomize(build_model(cfg))
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "gpt2-gelu-untied", "llama", "llama-tied-bias"])
+def test_export_loads_in_transformers_with_same_logits_tokens_and_text(kind, tokenizer, tmp_path):
+    model = lmforge_model(kind, tokenizer.vocab_size)
+    out = export_hf(LM(model, tokenizer), tmp_path / "hf")
+    ref = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    text = "The lazy café, 人民 jumps!"
+    ids = hf_tok(text)["input_ids"]
+    assert ids == tokenizer.encode(text) and hf_tok.decode(ids) == tokenizer.decode(ids) == text
+    assert hf_tok.eos_token == "<|endoftext|>" and hf_tok.eos_token_id == tokenizer.eos_id == ref.config.eos_token_id
+    assert hf_tok.pad_token_id == tokenizer.pad_id and hf_tok.bos_token_id == tokenizer.bos_id
+    batch = torch.randint(0, tokenizer.vocab_size, (2, 40), generator=torch.Generator().manual_seed(2))
+    assert max_diff(ref, model, batch) < 1e-4
+    assert our_greedy(model, ids, tokenizer.eos_id) == hf_greedy(ref, ids, tokenizer.eos_id)
+    back = hf.load_hf(out)  # round trip: identical tensors, same shape
+    assert back.config == model.config
+    mine, theirs = model.state_dict(), back.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    lm = lmforge.load(out, device="cpu")  # the front door takes a Hugging Face directory too
+    assert lm.tokenizer.eos_id == tokenizer.eos_id and lm.tokenizer.encode(text) == ids
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"model_type": "bert"}, ["model_type 'bert'", "gpt2 and llama"]),
+    ({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}, ["RoPE scaling", "'linear'"]),
+    ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, ["RoPE scaling", "'dynamic'"]),
+    ({"attention_bias": True, "mlp_bias": False}, ["attention_bias"]),
+    ({"hidden_act": "gelu"}, ["hidden_act='gelu'"]),
+    ({"head_dim": 32}, ["head_dim=32"]),
+])
+def test_unsupported_hf_configs_are_clear_errors(change, words, tmp_path):
+    hf_model("llama-gqa").save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(LmforgeError) as e:
+        hf.load_hf(tmp_path)
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+@pytest.mark.parametrize("change, word", [
+    (dict(position="sinusoidal"), "model.position='sinusoidal'"),
+    (dict(norm_position="post"), "model.norm_position='post'"),
+    (dict(norm="rmsnorm"), "model.norm='rmsnorm'"),
+    (dict(bias=False), "model.bias=False"),
+    (dict(activation="swiglu"), "model.activation='swiglu'"),
+    (dict(position="rope", norm="rmsnorm", activation="gelu"), "model.activation='gelu'"),
+    (dict(n_kv_head=2), "model.n_kv_head=2"),
+])
+def test_models_with_no_hf_shape_refuse_to_export(change, word, tokenizer, tmp_path):
+    model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, context_length=16, n_layer=1, n_head=4,
+                                    d_model=32, **change))
+    with pytest.raises(LmforgeError, match="no (Hugging Face )?equivalent") as e:
+        export_hf(LM(model, tokenizer), tmp_path / "hf")
+    assert word in str(e.value)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_hf_dir_without_tokenizer_or_weights(tmp_path):
+    hf_model("gpt2").save_pretrained(tmp_path)
+    with pytest.raises(LmforgeError, match="no tokenizer.json"):
+        lmforge.load(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(LmforgeError, match="no model.safetensors"):
+        hf.load_hf(tmp_path)
+
+
+def cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_export_and_generate_from_the_export(tokenizer, tmp_path, capsys):
+    run = tmp_path / "run"
+    save_checkpoint(run, lmforge_model("llama", tokenizer.vocab_size), tokenizer)
+    code, out, err = cli(capsys, "export", run, "--to", "hf", tmp_path / "hf", "--json")
+    r = json.loads(out)
+    assert code == 0 and r["architecture"] == "LlamaForCausalLM" and r["out"] == str(tmp_path / "hf")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "special_tokens_map.json", "generation_config.json"} <= set(r["files"])
+    code, out, err = cli(capsys, "generate", tmp_path / "hf", "The", "--max-new-tokens", "5", "--json")
+    assert code == 0 and json.loads(out)["prompt"] == "The", err
+
+
+def test_cli_export_bad_inputs(tokenizer, tmp_path, capsys):
+    def refused(*args, words):
+        code, out, err = cli(capsys, "export", *args)
+        assert code == 2 and out == "" and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1 and all(w in err for w in words), err
+
+    refused(tmp_path / "nope", tmp_path / "hf", words=["does not exist"])
+    run = tmp_path / "run"
+    save_checkpoint(run, lmforge_model("gpt2", tokenizer.vocab_size), tokenizer)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    refused(run, busy, words=["not an empty directory"])
+    assert [p.name for p in busy.iterdir()] == ["keep.txt"]
+    sinus = tmp_path / "sinus"
+    cfg = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=16, n_layer=1, n_head=2, d_model=16,
+                      position="sinusoidal")
+    save_checkpoint(sinus, build_model(cfg), tokenizer)
+    refused(sinus, tmp_path / "hf", words=["position='sinusoidal'", "no Hugging Face equivalent"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "run", "sinus"]  # no half-written export
