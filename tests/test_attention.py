@@ -127,3 +127,13 @@ def test_norms_by_hand():
     mean, var = 3.0, ((1 - 3) ** 2 + (2 - 3) ** 2 + 0 + (6 - 3) ** 2) / 4
     expected = [(v - mean) / math.sqrt(var) for v in (1, 2, 3, 6)]
     assert ln(x).flatten().tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_padded_causal_mask_by_hand():
+    from lmforge.nn import padded_causal_mask
+
+    keys = torch.tensor([[False, True, True]])  # one padding slot, then two tokens
+    m = padded_causal_mask(keys, 3)[0, 0].int().tolist()
+    assert m == [[1, 0, 0],  # the padding query sees only itself (never an all -inf row)
+                 [0, 1, 0],
+                 [0, 1, 1]]

@@ -20,11 +20,16 @@ from torch import nn
 from lmforge.config import GenerateConfig
 from lmforge.generate.batch import PAD, DecodeState, as_rows
 from lmforge.generate.beam import beam_search
+from lmforge.generate.fast_linear import SMALL_BATCH, decode_linears, use_numpy_gemv
 from lmforge.generate.sampling import adjust_logits, choose, make_generator
 
 class Engine:
-    def __init__(self, model: nn.Module):
+    """Decoding for one model. gemv: how decode steps multiply by the weights on the CPU ("auto"
+    measures PyTorch against NumPy once per shape and process; see generate/fast_linear.py)."""
+
+    def __init__(self, model: nn.Module, gemv: str = "auto"):
         self.model = model
+        self.gemv = gemv
 
     @torch.no_grad()
     def stream(self, prompts: torch.Tensor | Sequence[Sequence[int]],
@@ -43,15 +48,16 @@ class Engine:
         stop = torch.tensor(gen.stop_ids, dtype=torch.long, device=state.device)
         done = torch.zeros(state.history.size(0), dtype=torch.bool, device=state.device)
         last = None
-        for i in range(gen.max_new_tokens):
-            if i > 0:
-                state.step(last)
-            nxt = choose(adjust_logits(state.logits, state.history, gen), gen, generator)  # (N,)
-            yield nxt.masked_fill(done, PAD)
-            last = torch.where(done, last, nxt) if last is not None else nxt  # finished rows idle
-            done |= torch.isin(nxt, stop)
-            if bool(done.all()):
-                return
+        with decode_linears(model, use_numpy_gemv(model, self.gemv) and state.history.size(0) <= SMALL_BATCH):
+            for i in range(gen.max_new_tokens):
+                if i > 0:
+                    state.step(last)
+                nxt = choose(adjust_logits(state.logits, state.history, gen), gen, generator)  # (N,)
+                yield nxt.masked_fill(done, PAD)
+                last = torch.where(done, last, nxt) if last is not None else nxt  # finished rows idle
+                done |= torch.isin(nxt, stop)
+                if bool(done.all()):
+                    return
 
     def generate(self, prompts: torch.Tensor | Sequence[Sequence[int]],
                  gen: GenerateConfig = GenerateConfig()) -> list[list[int]]:

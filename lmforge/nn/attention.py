@@ -99,12 +99,12 @@ class Attention(nn.Module):
         if self.causal and (need_weights or mask is not None or 1 < T < S):  # one new query sees every key
             cm = causal_mask(T, S, device=x.device)
             mask = cm if mask is None else mask & cm
+        w = None
         if need_weights:
             if G != H:  # each key/value head serves H / G consecutive query heads
                 k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
             y, w = scaled_dot_product_attention(q, k, v, mask)
         else:  # a causal mask not built above is the square one the fused kernel makes itself
-            w = None
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
                                                is_causal=self.causal and mask is None and T == S, enable_gqa=G != H)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # concatenate the heads
