@@ -41,6 +41,8 @@ def faster_gemv(d_in: int, d_out: int, repeats: int = 20) -> str:
     forced = os.environ.get("LMFORGE_GEMV", "").lower()
     if forced in ("torch", "numpy"):
         return forced
+    if 4 * d_in * d_out < 1 << 18:  # under 256 KB a product is all call overhead: nothing to gain
+        return "torch"
     n = max(2, (64 << 20) // (4 * d_in * d_out))  # ~64 MB of weights: out of the caches
     ws = [torch.full((d_out, d_in), 0.01) for _ in range(n)]
     arrays = [w.numpy() for w in ws]

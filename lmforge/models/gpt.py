@@ -60,6 +60,7 @@ class GPT(nn.Module):
         cache=None,  # per-layer caches: cache[l].update(k, v)
         need_weights: bool = False,
         attention_mask: torch.Tensor | None = None,  # (B, S) bool, False at left padding; S = start_pos + T
+        features_only: bool = False,  # return Norm(h_L) (B, T, C), for a loss that applies the head itself
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         B, T = ids.shape
         if start_pos + T > self.config.context_length and self.config.position != "none":
@@ -82,7 +83,10 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             x, w = block(x, rope, mask, None if cache is None else cache[i], need_weights)
             weights.append(w)
-        logits = self.lm_head(self.norm(x))  # (B, T, V)
+        h = self.norm(x)  # (B, T, C)
+        if features_only:
+            return h
+        logits = self.lm_head(h)  # (B, T, V)
         return (logits, weights) if need_weights else logits
 
     def num_params(self, non_embedding: bool = False) -> int:

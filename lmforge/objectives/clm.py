@@ -14,8 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.objectives.linear_ce import linear_cross_entropy
+
 
 def clm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """A model with a bias-free `lm_head` (every GPT) gives its final hidden states and the loss
+    applies the head chunk by chunk (objectives/linear_ce.py: the full (B, T, V) logits are never
+    held); any other model's logits go through the plain cross-entropy."""
+    head = getattr(model, "lm_head", None)
+    if isinstance(head, nn.Linear) and head.bias is None:
+        h = model(x, features_only=True)  # (B, T, C)
+        return linear_cross_entropy(h.flatten(0, 1), head.weight, y.flatten(), reduction=reduction)
     logits = model(x)  # (B, T, V)
     return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction=reduction)
 
