@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Iterator
 
@@ -34,8 +35,9 @@ def hold_back(text: str, stops: list[str]) -> str:
 class LM:
     """A trained model with its tokenizer, ready to generate text and score it."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, path: Path | None = None):
+    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, path: Path | None = None, add_bos: bool = False):
         self.model, self.tokenizer, self.path = model, tokenizer, path
+        self.add_bos = add_bos  # start every prompt with the bos token (Llama checkpoints are trained so)
 
     @property
     def config(self):
@@ -47,6 +49,9 @@ class LM:
 
     def encode_prompt(self, prompt: str) -> list[int]:
         ids = self.tokenizer.encode(prompt) if prompt else []
+        bos = self.tokenizer.bos_id
+        if self.add_bos and bos is not None and ids[:1] != [bos]:
+            ids = [bos] + ids
         context = self.config.context_length
         if len(ids) > context:
             raise LmforgeError(
@@ -135,7 +140,9 @@ def load(path: str | Path, device: str = "auto") -> LM:
     """Load a run directory (config.json + model.safetensors + tokenizer.json), or a Hugging Face
     GPT-2 / Llama directory, which needs its tokenizer.json too (see lmforge.models.hf)."""
     if hf.is_hf_dir(path):
-        return LM(*_load_hf(Path(path), pick_device(device)), Path(path))
+        config = Path(path) / "tokenizer_config.json"
+        add_bos = config.is_file() and json.loads(config.read_text()).get("add_bos_token") is True
+        return LM(*_load_hf(Path(path), pick_device(device)), Path(path), add_bos=add_bos)
     model, tokenizer = load_checkpoint(path, pick_device(device))
     return LM(model, tokenizer, Path(path))
 

@@ -202,3 +202,12 @@ def test_cli_export_bad_inputs(tokenizer, tmp_path, capsys):
     save_checkpoint(sinus, build_model(cfg), tokenizer)
     refused(sinus, tmp_path / "hf", words=["position='sinusoidal'", "no Hugging Face equivalent"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "run", "sinus"]  # no half-written export
+
+
+def test_a_checkpoint_that_wants_bos_gets_it_on_every_prompt(tokenizer, tmp_path):
+    out = export_hf(LM(lmforge_model("llama", tokenizer.vocab_size), tokenizer), tmp_path / "hf")
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    assert not lmforge.load(out, device="cpu").add_bos  # lmforge's own models are not trained with one
+    (out / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True}))
+    lm = lmforge.load(out, device="cpu")
+    assert lm.encode_prompt("hello") == [tokenizer.bos_id] + tokenizer.encode("hello")

@@ -1,6 +1,6 @@
 """Position-wise feed-forward networks.
 
-MLP:     FFN(x) = act(x W_1 + b_1) W_2 + b_2, act = GELU (GPT-2: tanh approximation) or ReLU
+MLP:     FFN(x) = act(x W_1 + b_1) W_2 + b_2, act = GELU ("gelu" exact, "gelu_tanh" GPT-2's approximation) or ReLU
 SwiGLU:  FFN(x) = (SiLU(x W_gate) * (x W_up)) W_down                   (Shazeer 2020; Llama)
 """
 
