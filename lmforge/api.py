@@ -18,6 +18,10 @@ from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer
 from lmforge.train.checkpoint import load_checkpoint
 
 
+def stop_list(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     """`text` up to the first stop string in it (not included), and whether one was found."""
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
@@ -72,12 +76,14 @@ class LM:
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         gen = self.generate_config(max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos, **options)
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        stops = stop_list(stop)
         rows = [self.encode_prompt(p) for p in prompts]
-        if gen.num_beams > 1:
-            texts = [cut_at_stop(self.tokenizer.decode(t), stops)[0] for t in Engine(self.model).generate(rows, gen)]
+        if stops and gen.num_beams == 1:  # decode as it goes, to end each row at its first stop string
+            texts = [""] * len(rows) * gen.num_samples
+            for texts in self._texts(rows, gen, stops):
+                pass
         else:
-            texts = list(self._texts(rows, gen, stops))[-1] if gen.max_new_tokens else [""] * len(rows) * gen.num_samples
+            texts = [cut_at_stop(self.tokenizer.decode(t), stops)[0] for t in Engine(self.model).generate(rows, gen)]
         n = gen.num_samples
         per_prompt = [texts[i * n:(i + 1) * n] if n > 1 else texts[i] for i in range(len(prompts))]
         return per_prompt[0] if isinstance(prompt, str) else per_prompt
@@ -92,8 +98,7 @@ class LM:
         if gen.num_samples > 1 or gen.num_beams > 1:
             raise LmforgeError("streaming shows one continuation as it is produced; drop num_samples and num_beams")
         shown = ""
-        for (text,) in self._texts([self.encode_prompt(prompt)], gen, [stop] if isinstance(stop, str) else list(stop or []),
-                                   final=False):
+        for (text,) in self._texts([self.encode_prompt(prompt)], gen, stop_list(stop), final=False):
             if len(text) > len(shown):
                 yield text[len(shown):]
                 shown = text
