@@ -15,7 +15,7 @@ from lmforge.generate import PAD, Engine
 from lmforge.runtime import pick_device
 from lmforge.models import hf
 from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer
-from lmforge.train.checkpoint import load_checkpoint
+from lmforge.train.checkpoint import load_pretrained
 
 
 def stop_list(stop: str | list[str] | None) -> list[str]:
@@ -88,6 +88,24 @@ class LM:
         per_prompt = [texts[i * n:(i + 1) * n] if n > 1 else texts[i] for i in range(len(prompts))]
         return per_prompt[0] if isinstance(prompt, str) else per_prompt
 
+    @torch.no_grad()
+    def attention(self, text: str, return_tokens: bool = False):
+        """The attention weights of every layer for `text`: a list (one per layer) of (heads, T, T)
+        tensors, row i holding how query token i spreads its attention over the keys (each row
+        sums to 1). Encoders see [CLS] text [SEP]; decoders only look left. With `return_tokens`,
+        also the tokens as strings, for labelling a plot."""
+        tok, cfg = self.tokenizer, self.config
+        if cfg.causal:
+            ids = self.encode_prompt(text)
+        else:
+            ids = [tok.cls_id] + tok.encode(text)[:cfg.context_length - 2] + [tok.sep_id]
+        x = torch.tensor([ids], device=self.device)
+        self.model.eval()
+        weights = [w[0].float().cpu() for w in self.model(x, need_weights=True)[1]]
+        if not return_tokens:
+            return weights
+        return weights, [tok.decode([i], skip_special_tokens=False) or tok.hf.id_to_token(i) for i in ids]
+
     def stream(self, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                stop_at_eos: bool = True, stop: str | list[str] | None = None, **options) -> Iterator[str]:
@@ -106,6 +124,9 @@ class LM:
     def generate_config(self, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = None,
                         top_p: float | None = None, seed: int | None = None, stop_at_eos: bool = True,
                         **options) -> GenerateConfig:
+        if not self.config.causal:
+            raise LmforgeError(f"this is a {self.config.family} encoder, and encoders do not generate text; "
+                               "use a GPT-family model to generate")
         unknown = sorted(set(options) - {f.name for f in dataclasses.fields(GenerateConfig)} - {"stop_ids"})
         if unknown:
             raise LmforgeError(f"unknown generation option {unknown[0]!r}; see help(lmforge.GenerateConfig)")
@@ -143,29 +164,15 @@ class LM:
 
 def load(path: str | Path, device: str = "auto") -> LM:
     """Load a run directory (config.json + model.safetensors + tokenizer.json), or a Hugging Face
-    GPT-2 / Llama directory, which needs its tokenizer.json too (see lmforge.models.hf)."""
-    if hf.is_hf_dir(path):
-        config = Path(path) / "tokenizer_config.json"
-        add_bos = config.is_file() and json.loads(config.read_text()).get("add_bos_token") is True
-        return LM(*_load_hf(Path(path), pick_device(device)), Path(path), add_bos=add_bos)
-    model, tokenizer = load_checkpoint(path, pick_device(device))
-    return LM(model, tokenizer, Path(path))
-
-
-def _load_hf(path: Path, device: torch.device) -> tuple[torch.nn.Module, Tokenizer]:
-    if not (path / "tokenizer.json").is_file():
-        raise LmforgeError(f"{path} has no tokenizer.json, which lmforge needs to turn text into tokens; save the "
-                           "tokenizer there (tokenizer.save_pretrained) or load the bare model with lmforge.models.hf.load_hf")
-    model = hf.load_hf(path, device)
-    tokenizer = Tokenizer.load(path / "tokenizer.json")
-    for role, i in hf.special_ids_from_hf(hf.read_hf_config(path)).items():  # the model's own, not lmforge's names
-        if 0 <= i < model.config.vocab_size:
-            setattr(tokenizer, f"{role}_id", i)
-    return model, tokenizer
+    GPT-2 / Llama / BERT directory, which needs its tokenizer.json too (see lmforge.models.hf)."""
+    model, tokenizer = load_pretrained(path, pick_device(device))
+    config = Path(path) / "tokenizer_config.json"
+    add_bos = hf.is_hf_dir(path) and config.is_file() and json.loads(config.read_text()).get("add_bos_token") is True
+    return LM(model, tokenizer, Path(path), add_bos=add_bos)
 
 
 def export_hf(source: LM | str | Path, out: str | Path) -> Path:
-    """Write a GPT-2- or Llama-shaped model and its tokenizer as a Hugging Face directory at `out`."""
+    """Write a GPT-2-, Llama- or BERT-shaped model and its tokenizer as a Hugging Face directory at `out`."""
     lm = source if isinstance(source, LM) else load(source, device="cpu")
     tok = lm.tokenizer
     ids = {role: getattr(tok, f"{role}_id") for role in SPECIAL_TOKENS}

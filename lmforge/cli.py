@@ -114,13 +114,13 @@ def cmd_train(args) -> None:
                f"on {trainer.device}, {recipe.train.max_steps} steps -> {out}")
     res = trainer.fit()
     last = res.evals[-1] if res.evals else trainer.evaluate(full=True)
-    r = {"run_dir": str(out), "steps": res.steps, "val_loss": last["loss"], "val_perplexity": last["perplexity"],
-         "val_bits_per_byte": last.get("bits_per_byte"), "tokens_per_s": round(res.tokens_per_s, 1),
-         "seconds": round(res.seconds, 1), "parameters": res.n_params, "flops_per_token": res.flops_per_token,
-         "stopped_early": res.stopped_early}
-    _emit(args, r, f"step {res.steps}: validation loss {r['val_loss']:.4f}, perplexity {r['val_perplexity']:.2f}, "
-                   f"bits per byte {r['val_bits_per_byte']:.3f}; {r['tokens_per_s']:,.0f} tokens/s "
-                   f"over {r['seconds']:.0f} s; saved in {out}")
+    r = {"run_dir": str(out), "steps": res.steps, **{f"val_{k}": v for k, v in last.items() if k != "step"},
+         "tokens_per_s": round(res.tokens_per_s, 1), "seconds": round(res.seconds, 1), "parameters": res.n_params,
+         "flops_per_token": res.flops_per_token, "stopped_early": res.stopped_early}
+    shown = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in last.items()
+                      if k in ("perplexity", "bits_per_byte", "mlm_accuracy", "nsp_accuracy", "rtd_accuracy"))
+    _emit(args, r, f"step {res.steps}: validation loss {r['val_loss']:.4f}, {shown}; {r['tokens_per_s']:,.0f} "
+                   f"tokens/s over {r['seconds']:.0f} s; saved in {out}")
 
 
 def cmd_eval(args) -> None:
@@ -160,8 +160,9 @@ def cmd_export(args) -> None:
     arch = json.loads((out / "config.json").read_text())["architectures"][0]
     r = {"run": args.run, "to": args.to, "out": str(out), "architecture": arch,
          "parameters": lm.model.num_params(), "files": files}
+    auto = "AutoModelForCausalLM" if lm.config.causal else "AutoModel"
     _emit(args, r, f"exported {r['parameters']:,} parameters as a Hugging Face {r['architecture']} to {out} "
-                   f"({', '.join(files)}); load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
+                   f"({', '.join(files)}); load it with transformers.{auto}.from_pretrained({str(out)!r})")
 
 
 def _sampling(args) -> dict:
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     json_flag(dl)
     dp = command("prepare", cmd_data_prepare, "clean, split and tokenise a corpus into cached token shards", d)
     dp.add_argument("corpus", help="built-in corpus name, or a .txt/.jsonl/.csv/.tsv file, folder or glob")
-    dp.add_argument("--tokenizer", default="bpe", help="bpe, char, or a path to a tokenizer.json (default: bpe)")
+    dp.add_argument("--tokenizer", default="bpe", help="bpe, wordpiece, char, or a path to a tokenizer.json (default: bpe)")
     dp.add_argument("--vocab-size", type=int, default=4096, help="vocabulary of a BPE tokenizer (default: 4096)")
     dp.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus (default: text)")
     dp.add_argument("--val-fraction", type=float, default=0.1, help="last fraction of the text kept for validation")
@@ -257,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tokenizer", help="train tokenizers").add_subparsers(dest="tok_command", metavar="ACTION", required=True)
     tt = command("train", cmd_tokenizer_train, "train a byte-level BPE or character tokenizer and save tokenizer.json", t)
     tt.add_argument("corpus", help="built-in corpus name, or a file, folder or glob")
-    tt.add_argument("--kind", choices=["bpe", "char"], default="bpe")
+    tt.add_argument("--kind", choices=["bpe", "wordpiece", "char"], default="bpe",
+                    help="byte-level BPE (GPT), WordPiece (BERT, ELECTRA) or characters (default: bpe)")
     tt.add_argument("--vocab-size", type=int, default=4096)
     tt.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus")
     tt.add_argument("--out", default="tokenizer.json", help="file or directory to write (default: tokenizer.json)")
@@ -277,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     json_flag(e)
 
-    x = command("export", cmd_export, "write a GPT-2- or Llama-shaped model and its tokenizer as a Hugging Face directory")
+    x = command("export", cmd_export, "write a GPT-2-, Llama- or BERT-shaped model and its tokenizer as a Hugging Face directory")
     x.add_argument("run", help="run directory (or a Hugging Face directory)")
     x.add_argument("--to", choices=["hf"], default="hf", help="format (default: hf, for transformers' from_pretrained)")
     x.add_argument("out", help="output directory; must not exist or be empty")
@@ -308,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run", help="run directory, or a Hugging Face GPT-2 / Llama directory")
     c.add_argument("--system", help="text placed before the conversation, e.g. who the assistant is")
     decoding_flags(c)
+
+    from lmforge.cli_tasks import add_commands
+
+    add_commands(sub, command, json_flag)
     return p
 
 

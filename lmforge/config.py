@@ -25,9 +25,9 @@ from lmforge.errors import LmforgeError
 
 @dataclass
 class ModelConfig:
-    """The shape of a Transformer. Every family (GPT, Llama-style, and the encoders) reads this."""
+    """The shape of a Transformer. Every family (GPT, Llama-style, BERT, ELECTRA) reads this."""
 
-    family: str = "gpt"
+    family: str = "gpt"  # gpt | bert | electra
     vocab_size: int = 8192
     context_length: int = 256
     n_layer: int = 6
@@ -46,10 +46,19 @@ class ModelConfig:
     tie_embeddings: bool = True
     causal: bool = True
     init_std: float = 0.02
+    type_vocab_size: int = 2  # BERT: segment (token type) embeddings, sentence A = 0, B = 1
+    embedding_size: int | None = None  # None: d_model; else factorised embeddings projected to d_model
+    generator_scale: float = 0.25  # ELECTRA: the generator's width (and heads) as a fraction of the discriminator's
+    rtd_weight: float = 50.0  # ELECTRA: lambda in L = L_MLM(generator) + lambda * L_RTD(discriminator)
+    head: str = "none"  # a task head over the model: none | classify | token | qa (models/heads.py)
+    labels: list[str] = field(default_factory=list)  # the head's class names (classify, token)
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
+        if self.embedding_size is None:
+            self.embedding_size = self.d_model
+        self.labels = [str(label) for label in self.labels]
         if self.d_ff is None:
             if self.activation == "swiglu":  # Llama: 2/3 of 4d, rounded up to a multiple of 64
                 self.d_ff = 64 * ((int(8 * self.d_model / 3) + 63) // 64)
@@ -63,6 +72,8 @@ class ModelConfig:
             "norm": ("layernorm", "rmsnorm"),
             "norm_position": ("pre", "post"),
             "activation": ("gelu", "gelu_tanh", "relu", "swiglu"),
+            "family": ("gpt", "bert", "electra"),
+            "head": ("none", "classify", "token", "qa"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -85,6 +96,17 @@ class ModelConfig:
             raise LmforgeError("RoPE needs an even head size (d_model / n_head); change d_model or n_head")
         if not 0.0 <= self.dropout < 1.0:
             raise LmforgeError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.family != "gpt" and self.causal:
+            raise LmforgeError(f"model.family={self.family} is a bidirectional encoder; set model.causal=false")
+        if self.family == "electra" and self.generator_width_heads()[0] < 1:
+            raise LmforgeError(f"model.generator_scale={self.generator_scale} leaves the ELECTRA generator no width; raise it")
+        if self.head in ("classify", "token") and len(self.labels) < 2:
+            raise LmforgeError(f"a {self.head} head needs at least two labels, got {len(self.labels)}")
+
+    def generator_width_heads(self) -> tuple[int, int]:
+        """ELECTRA's generator: d_model and heads scaled by generator_scale, head size kept."""
+        heads = max(1, round(self.n_head * self.generator_scale))
+        return heads * self.head_dim, heads
 
     @property
     def head_dim(self) -> int:
@@ -105,6 +127,8 @@ class ModelConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+_ENCODER = dict(causal=False, norm_position="post", norm_eps=1e-12, activation="gelu", dropout=0.1)
+
 # Named shapes. Tiny ones train on a laptop CPU in minutes; gpt2 / gpt2-medium are the OpenAI shapes
 # (124M / 355M); llama-* use RoPE, RMSNorm, SwiGLU and grouped-query attention.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -117,6 +141,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         n_layer=4, n_head=8, n_kv_head=2, d_model=256, context_length=256, position="rope",
         norm="rmsnorm", norm_eps=1e-6, activation="swiglu", bias=False, tie_embeddings=False,
     ),
+    # Encoders (bidirectional, post-norm, exact GELU, LayerNorm eps 1e-12 as in BERT's checkpoints).
+    "bert-mini": dict(family="bert", n_layer=4, n_head=4, d_model=256, context_length=128, **_ENCODER),
+    "bert-small": dict(family="bert", n_layer=6, n_head=6, d_model=384, context_length=256, **_ENCODER),
+    "bert-base": dict(family="bert", n_layer=12, n_head=12, d_model=768, context_length=512, vocab_size=30522,
+                      **_ENCODER),
+    "electra-mini": dict(family="electra", n_layer=4, n_head=4, d_model=256, context_length=128, **_ENCODER),
+    "electra-small": dict(family="electra", n_layer=12, n_head=4, d_model=256, embedding_size=128, d_ff=1024,
+                          context_length=512, vocab_size=30522, **_ENCODER),
     "llama-1b": dict(  # the TinyLlama-1.1B shape
         n_layer=22, n_head=32, n_kv_head=4, d_model=2048, d_ff=5632, context_length=2048,
         vocab_size=32000, position="rope", norm="rmsnorm", norm_eps=1e-5, activation="swiglu",
@@ -137,7 +169,7 @@ class DataConfig:
 
     corpus: str = "shakespeare"  # a built-in corpus name, or a file, folder or glob
     column: str | None = None  # text column of a .jsonl / .csv / .tsv corpus
-    tokenizer: str = "bpe"  # bpe | char | path to a tokenizer.json
+    tokenizer: str = "bpe"  # bpe | wordpiece | char | path to a tokenizer.json
     vocab_size: int = 4096  # for a BPE tokenizer trained here
     val_fraction: float = 0.1  # the last fraction of the text (in characters) is validation
     clean: bool = True  # NFKC, control characters, markup, exact duplicates
@@ -167,6 +199,11 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     time_limit_minutes: float = 0.0  # 0: no limit; else stop (and save) when the time is up
     progress: bool = True
+    objective: str = "auto"  # auto (the model family's own) | clm | mlm | mlm+nsp | rtd (train/tasks.py)
+    mask_prob: float = 0.15  # mlm / rtd: the fraction of tokens chosen for prediction
+    whole_word_mask: bool = False  # mlm / rtd: choose whole words (Chinese: segmented words), not pieces
+    patience: int = 0  # > 0: stop after this many evaluations without a better headline metric
+    keep_best: bool = False  # save only when the headline metric improves, so the run keeps its best
 
     def validate(self) -> None:
         if self.schedule not in ("cosine", "linear", "constant"):
@@ -178,6 +215,10 @@ class TrainConfig:
                 raise LmforgeError(f"train.{name} must be a positive integer, got {getattr(self, name)}")
         if self.lr <= 0:
             raise LmforgeError(f"train.lr must be positive, got {self.lr}")
+        if self.objective not in ("auto", "clm", "mlm", "mlm+nsp", "rtd"):
+            raise LmforgeError(f"train.objective={self.objective!r} is not supported; use auto, clm, mlm, mlm+nsp or rtd")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise LmforgeError(f"train.mask_prob must be between 0 and 1, got {self.mask_prob}")
 
 
 @dataclass

@@ -1,9 +1,15 @@
-"""Tokenizers on Hugging Face `tokenizers`: byte-level BPE and character level, one set of specials.
+"""Tokenizers on Hugging Face `tokenizers`: byte-level BPE, WordPiece and character level, one set of specials.
 
 Byte-level BPE (GPT-2) starts from the 256 byte values, so any UTF-8 text round-trips exactly, and
 repeatedly merges the most frequent adjacent pair into a new symbol until the vocabulary is full.
-A character tokenizer gives each distinct character of the training text its own id (nanoGPT's
-shakespeare-char); characters it never saw become `<|unk|>`.
+WordPiece (BERT) splits text into words at whitespace and punctuation, each CJK character being a
+word of its own, then cuts each word greedily into the longest pieces in the vocabulary; a piece
+that continues a word is written `##piece` ("playing" -> play ##ing). It is lossy: case, accents
+and spacing are normalised away. A character tokenizer gives each distinct character of the
+training text its own id (nanoGPT's shakespeare-char); characters it never saw become `<|unk|>`.
+
+A tokenizer.json from elsewhere (BERT's [CLS] [SEP] [PAD] [MASK] [UNK], RoBERTa's <s> </s> <pad>
+<mask> <unk>) works too: each role id is found under our name first, then under those names.
 
 This module imports no torch: it works on strings and lists of ints.
 """
@@ -15,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 from lmforge.errors import LmforgeError
@@ -32,14 +38,29 @@ SPECIAL_TOKENS: dict[str, str] = {
 }
 
 
+# Where other tokenizer.json files keep each role, tried in order after our own name: BERT's
+# bracketed names, then RoBERTa's / Llama's. A BERT vocabulary has no bos/eos.
+CONVENTIONAL: dict[str, tuple[str, ...]] = {
+    "pad": ("[PAD]", "<pad>"),
+    "unk": ("[UNK]", "<unk>"),
+    "bos": ("<s>",),
+    "eos": ("</s>",),
+    "mask": ("[MASK]", "<mask>"),
+    "sep": ("[SEP]", "</s>"),
+    "cls": ("[CLS]", "<s>"),
+}
+
+
 class Tokenizer:
     """A thin wrapper: `encode(str) -> list[int]`, `decode(list[int]) -> str`, ids of the specials."""
 
     def __init__(self, hf: HFTokenizer, kind: str):
         self.hf = hf
         self.kind = kind
+        added = {t.content: i for i, t in hf.get_added_tokens_decoder().items()}
+        self._added_special = {i for i, t in hf.get_added_tokens_decoder().items() if t.special}
         for role, token in SPECIAL_TOKENS.items():
-            setattr(self, f"{role}_id", hf.token_to_id(token))
+            setattr(self, f"{role}_id", _role_id(hf, added, token, CONVENTIONAL[role]))
 
     @property
     def vocab_size(self) -> int:
@@ -47,13 +68,24 @@ class Tokenizer:
 
     @property
     def special_ids(self) -> set[int]:
-        return {i for i in (getattr(self, f"{r}_id") for r in SPECIAL_TOKENS) if i is not None}
+        """Every role id plus any other token the tokenizer.json marks special."""
+        roles = {i for i in (getattr(self, f"{r}_id") for r in SPECIAL_TOKENS) if i is not None}
+        return roles | self._added_special
 
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+
+    def encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and each token's character span (start, end) in `text`; no specials added."""
+        e = self.hf.encode(text, add_special_tokens=False)
+        return e.ids, e.offsets
+
+    def encode_offsets_batch(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """`encode_offsets` over many texts at once (in parallel threads)."""
+        return [(e.ids, e.offsets) for e in self.hf.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
@@ -79,6 +111,20 @@ class Tokenizer:
         except Exception as e:  # the Rust library raises plain Exception on bad JSON
             raise LmforgeError(f"{path} is not a valid tokenizer.json ({str(e).splitlines()[0]}); retrain or restore it") from None
         return cls(hf, _kind_of(hf))
+
+
+def _role_id(hf: HFTokenizer, added: dict[str, int], ours: str, others: tuple[str, ...]) -> int | None:
+    """Our name wherever it is; else a conventional name, but only one registered as an added token
+    (or a bracketed BERT name in the vocabulary): '<s>' may be an ordinary learned piece elsewhere."""
+    i = hf.token_to_id(ours)
+    if i is not None:
+        return i
+    for name in others:
+        if name in added:
+            return added[name]
+        if name.startswith("[") and hf.token_to_id(name) is not None:
+            return hf.token_to_id(name)
+    return None
 
 
 def _kind_of(hf: HFTokenizer) -> str:
@@ -118,6 +164,39 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> 
     return Tokenizer(hf, "bpe")
 
 
+def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = True,
+                    min_frequency: int = 2) -> Tokenizer:
+    """BERT's WordPiece: BertNormalizer (CJK characters spaced apart, accents stripped when lowercasing),
+    BertPreTokenizer (split at whitespace and punctuation), then the vocabulary: the specials, every
+    character seen (alone and as `##c`) and the most useful merges until `vocab_size` entries."""
+    floor = len(SPECIAL_TOKENS) + 1
+    if vocab_size < floor:
+        raise LmforgeError(f"vocabulary size {vocab_size} is too small for WordPiece, which needs the "
+                           f"{len(SPECIAL_TOKENS)} special tokens and the characters of the text; use at least {floor}")
+    hf = HFTokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk"], continuing_subword_prefix="##"))
+    hf.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase)
+    hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    hf.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    hf.train_from_iterator(_check_texts(texts), trainer=trainer)
+    # The trainer keeps every character it saw even when that overshoots vocab_size: then no merge
+    # was learned at all, and the size it reached is the least that holds this text's alphabet.
+    if hf.get_vocab_size() > vocab_size:
+        raise LmforgeError(
+            f"vocabulary size {vocab_size} is too small for WordPiece on this text, whose characters (alone "
+            f"and as ##continuations) and special tokens already take {hf.get_vocab_size()}; use more than "
+            f"{hf.get_vocab_size()} so that word pieces can be learned too"
+        )
+    return Tokenizer(hf, "wordpiece")
+
+
 def train_char(texts: Iterable[str]) -> Tokenizer:
     """One id per distinct character (specials first, then characters in code-point order)."""
     chars: set[str] = set()
@@ -136,6 +215,8 @@ def train_char(texts: Iterable[str]) -> Tokenizer:
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 4096) -> Tokenizer:
     if kind == "bpe":
         return train_bpe(texts, vocab_size)
+    if kind == "wordpiece":
+        return train_wordpiece(texts, vocab_size)
     if kind == "char":
         return train_char(texts)
-    raise LmforgeError(f"unknown tokenizer kind {kind!r}; use bpe, char, or a path to a tokenizer.json")
+    raise LmforgeError(f"unknown tokenizer kind {kind!r}; use bpe, wordpiece, char, or a path to a tokenizer.json")

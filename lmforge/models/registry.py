@@ -1,4 +1,8 @@
-"""Model families by name, so the trainer and the CLI never import a specific model file."""
+"""Model families by name, so the trainer and the CLI never import a specific model file.
+
+`build_model(config)` builds the family's model and, when `config.head` names a task, puts that head
+over it (models/heads.py): one checkpoint format for pretrained and fine-tuned models alike.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,18 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
+from lmforge.models.bert import Bert
+from lmforge.models.electra import Electra
 from lmforge.models.gpt import GPT
 
-FAMILIES: dict[str, type[nn.Module]] = {"gpt": GPT}
+FAMILIES: dict[str, type[nn.Module]] = {"gpt": GPT, "bert": Bert, "electra": Electra}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.family not in FAMILIES:
         raise LmforgeError(f"unknown model family {cfg.family!r}; use one of {', '.join(FAMILIES)}")
+    if cfg.head != "none":
+        from lmforge.models.heads import build_head
+
+        return build_head(cfg)
     return FAMILIES[cfg.family](cfg)

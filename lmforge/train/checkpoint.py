@@ -12,6 +12,7 @@ with `os.replace`, trainer state last: a run killed while saving keeps its previ
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -108,3 +109,37 @@ def load_trainer_state(path: str | Path) -> dict:
             "start a new run without --resume"
         )
     return state
+
+
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Tokenizer]:
+    """An lmforge run or a Hugging Face model directory -> (model in eval mode, tokenizer)."""
+    from lmforge.models import hf
+
+    path = Path(path)
+    if not hf.is_hf_dir(path):
+        return load_checkpoint(path, device)
+    if not (path / "tokenizer.json").is_file():
+        raise LmforgeError(f"{path} has no tokenizer.json, which lmforge needs to turn text into tokens; save the "
+                           "tokenizer there (tokenizer.save_pretrained) or load the bare model with lmforge.models.hf.load_hf")
+    model = hf.load_hf(path, device)
+    tokenizer = Tokenizer.load(path / "tokenizer.json")
+    tokenizer.hf.no_padding()  # a saved tokenizer.json may pad / cut every text to a fixed length (MiniLM: 128);
+    tokenizer.hf.no_truncation()  # transformers drops both on load, and so does lmforge
+    for role, i in hf.special_ids_from_hf(hf.read_hf_config(path)).items():  # the model's own, not lmforge's names
+        if 0 <= i < model.config.vocab_size:
+            setattr(tokenizer, f"{role}_id", i)
+    return model.eval(), tokenizer
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write JSON through a temporary file and a rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_plain) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _plain(x):
+    """numpy / torch scalars and arrays as plain JSON numbers and lists."""
+    return x.tolist() if hasattr(x, "tolist") else str(x)

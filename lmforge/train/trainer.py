@@ -1,5 +1,9 @@
 """The training loop: one optimiser step = `grad_accum` micro-batches, clipped, AdamW, scheduled.
 
+The loop knows nothing of the objective: a task (train/tasks.py, train/finetune.py) hands it
+batches, a loss and an evaluation, so pretraining a GPT, a BERT or an ELECTRA and fine-tuning any of
+them run through this one loop, with the same checkpoints, logs, early stopping and resume.
+
 AdamW (Loshchilov & Hutter 2019) with weight decay only on matrices (not on biases, norm gains):
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  w -= lr (m_hat / (sqrt(v_hat) + eps) + wd w)
 """
@@ -15,30 +19,28 @@ import torch
 from tqdm import tqdm
 
 from lmforge.config import Recipe
-from lmforge.data.batches import RandomWindows
-from lmforge.data.shards import TokenData, prepare
 from lmforge.errors import LmforgeError
-from lmforge.evaluate.perplexity import evaluate_lm
 from lmforge.models import build_model
-from lmforge.objectives.clm import clm_loss
 from lmforge.runtime import autocast, autocast_dtype, pick_device
 from lmforge.tokenizer import Tokenizer
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.logging import MetricsLog, plot_losses
 from lmforge.train.schedule import lr_at
+from lmforge.train.tasks import build_task, objective_for, prepare_data
 
 
 @dataclass
 class TrainResult:
     run_dir: Path
     steps: int
-    evals: list[dict] = field(default_factory=list)  # {"step", "loss", "perplexity", "bits_per_byte"}
+    evals: list[dict] = field(default_factory=list)  # {"step", "loss", and the task's metrics}
     tokens_per_s: float = 0.0  # training only: evaluation and checkpoint time left out
     seconds: float = 0.0  # wall time of fit(), evaluations included
     eval_seconds: float = 0.0
     stopped_early: bool = False
     n_params: int = 0
     flops_per_token: float = 0.0
+    best: dict | None = None  # the evaluation of the kept checkpoint, with train.keep_best
 
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
@@ -54,8 +56,10 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
 
 
 class Trainer:
+    """Pretrains the recipe's model on its data, or trains a given `model` on a given `task`."""
+
     def __init__(self, recipe: Recipe, run_dir: str | Path, resume: bool = False, log=print,
-                 data: TokenData | None = None):
+                 data=None, model: torch.nn.Module | None = None, task=None):
         self.recipe, self.run_dir, self.resume, self.log = recipe, Path(run_dir), resume, log
         tcfg = recipe.train
         self.device = pick_device(tcfg.device)
@@ -63,23 +67,29 @@ class Trainer:
         self.autocast = autocast(self.device, self.amp_dtype)
         if resume:
             ckpt.load_trainer_state(self.run_dir)  # fail early, before any work, if it cannot resume
-            tokenizer = Tokenizer.load(self.run_dir / "tokenizer.json")
-            self.data = data or prepare(recipe.data, tokenizer=tokenizer, log=log)
-        else:
-            self.data = data or prepare(recipe.data, log=log)
-        self.model_config = recipe.model_config(self.data.tokenizer.vocab_size)
         torch.manual_seed(tcfg.seed)
-        self.model = build_model(self.model_config).to(self.device)
+        if task is None:
+            family = recipe.model_config(1).family
+            objective = objective_for(recipe, family)
+            tokenizer = Tokenizer.load(self.run_dir / "tokenizer.json") if resume else None
+            data = data or prepare_data(recipe, objective, tokenizer, log)
+            self.model_config = recipe.model_config(data.tokenizer.vocab_size)
+            torch.manual_seed(tcfg.seed)
+            model = build_model(self.model_config)
+            task = build_task(recipe, objective, data, self.model_config)
+        self.task, self.data = task, task.data
+        self.model = model.to(self.device)
+        self.model_config = self.model.config
         self.optimizer = make_optimizer(self.model, tcfg)
-        self.batches = RandomWindows(self.data.train, tcfg.batch_size, self.model_config.context_length, tcfg.seed)
         self.step = 0
+        self.best: float | None = None  # the best headline metric so far (train.keep_best / patience)
         self.horizon = tcfg.max_steps  # where the schedule ends; shrinks to fit train.time_limit_minutes
         if resume:
             self._load_state()
 
     # --- state -----------------------------------------------------------------------------------
     def _state(self) -> dict:
-        state = {"optimizer": self.optimizer.state_dict(), "data": self.batches.state_dict(),
+        state = {"optimizer": self.optimizer.state_dict(), "data": self.task.state_dict(),
                  "rng_cpu": torch.get_rng_state()}
         if self.horizon < self.recipe.train.max_steps:  # shrunk to fit the time limit
             state["horizon"] = self.horizon
@@ -93,7 +103,7 @@ class Trainer:
         state = ckpt.load_trainer_state(self.run_dir)
         load_model(self.model, str(self.run_dir / "model.safetensors"), device=str(self.device))
         self.optimizer.load_state_dict(state["optimizer"])
-        self.batches.load_state_dict(state["data"])
+        self.task.load_state_dict(state["data"])
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
@@ -106,11 +116,9 @@ class Trainer:
 
     # --- evaluation --------------------------------------------------------------------------------
     def evaluate(self, full: bool = False) -> dict:
-        """Validation loss, perplexity and bits per byte on train.eval_batches batches spread evenly
-        over the split, or on every validation token when `full`."""
-        cfg = self.recipe.train
-        return evaluate_lm(self.model, self.data.val, self.model_config.context_length, cfg.batch_size,
-                           None if full else cfg.eval_batches, self.data.val_bytes_per_token, self.autocast)
+        """The task's validation figures (loss and its metrics) on train.eval_batches batches, or on
+        the whole validation split when `full`."""
+        return self.task.evaluate(self.model, full, self.autocast)
 
     # --- the loop ------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -119,7 +127,6 @@ class Trainer:
         metrics = MetricsLog(self.run_dir, self.step if self.resume else None)
         result = TrainResult(self.run_dir, self.step, n_params=model.num_params(),
                              flops_per_token=model.flops_per_token())
-        tokens_per_step = cfg.batch_size * cfg.grad_accum * self.model_config.context_length
         if self.step == 0:
             self._record_eval(metrics, result)
             self.save()
@@ -128,6 +135,8 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         t_start = t_log = time.perf_counter()
         step_at_log = step_at_start = self.step
+        tokens_done = tokens_at_log = 0
+        evals_without_gain = 0
         try:
             while self.step < self.horizon:
                 if cfg.time_limit_minutes > 0 and self.step == step_at_start + 20:
@@ -138,10 +147,10 @@ class Trainer:
                     group["lr"] = lr
                 loss_sum = 0.0
                 for _ in range(cfg.grad_accum):
-                    x, y = self.batches.next()
-                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                    batch = {k: v.to(self.device, non_blocking=True) for k, v in self.task.next_batch().items()}
+                    tokens_done += batch["input_ids"].numel()
                     with self.autocast():
-                        loss = clm_loss(model, x, y) / cfg.grad_accum
+                        loss = self.task.loss(model, batch) / cfg.grad_accum
                     loss.backward()
                     loss_sum += loss.item()
                 if not math.isfinite(loss_sum):
@@ -158,8 +167,8 @@ class Trainer:
                 bar.update(1)
                 now = time.perf_counter()
                 if self.step % cfg.log_every == 0 or self.step == self.horizon:
-                    tps = (self.step - step_at_log) * tokens_per_step / max(now - t_log, 1e-9)
-                    t_log, step_at_log = now, self.step
+                    tps = (tokens_done - tokens_at_log) / max(now - t_log, 1e-9)
+                    t_log, step_at_log, tokens_at_log = now, self.step, tokens_done
                     metrics.write(step=self.step, loss=loss_sum, lr=lr, tokens_per_s=round(tps, 1),
                                   elapsed_s=round(now - t_start, 2))
                     bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
@@ -168,23 +177,35 @@ class Trainer:
                 t_eval = time.perf_counter()
                 if self.step % cfg.eval_every == 0 or last:
                     self._record_eval(metrics, result, full=last)  # the final figure scores every token
+                    ev = result.evals[-1]
+                    improved = self._improved(ev)
+                    evals_without_gain = 0 if improved else evals_without_gain + 1
                     if cfg.progress:
-                        bar.write(f"step {self.step}: val loss {result.evals[-1]['loss']:.4f}, "
-                                  f"perplexity {result.evals[-1]['perplexity']:.2f}")
-                    if cfg.save_every == 0 or last:
+                        head = self.task.headline
+                        bar.write(f"step {self.step}: val loss {ev['loss']:.4f}, {head} {ev[head]:.4f}"
+                                  + (" (best)" if improved and cfg.keep_best else ""))
+                    if cfg.keep_best:
+                        if improved:
+                            result.best = dict(ev)
+                            self.save()
+                    elif cfg.save_every == 0 or last:
                         self.save()
-                elif cfg.save_every and self.step % cfg.save_every == 0:
+                    if cfg.patience and evals_without_gain >= cfg.patience and not last:
+                        self.log(f"no better {self.task.headline} in {cfg.patience} evaluations; stopping early at "
+                                 f"step {self.step}")
+                        out_of_time = True  # leave the loop below, as at the end of the schedule
+                elif cfg.save_every and self.step % cfg.save_every == 0 and not cfg.keep_best:
                     self.save()
                 result.eval_seconds += time.perf_counter() - t_eval
                 t_log += time.perf_counter() - t_eval  # keep the logged tokens/s about training
                 if out_of_time:
-                    self.log(f"time limit of {cfg.time_limit_minutes} minutes reached at step {self.step}; saved")
+                    if cfg.time_limit_minutes > 0 and now - t_start > 60 * cfg.time_limit_minutes:
+                        self.log(f"time limit of {cfg.time_limit_minutes} minutes reached at step {self.step}; saved")
                     break
         finally:
             bar.close()
         result.seconds = time.perf_counter() - t_start
-        done = self.step - result.steps
-        result.tokens_per_s = done * tokens_per_step / max(result.seconds - result.eval_seconds, 1e-9)
+        result.tokens_per_s = tokens_done / max(result.seconds - result.eval_seconds, 1e-9)
         result.steps = self.step
         result.stopped_early = self.step < cfg.max_steps
         plot_losses(metrics.read(), self.run_dir / "loss.png", title=str(self.run_dir.name))
@@ -202,10 +223,17 @@ class Trainer:
             self.log(f"at the measured speed, {self.horizon} of {cfg.max_steps} steps fit in the time limit of "
                      f"{cfg.time_limit_minutes} minutes; the schedule now ends there")
 
+    def _improved(self, ev: dict) -> bool:
+        value = ev[self.task.headline]
+        better = self.best is None or (value > self.best if self.task.higher_is_better else value < self.best)
+        if better:
+            self.best = value
+        return better
+
     def _record_eval(self, metrics: MetricsLog, result: TrainResult, full: bool = False) -> None:
         ev = self.evaluate(full)
         self.model.train()
         ev["step"] = self.step
         result.evals.append(ev)
-        metrics.write(step=self.step, val_loss=ev["loss"], val_perplexity=ev["perplexity"],
-                      val_bits_per_byte=ev.get("bits_per_byte"))
+        metrics.write(step=self.step, **{f"val_{k}": v for k, v in ev.items() if isinstance(v, (int, float))
+                                         and k != "step"})

@@ -1,0 +1,131 @@
+"""`lmforge finetune`, `cv`, `predict` and `attention`: the sub-commands for labelled tasks and for
+looking inside a model, kept beside cli.py so each file stays short."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+def _config(args):
+    from lmforge.train.finetune import FinetuneConfig
+
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if args.json:
+        values["progress"] = False
+    return FinetuneConfig(**values)
+
+
+def _summary(report: dict) -> str:
+    test = report["test"]
+    if report["task"] == "qa":
+        return f"test: exact match {test['exact_match']:.1f}, F1 {test['f1']:.1f} on {report['test_rows']} rows"
+    from lmforge.evaluate.classification import format_report
+
+    base = report["majority_baseline"]["accuracy"]
+    return (f"{format_report(test)}\n\ntest accuracy {test['accuracy']:.4f}, macro F1 {test['macro']['f1']:.4f} "
+            f"(majority class: {base:.4f}); {report['train_rows']} train / {report['validation_rows']} "
+            f"validation / {report['test_rows']} test rows, {report['steps']} steps in {report['seconds']:.0f} s")
+
+
+def cmd_finetune(args) -> None:
+    from lmforge.cli import _emit, _log
+    from lmforge.train.finetune import finetune
+
+    out = Path(args.out or f"runs/finetune-{Path(args.data).stem}")
+    report = finetune(args.base, args.data, out, _config(args), log=_log(args))
+    report["run_dir"] = str(out)
+    _emit(args, report, _summary(report) + f"\nthe best checkpoint, report.json and confusion.png are in {out}")
+
+
+def cmd_cv(args) -> None:
+    from lmforge.cli import _emit, _log
+    from lmforge.train.finetune import cross_validate
+
+    out = Path(args.out or f"runs/cv-{Path(args.data).stem}")
+    r = cross_validate(args.base, args.data, out, _config(args), folds=args.folds, log=_log(args))
+    lines = [f"{args.folds}-fold cross-validation of {args.base} on {args.data}:"]
+    for key in ("accuracy", "f1_macro"):
+        lines.append(f"  {key:9s} {r['mean'][key]:.4f} +- {r['std'][key]:.4f}   "
+                     f"(folds: {', '.join(f'{v:.4f}' for v in r['values'][key])})")
+    _emit(args, r, "\n".join(lines))
+
+
+def cmd_predict(args) -> None:
+    from lmforge.cli import _emit, _log
+    from lmforge.train.finetune import predict_file
+
+    out, report = predict_file(args.run, args.file, args.out, args.text_column, args.truncation, log=_log(args))
+    r = {"predictions": str(out), "report": report}
+    text = f"predictions written to {out}"
+    if report:
+        from lmforge.evaluate.classification import format_report
+
+        text = format_report(report) + "\n\n" + text
+    _emit(args, r, text)
+
+
+def cmd_attention(args) -> None:
+    import lmforge
+    from lmforge.cli import _emit
+    from lmforge.interpret.attention import plot_attention, select
+
+    lm = lmforge.load(args.run, device="cpu")
+    weights, tokens = lm.attention(args.text, return_tokens=True)
+    w = select([x[None] for x in weights], args.layer, args.head)  # (T, T)
+    out = Path(args.out)
+    plot_attention(w, tokens, tokens, out, title=f"{Path(args.run).name}: layer {args.layer}, head {args.head}")
+    r = {"out": str(out), "tokens": tokens, "layer": args.layer, "head": args.head, "layers": len(weights),
+         "heads": int(weights[0].size(1)), "weights": [[round(float(v), 6) for v in row] for row in w]}
+    _emit(args, r, f"attention of layer {args.layer}, head {args.head} over {len(tokens)} tokens drawn to {out}")
+
+
+def add_commands(sub, command, json_flag) -> None:
+    def task_flags(sp):
+        sp.add_argument("base", help="an lmforge run (GPT, BERT, ELECTRA) or a Hugging Face BERT/GPT-2/Llama directory")
+        sp.add_argument("--task", choices=["classify", "qa"], default="classify")
+        sp.add_argument("--data", required=True, help="labelled rows: a .csv, .tsv or .jsonl file")
+        sp.add_argument("--text-column", help="column with the text (default: text)")
+        sp.add_argument("--text-pair-column", help="a second text per row, e.g. a hypothesis or an answer")
+        sp.add_argument("--label-column", help="column with the class (default: label)")
+        sp.add_argument("--question-column", help="qa: column with the question (default: question)")
+        sp.add_argument("--context-column", help="qa: column with the passage (default: context)")
+        sp.add_argument("--answer-column", help="qa: column with the answer copied from the passage (default: answer)")
+        sp.add_argument("--max-length", type=int, help="tokens per row (default: the model's context)")
+        sp.add_argument("--truncation", choices=["warn", "error"], help="rows longer than that: cut with a warning "
+                        "(default) or refuse")
+        sp.add_argument("--class-weights", action="store_true", default=None, help="weigh classes by inverse frequency")
+        sp.add_argument("--epochs", type=float, help="passes over the training rows (default: 3)")
+        sp.add_argument("--batch-size", type=int, help="rows per step (default: 16)")
+        sp.add_argument("--lr", type=float, help="peak learning rate (default: 5e-5)")
+        sp.add_argument("--patience", type=int, help="evaluations without improvement before stopping (default: 2)")
+        sp.add_argument("--evals-per-epoch", type=int, help="validation passes per epoch (default: 1)")
+        sp.add_argument("--metric", choices=["accuracy", "f1_macro"], help="what picks the kept checkpoint")
+        sp.add_argument("--val-fraction", type=float, help="share of rows for validation (default: 0.1)")
+        sp.add_argument("--test-fraction", type=float, help="share of rows for the final test (default: 0.1)")
+        sp.add_argument("--seed", type=int, help="the split and the shuffling (default: 1337)")
+        sp.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+        sp.add_argument("--out", help="run directory")
+        json_flag(sp)
+
+    f = command("finetune", cmd_finetune, "fine-tune a pretrained model on labelled rows; keep the best; report on a "
+                "held-out test split")
+    task_flags(f)
+    cv = command("cv", cmd_cv, "stratified k-fold cross-validation of fine-tuning: mean and standard deviation")
+    task_flags(cv)
+    cv.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
+    p = command("predict", cmd_predict, "label every row of a file with a fine-tuned classifier")
+    p.add_argument("run", help="a run made by `lmforge finetune`")
+    p.add_argument("--file", required=True, help="rows to label: .csv, .tsv, .jsonl (or .txt: one document)")
+    p.add_argument("--text-column", help="column with the text (default: the one the model was fine-tuned on)")
+    p.add_argument("--out", help="where to write JSON lines (default: FILE.predictions.jsonl)")
+    p.add_argument("--truncation", choices=["warn", "error"], default="warn")
+    json_flag(p)
+    a = command("attention", cmd_attention, "draw the attention weights of one layer and head as a heatmap")
+    a.add_argument("run", help="an lmforge run or a Hugging Face directory")
+    a.add_argument("text", help="the text to look at")
+    a.add_argument("--layer", type=int, default=0, help="0-based layer (default: 0)")
+    a.add_argument("--head", type=int, default=0, help="0-based head (default: 0)")
+    a.add_argument("--out", default="attention.png", help="PNG to write (default: attention.png)")
+    json_flag(a)

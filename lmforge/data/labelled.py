@@ -1,0 +1,162 @@
+"""Labelled examples for fine-tuning: rows of a file -> token ids, segment ids and targets.
+
+    encoder, one text:  [CLS] a [SEP]                 token types 0 ... 0
+    encoder, a pair:    [CLS] a [SEP] b [SEP]         token types 0 ... 0 1 ... 1
+    decoder (GPT):      a [EOS]                       the last token's state sees the whole text
+    QA (encoder):       [CLS] question [SEP] context [SEP], target = the answer's first and last token
+
+Text longer than the context is cut at its end (a pair: the longer side first), and the caller is
+told how many rows were cut; `truncation="error"` makes that an error instead. Batches are padded
+on the right to their longest row only (dynamic padding), so short texts cost little.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.tokenizer import Tokenizer
+
+
+@dataclass
+class Examples:
+    """Tokenised rows: ids and token types per row, and one target per row (or per token / a span)."""
+
+    ids: list[list[int]]
+    types: list[list[int]]
+    targets: list = field(default_factory=list)  # class index, or (start, end) token positions for QA
+    truncated: int = 0  # rows cut to fit the context
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _fit_pair(a: list[int], b: list[int], room: int) -> tuple[list[int], list[int]]:
+    """Cut the longer of a and b one token at a time until both fit in `room` (BERT's rule)."""
+    a, b = list(a), list(b)
+    while len(a) + len(b) > room:
+        (a if len(a) >= len(b) else b).pop()
+    return a, b
+
+
+def encode_texts(tokenizer: Tokenizer, texts: list[str], max_len: int, encoder: bool = True,
+                 pairs: list[str] | None = None, truncation: str = "warn") -> Examples:
+    """Token ids (with the family's special tokens) of each text, or text pair, cut to `max_len`."""
+    if truncation not in ("warn", "error"):
+        raise LmforgeError(f"truncation={truncation!r} is not supported; use warn or error")
+    if encoder and (tokenizer.cls_id is None or tokenizer.sep_id is None):
+        raise LmforgeError("the tokenizer has no [CLS]/[SEP] token, which an encoder's input needs; use the "
+                           "tokenizer the model was trained with")
+    first = tokenizer.encode_batch(texts)
+    second = tokenizer.encode_batch(pairs) if pairs is not None else None
+    out = Examples([], [])
+    for i, a in enumerate(first):
+        b = second[i] if second is not None else None
+        if encoder:
+            room = max_len - (3 if b is not None else 2)
+            fa, fb = _fit_pair(a, b or [], room)
+            ids = [tokenizer.cls_id] + fa + [tokenizer.sep_id]
+            types = [0] * len(ids)
+            if b is not None:
+                ids += fb + [tokenizer.sep_id]
+                types += [1] * (len(fb) + 1)
+            cut = len(fa) < len(a) or (b is not None and len(fb) < len(b))
+        else:
+            eos = tokenizer.eos_id
+            joined = a + ([eos] + b if b is not None else [])
+            ids = joined[:max_len - 1] + [eos]
+            types = [0] * len(ids)
+            cut = len(joined) > max_len - 1
+        if cut:
+            if truncation == "error":
+                raise LmforgeError(f"row {i + 1} is {len(a) + len(b or [])} tokens, longer than the model's context "
+                                   f"of {max_len}; shorten it or allow truncation (--truncation warn)")
+            out.truncated += 1
+        out.ids.append(ids)
+        out.types.append(types)
+    return out
+
+
+def answer_span(context: str, answer: str, row: int) -> tuple[int, int]:
+    """Character span of the answer's first occurrence in its context; an error when it has none."""
+    start = context.find(answer) if answer else -1
+    if start < 0:
+        raise LmforgeError(f"row {row + 1}: the answer {answer[:40]!r} does not occur in its context; fix the row "
+                           "(answers are copied from the context, character for character)")
+    return start, start + len(answer)
+
+
+def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], answers: list[str],
+              max_len: int, truncation: str = "warn") -> tuple[Examples, list[list[tuple[int, int]]]]:
+    """[CLS] question [SEP] context [SEP] with the answer's token span as the target.
+
+    The answer must occur in its context (its first occurrence is taken); an answer the truncated
+    context no longer holds is an error with `truncation="error"`, else the row is counted as cut
+    and kept with the span (0, 0), which points at [CLS] ("no answer here"). Also returns, per row,
+    each context token's character span, to turn a predicted span back into text.
+    """
+    out = Examples([], [])
+    offsets_per_row = []
+    for i, (q, c, a) in enumerate(zip(questions, contexts, answers)):
+        start_char, end_char = answer_span(c, a, i)
+        q_ids = tokenizer.encode(q)
+        c_ids, offsets = tokenizer.encode_offsets(c)
+        fq, fc = _fit_pair(q_ids, c_ids, max_len - 3)
+        offsets = offsets[:len(fc)]
+        ids = [tokenizer.cls_id] + fq + [tokenizer.sep_id] + fc + [tokenizer.sep_id]
+        types = [0] * (len(fq) + 2) + [1] * (len(fc) + 1)
+        base = len(fq) + 2  # position of the first context token
+        inside = [j for j, (s, e) in enumerate(offsets) if s < end_char and e > start_char]
+        if len(fc) < len(c_ids) or len(fq) < len(q_ids):
+            if truncation == "error":
+                raise LmforgeError(f"row {i + 1} is longer than the model's context of {max_len}; shorten it "
+                                   "or allow truncation (--truncation warn)")
+            out.truncated += 1
+        span = (base + inside[0], base + inside[-1]) if inside else (0, 0)
+        out.ids.append(ids)
+        out.types.append(types)
+        out.targets.append(span)
+        offsets_per_row.append(offsets)
+    return out, offsets_per_row
+
+
+def pad_batch(ids: list[list[int]], types: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad rows to the longest: input_ids, token_type_ids (B, T) and attention_mask (True = real)."""
+    T = max(len(r) for r in ids)
+    input_ids = torch.full((len(ids), T), pad_id, dtype=torch.long)
+    token_types = torch.zeros((len(ids), T), dtype=torch.long)
+    mask = torch.zeros((len(ids), T), dtype=torch.bool)
+    for i, (r, t) in enumerate(zip(ids, types)):
+        input_ids[i, :len(r)] = torch.tensor(r)
+        token_types[i, :len(t)] = torch.tensor(t)
+        mask[i, :len(r)] = True
+    return {"input_ids": input_ids, "token_type_ids": token_types, "attention_mask": mask}
+
+
+class ShuffledBatches:
+    """Endless batches over the examples, a fresh seeded shuffle every epoch (state saved with runs)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if n == 0:
+            raise LmforgeError("there are no training examples; give a file with rows")
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+        self.pos = 0
+
+    def next_indices(self) -> list[int]:
+        if self.pos >= len(self.order):
+            self.order, self.pos = torch.randperm(self.n, generator=self.generator).tolist(), 0
+        idx = self.order[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": torch.tensor(self.order, dtype=torch.long),
+                "pos": torch.tensor(self.pos)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.pos = state["order"].tolist(), int(state["pos"])

@@ -1,0 +1,395 @@
+"""Fine-tuning a pretrained model on labelled rows, with an honest evaluation.
+
+    lmforge finetune BASE --task classify --data FILE --text-column text --label-column label --out RUN
+
+BASE is an lmforge run (GPT, BERT or ELECTRA: its discriminator) or a Hugging Face directory. The
+rows are split once, stratified by label and seeded: train (fits the weights), validation (picks
+the epoch: early stopping and the kept checkpoint) and test (scored once, at the end, by the kept
+checkpoint). The loop is the pretraining loop (train/trainer.py); only the task differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from lmforge.config import DataConfig, ModelConfig, Recipe, TrainConfig
+from lmforge.data.corpora import load_corpus
+from lmforge.data.labelled import Examples, ShuffledBatches, answer_span, encode_qa, encode_texts, pad_batch
+from lmforge.errors import LmforgeError
+from lmforge.evaluate.classification import classification_report, majority_baseline, plot_confusion_matrix
+from lmforge.evaluate.crossval import stratified_kfold, stratified_split, summarize_folds
+from lmforge.evaluate.qa import best_span, qa_scores
+from lmforge.models import build_model
+from lmforge.objectives.classify import balanced_class_weights, sequence_loss, span_loss
+from lmforge.tokenizer import Tokenizer
+from lmforge.train.checkpoint import load_checkpoint, load_pretrained, write_json
+from lmforge.train.trainer import Trainer
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything `lmforge finetune` / `lmforge cv` take besides the base model and the data file."""
+
+    task: str = "classify"  # classify | qa
+    text_column: str = "text"
+    text_pair_column: str | None = None  # a second text per row: [CLS] a [SEP] b [SEP]
+    label_column: str = "label"
+    question_column: str = "question"  # qa
+    context_column: str = "context"  # qa
+    answer_column: str = "answer"  # qa: the answer text, copied from the context
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_length: int | None = None  # None: the model's context
+    truncation: str = "warn"  # warn: cut long rows and say how many | error: refuse them
+    class_weights: bool = False  # weigh each class by n / (C n_c) in the loss
+    epochs: float = 3.0
+    batch_size: int = 16
+    lr: float = 5e-5
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    evals_per_epoch: int = 1
+    patience: int = 2  # evaluations without a better validation metric before stopping; 0: never
+    metric: str = "accuracy"  # classify: accuracy | f1_macro (qa: f1)
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.task not in ("classify", "qa"):
+            raise LmforgeError(f"--task {self.task} is not supported; use classify or qa")
+        if self.metric not in ("accuracy", "f1_macro"):
+            raise LmforgeError(f"--metric {self.metric} is not supported; use accuracy or f1_macro")
+        if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
+            raise LmforgeError("--epochs, --batch-size and --lr must be positive")
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def load_base(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, Tokenizer]:
+    """The encoder (or decoder) to fine-tune: an ELECTRA run gives its discriminator."""
+    model, tokenizer = load_pretrained(path, device)
+    if model.config.family == "electra":
+        model = model.discriminator
+    if model.config.head != "none":  # an already fine-tuned run: start again from its base
+        model = model.base
+    return model, tokenizer
+
+
+def read_rows(data: str, cfg: FinetuneConfig) -> dict[str, list[str]]:
+    """The columns a task needs, as lists of strings; missing columns and empty files are errors."""
+    if cfg.task == "qa":
+        cols = {"question": cfg.question_column, "context": cfg.context_column, "answer": cfg.answer_column}
+    else:
+        cols = {"text": cfg.text_column, "label": cfg.label_column}
+        if cfg.text_pair_column:
+            cols["pair"] = cfg.text_pair_column
+    first, *rest = cols.items()
+    corpus = load_corpus(data, column=first[1], label_column=rest[0][1])
+    out = {first[0]: corpus.documents, rest[0][0]: corpus.labels}
+    for key, column in rest[1:]:
+        out[key] = load_corpus(data, column=column, label_column=first[1]).documents
+    if not out[first[0]]:
+        raise LmforgeError(f"{data} has no rows; give a file with a header and at least one row per class")
+    if cfg.task == "qa":  # every answer must be a span of its context: checked before any work
+        for i, (context, answer) in enumerate(zip(out["context"], out["answer"])):
+            answer_span(context, answer, i)
+    return out
+
+
+def label_names(labels: list[str]) -> list[str]:
+    """The classes in sorted order; an empty label or a single class is an error."""
+    if any(not str(label).strip() for label in labels):
+        row = next(i for i, label in enumerate(labels) if not str(label).strip())
+        raise LmforgeError(f"row {row + 1} has an empty label; give every row a label or drop it")
+    names = sorted(set(labels))
+    if len(names) < 2:
+        raise LmforgeError(f"the label column has a single class ({names[0]!r}); classification needs at least "
+                           "two classes: check --label-column and the file")
+    return names
+
+
+# ------------------------------------------------------------------------------------------ tasks
+
+
+@torch.no_grad()
+def predict_probs(model, ex: Examples, pad_id: int, autocast=None, batch_size: int = 64) -> tuple[torch.Tensor, float]:
+    """Class probabilities (N, C) for every example, and the mean loss when targets are known."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    probs, loss_sum = [], 0.0
+    try:
+        for s in range(0, len(ex), batch_size):
+            idx = list(range(s, min(s + batch_size, len(ex))))
+            batch = pad_batch([ex.ids[i] for i in idx], [ex.types[i] for i in idx], pad_id)
+            if ex.targets:
+                batch["labels"] = torch.tensor([ex.targets[i] for i in idx], dtype=torch.long)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with (autocast or contextlib.nullcontext)():
+                if ex.targets:
+                    loss, logits = sequence_loss(model, batch)
+                    loss_sum += loss.item() * len(idx)
+                else:
+                    logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+            probs.append(torch.softmax(logits.float(), -1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(probs), loss_sum / max(1, len(ex))
+
+
+
+class Classification:
+    """Sequence classification: cross-entropy (optionally class-weighted); accuracy and F1 on validation."""
+
+    higher_is_better = True
+
+    def __init__(self, examples: Examples, val: Examples, labels: list[str], cfg: FinetuneConfig, pad_id: int,
+                 tokenizer: Tokenizer):
+        self.examples, self.val, self.labels, self.cfg, self.pad_id = examples, val, labels, cfg, pad_id
+        self.data = SimpleNamespace(tokenizer=tokenizer)  # what the trainer reports as its data
+        self.headline = cfg.metric
+        self.batches = ShuffledBatches(len(examples), cfg.batch_size, cfg.seed)
+        self.class_weights = None
+        if cfg.class_weights:
+            self.class_weights = balanced_class_weights(np.bincount(examples.targets, minlength=len(labels)).tolist())
+
+    def _batch(self, ex: Examples, idx: list[int]) -> dict:
+        batch = pad_batch([ex.ids[i] for i in idx], [ex.types[i] for i in idx], self.pad_id)
+        batch["labels"] = torch.tensor([ex.targets[i] for i in idx], dtype=torch.long)
+        return batch
+
+    def next_batch(self) -> dict:
+        return self._batch(self.examples, self.batches.next_indices())
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        return sequence_loss(model, batch, self.class_weights)[0]
+
+    def predict(self, model, ex: Examples, autocast=None) -> tuple[torch.Tensor, float]:
+        return predict_probs(model, ex, self.pad_id, autocast)
+
+    def evaluate(self, model, full: bool = False, autocast=None, examples: Examples | None = None) -> dict:
+        ex = examples or self.val
+        probs, loss = self.predict(model, ex, autocast)
+        report = classification_report([self.labels[t] for t in ex.targets],
+                                       [self.labels[p] for p in probs.argmax(-1).tolist()], labels=self.labels)
+        return {"loss": loss, "accuracy": report["accuracy"], "f1_macro": report["macro"]["f1"], "report": report}
+
+    def state_dict(self) -> dict:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches.load_state_dict(state)
+
+
+class QuestionAnswering(Classification):
+    """Extractive QA: a start and an end over the context's tokens; exact match and F1 on validation."""
+
+    higher_is_better = True
+
+    def __init__(self, examples, val, val_rows, cfg, pad_id, tokenizer):
+        super().__init__(examples, val, ["start", "end"],
+                         dataclasses.replace(cfg, metric="accuracy", class_weights=False), pad_id, tokenizer)
+        self.headline, self.val_rows = "f1", val_rows
+
+    def _batch(self, ex: Examples, idx: list[int]) -> dict:
+        batch = pad_batch([ex.ids[i] for i in idx], [ex.types[i] for i in idx], self.pad_id)
+        batch["start_positions"] = torch.tensor([ex.targets[i][0] for i in idx], dtype=torch.long)
+        batch["end_positions"] = torch.tensor([ex.targets[i][1] for i in idx], dtype=torch.long)
+        return batch
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        return span_loss(model, batch)[0]
+
+    @torch.no_grad()
+    def evaluate(self, model, full: bool = False, autocast=None, examples=None) -> dict:
+        ex, (contexts, offsets, answers) = examples or self.val, self.val_rows
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        preds, loss_sum = [], 0.0
+        try:
+            for s in range(0, len(ex), 64):
+                idx = list(range(s, min(s + 64, len(ex))))
+                batch = {k: v.to(device) for k, v in self._batch(ex, idx).items()}
+                loss, logits = span_loss(model, batch)
+                loss_sum += loss.item() * len(idx)
+                allowed = batch["token_type_ids"].bool() & batch["attention_mask"]
+                allowed[torch.arange(len(idx)), batch["attention_mask"].sum(1) - 1] = False  # the last [SEP]
+                start, end = best_span(logits[..., 0], logits[..., 1], allowed=allowed)
+                for j, i in enumerate(idx):
+                    first = ex.types[i].index(1)  # the first context token
+                    a, b = int(start[j]) - first, int(end[j]) - first
+                    spans = offsets[i]
+                    preds.append(contexts[i][spans[a][0]:spans[b][1]] if 0 <= a <= b < len(spans) else "")
+        finally:
+            model.train(was_training)
+        scores = qa_scores(preds, [[a] for a in answers])
+        return {"loss": loss_sum / max(1, len(ex)), "exact_match": scores["exact_match"], "f1": scores["f1"],
+                "predictions": preds}
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def _recipe(cfg: FinetuneConfig, model_cfg: ModelConfig, data: str, n_train: int) -> Recipe:
+    steps_per_epoch = max(1, math.ceil(n_train / cfg.batch_size))
+    steps = max(1, round(cfg.epochs * steps_per_epoch))
+    return Recipe(
+        model=model_cfg.to_dict(),
+        data=DataConfig(corpus=str(data), column=cfg.text_column, clean=False),
+        train=TrainConfig(
+            max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=0.0, schedule="linear",
+            warmup_steps=max(1, round(cfg.warmup_fraction * steps)), weight_decay=cfg.weight_decay,
+            eval_every=max(1, steps_per_epoch // cfg.evals_per_epoch), log_every=max(1, min(10, steps_per_epoch)),
+            patience=cfg.patience, keep_best=True, seed=cfg.seed, device=cfg.device, dtype=cfg.dtype,
+            progress=cfg.progress, grad_clip=1.0),
+    )
+
+
+def _task_model(base: torch.nn.Module, head: str, labels: list[str]) -> torch.nn.Module:
+    cfg = dataclasses.replace(base.config, head=head, labels=labels if head == "classify" else [])
+    model = build_model(cfg)
+    model.base.load_state_dict(base.state_dict())
+    return model
+
+
+def _encode(tokenizer, rows: dict, idx, cfg: FinetuneConfig, max_len: int, encoder: bool, label_ids=None):
+    pick = lambda col: [rows[col][i] for i in idx]  # noqa: E731
+    if cfg.task == "qa":
+        return encode_qa(tokenizer, pick("question"), pick("context"), pick("answer"), max_len, cfg.truncation)
+    ex = encode_texts(tokenizer, pick("text"), max_len, encoder, pick("pair") if "pair" in rows else None,
+                      cfg.truncation)
+    ex.targets = [label_ids[rows["label"][i]] for i in idx]
+    return ex, None
+
+
+def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfig, out: Path, data: str,
+                   log=print) -> dict:
+    """Fine-tune on split[0], keep the best on split[1], score split[2] once: the report (a dict)."""
+    train_idx, val_idx, test_idx = split
+    encoder = not base.config.causal
+    max_len = min(cfg.max_length or base.config.context_length, base.config.context_length)
+    labels = label_names(rows["label"]) if cfg.task == "classify" else []
+    label_ids = {name: i for i, name in enumerate(labels)}
+    parts = [_encode(tokenizer, rows, idx, cfg, max_len, encoder, label_ids) for idx in (train_idx, val_idx, test_idx)]
+    cut = sum(p[0].truncated for p in parts)
+    if cut:
+        log(f"warning: {cut} of {len(rows[next(iter(rows))])} rows are longer than {max_len} tokens and were cut "
+            "at the end (--truncation error refuses them instead)")
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
+    model = _task_model(base, "qa" if cfg.task == "qa" else "classify", labels)
+    if cfg.task == "qa":
+        val_rows = ([rows["context"][i] for i in val_idx], parts[1][1], [rows["answer"][i] for i in val_idx])
+        task = QuestionAnswering(parts[0][0], parts[1][0], val_rows, cfg, pad, tokenizer)
+    else:
+        task = Classification(parts[0][0], parts[1][0], labels, cfg, pad, tokenizer)
+    recipe = _recipe(cfg, model.config, data, len(parts[0][0]))
+    trainer = Trainer(recipe, out, log=log, model=model, task=task)
+    result = trainer.fit()
+    best, _ = load_checkpoint(out, trainer.device)  # the kept (best-on-validation) weights
+    report: dict = {"task": cfg.task, "base_params": base.num_params(), "train_rows": len(train_idx),
+                    "validation_rows": len(val_idx), "test_rows": len(test_idx), "truncated": cut, "steps": result.steps,
+                    "best_validation": {k: v for k, v in (result.best or {}).items() if k != "report"},
+                    "seconds": round(result.seconds, 1)}
+    if cfg.task == "qa":
+        task.val_rows = ([rows["context"][i] for i in test_idx], parts[2][1], [rows["answer"][i] for i in test_idx])
+        test = task.evaluate(best, examples=parts[2][0])
+        report["test"] = {k: v for k, v in test.items() if k != "predictions"}
+    else:
+        test = task.evaluate(best, examples=parts[2][0], autocast=trainer.autocast)
+        report["test"] = test["report"]
+        train_labels = [rows["label"][i] for i in train_idx]
+        report["majority_baseline"] = majority_baseline(train_labels, [rows["label"][i] for i in test_idx])
+    return report
+
+
+def finetune(base_path: str | Path, data: str, out: str | Path, cfg: FinetuneConfig, log=print) -> dict:
+    """`lmforge finetune`: split, fine-tune, keep the best, score the test split; report.json beside the run."""
+    out = Path(out)
+    base, tokenizer = load_base(base_path)
+    rows = read_rows(data, cfg)
+    key = rows["label"] if cfg.task == "classify" else ["all"] * len(rows["question"])
+    if cfg.task == "classify":
+        label_names(rows["label"])
+    fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
+    split = stratified_split(key, fractions, seed=cfg.seed)
+    report = train_and_test(base, tokenizer, rows, split, cfg, out, data, log)
+    report.update(base=str(base_path), data=str(data), config=dataclasses.asdict(cfg))
+    write_json(out / "finetune.json", {"base": str(base_path), "config": dataclasses.asdict(cfg)})
+    if cfg.task == "classify":
+        plot_confusion_matrix(report["test"], out / "confusion.png", title=f"{Path(data).name}: test split")
+    write_json(out / "report.json", report)
+    return report
+
+
+def cross_validate(base_path: str | Path, data: str, out: str | Path, cfg: FinetuneConfig, folds: int = 5,
+                   log=print) -> dict:
+    """`lmforge cv`: k stratified folds; each is the test split once, while the other k - 1 train (a
+    stratified validation part of them picks the epoch). Mean and standard deviation over the folds."""
+    if cfg.task != "classify":
+        raise LmforgeError("cross-validation is for --task classify")
+    if folds < 2:
+        raise LmforgeError(f"--folds {folds} cannot cross-validate; use 2 or more (5 is usual)")
+    out = Path(out)
+    base, tokenizer = load_base(base_path)
+    rows = read_rows(data, cfg)
+    label_names(rows["label"])
+    per_fold = []
+    for k, (train_all, test_idx) in enumerate(stratified_kfold(rows["label"], folds, seed=cfg.seed)):
+        sub = [rows["label"][i] for i in train_all]
+        val_share = cfg.val_fraction / (1 - 1 / folds)
+        tr, va = stratified_split(sub, (1 - val_share, val_share), seed=cfg.seed + k)
+        log(f"fold {k + 1}/{folds}: {len(tr)} train, {len(va)} validation, {len(test_idx)} test")
+        report = train_and_test(base, tokenizer, rows, (train_all[tr], train_all[va], test_idx), cfg,
+                                out / f"fold-{k + 1}", data, log)
+        per_fold.append({"accuracy": report["test"]["accuracy"], "f1_macro": report["test"]["macro"]["f1"]})
+    summary = {"folds": folds, "base": str(base_path), "data": str(data), **summarize_folds(per_fold)}
+    write_json(out / "cv.json", summary)
+    return summary
+
+
+def predict_file(run: str | Path, data: str, out: str | Path | None = None, text_column: str | None = None,
+                 truncation: str = "warn", log=print) -> tuple[Path, dict | None]:
+    """`lmforge predict`: the fine-tuned run's label and probabilities for every row of `data`,
+    written as JSON lines; when the file also has the label column, the evaluation report too."""
+    model, tokenizer = load_checkpoint(run)
+    cfg = model.config
+    if cfg.head != "classify":
+        raise LmforgeError(f"{run} is not a fine-tuned classifier; fine-tune one with `lmforge finetune`")
+    saved = json.loads((Path(run) / "finetune.json").read_text()) if (Path(run) / "finetune.json").is_file() else {}
+    fcfg = FinetuneConfig(**{**saved.get("config", {}), "progress": False})
+    column = text_column or fcfg.text_column
+    corpus = load_corpus(data, column=column)
+    has_labels = False
+    try:
+        labels_in = load_corpus(data, column=column, label_column=fcfg.label_column).labels
+        has_labels = True
+    except LmforgeError:
+        labels_in = None
+    ex = encode_texts(tokenizer, corpus.documents, cfg.context_length, not cfg.causal, None, truncation)
+    if ex.truncated:
+        log(f"warning: {ex.truncated} rows are longer than {cfg.context_length} tokens and were cut at the end")
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
+    probs, _ = predict_probs(model, ex, pad)
+    out = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
+    lines = [json.dumps({"text": t[:200], "label": cfg.labels[int(p.argmax())],
+                         "probabilities": {name: round(float(v), 6) for name, v in zip(cfg.labels, p)}},
+                        ensure_ascii=False) for t, p in zip(corpus.documents, probs)]
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    report = None
+    if has_labels:
+        report = classification_report(labels_in, [cfg.labels[int(p.argmax())] for p in probs], labels=cfg.labels)
+    return out, report

@@ -1,0 +1,188 @@
+"""What the training loop trains on: a task joins a data source, an objective and its evaluation.
+
+Every task gives the trainer the same five things: `next_batch()` (a dict of tensors), `loss(model,
+batch)`, `evaluate(model, full, autocast)` (a dict with "loss" and the task's metrics), the name of
+its headline metric (what progress shows, early stopping watches and the best checkpoint keeps),
+and `state_dict()` for the data position saved with each checkpoint. Pretraining objectives:
+
+    clm      GPT: next-token prediction on windows of the text              (objectives/clm.py)
+    mlm      BERT: masked LM on runs of consecutive sentences                (objectives/mlm.py)
+    mlm+nsp  BERT: masked LM on sentence pairs + next-sentence prediction
+    rtd      ELECTRA: generator MLM + replaced-token detection               (objectives/rtd.py)
+
+Fine-tuning tasks live in train/finetune.py and follow the same shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from lmforge.config import ModelConfig, Recipe
+from lmforge.data.batches import RandomWindows
+from lmforge.data.masking import mask_tokens
+from lmforge.data.pairs import PairBatches, eval_batches
+from lmforge.errors import LmforgeError
+from lmforge.evaluate.perplexity import evaluate_lm, perplexity
+from lmforge.objectives.clm import clm_loss
+from lmforge.objectives.mlm import mlm_loss
+from lmforge.objectives.rtd import rtd_loss
+
+OBJECTIVES = {"gpt": ("clm",), "bert": ("mlm+nsp", "mlm"), "electra": ("rtd",)}
+
+
+def objective_for(recipe: Recipe, family: str) -> str:
+    """The recipe's train.objective, or the family's own ("auto"); a mismatch is a clear error."""
+    allowed = OBJECTIVES[family]
+    name = recipe.train.objective
+    if name == "auto":
+        return allowed[0]
+    if name not in allowed:
+        raise LmforgeError(f"train.objective={name!r} does not train a {family} model; use one of "
+                           f"{', '.join(allowed)} (or auto)")
+    return name
+
+
+def prepare_data(recipe: Recipe, objective: str, tokenizer=None, log=print):
+    """Token data for an objective: a token stream (clm) or documents cut into sentences (encoders)."""
+    if objective == "clm":
+        from lmforge.data.shards import prepare
+
+        return prepare(recipe.data, tokenizer=tokenizer, log=log)
+    from lmforge.data.encoder import prepare_encoder
+
+    return prepare_encoder(recipe.data, tokenizer=tokenizer, log=log, whole_word=recipe.train.whole_word_mask or None)
+
+
+def build_task(recipe: Recipe, objective: str, data, model_config: ModelConfig):
+    if objective == "clm":
+        return LanguageModelling(recipe, data, model_config)
+    return EncoderPretraining(recipe, data, model_config, objective)
+
+
+def _sum_stats(total: dict, stats: dict) -> None:
+    for k, v in stats.items():
+        total[k] = total.get(k, 0.0) + float(v)
+
+
+class LanguageModelling:
+    """Causal LM on random windows of the token stream; evaluated by perplexity and bits per byte."""
+
+    headline, higher_is_better = "perplexity", False
+
+    def __init__(self, recipe: Recipe, data, model_config: ModelConfig):
+        self.recipe, self.data, self.context = recipe, data, model_config.context_length
+        tcfg = recipe.train
+        self.batches = RandomWindows(data.train, tcfg.batch_size, self.context, tcfg.seed)
+
+    def next_batch(self) -> dict:
+        x, y = self.batches.next()
+        return {"input_ids": x, "targets": y}
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        return clm_loss(model, batch["input_ids"], batch["targets"])
+
+    def evaluate(self, model, full: bool = False, autocast=None) -> dict:
+        cfg = self.recipe.train
+        return evaluate_lm(model, self.data.val, self.context, cfg.batch_size, None if full else cfg.eval_batches,
+                           self.data.val_bytes_per_token, autocast)
+
+    def state_dict(self) -> dict:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches.load_state_dict(state)
+
+
+class EncoderPretraining:
+    """MLM (with or without NSP) for BERT, RTD for ELECTRA, on sentence batches masked on the fly.
+
+    Masks are drawn fresh for every training batch (RoBERTa's dynamic masking: the same sentence is
+    masked differently each time it is seen); validation uses one fixed seed, so its figure moves
+    only when the model does.
+    """
+
+    def __init__(self, recipe: Recipe, data, model_config: ModelConfig, objective: str):
+        self.recipe, self.data, self.objective = recipe, data, objective
+        tcfg, tok = recipe.train, data.tokenizer
+        missing = [r for r in ("cls", "sep", "mask", "pad") if getattr(tok, f"{r}_id") is None]
+        if missing:
+            raise LmforgeError(f"the tokenizer has no {', '.join(missing)} token, which {objective} needs; "
+                               "train one with data.tokenizer=wordpiece (or bpe)")
+        self.nsp = objective == "mlm+nsp"
+        self.specials = dict(cls_id=tok.cls_id, sep_id=tok.sep_id, pad_id=tok.pad_id)
+        self.max_len = model_config.context_length
+        self.batches = PairBatches(data.train, tcfg.batch_size, self.max_len, nsp=self.nsp, seed=tcfg.seed,
+                                   **self.specials)
+        self.masker = torch.Generator().manual_seed(tcfg.seed + 1)
+        self.sampler = torch.Generator().manual_seed(tcfg.seed + 2)  # ELECTRA's generator samples
+        self.headline = {"rtd": "rtd_accuracy"}.get(objective, "mlm_accuracy")
+        self.higher_is_better = True
+
+    def mask(self, batch: dict, generator: torch.Generator) -> dict:
+        tok, tcfg = self.data.tokenizer, self.recipe.train
+        inputs, labels = mask_tokens(
+            batch["input_ids"], mask_id=tok.mask_id, vocab_size=tok.vocab_size, special_ids=tok.special_ids,
+            mask_prob=tcfg.mask_prob, word_ids=batch["word_ids"] if tcfg.whole_word_mask else None,
+            generator=generator)
+        out = {k: v for k, v in batch.items() if k != "word_ids"}
+        out.update(input_ids=inputs, labels=labels)
+        return out
+
+    def next_batch(self) -> dict:
+        return self.mask(self.batches.next(), self.masker)
+
+    def state_dict(self) -> dict:  # the sentence sampler's and the masker's positions
+        return {"batches": self.batches.state_dict(), "masker": self.masker.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches.load_state_dict(state["batches"])
+        self.masker.set_state(state["masker"])
+
+    def _loss(self, model, batch: dict, sampler=None):
+        if self.objective == "rtd":
+            return rtd_loss(model, batch, sampler)
+        return mlm_loss(model, batch)
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        sampler = self.sampler if batch["input_ids"].device.type == "cpu" else None
+        return self._loss(model, batch, sampler)[0]
+
+    @torch.no_grad()
+    def evaluate(self, model, full: bool = False, autocast=None) -> dict:
+        cfg = self.recipe.train
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        masker = torch.Generator().manual_seed(cfg.seed + 10_000)
+        sampler = torch.Generator().manual_seed(cfg.seed + 20_000)
+        total: dict = {}
+        n_batches = None if full else cfg.eval_batches
+        try:
+            for raw in eval_batches(self.data.val, cfg.batch_size, self.max_len, nsp=self.nsp, n_batches=n_batches,
+                                    seed=cfg.seed, **self.specials):  # the same batches every time
+                batch = {k: v.to(device) for k, v in self.mask(raw, masker).items()}
+                with (autocast or contextlib.nullcontext)():
+                    loss, stats = self._loss(model, batch, sampler if device.type == "cpu" else None)
+                _sum_stats(total, {"loss": loss.detach(), "batches": 1, **stats})
+        finally:
+            model.train(was_training)
+        if not total:
+            raise LmforgeError("the validation split has no sentences to score; give more text or a larger "
+                               "data.val_fraction")
+        return _metrics(total)
+
+
+def _metrics(total: dict) -> dict:
+    n = total["batches"]
+    out = {"loss": total["loss"] / n, "batches": int(n)}
+    for name in ("mlm", "nsp", "rtd"):
+        if f"{name}_count" in total:
+            out[f"{name}_loss"] = total[f"{name}_loss"] / n
+            out[f"{name}_accuracy"] = total[f"{name}_correct"] / max(1.0, total[f"{name}_count"])
+    if "mlm_loss" in out:
+        out["mlm_perplexity"] = perplexity(out["mlm_loss"])
+    if "replaced_count" in total:
+        out["replaced_recall"] = total["replaced_found"] / max(1.0, total["replaced_count"])
+    return out

@@ -1,0 +1,152 @@
+"""Fine-tuning end to end on small made-up tasks, and every bad input a user can give it."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from lmforge.cli import main
+from lmforge.config import model_config_from_preset
+from lmforge.errors import LmforgeError
+from lmforge.models import build_model
+from lmforge.tokenizer import train_char
+from lmforge.train.checkpoint import save_checkpoint
+from lmforge.train.finetune import FinetuneConfig, cross_validate, finetune, predict_file
+
+WARM = "sun warm bright summer light day".split()
+COLD = "rain cold dark winter snow night".split()
+
+
+def rows(n=120, seed=0):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = "warm" if i % 2 else "cold"
+        words = rng.choices(WARM if label == "warm" else COLD, k=4) + rng.choices(WARM + COLD, k=2)
+        rng.shuffle(words)
+        out.append((" ".join(words), label))
+    return out
+
+
+def write_csv(path, data, header="text,label"):
+    path.write_text(header + "\n" + "".join(f"{t},{lab}\n" for t, lab in data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """An untrained tiny encoder with a character tokenizer, saved as a run."""
+    tok = train_char([t for t, _ in rows()] + ["question? answer."])
+    torch.manual_seed(0)
+    cfg = model_config_from_preset("bert-mini", vocab_size=tok.vocab_size, context_length=48, n_layer=2,
+                                   d_model=32, n_head=2, dropout=0.0)
+    out = tmp_path_factory.mktemp("base")
+    save_checkpoint(out, build_model(cfg), tok)
+    return out
+
+
+def quick(**kw):
+    return FinetuneConfig(**{**dict(epochs=6, batch_size=16, lr=3e-3, patience=0, progress=False), **kw})
+
+
+def test_finetune_learns_keeps_the_best_and_reports(base_run, tmp_path):
+    data = write_csv(tmp_path / "d.csv", rows())
+    report = finetune(base_run, str(data), tmp_path / "run", quick(), log=lambda *a: None)
+    assert report["test_rows"] == 12 and report["train_rows"] == 96
+    assert report["test"]["accuracy"] >= 0.9 > report["majority_baseline"]["accuracy"]
+    run = tmp_path / "run"
+    assert (run / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((run / "report.json").read_text())
+    assert saved["test"]["accuracy"] == report["test"]["accuracy"]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [m["val_accuracy"] for m in metrics if "val_accuracy" in m]
+    assert report["best_validation"]["accuracy"] == max(val[1:])  # the kept checkpoint is the best one
+    out, rep = predict_file(run, str(data), tmp_path / "pred.jsonl")
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 120 and set(lines[0]["probabilities"]) == {"cold", "warm"}
+    assert rep["accuracy"] > 0.85
+
+
+def test_a_decoder_fine_tunes_for_classification(tmp_path):
+    tok = train_char([t for t, _ in rows()])
+    torch.manual_seed(0)
+    cfg = model_config_from_preset("gpt-micro", vocab_size=tok.vocab_size, context_length=48)
+    save_checkpoint(tmp_path / "gpt", build_model(cfg), tok)
+    data = write_csv(tmp_path / "d.csv", rows())
+    report = finetune(tmp_path / "gpt", str(data), tmp_path / "run", quick(), log=lambda *a: None)
+    assert report["test"]["accuracy"] >= 0.9
+
+
+def test_cross_validation_reports_mean_and_std(base_run, tmp_path):
+    data = write_csv(tmp_path / "d.csv", rows(60))
+    r = cross_validate(base_run, str(data), tmp_path / "cv", quick(epochs=2), folds=3, log=lambda *a: None)
+    assert len(r["values"]["accuracy"]) == 3
+    assert r["mean"]["accuracy"] == pytest.approx(sum(r["values"]["accuracy"]) / 3)
+    assert (tmp_path / "cv" / "cv.json").is_file()
+
+
+def test_cli_finetune_json(base_run, tmp_path, capsys):
+    data = write_csv(tmp_path / "d.jsonl", [])
+    data.write_text("".join(json.dumps({"review": t, "y": lab}) + "\n" for t, lab in rows(60)))
+    code = main(["finetune", str(base_run), "--task", "classify", "--data", str(data), "--text-column", "review",
+                 "--label-column", "y", "--epochs", "1", "--out", str(tmp_path / "run"), "--json"])
+    assert code == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["test"]["n"] == 6 and "confusion_matrix" in r["test"]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("content, message", [
+    ("text,category\nsun,warm\nrain,cold\n", "no column 'label'"),
+    ("text,label\nsun,warm\nrain,warm\nday,warm\n", "single class"),
+    ("text,label\n", "no rows|empty"),
+    ("text,label\nsun,warm\nrain,\n", "empty label"),
+])
+def test_bad_labelled_files_are_one_clear_error(base_run, tmp_path, content, message):
+    data = tmp_path / "bad.csv"
+    data.write_text(content)
+    with pytest.raises(LmforgeError, match=message):
+        finetune(base_run, str(data), tmp_path / "run", quick(), log=lambda *a: None)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_cli_reports_a_bad_file_in_one_line(base_run, tmp_path, capsys):
+    data = tmp_path / "bad.csv"
+    data.write_text("text,category\nsun,warm\n")
+    assert main(["finetune", str(base_run), "--data", str(data), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "label" in err[0]
+
+
+def test_text_longer_than_the_context_warns_or_fails(base_run, tmp_path):
+    long = [(" ".join(["sun warm"] * 40), "warm") if i % 2 else (" ".join(["rain cold"] * 40), "cold")
+            for i in range(40)]
+    data = write_csv(tmp_path / "long.csv", long)
+    said = []
+    finetune(base_run, str(data), tmp_path / "run", quick(epochs=1), log=said.append)
+    assert any("were cut" in s and "40 rows" in s for s in said)
+    with pytest.raises(LmforgeError, match="longer than the model's context of 48"):
+        finetune(base_run, str(data), tmp_path / "run2", quick(epochs=1, truncation="error"), log=lambda *a: None)
+
+
+def test_qa_answer_missing_from_its_context_is_an_error(base_run, tmp_path):
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "what?", "context": "sun warm day", "answer": "snow"}) + "\n")
+    with pytest.raises(LmforgeError, match="does not occur in its context"):
+        finetune(base_run, str(data), tmp_path / "run", quick(task="qa"), log=lambda *a: None)
+
+
+def test_qa_fine_tunes_to_find_the_span(base_run, tmp_path):
+    rng = random.Random(0)
+    lines = []
+    for i in range(80):
+        w = rng.choice(WARM)
+        ctx = " ".join(rng.choices(COLD, k=3) + [w] + rng.choices(COLD, k=2))
+        lines.append(json.dumps({"question": "warm?", "context": ctx, "answer": w}))
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    report = finetune(base_run, str(data), tmp_path / "run", quick(task="qa", epochs=15), log=lambda *a: None)
+    assert report["test"]["f1"] > 50
