@@ -93,7 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "with a shorter context (bert-mini: 128) uses its context")
     ap.add_argument("--zh-max-length", type=int, help="review tokens (default 128; --quick 64)")
     ap.add_argument("--batch-size", type=int, default=16, help="fine-tuning rows per step (default 16)")
-    ap.add_argument("--lr", type=float, default=5e-5, help="fine-tuning peak learning rate (default 5e-5)")
+    ap.add_argument("--lr", type=float, default=5e-5, help="MiniLM's fine-tuning peak learning rate (default 5e-5)")
+    ap.add_argument("--pretrained-lr", type=float, default=2e-4, help="fine-tuning peak learning rate of the encoders "
+                    "lmforge pretrains here (default 2e-4)")
     ap.add_argument("--pretrain-minutes", type=float, help="time budget of every pretraining run (default 8; --quick 0.5)")
     ap.add_argument("--cv-folds", type=int, help="folds of `lmforge cv` on the reviews (default 5; --quick 2)")
     ap.add_argument("--cv-epochs", type=float, help="epochs per fold (default 1; --quick 0.5)")
@@ -466,8 +468,9 @@ def encoder_row(name: str, data: dict, tf: dict | None, args, dry: bool) -> dict
         pre_dir = work / f"{name}-pretrain"
         steps.append(("pretrain", fill(PRETRAIN, corpus=corpus, minutes=args.pretrain_minutes, out=pre_dir,
                                        sets=sets, **spec)))
+        ft["lr"] = args.pretrained_lr  # a small encoder pretrained briefly wants a larger step than MiniLM
         steps.append(("finetune", fill(FINETUNE, base=pre_dir, epochs=args.finetune_epochs, out=work / name, **ft)))
-        if key == "zh":
+        if name == "zh-bert":  # the cross-validation row; ELECTRA is compared on the fixed split
             steps.append(("cv", fill(CV, base=pre_dir, folds=args.cv_folds, epochs=args.cv_epochs,
                                      out=work / f"{name}-cv", **ft)))
     for what, argv in steps:
@@ -493,7 +496,7 @@ def encoder_row(name: str, data: dict, tf: dict | None, args, dry: bool) -> dict
             row.update(finetune_summary(res, data))
         else:
             row["cv"] = {"folds": res.get("folds"), "epochs": args.cv_epochs, "mean": res.get("mean"),
-                         "std": res.get("std"), "per_fold": res.get("per_fold")}
+                         "std": res.get("std"), "per_fold": res.get("values")}
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
     row.setdefault("status", "ok")
     if tf and tf.get("accuracy") is not None:
@@ -607,7 +610,7 @@ def main(argv=None) -> int:
                  "settings": {"split": list(SPLIT), "seed": args.seed, "C_grid": list(C_GRID),
                               "minilm_epochs": args.minilm_epochs, "finetune_epochs": args.finetune_epochs,
                               "max_length": args.max_length, "zh_max_length": args.zh_max_length,
-                              "batch_size": args.batch_size, "lr": args.lr, "pretrain_minutes": args.pretrain_minutes,
+                              "batch_size": args.batch_size, "lr": args.lr, "pretrained_lr": args.pretrained_lr, "pretrain_minutes": args.pretrain_minutes,
                               "cv_folds": args.cv_folds, "cv_epochs": args.cv_epochs}}
     for key in DATASETS:
         rows = [r for r, ds in ENCODER_ROWS.items() if ds == key and r in args.pieces]

@@ -129,6 +129,8 @@ def cmd_eval(args) -> None:
 
     lm = lmforge.load(args.run)
     ctx = lm.config.context_length
+    if not lm.config.causal:
+        return _eval_encoder(args, lm)
     if args.file:
         from lmforge.data.corpora import load_corpus
         from lmforge.data.shards import encode_documents
@@ -148,6 +150,23 @@ def cmd_eval(args) -> None:
     r["source"] = source
     _emit(args, r, f"{source}: {r['tokens']:,} tokens, loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f}, "
                    f"bits per byte {r['bits_per_byte']:.4f}")
+
+
+def _eval_encoder(args, lm) -> None:
+    """An encoder's own objective (MLM / NSP / RTD accuracy) on every batch of its validation split."""
+    from lmforge.config import load_recipe
+    from lmforge.train.tasks import build_task, objective_for, prepare_data
+
+    if args.file or not (Path(args.run) / "recipe.yaml").is_file():
+        raise LmforgeError("eval scores an encoder on the validation split of the run that trained it; give an lmforge "
+                           "run directory without --file, or fine-tune it and read report.json")
+    recipe = load_recipe(str(Path(args.run) / "recipe.yaml"))
+    objective = objective_for(recipe, lm.config.family)
+    data = prepare_data(recipe, objective, lm.tokenizer, _log(args))
+    r = build_task(recipe, objective, data, lm.config).evaluate(lm.model, full=True)
+    r["source"] = f"validation split of {recipe.data.corpus}"
+    shown = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in r.items() if k.endswith("accuracy"))
+    _emit(args, r, f"{r['source']}: {r['batches']} batches, loss {r['loss']:.4f}, {shown}")
 
 
 def cmd_export(args) -> None:

@@ -19,10 +19,13 @@ def _config(args):
 
 def _summary(report: dict) -> str:
     test = report["test"]
-    if report["task"] == "qa":
-        return f"test: exact match {test['exact_match']:.1f}, F1 {test['f1']:.1f} on {report['test_rows']} rows"
     from lmforge.evaluate.classification import format_report
 
+    if report["task"] == "qa":
+        return f"test: exact match {test['exact_match']:.1f}, F1 {test['f1']:.1f} on {report['test_rows']} rows"
+    if report["task"] == "token":
+        return (f"{format_report(test)}\n\ntest: word-level accuracy {test['accuracy']:.4f}, macro F1 "
+                f"{test['macro']['f1']:.4f} over {test['n']} words of {report['test_rows']} rows")
     base = report["majority_baseline"]["accuracy"]
     return (f"{format_report(test)}\n\ntest accuracy {test['accuracy']:.4f}, macro F1 {test['macro']['f1']:.4f} "
             f"(majority class: {base:.4f}); {report['train_rows']} train / {report['validation_rows']} "
@@ -84,7 +87,8 @@ def cmd_attention(args) -> None:
 def add_commands(sub, command, json_flag) -> None:
     def task_flags(sp):
         sp.add_argument("base", help="an lmforge run (GPT, BERT, ELECTRA) or a Hugging Face BERT/GPT-2/Llama directory")
-        sp.add_argument("--task", choices=["classify", "qa"], default="classify")
+        sp.add_argument("--task", choices=["classify", "token", "qa"], default="classify",
+                        help="classify: a label per row; token: a tag per word (.jsonl lists); qa: an answer span")
         sp.add_argument("--data", required=True, help="labelled rows: a .csv, .tsv or .jsonl file")
         sp.add_argument("--text-column", help="column with the text (default: text)")
         sp.add_argument("--text-pair-column", help="a second text per row, e.g. a hypothesis or an answer")
@@ -92,6 +96,8 @@ def add_commands(sub, command, json_flag) -> None:
         sp.add_argument("--question-column", help="qa: column with the question (default: question)")
         sp.add_argument("--context-column", help="qa: column with the passage (default: context)")
         sp.add_argument("--answer-column", help="qa: column with the answer copied from the passage (default: answer)")
+        sp.add_argument("--tokens-column", help="token: the list of words per .jsonl line (default: tokens)")
+        sp.add_argument("--tags-column", help="token: the list of tags, one per word (default: tags)")
         sp.add_argument("--max-length", type=int, help="tokens per row (default: the model's context)")
         sp.add_argument("--truncation", choices=["warn", "error"], help="rows longer than that: cut with a warning "
                         "(default) or refuse")

@@ -150,3 +150,52 @@ def test_qa_fine_tunes_to_find_the_span(base_run, tmp_path):
     data.write_text("\n".join(lines) + "\n")
     report = finetune(base_run, str(data), tmp_path / "run", quick(task="qa", epochs=15), log=lambda *a: None)
     assert report["test"]["f1"] > 50
+
+
+def test_patience_stops_when_validation_stops_improving(base_run, tmp_path):
+    data = write_csv(tmp_path / "d.csv", rows())
+    said = []
+    report = finetune(base_run, str(data), tmp_path / "run", quick(lr=1e-12, patience=1), log=said.append)
+    assert report["steps"] == 2 * 6  # 96 rows / 16 per step = 6 steps an epoch: a first eval, then one without gain
+    assert any("stopping early at step 12" in s for s in said)
+
+
+def test_class_weights_on_an_imbalanced_file(base_run, tmp_path):
+    skewed = [r for i, r in enumerate(rows(200)) if r[1] == "warm" or i % 10 == 0]  # 100 warm, 20 cold
+    data = write_csv(tmp_path / "d.csv", skewed)
+    report = finetune(base_run, str(data), tmp_path / "run", quick(class_weights=True, metric="f1_macro"),
+                      log=lambda *a: None)
+    assert report["test"]["per_class"]["cold"]["support"] == 2
+    assert report["config"]["class_weights"] is True
+
+
+def test_token_classification_tags_words(base_run, tmp_path):
+    rng = random.Random(0)
+    lines = []
+    a_words, z_words = ["amber", "apple", "arm"], ["zinc", "zero", "zone"]  # the tag shows in the first letter,
+    for _ in range(80):                                                    # which is where it must be put
+        words = rng.choices(a_words + z_words, k=5)
+        lines.append(json.dumps({"tokens": words, "tags": ["A" if w in a_words else "Z" for w in words]}))
+    data = tmp_path / "tags.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    report = finetune(base_run, str(data), tmp_path / "run", quick(task="token", epochs=10), log=lambda *a: None)
+    assert report["test"]["n"] == 8 * 5  # every word of the 8 test rows scored once
+    assert report["test"]["accuracy"] > 0.9
+
+
+def test_token_rows_with_mismatched_tags_are_an_error(base_run, tmp_path):
+    data = tmp_path / "tags.jsonl"
+    data.write_text(json.dumps({"tokens": ["a", "b"], "tags": ["X"]}) + "\n")
+    with pytest.raises(LmforgeError, match="same length"):
+        finetune(base_run, str(data), tmp_path / "run", quick(task="token"), log=lambda *a: None)
+
+
+def test_first_piece_of_each_word_carries_its_tag():
+    from lmforge.data.labelled import encode_tagged
+    from lmforge.tokenizer import train_bpe, train_wordpiece
+
+    words = [["sunlight", "warms", "the", "day"]]
+    for tok in (train_wordpiece(["sun light warm s the day"] * 20, 120), train_bpe(["sun light warms the day"] * 5, 300)):
+        ex = encode_tagged(tok, words, [[1, 2, 3, 4]], 32, encoder=tok.cls_id is not None)
+        tagged = [t for t in ex.targets[0] if t != -100]
+        assert tagged == [1, 2, 3, 4], (tok.kind, ex.targets[0])

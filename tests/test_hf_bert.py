@@ -21,6 +21,7 @@ from lmforge.models import build_model, hf, hf_bert  # noqa: E402
 from lmforge.models.bert import Bert  # noqa: E402
 from lmforge.models.heads import TaskModel  # noqa: E402
 from lmforge.tokenizer import train_bpe  # noqa: E402
+from tests.test_hf import randomize  # noqa: E402
 
 V = 100
 TEXT = "The quick brown fox jumps over the lazy dog. A second sentence follows the first one here. " * 20
@@ -28,13 +29,6 @@ SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Checkpoints move b
              "BERT reads the whole sentence at once, left and right."]
 
 
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Weights far from their init (norms away from 1, biases away from 0), so a wrong mapping shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

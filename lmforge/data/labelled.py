@@ -1,6 +1,7 @@
 """Labelled examples for fine-tuning: rows of a file -> token ids, segment ids and targets.
 
     encoder, one text:  [CLS] a [SEP]                 token types 0 ... 0
+    tagged words:       [CLS] w1 w2 ... [SEP]         a word's tag on its first token, -100 on the rest
     encoder, a pair:    [CLS] a [SEP] b [SEP]         token types 0 ... 0 1 ... 1
     decoder (GPT):      a [EOS]                       the last token's state sees the whole text
     QA (encoder):       [CLS] question [SEP] context [SEP], target = the answer's first and last token
@@ -12,7 +13,9 @@ on the right to their longest row only (dynamic padding), so short texts cost li
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -120,6 +123,65 @@ def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], a
         out.targets.append(span)
         offsets_per_row.append(offsets)
     return out, offsets_per_row
+
+
+def read_tagged(path: str, tokens_key: str = "tokens", tags_key: str = "tags") -> tuple[list[list[str]], list[list[str]]]:
+    """Words and their tags from a .jsonl file, one sentence a line: {"tokens": [...], "tags": [...]}."""
+    if not str(path).endswith(".jsonl"):
+        raise LmforgeError(f"token classification reads a .jsonl file with '{tokens_key}' and '{tags_key}' lists "
+                           f"per line; {path} is not one")
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LmforgeError(f"cannot read {path} as UTF-8 text ({e}); check the path and its encoding") from None
+    words, tags = [], []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LmforgeError(f"{path}:{i} is not valid JSON ({e.msg}); fix or remove that line") from None
+        w, t = (row.get(tokens_key), row.get(tags_key)) if isinstance(row, dict) else (None, None)
+        if not isinstance(w, list) or not isinstance(t, list) or len(w) != len(t) or not w:
+            raise LmforgeError(f"{path}:{i} needs '{tokens_key}' and '{tags_key}': two non-empty lists of the same "
+                               "length (one tag per word)")
+        words.append([str(x) for x in w])
+        tags.append([str(x) for x in t])
+    if not words:
+        raise LmforgeError(f"{path} has no rows; give one JSON object per line")
+    return words, tags
+
+
+def encode_tagged(tokenizer: Tokenizer, words: list[list[str]], tags: list[list[int]], max_len: int,
+                  encoder: bool = True, truncation: str = "warn") -> Examples:
+    """The words joined by spaces and tokenised; each word's tag sits on its first token (the
+    other pieces of the word get -100, so every word is scored once), mapped by character offsets."""
+    out = Examples([], [])
+    room = max_len - (2 if encoder else 0)
+    for i, (ws, ts) in enumerate(zip(words, tags)):
+        starts, pos = [], 0
+        for w in ws:
+            starts.append(pos)
+            pos += len(w) + 1
+        ids, offsets = tokenizer.encode_offsets(" ".join(ws))
+        labels, word = [], 0
+        for s, e in offsets:
+            while word + 1 < len(starts) and e > starts[word + 1]:  # this token reaches into the next word
+                word += 1
+            labels.append(ts[word] if s <= starts[word] < e else -100)  # the piece holding the word's first character
+        if len(ids) > room:
+            if truncation == "error":
+                raise LmforgeError(f"row {i + 1} is {len(ids)} tokens, longer than the model's context of {max_len}; "
+                                   "shorten it or allow truncation (--truncation warn)")
+            out.truncated += 1
+            ids, labels = ids[:room], labels[:room]
+        if encoder:
+            ids, labels = [tokenizer.cls_id] + ids + [tokenizer.sep_id], [-100] + labels + [-100]
+        out.ids.append(ids)
+        out.types.append([0] * len(ids))
+        out.targets.append(labels)
+    return out
 
 
 def pad_batch(ids: list[list[int]], types: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -316,18 +316,30 @@ def save_hf(model: torch.nn.Module, out: str | Path, tokenizer_json: str | None 
     ids = {role: i for role, (_, i) in specials.items()}
     hf_config = config_to_hf(cfg, ids, next(model.parameters()).dtype)  # raises before anything is written
 
+    generation = {k: v for k, v in hf_config.items() if k.endswith("_token_id") and v is not None}
+    return write_hf_dir(out, hf_config, state_dict_to_hf(model), tokenizer_json, specials, cfg.context_length,
+                        {"generation_config.json": generation})
+
+
+def write_hf_dir(out: str | Path, hf_config: dict, tensors: dict, tokenizer_json: str | None, specials: dict,
+                 context_length: int, extra: dict[str, dict] | None = None) -> Path:
+    """A Hugging Face model directory, atomically: config.json, model.safetensors, the `extra` JSON
+    files, and the tokenizer (tokenizer.json, special_tokens_map.json, tokenizer_config.json) that
+    `AutoTokenizer.from_pretrained` loads. `specials` maps a role to (token string, id)."""
+
     def fill(tmp: Path) -> None:
         def write(name: str, obj: dict) -> None:
             (tmp / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
         write("config.json", hf_config)
-        write("generation_config.json", {k: v for k, v in hf_config.items() if k.endswith("_token_id") and v is not None})
-        save_file(state_dict_to_hf(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        for name, obj in (extra or {}).items():
+            write(name, obj)
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer_json is not None:
             (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
             tokens = {f"{role}_token": tok for role, (tok, _) in specials.items()}
             write("special_tokens_map.json", tokens)
             write("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **tokens,
-                                            "model_max_length": cfg.context_length, "clean_up_tokenization_spaces": False})
+                                            "model_max_length": context_length, "clean_up_tokenization_spaces": False})
 
     return write_atomically(out, fill)

@@ -31,12 +31,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.models.hf import read_hf_config, read_hf_weights, write_atomically
+from lmforge.models.hf import read_hf_config, read_hf_weights, write_hf_dir
 from lmforge.models.registry import build_model
 
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
@@ -216,17 +215,4 @@ def save_bert(model: nn.Module, out: str | Path, tokenizer_json: str | None = No
     cfg = model.config
     hf_config = config_to_hf(cfg, {r: i for r, (_, i) in specials.items()}, next(model.parameters()).dtype)
 
-    def fill(tmp: Path) -> None:
-        def write(name: str, obj: dict) -> None:
-            (tmp / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-        write("config.json", hf_config)
-        save_file(state_dict_to_hf(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if tokenizer_json is not None:
-            (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
-            tokens = {f"{role}_token": tok for role, (tok, _) in specials.items()}
-            write("special_tokens_map.json", tokens)
-            write("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **tokens,
-                                            "model_max_length": cfg.context_length, "clean_up_tokenization_spaces": False})
-
-    return write_atomically(out, fill)
+    return write_hf_dir(out, hf_config, state_dict_to_hf(model), tokenizer_json, specials, cfg.context_length)

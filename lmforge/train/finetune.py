@@ -23,7 +23,8 @@ import torch
 
 from lmforge.config import DataConfig, ModelConfig, Recipe, TrainConfig
 from lmforge.data.corpora import load_corpus
-from lmforge.data.labelled import Examples, ShuffledBatches, answer_span, encode_qa, encode_texts, pad_batch
+from lmforge.data.labelled import (Examples, ShuffledBatches, answer_span, encode_qa, encode_tagged, encode_texts,
+                                   pad_batch, read_tagged)
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.classification import classification_report, majority_baseline, plot_confusion_matrix
 from lmforge.evaluate.crossval import stratified_kfold, stratified_split, summarize_folds
@@ -39,13 +40,15 @@ from lmforge.train.trainer import Trainer
 class FinetuneConfig:
     """Everything `lmforge finetune` / `lmforge cv` take besides the base model and the data file."""
 
-    task: str = "classify"  # classify | qa
+    task: str = "classify"  # classify | token | qa
     text_column: str = "text"
     text_pair_column: str | None = None  # a second text per row: [CLS] a [SEP] b [SEP]
     label_column: str = "label"
     question_column: str = "question"  # qa
     context_column: str = "context"  # qa
     answer_column: str = "answer"  # qa: the answer text, copied from the context
+    tokens_column: str = "tokens"  # token: a list of words per .jsonl line
+    tags_column: str = "tags"  # token: their tags, one per word
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_length: int | None = None  # None: the model's context
@@ -65,8 +68,8 @@ class FinetuneConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.task not in ("classify", "qa"):
-            raise LmforgeError(f"--task {self.task} is not supported; use classify or qa")
+        if self.task not in ("classify", "token", "qa"):
+            raise LmforgeError(f"--task {self.task} is not supported; use classify, token or qa")
         if self.metric not in ("accuracy", "f1_macro"):
             raise LmforgeError(f"--metric {self.metric} is not supported; use accuracy or f1_macro")
         if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
@@ -88,6 +91,9 @@ def load_base(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, T
 
 def read_rows(data: str, cfg: FinetuneConfig) -> dict[str, list[str]]:
     """The columns a task needs, as lists of strings; missing columns and empty files are errors."""
+    if cfg.task == "token":
+        words, tags = read_tagged(data, cfg.tokens_column, cfg.tags_column)
+        return {"words": words, "tags": tags}
     if cfg.task == "qa":
         cols = {"question": cfg.question_column, "context": cfg.context_column, "answer": cfg.answer_column}
     else:
@@ -192,6 +198,41 @@ class Classification:
         self.batches.load_state_dict(state)
 
 
+class TokenClassification(Classification):
+    """A tag per word (on its first token): cross-entropy over tagged tokens; the report over words."""
+
+    def _batch(self, ex: Examples, idx: list[int]) -> dict:
+        batch = pad_batch([ex.ids[i] for i in idx], [ex.types[i] for i in idx], self.pad_id)
+        labels = torch.full(batch["input_ids"].shape, -100, dtype=torch.long)
+        for j, i in enumerate(idx):
+            labels[j, :len(ex.targets[i])] = torch.tensor(ex.targets[i])
+        batch["labels"] = labels
+        return batch
+
+    @torch.no_grad()
+    def evaluate(self, model, full: bool = False, autocast=None, examples: Examples | None = None) -> dict:
+        ex = examples or self.val
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        true, pred, loss_sum = [], [], 0.0
+        try:
+            for s in range(0, len(ex), 64):
+                idx = list(range(s, min(s + 64, len(ex))))
+                batch = {k: v.to(device) for k, v in self._batch(ex, idx).items()}
+                with (autocast or contextlib.nullcontext)():
+                    loss, logits = sequence_loss(model, batch)
+                loss_sum += loss.item() * len(idx)
+                scored = batch["labels"] != -100
+                true += batch["labels"][scored].tolist()
+                pred += logits.argmax(-1)[scored].tolist()
+        finally:
+            model.train(was_training)
+        report = classification_report([self.labels[t] for t in true], [self.labels[p] for p in pred], self.labels)
+        return {"loss": loss_sum / max(1, len(ex)), "accuracy": report["accuracy"], "f1_macro": report["macro"]["f1"],
+                "report": report}
+
+
 class QuestionAnswering(Classification):
     """Extractive QA: a start and an end over the context's tokens; exact match and F1 on validation."""
 
@@ -258,7 +299,7 @@ def _recipe(cfg: FinetuneConfig, model_cfg: ModelConfig, data: str, n_train: int
 
 
 def _task_model(base: torch.nn.Module, head: str, labels: list[str]) -> torch.nn.Module:
-    cfg = dataclasses.replace(base.config, head=head, labels=labels if head == "classify" else [])
+    cfg = dataclasses.replace(base.config, head=head, labels=labels)
     model = build_model(cfg)
     model.base.load_state_dict(base.state_dict())
     return model
@@ -266,6 +307,9 @@ def _task_model(base: torch.nn.Module, head: str, labels: list[str]) -> torch.nn
 
 def _encode(tokenizer, rows: dict, idx, cfg: FinetuneConfig, max_len: int, encoder: bool, label_ids=None):
     pick = lambda col: [rows[col][i] for i in idx]  # noqa: E731
+    if cfg.task == "token":
+        tags = [[label_ids[t] for t in ts] for ts in pick("tags")]
+        return encode_tagged(tokenizer, pick("words"), tags, max_len, encoder, cfg.truncation), None
     if cfg.task == "qa":
         return encode_qa(tokenizer, pick("question"), pick("context"), pick("answer"), max_len, cfg.truncation)
     ex = encode_texts(tokenizer, pick("text"), max_len, encoder, pick("pair") if "pair" in rows else None,
@@ -280,7 +324,8 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
     train_idx, val_idx, test_idx = split
     encoder = not base.config.causal
     max_len = min(cfg.max_length or base.config.context_length, base.config.context_length)
-    labels = label_names(rows["label"]) if cfg.task == "classify" else []
+    labels = {"classify": lambda: label_names(rows["label"]),
+              "token": lambda: label_names([t for ts in rows["tags"] for t in ts]), "qa": list}[cfg.task]()
     label_ids = {name: i for i, name in enumerate(labels)}
     parts = [_encode(tokenizer, rows, idx, cfg, max_len, encoder, label_ids) for idx in (train_idx, val_idx, test_idx)]
     cut = sum(p[0].truncated for p in parts)
@@ -288,8 +333,10 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
         log(f"warning: {cut} of {len(rows[next(iter(rows))])} rows are longer than {max_len} tokens and were cut "
             "at the end (--truncation error refuses them instead)")
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
-    model = _task_model(base, "qa" if cfg.task == "qa" else "classify", labels)
-    if cfg.task == "qa":
+    model = _task_model(base, cfg.task, labels)
+    if cfg.task == "token":
+        task = TokenClassification(parts[0][0], parts[1][0], labels, cfg, pad, tokenizer)
+    elif cfg.task == "qa":
         val_rows = ([rows["context"][i] for i in val_idx], parts[1][1], [rows["answer"][i] for i in val_idx])
         task = QuestionAnswering(parts[0][0], parts[1][0], val_rows, cfg, pad, tokenizer)
     else:
@@ -309,8 +356,9 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
     else:
         test = task.evaluate(best, examples=parts[2][0], autocast=trainer.autocast)
         report["test"] = test["report"]
-        train_labels = [rows["label"][i] for i in train_idx]
-        report["majority_baseline"] = majority_baseline(train_labels, [rows["label"][i] for i in test_idx])
+        gold = (lambda idx: [rows["label"][i] for i in idx]) if cfg.task == "classify" else \
+            (lambda idx: [t for i in idx for t in rows["tags"][i]])
+        report["majority_baseline"] = majority_baseline(gold(train_idx), gold(test_idx))
     return report
 
 
@@ -319,7 +367,7 @@ def finetune(base_path: str | Path, data: str, out: str | Path, cfg: FinetuneCon
     out = Path(out)
     base, tokenizer = load_base(base_path)
     rows = read_rows(data, cfg)
-    key = rows["label"] if cfg.task == "classify" else ["all"] * len(rows["question"])
+    key = rows["label"] if cfg.task == "classify" else ["all"] * len(next(iter(rows.values())))
     if cfg.task == "classify":
         label_names(rows["label"])
     fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
@@ -327,7 +375,7 @@ def finetune(base_path: str | Path, data: str, out: str | Path, cfg: FinetuneCon
     report = train_and_test(base, tokenizer, rows, split, cfg, out, data, log)
     report.update(base=str(base_path), data=str(data), config=dataclasses.asdict(cfg))
     write_json(out / "finetune.json", {"base": str(base_path), "config": dataclasses.asdict(cfg)})
-    if cfg.task == "classify":
+    if cfg.task != "qa":
         plot_confusion_matrix(report["test"], out / "confusion.png", title=f"{Path(data).name}: test split")
     write_json(out / "report.json", report)
     return report

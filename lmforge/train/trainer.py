@@ -134,7 +134,7 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
                    dynamic_ncols=True, leave=False)
         t_start = t_log = time.perf_counter()
-        step_at_log = step_at_start = self.step
+        step_at_start = self.step
         tokens_done = tokens_at_log = 0
         evals_without_gain = 0
         try:
@@ -168,12 +168,13 @@ class Trainer:
                 now = time.perf_counter()
                 if self.step % cfg.log_every == 0 or self.step == self.horizon:
                     tps = (tokens_done - tokens_at_log) / max(now - t_log, 1e-9)
-                    t_log, step_at_log, tokens_at_log = now, self.step, tokens_done
+                    t_log, tokens_at_log = now, tokens_done
                     metrics.write(step=self.step, loss=loss_sum, lr=lr, tokens_per_s=round(tps, 1),
                                   elapsed_s=round(now - t_start, 2))
                     bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
                 out_of_time = cfg.time_limit_minutes > 0 and now - t_start > 60 * cfg.time_limit_minutes
                 last = self.step == self.horizon or out_of_time
+                stop = out_of_time
                 t_eval = time.perf_counter()
                 if self.step % cfg.eval_every == 0 or last:
                     self._record_eval(metrics, result, full=last)  # the final figure scores every token
@@ -193,14 +194,14 @@ class Trainer:
                     if cfg.patience and evals_without_gain >= cfg.patience and not last:
                         self.log(f"no better {self.task.headline} in {cfg.patience} evaluations; stopping early at "
                                  f"step {self.step}")
-                        out_of_time = True  # leave the loop below, as at the end of the schedule
+                        stop = True
                 elif cfg.save_every and self.step % cfg.save_every == 0 and not cfg.keep_best:
                     self.save()
                 result.eval_seconds += time.perf_counter() - t_eval
                 t_log += time.perf_counter() - t_eval  # keep the logged tokens/s about training
                 if out_of_time:
-                    if cfg.time_limit_minutes > 0 and now - t_start > 60 * cfg.time_limit_minutes:
-                        self.log(f"time limit of {cfg.time_limit_minutes} minutes reached at step {self.step}; saved")
+                    self.log(f"time limit of {cfg.time_limit_minutes} minutes reached at step {self.step}; saved")
+                if stop:
                     break
         finally:
             bar.close()
