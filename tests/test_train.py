@@ -104,3 +104,27 @@ def test_time_limit_stops_evaluates_and_saves(tmp_path, small_corpus):
     result = Trainer(recipe, tmp_path / "run", log=lambda *a: None).fit()
     assert result.stopped_early and 0 < result.steps < 100000
     assert result.evals[-1]["step"] == result.steps == ckpt.checkpoint_step(tmp_path / "run")
+
+
+def test_killed_between_state_and_weights_still_resumes(tmp_path, monkeypatch):
+    """A save stopped after the new trainer state but before the new weights leaves a resumable run."""
+    from lmforge.config import ModelConfig
+    from lmforge.models import build_model
+    from lmforge.tokenizer import train_char
+
+    model, tok = build_model(ModelConfig(vocab_size=20, context_length=8, n_layer=1, n_head=2, d_model=8)), train_char(["ab"])
+    ckpt.save_checkpoint(tmp_path, model, tok, trainer_state={"x": torch.tensor(1)}, step=1)
+    real = ckpt.os.replace
+
+    def dies_at_the_weights(src, dst):
+        if str(dst).endswith("model.safetensors"):
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", dies_at_the_weights)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(tmp_path, model, tok, trainer_state={"x": torch.tensor(2)}, step=2)
+    monkeypatch.undo()
+    assert ckpt.checkpoint_step(tmp_path) == 1
+    state = ckpt.load_trainer_state(tmp_path)
+    assert state["step"] == 1 and int(state["x"]) == 1

@@ -7,7 +7,9 @@
     trainer_state.pt     optimizer, scheduler, RNG and data position (tensors only; loaded weights_only)
 
 Every file is first written to a temporary folder in the run directory and then moved into place
-with `os.replace`, trainer state last: a run killed while saving keeps its previous checkpoint.
+with `os.replace`. The trainer state goes in before the weights, and the state it replaces is kept
+as trainer_state.prev.pt: a run killed at any point while saving still has weights and a trainer
+state of one step (`load_trainer_state` takes whichever state matches the weights), so it resumes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from lmforge.errors import LmforgeError
 from lmforge.models import build_model
 from lmforge.tokenizer import Tokenizer
 
-FILES = ("tokenizer.json", "config.json", "recipe.yaml", "model.safetensors", "trainer_state.pt")
+FILES = ("tokenizer.json", "config.json", "recipe.yaml", "trainer_state.pt", "model.safetensors")
+STATES = ("trainer_state.pt", "trainer_state.prev.pt")  # the newest first
 
 
 def save_checkpoint(run_dir: str | Path, model: nn.Module, tokenizer: Tokenizer, recipe=None,
@@ -49,6 +52,8 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, tokenizer: Tokenizer,
         umask = os.umask(0)
         os.umask(umask)
         for name in FILES:
+            if name == "trainer_state.pt" and (tmp / name).exists() and (run_dir / name).exists():
+                os.replace(run_dir / name, run_dir / STATES[1])  # the state that matches the weights still there
             if (tmp / name).exists():
                 with open(tmp / name, "rb") as f:
                     os.fsync(f.fileno())
@@ -96,19 +101,24 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 def load_trainer_state(path: str | Path) -> dict:
+    """The trainer state saved with the run's weights: trainer_state.pt, or the previous one when a run
+    was killed between writing the new state and the new weights."""
     path = Path(path)
-    if not (path / "trainer_state.pt").is_file():
+    found = [path / name for name in STATES if (path / name).is_file()]
+    if not found:
         raise LmforgeError(f"{path} has no trainer_state.pt to resume from; start a new run without --resume")
-    try:
-        state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several kinds on a damaged file
-        raise LmforgeError(f"{path / 'trainer_state.pt'} is damaged ({type(e).__name__}); start a new run without --resume") from None
-    if state.get("step") != checkpoint_step(path):
-        raise LmforgeError(
-            f"{path} holds weights and trainer state from different steps (the run was stopped while saving); "
-            "start a new run without --resume"
-        )
-    return state
+    step = checkpoint_step(path)
+    for f in found:
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several kinds on a damaged file
+            raise LmforgeError(f"{f} is damaged ({type(e).__name__}); start a new run without --resume") from None
+        if state.get("step") == step:
+            return state
+    raise LmforgeError(
+        f"{path} holds weights and trainer state from different steps (the run was stopped while saving); "
+        "start a new run without --resume"
+    )
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Tokenizer]:
