@@ -401,6 +401,7 @@ def cross_validate(base_path: str | Path, data: str, out: str | Path, cfg: Finet
         log(f"fold {k + 1}/{folds}: {len(tr)} train, {len(va)} validation, {len(test_idx)} test")
         report = train_and_test(base, tokenizer, rows, (train_all[tr], train_all[va], test_idx), cfg,
                                 out / f"fold-{k + 1}", data, log)
+        write_json(out / f"fold-{k + 1}" / "report.json", report)
         per_fold.append({"accuracy": report["test"]["accuracy"], "f1_macro": report["test"]["macro"]["f1"]})
     summary = {"folds": folds, "base": str(base_path), "data": str(data), **summarize_folds(per_fold)}
     write_json(out / "cv.json", summary)
