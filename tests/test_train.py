@@ -51,25 +51,30 @@ def lmforge(*args, **kw):
                             stderr=subprocess.PIPE, text=True, env=os.environ.copy(), **kw)
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, small_corpus):
-    recipe = write_recipe(tmp_path, small_corpus, max_steps=400, eval_every=25)
+def kill_then_resume(recipe, tmp_path, at_least: int) -> tuple:
+    """Train `recipe` straight through, and again killed (SIGKILL) once a checkpoint of step `at_least` or
+    later is on disk, then resumed: the two run directories and the step the killed run stopped at."""
     full, killed = tmp_path / "full", tmp_path / "killed"
     p = lmforge("train", "--recipe", str(recipe), "--out", str(full))
     assert p.wait(timeout=300) == 0, p.stderr.read()
-
     p = lmforge("train", "--recipe", str(recipe), "--out", str(killed))
     deadline = time.time() + 300
     while time.time() < deadline:
-        if (killed / "trainer_state.pt").exists() and ckpt.checkpoint_step(killed) >= 50:
+        if (killed / "trainer_state.pt").exists() and ckpt.checkpoint_step(killed) >= at_least:
             break
         time.sleep(0.02)
     p.send_signal(signal.SIGKILL)
     p.wait()
     stopped_at = ckpt.checkpoint_step(killed)
-    assert 50 <= stopped_at < 400, "the run was not killed part-way"
-
     p = lmforge("train", "--out", str(killed), "--resume")
     assert p.wait(timeout=300) == 0, p.stderr.read()
+    return full, killed, stopped_at
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, small_corpus):
+    recipe = write_recipe(tmp_path, small_corpus, max_steps=400, eval_every=25)
+    full, killed, stopped_at = kill_then_resume(recipe, tmp_path, 50)
+    assert 50 <= stopped_at < 400, "the run was not killed part-way"
     a, b = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"

@@ -1,18 +1,14 @@
 """Pretraining encoders for real on a little text: BERT (MLM + NSP, whole-word masking in Chinese) and
 ELECTRA learn, and a killed BERT run resumes to exactly the weights of an uninterrupted one."""
 
-import signal
-import time
-
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
 from lmforge.config import load_recipe
-from lmforge.train import checkpoint as ckpt
 from lmforge.train.trainer import Trainer
-from tests.test_train import lmforge
+from tests.test_train import kill_then_resume
 
 
 def write_recipe(tmp_path, corpus, preset="bert-mini", **train):
@@ -65,19 +61,7 @@ def test_chinese_whole_word_masking_trains(tmp_path):
 
 def test_killed_bert_run_resumes_bit_exact(tmp_path, small_corpus):
     recipe = write_recipe(tmp_path, small_corpus, max_steps=100, eval_every=20)
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    p = lmforge("train", "--recipe", str(recipe), "--out", str(full))
-    assert p.wait(timeout=300) == 0, p.stderr.read()
-    p = lmforge("train", "--recipe", str(recipe), "--out", str(killed))
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if (killed / "trainer_state.pt").exists() and ckpt.checkpoint_step(killed) >= 40:
-            break
-        time.sleep(0.02)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    assert 40 <= ckpt.checkpoint_step(killed) < 100, "the run was not killed part-way"
-    p = lmforge("train", "--out", str(killed), "--resume")
-    assert p.wait(timeout=300) == 0, p.stderr.read()
+    full, killed, stopped_at = kill_then_resume(recipe, tmp_path, 40)
+    assert 40 <= stopped_at < 100, "the run was not killed part-way"
     a, b = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
