@@ -294,7 +294,8 @@ def test_fetch_bbc_news_for_real(monkeypatch):
         c = load_corpus("bbc-news")
     except LmforgeError as e:
         pytest.skip(f"no network: {e}")
-    assert len(c.documents) == 2224 and c.stats["files"] == 2225
-    assert c.stats["per_label"] == {"business": 510, "entertainment": 386, "politics": 417, "sports": 510,
-                                    "tech": 401}
+    # 2,225 files, one not UTF-8, and 98 articles that appear twice (kept once)
+    assert len(c.documents) == 2126 and c.stats["files"] == 2225 and c.stats["duplicates_removed"] == 98
+    assert c.stats["per_label"] == {"business": 503, "entertainment": 369, "politics": 403, "sports": 504,
+                                    "tech": 347}
     assert [s["file"] for s in c.stats["skipped_files"]] == ["sports/199.txt"]
