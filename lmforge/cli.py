@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     json_flag(tr)
 
-    e = command("eval", cmd_eval, "perplexity and bits per byte of a trained model")
+    e = command("eval", cmd_eval, "perplexity and bits per byte of a GPT; MLM, NSP or RTD accuracy of an encoder run")
     e.add_argument("run", help="run directory")
     e.add_argument("--file", help="text to score (a file, folder or glob); default: the run's validation split")
     e.add_argument("--column", help="text column of a .jsonl/.csv/.tsv file")
