@@ -181,12 +181,9 @@ class Classification:
     def loss(self, model, batch: dict) -> torch.Tensor:
         return sequence_loss(model, batch, self.class_weights)[0]
 
-    def predict(self, model, ex: Examples, autocast=None) -> tuple[torch.Tensor, float]:
-        return predict_probs(model, ex, self.pad_id, autocast)
-
     def evaluate(self, model, full: bool = False, autocast=None, examples: Examples | None = None) -> dict:
         ex = examples or self.val
-        probs, loss = self.predict(model, ex, autocast)
+        probs, loss = predict_probs(model, ex, self.pad_id, autocast)
         report = classification_report([self.labels[t] for t in ex.targets],
                                        [self.labels[p] for p in probs.argmax(-1).tolist()], labels=self.labels)
         return {"loss": loss, "accuracy": report["accuracy"], "f1_macro": report["macro"]["f1"], "report": report}
@@ -235,8 +232,6 @@ class TokenClassification(Classification):
 
 class QuestionAnswering(Classification):
     """Extractive QA: a start and an end over the context's tokens; exact match and F1 on validation."""
-
-    higher_is_better = True
 
     def __init__(self, examples, val, val_rows, cfg, pad_id, tokenizer):
         super().__init__(examples, val, ["start", "end"],
