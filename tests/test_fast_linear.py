@@ -1,13 +1,21 @@
-"""Decode steps through NumPy's BLAS: the same products as nn.Linear, only where they are meant to
-apply, and everything put back afterwards."""
+"""Decode steps through a measured GEMV plan: the same products as nn.Linear, only where they are
+meant to apply, weights laid out without changing a value, and everything put back afterwards."""
+
+import threading
 
 import pytest
 import torch
 
 from lmforge.config import GenerateConfig, model_config_from_preset
 from lmforge.generate import Engine
-from lmforge.generate.fast_linear import decode_linears, faster_gemv, use_numpy_gemv
+from lmforge.generate.fast_linear import decode_linears, is_columns, plan_decode, set_layout
 from lmforge.models import build_model
+
+
+def small_gpt(seed=0):
+    cfg = model_config_from_preset("gpt-mini", vocab_size=97, context_length=32, n_layer=2, d_model=64, n_head=4)
+    torch.manual_seed(seed)
+    return build_model(cfg).eval()
 
 
 def test_numpy_linears_compute_what_torch_does_and_are_restored():
@@ -18,9 +26,9 @@ def test_numpy_linears_compute_what_torch_does_and_are_restored():
         x = torch.randn(shape)
         with torch.no_grad():
             ref = model(x)
-            with decode_linears(model):
+            with decode_linears(model, gemv="numpy"):
                 assert "forward" in model[0].__dict__ and torch.get_num_threads() == 1
-                with decode_linears(model):  # nested: the outer routing stays
+                with decode_linears(model, gemv="numpy"):  # nested: the outer routing stays
                     fast = model(x)
                 assert "forward" in model[0].__dict__
         assert fast.shape == ref.shape and torch.allclose(fast, ref, atol=1e-6)
@@ -28,24 +36,93 @@ def test_numpy_linears_compute_what_torch_does_and_are_restored():
     big = torch.randn(100, 24)
     with torch.no_grad():
         ref = model(big)
-    with decode_linears(model):  # with gradients, or too many rows, PyTorch computes it
+    with decode_linears(model, gemv="numpy"):  # with gradients, or too many rows, PyTorch computes it
         y = model(torch.randn(1, 24, requires_grad=True))
         assert y.requires_grad
         with torch.no_grad():
             assert torch.equal(model(big), ref)
 
 
-def test_engine_gives_the_same_tokens_either_way(monkeypatch):
-    cfg = model_config_from_preset("gpt-mini", vocab_size=97, context_length=32, n_layer=2, d_model=64, n_head=4)
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
+def test_column_major_weights_keep_their_values_and_save_contiguous(tmp_path):
+    from safetensors.torch import load_file
+
+    from lmforge.tokenizer import train_char
+    from lmforge.train.checkpoint import save_checkpoint
+
+    model = small_gpt()
+    x = torch.randint(0, 97, (2, 9))
+    with torch.no_grad():
+        ref = model(x)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            set_layout(m.weight, True)
+    w = model.blocks[0].mlp.fc.weight
+    assert is_columns(w) and not w.is_contiguous() and isinstance(w, torch.nn.Parameter)
+    assert model.lm_head.weight is model.tok_emb.weight  # tying survives: the parameter is the same object
+    with torch.no_grad():
+        assert torch.allclose(model(x), ref, atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    save_checkpoint(tmp_path / "run", model, train_char(["abc"]))
+    saved = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert all(torch.equal(before[k], v) for k, v in saved.items())
+    set_layout(w, False)
+    assert w.is_contiguous() and torch.equal(w, before["blocks.0.mlp.fc.weight"])
+
+
+def test_plan_measures_once_per_model_and_again_when_a_layout_changes():
+    model = small_gpt()
+    plan = plan_decode(model)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert {id(m.weight) for m in linears} == set(plan.backend) and set(plan.backend.values()) <= {"torch", "numpy"}
+    assert all(is_columns(m.weight) == plan.columns[id(m.weight)] for m in linears)  # laid out as planned
+    assert len(plan.seconds) == 4 * len({tuple(m.weight.shape) for m in linears})  # 2 backends x 2 layouts
+    assert plan_decode(model) is plan
+    w = linears[0].weight
+    set_layout(w, not is_columns(w))
+    assert plan_decode(model) is not plan
+    forced = plan_decode(model, "torch")
+    assert set(forced.backend.values()) == {"torch"}
+    with pytest.raises(ValueError, match="gemv must be"):
+        plan_decode(model, "blas")
+
+
+def test_environment_forces_pytorch(monkeypatch):
+    model = small_gpt()
+    monkeypatch.setenv("LMFORGE_GEMV", "torch")
+    assert set(plan_decode(model).backend.values()) == {"torch"}
+    with decode_linears(model):  # nothing is routed, threads untouched
+        assert all("forward" not in m.__dict__ for m in model.modules())
+    assert not any(p.dtype == torch.float32 for p in model.to(torch.float64).parameters())
+    assert plan_decode(model).backend == {}  # only float32 goes through NumPy
+
+
+def test_overlapping_streams_on_one_model_keep_the_routing_until_the_last_leaves():
+    model = small_gpt()
+    threads = torch.get_num_threads()
+    inside, release = threading.Barrier(2), threading.Event()
+
+    def hold():
+        with decode_linears(model, gemv="numpy"):
+            inside.wait()
+            release.wait()
+
+    t = threading.Thread(target=hold)
+    t.start()
+    with decode_linears(model, gemv="numpy"):
+        inside.wait()
+    assert "forward" in model.blocks[0].mlp.fc.__dict__  # the other stream is still decoding
+    release.set()
+    t.join()
+    assert "forward" not in model.blocks[0].mlp.fc.__dict__ and torch.get_num_threads() == threads
+
+
+def test_engine_gives_the_same_tokens_every_way():
+    model = small_gpt()
     gen = GenerateConfig(max_new_tokens=40, temperature=0)
     rows = [[1, 2, 3], [4, 5, 6, 7, 8]]
-    assert Engine(model, gemv="numpy").generate(rows, gen) == Engine(model, gemv="torch").generate(rows, gen)
+    ref = Engine(model, gemv="torch").generate(rows, gen)
+    assert Engine(model, gemv="numpy").generate(rows, gen) == ref
+    assert Engine(model, gemv="auto").generate(rows, gen) == ref
     with pytest.raises(ValueError, match="gemv must be"):
-        Engine(model, gemv="blas").generate(rows, gen)
-    monkeypatch.setenv("LMFORGE_GEMV", "torch")
-    faster_gemv.cache_clear()
-    assert faster_gemv(512, 2048) == "torch" and not use_numpy_gemv(model)
-    faster_gemv.cache_clear()
-    assert not use_numpy_gemv(model.to(torch.float64), "auto")  # only float32 goes through NumPy
+        Engine(model, gemv="blas")

@@ -20,14 +20,16 @@ from torch import nn
 from lmforge.config import GenerateConfig
 from lmforge.generate.batch import PAD, DecodeState, as_rows
 from lmforge.generate.beam import beam_search
-from lmforge.generate.fast_linear import SMALL_BATCH, decode_linears, use_numpy_gemv
+from lmforge.generate.fast_linear import SMALL_BATCH, check_choice, decode_linears
 from lmforge.generate.sampling import adjust_logits, choose, make_generator
 
 class Engine:
-    """Decoding for one model. gemv: how decode steps multiply by the weights on the CPU ("auto"
-    measures PyTorch against NumPy once per shape and process; see generate/fast_linear.py)."""
+    """Decoding for one model. gemv: how decode steps multiply by the weights on the CPU: "auto"
+    measures PyTorch and NumPy on both weight layouts once per model and keeps the fastest per
+    weight shape; "torch" or "numpy" routes every weight one way (see generate/fast_linear.py)."""
 
     def __init__(self, model: nn.Module, gemv: str = "auto"):
+        check_choice(gemv)
         self.model = model
         self.gemv = gemv
 
@@ -48,7 +50,7 @@ class Engine:
         stop = torch.tensor(gen.stop_ids, dtype=torch.long, device=state.device)
         done = torch.zeros(state.history.size(0), dtype=torch.bool, device=state.device)
         last = None
-        with decode_linears(model, use_numpy_gemv(model, self.gemv) and state.history.size(0) <= SMALL_BATCH):
+        with decode_linears(model, state.history.size(0) <= SMALL_BATCH, self.gemv):
             for i in range(gen.max_new_tokens):
                 if i > 0:
                     state.step(last)

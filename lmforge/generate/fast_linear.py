@@ -1,20 +1,31 @@
-"""Decode steps on the CPU: a faster matrix-vector product when the machine has one.
+"""Decode steps on the CPU: the fastest matrix-vector product for each of the model's weights.
 
 A decode step at batch 1 multiplies one row vector by every weight matrix (a GEMV): it does two
-FLOPs per weight it reads, so its speed is how fast the weights stream from memory, and BLAS
-libraries differ a lot at it. On some CPUs the BLAS inside PyTorch reaches a third of the memory
-bandwidth on a GEMV while the OpenBLAS inside NumPy reaches most of it. `faster_gemv()` measures
-both on a matrix of the model's size; when NumPy's wins, `decode_linears` routes the nn.Linear
-layers of a model through it for small batches without gradients (the decode steps), sharing the
-weight memory (no copy), and leaves everything else, training included, to PyTorch.
+FLOPs per weight it reads, so its speed is how fast the weights stream from memory. How fast that is
+depends on who multiplies and on how the matrix lies in memory, and no choice wins everywhere:
+
+- the BLAS inside PyTorch or the OpenBLAS inside NumPy (on some CPUs PyTorch's reaches a third of
+  the memory bandwidth on a GEMV while NumPy's reaches most of it);
+- `rows`, the (out, in) row-major layout nn.Linear keeps (y_i = W_i . x, one dot product per row),
+  or `columns`, the same matrix column-major (y = sum_j x_j W_:,j, a sweep of scaled columns).
+  NumPy reads a column-major (out, in) tensor as a Fortran-ordered array, with no copy.
+
+`plan_decode(model)` measures every (who, layout) pair on the model's own weights, in the order a
+decode step reads them, and keeps the fastest for each weight shape; it then lays each weight out
+as its plan says, once (a column-major weight is the same parameter, the same values, with other
+strides: training, saving and every other use of the model read it as before). `decode_linears`
+routes the nn.Linear layers through the plan for small batches without gradients (the decode steps)
+and leaves everything else, training included, to PyTorch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
+import threading
 import time
+import weakref
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -23,6 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 SMALL_BATCH = 16  # rows up to which a product counts as matrix-vector work
+BACKENDS = ("torch", "numpy")
+CHOICES = ("auto", *BACKENDS)
+COLUMNS_GAIN = 0.9  # a shape is laid out column-major only when that is at least 10% faster
 
 
 def _numpy_linear(x: torch.Tensor, w: np.ndarray, b: np.ndarray | None) -> torch.Tensor:
@@ -34,76 +48,158 @@ def _numpy_linear(x: torch.Tensor, w: np.ndarray, b: np.ndarray | None) -> torch
     return torch.from_numpy(y).view(*x.shape[:-1], w.shape[0])
 
 
-@functools.lru_cache(maxsize=8)
-def faster_gemv(d_in: int, d_out: int, repeats: int = 20) -> str:
-    """"numpy" or "torch": whichever multiplies a vector by a stack of (d_out, d_in) float32 matrices
-    larger than the cache faster here. LMFORGE_GEMV=torch|numpy overrides the measurement."""
-    forced = os.environ.get("LMFORGE_GEMV", "").lower()
-    if forced in ("torch", "numpy"):
-        return forced
-    if 4 * d_in * d_out < 1 << 18:  # under 256 KB a product is all call overhead: nothing to gain
-        return "torch"
-    n = max(2, (64 << 20) // (4 * d_in * d_out))  # ~64 MB of weights: out of the caches
-    ws = [torch.full((d_out, d_in), 0.01) for _ in range(n)]
-    arrays = [w.numpy() for w in ws]
-    x = torch.randn(1, d_in)
-
-    def timed(f) -> float:
-        f()
-        best = float("inf")
-        for _ in range(3):
-            t = time.perf_counter()
-            for _ in range(max(1, repeats // n)):
-                f()
-            best = min(best, time.perf_counter() - t)
-        return best
-
-    with torch.no_grad():
-        t_torch = timed(lambda: [F.linear(x, w) for w in ws])
-        t_numpy = timed(lambda: [_numpy_linear(x, a, None) for a in arrays])
-    return "numpy" if t_numpy < 0.8 * t_torch else "torch"
-
-
-def use_numpy_gemv(model: nn.Module, choice: str = "auto") -> bool:
-    """Whether decode steps of `model` should go through NumPy: choice "numpy", "torch", or "auto"
-    (a float32 model on the CPU, and the probe finds NumPy faster at the model's feed-forward size)."""
-    if choice not in ("auto", "numpy", "torch"):
+def check_choice(choice: str) -> None:
+    if choice not in CHOICES:
         raise ValueError(f"gemv must be auto, numpy or torch, not {choice!r}")
-    p = next(model.parameters())
-    if choice == "torch" or p.device.type != "cpu" or p.dtype != torch.float32:
-        return False
-    return choice == "numpy" or faster_gemv(model.config.d_model, model.config.d_ff) == "numpy"
+
+
+def is_columns(w: torch.Tensor) -> bool:
+    """Whether a 2-D weight is stored column-major (the transpose of a contiguous matrix)."""
+    return w.dim() == 2 and w.size(0) > 1 and w.stride() == (1, w.size(0))
+
+
+@torch.no_grad()
+def set_layout(p: torch.Tensor, columns: bool) -> None:
+    """Store parameter `p` row-major or column-major in place: same values, other strides."""
+    if columns != is_columns(p):
+        p.data = p.data.t().contiguous().t() if columns else p.data.contiguous()
+
+
+def _linears(model: nn.Module) -> list[nn.Linear]:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)
+            and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32]
+
+
+@dataclass
+class DecodePlan:
+    """Who multiplies each weight (by id) in decode steps, and whether it is laid out column-major."""
+    backend: dict[int, str] = field(default_factory=dict)
+    columns: dict[int, bool] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per "shape backend layout": one decode step's GEMVs
+
+    def holds_for(self, linears: list[nn.Linear]) -> bool:
+        """The plan covers these weights and they still lie as it laid them out."""
+        return all(id(m.weight) in self.backend and is_columns(m.weight) == self.columns[id(m.weight)] for m in linears)
+
+
+_PLANS: "weakref.WeakKeyDictionary[nn.Module, DecodePlan]" = weakref.WeakKeyDictionary()
+
+
+def _time_pass(weights: list[tuple[nn.Linear, torch.Tensor]], backend: str, repeats: int) -> dict[int, float]:
+    """Seconds each weight's GEMV takes within passes over all of them in model order (the order and
+    the cache state of a decode step), the best of `repeats` passes."""
+    best: dict[int, float] = {}
+    xs = {m.in_features: torch.randn(1, m.in_features) for m, _ in weights}
+    arrays = [(m, w.detach().numpy(), None if m.bias is None else m.bias.detach().numpy()) for m, w in weights]
+    for r in range(repeats + 1):  # the first pass warms up (and pages in) everything
+        for m, w, b in arrays:
+            x = xs[m.in_features]
+            t = time.perf_counter()
+            if backend == "numpy":
+                _numpy_linear(x, w, b)
+            else:
+                F.linear(x, m.weight, m.bias)
+            if r:
+                best[id(m.weight)] = min(best.get(id(m.weight), float("inf")), time.perf_counter() - t)
+    return best
+
+
+def plan_decode(model: nn.Module, choice: str = "auto", repeats: int = 3) -> DecodePlan:
+    """The plan for `model`'s float32 CPU linears: `choice` "torch" or "numpy" routes all through one
+    (layouts untouched); "auto" measures, on the model's weights, PyTorch and NumPy on both layouts
+    and keeps the fastest per weight shape. LMFORGE_GEMV=torch|numpy overrides "auto". The plan is
+    kept per model and measured again only when the model's weights change layout or identity."""
+    check_choice(choice)
+    forced = os.environ.get("LMFORGE_GEMV", "").lower()
+    if choice == "auto" and forced in BACKENDS:
+        choice = forced
+    linears = _linears(model)
+    unique = list({id(m.weight): m for m in linears}.values())  # tied weights are planned once
+    if choice != "auto":
+        return DecodePlan({id(m.weight): choice for m in unique}, {id(m.weight): is_columns(m.weight) for m in unique})
+    plan = _PLANS.get(model)
+    if plan is not None and plan.holds_for(unique):
+        return plan
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in decode (see decode_linears)
+    try:
+        times: dict[tuple[int, str, bool], float] = {}
+        for columns in (False, True):
+            for m in unique:
+                set_layout(m.weight, columns)
+            for backend in BACKENDS:
+                for key, s in _time_pass([(m, m.weight) for m in unique], backend, repeats).items():
+                    times[key, backend, columns] = s
+    finally:
+        torch.set_num_threads(threads)
+    plan = DecodePlan()
+    for shape in {tuple(m.weight.shape) for m in unique}:
+        group = [m for m in unique if tuple(m.weight.shape) == shape]
+        total = {(b, c): sum(times[id(m.weight), b, c] for m in group) for b in BACKENDS for c in (False, True)}
+        rows = min(BACKENDS, key=lambda b: total[b, False])
+        cols = min(BACKENDS, key=lambda b: total[b, True])
+        columns = total[cols, True] < COLUMNS_GAIN * total[rows, False]
+        for m in group:
+            plan.backend[id(m.weight)] = cols if columns else rows
+            plan.columns[id(m.weight)] = columns
+        plan.seconds.update({f"{shape[0]}x{shape[1]} {b} {'columns' if c else 'rows'}": s for (b, c), s in total.items()})
+    for m in unique:
+        set_layout(m.weight, plan.columns[id(m.weight)])
+    _PLANS[model] = plan
+    return plan
+
+
+_ACTIVE: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()  # model -> [users, threads]
+_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def decode_linears(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+def decode_linears(model: nn.Module, enabled: bool = True, gemv: str = "auto") -> Iterator[None]:
     """Within the block, every float32 CPU nn.Linear of `model` computes batches of up to
-    SMALL_BATCH rows without gradients through NumPy; on leaving, each is restored.
+    SMALL_BATCH rows without gradients as `plan_decode(model, gemv)` says; on leaving, each is restored
+    (the layouts the plan chose stay). Blocks may nest or overlap across threads on one model: the
+    routing is set up by the first to enter and taken down by the last to leave.
 
     PyTorch runs one thread meanwhile: its idle OpenMP workers spin for a while after each
     operation, and spinning threads beside NumPy's own BLAS threads on the same cores make both
     many times slower. The thread count is restored on leaving too.
     """
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and "forward" not in m.__dict__
-               and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32]  # not already routed
-    if not (enabled and linears):
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    for m in linears:
-        w = m.weight.detach().numpy()
-        b = None if m.bias is None else m.bias.detach().numpy()
-
-        def forward(x, m=m, w=w, b=b):
-            if torch.is_grad_enabled() or x.dtype != torch.float32 or x.numel() > SMALL_BATCH * x.size(-1):
-                return F.linear(x, m.weight, m.bias)
-            return _numpy_linear(x, w, b)
-
-        m.forward = forward  # an instance attribute: nn.Module.__call__ finds it before the class's
+    linears = _linears(model)
+    with _LOCK:
+        active = _ACTIVE.get(model)
+        if active is None and enabled and linears:
+            plan = plan_decode(model, gemv)
+            if "numpy" in plan.backend.values():  # else PyTorch does it all: nothing to route
+                _ACTIVE[model] = active = [0, torch.get_num_threads()]
+                torch.set_num_threads(1)
+                for m in linears:
+                    _route(m, plan.backend[id(m.weight)])
+        if active is not None:
+            active[0] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
-        for m in linears:
-            del m.forward
+        if active is not None:
+            with _LOCK:
+                active[0] -= 1
+                if active[0] == 0:
+                    del _ACTIVE[model]
+                    torch.set_num_threads(active[1])
+                    for m in linears:
+                        m.__dict__.pop("forward", None)
+
+
+def _route(m: nn.Linear, backend: str) -> None:
+    """Give `m` an instance forward (nn.Module.__call__ finds it before the class's) that sends
+    small gradient-free float32 batches to `backend`."""
+    if backend != "numpy":
+        return
+    w = m.weight.detach().numpy()  # a view: column-major weights give a Fortran-ordered array
+    b = None if m.bias is None else m.bias.detach().numpy()
+
+    def forward(x, m=m, w=w, b=b):
+        if torch.is_grad_enabled() or x.dtype != torch.float32 or x.numel() > SMALL_BATCH * x.size(-1):
+            return F.linear(x, m.weight, m.bias)
+        return _numpy_linear(x, w, b)
+
+    m.forward = forward

@@ -334,7 +334,7 @@ def write_hf_dir(out: str | Path, hf_config: dict, tensors: dict, tokenizer_json
         write("config.json", hf_config)
         for name, obj in (extra or {}).items():
             write(name, obj)
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer_json is not None:
             (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
             tokens = {f"{role}_token": tok for role, (tok, _) in specials.items()}

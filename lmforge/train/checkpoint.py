@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
 
 from lmforge.config import ModelConfig
@@ -46,7 +46,8 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, tokenizer: Tokenizer,
         tokenizer.hf.save(str(tmp / "tokenizer.json"))
         if recipe is not None:
             recipe.save(tmp / "recipe.yaml")
-        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt", "step": str(step)})
+        tensors, shared = weights_to_save(model)
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt", "step": str(step), **shared})
         if trainer_state is not None:
             torch.save({**trainer_state, "step": step}, tmp / "trainer_state.pt")
         umask = os.umask(0)
@@ -61,6 +62,24 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, tokenizer: Tokenizer,
                 os.replace(tmp / name, run_dir / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def weights_to_save(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The state dict as safetensors stores it: a tensor shared under several names (tied
+    embeddings) once, under its first name, plus {other name: first name}; every tensor contiguous
+    (decoding may have laid weights out column-major, see generate/fast_linear.py). `load_model`
+    restores the shared names from the model it loads into."""
+    tensors: dict[str, torch.Tensor] = {}
+    shared: dict[str, str] = {}
+    first: dict[tuple, str] = {}
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        if key in first and t.numel():
+            shared[name] = first[key]
+        else:
+            first[key] = name
+            tensors[name] = t.contiguous()
+    return tensors, shared
 
 
 def is_checkpoint(path: str | Path) -> bool:
