@@ -143,6 +143,9 @@ def cmd_eval(args) -> None:
         from lmforge.config import load_recipe
         from lmforge.data.shards import prepare
 
+        if not (Path(args.run) / "recipe.yaml").is_file():
+            raise LmforgeError(f"{args.run} has no recipe.yaml, so it has no validation split of its own (a Hugging "
+                               "Face directory, or a run saved without one); give the text to score with --file")
         recipe = load_recipe(str(Path(args.run) / "recipe.yaml"))
         data = prepare(recipe.data, tokenizer=lm.tokenizer, log=_log(args))
         tokens, n_bytes, source = data.val, data.meta["val_bytes"], f"validation split of {recipe.data.corpus}"

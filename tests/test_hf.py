@@ -180,6 +180,12 @@ def test_cli_export_and_generate_from_the_export(tokenizer, tmp_path, capsys):
             "special_tokens_map.json", "generation_config.json"} <= set(r["files"])
     code, out, err = cli(capsys, "generate", tmp_path / "hf", "The", "--max-new-tokens", "5", "--json")
     assert code == 0 and json.loads(out)["prompt"] == "The", err
+    code, out, err = cli(capsys, "eval", tmp_path / "hf")  # no split of its own: the error names --file
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--file" in err and "Traceback" not in err
+    text = tmp_path / "t.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog.\n" * 30)
+    code, out, err = cli(capsys, "eval", tmp_path / "hf", "--file", text, "--json")
+    assert code == 0 and json.loads(out)["perplexity"] > 1, err
 
 
 def test_cli_export_bad_inputs(tokenizer, tmp_path, capsys):
