@@ -54,6 +54,21 @@ def test_generation_doc_numbers():
     assert f"{p[0] + p[1]:.4f}" in doc and f"{0.2 * p[0]:.4f}" in doc
     penalized = penalize_repeats(logits, torch.tensor([[0, 3]]), 1.5)
     assert rows(penalized)[0] in doc and dist(penalized) in doc
+    from lmforge.config import model_config_from_preset
+    from lmforge.generate.fast_linear import set_layout
+    from lmforge.models import build_model
+
+    cfg = model_config_from_preset("gpt-small", n_layer=6, n_head=6, d_model=384, vocab_size=8192, context_length=256,
+                                   position="learned", norm="layernorm", activation="gelu", bias=True, tie_embeddings=True)
+    n = sum(p.numel() for p in build_model(cfg).parameters())
+    assert f"{n:,}" in doc and f"{4 * n / 1e6:.1f} MB" in doc and f"beat {40e9 / (4 * n):.0f} tokens/s" in doc
+    w, x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([1.0, 1.0])
+    by_rows = [float(w[i] @ x) for i in range(2)]
+    columns = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    set_layout(columns, True)  # stored column by column, the same matrix
+    by_columns = sum(x[j] * columns[:, j] for j in range(2))
+    assert columns.stride() == (1, 2) and by_rows == by_columns.tolist() == (w @ x).tolist() == [3.0, 7.0]
+    assert "[1 + 2, 3 + 4] = [3, 7]" in doc and "1 x [1, 3] + 1 x [2, 4] = [3, 7]" in doc
     uncached = sum(16 + i for i in range(200))
     assert f"{uncached:,}" in doc and f"{16 + 199} positions" in doc and f"{uncached / 215:.1f} times" in doc
     for alpha, winner in ((0.0, [0] * 3), (1.0, [0] * 6)):
