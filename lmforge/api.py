@@ -111,15 +111,20 @@ class LM:
                stop_at_eos: bool = True, stop: str | list[str] | None = None, **options) -> Iterator[str]:
         """The continuation of one prompt as pieces of text, each yielded as soon as it is final: a
         byte-level token can end inside a multi-byte character, and text that may be the start of
-        a stop string waits until it is clear that it is not."""
+        a stop string waits until it is clear that it is not.
+
+        With num_samples n > 1 the n samples share one prefill and are decoded together, exactly
+        as `generate` decodes them with the same seed; each item is then a list of n pieces (""
+        where a sample has nothing new yet)."""
         gen = self.generate_config(max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos, **options)
-        if gen.num_samples > 1 or gen.num_beams > 1:
-            raise LmforgeError("streaming shows one continuation as it is produced; drop num_samples and num_beams")
-        shown = ""
-        for (text,) in self._texts([self.encode_prompt(prompt)], gen, stop_list(stop), final=False):
-            if len(text) > len(shown):
-                yield text[len(shown):]
-                shown = text
+        if gen.num_beams > 1:
+            raise LmforgeError("beam search keeps several candidates until the end, so it cannot stream; drop num_beams")
+        shown = [""] * gen.num_samples
+        for texts in self._texts([self.encode_prompt(prompt)], gen, stop_list(stop), final=False):
+            pieces = [t[len(s):] for t, s in zip(texts, shown)]
+            if any(pieces):
+                yield pieces if gen.num_samples > 1 else pieces[0]
+                shown = list(texts)
 
     def generate_config(self, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = None,
                         top_p: float | None = None, seed: int | None = None, stop_at_eos: bool = True,

@@ -201,11 +201,15 @@ def cmd_generate(args) -> None:
     if args.stream and not args.json:
         if args.beams > 1:
             raise LmforgeError("beam search keeps several candidates until the end, so it cannot stream; drop --stream or --beams")
-        for i in range(args.num_samples):  # one continuation after another, each shown as it is produced
-            print(args.prompt, end="", flush=True)
-            for piece in lm.stream(args.prompt, args.max_new_tokens, **dict(options, seed=None if args.seed is None else args.seed + i)):
-                print(piece, end="", flush=True)
-            print("\n" if i < args.num_samples - 1 else "")
+        # the samples are decoded together, as without --stream; the first is shown as it is produced
+        # and the others once all are done
+        others = [""] * (args.num_samples - 1)
+        print(args.prompt, end="", flush=True)
+        for pieces in lm.stream(args.prompt, args.max_new_tokens, num_samples=args.num_samples, **options):
+            first, *rest = [pieces] if args.num_samples == 1 else pieces
+            print(first, end="", flush=True)
+            others = [o + p for o, p in zip(others, rest)]
+        print("".join("\n\n" + args.prompt + o for o in others))
         return
     outs = lm.generate(args.prompt, args.max_new_tokens, num_samples=args.num_samples, num_beams=args.beams,
                        length_penalty=args.length_penalty, **options)
@@ -325,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=int, default=1, help="continuations of the prompt (sharing one prefill)")
     g.add_argument("--beams", type=int, default=1, help="> 1: beam search with this many beams")
     g.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length ** this")
-    g.add_argument("--stream", action="store_true", help="print the text as it is produced")
+    g.add_argument("--stream", action="store_true",
+                   help="print the text as it is produced (with --num-samples: the first sample live, the others when done)")
     json_flag(g)
 
     c = command("chat", cmd_chat, "talk with a chat-shaped model on the terminal (User:/Assistant: turns)")

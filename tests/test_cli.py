@@ -166,6 +166,17 @@ def test_stream_gives_the_same_text_as_generate(trained_run, capsys):
     assert code == 0 and out == "ROMEO:" + "".join(pieces) + "\n"
 
 
+def test_streamed_samples_are_the_samples_generate_gives(trained_run, capsys):
+    lm = lmforge.load(trained_run)
+    want = lm.generate("ROMEO:", max_new_tokens=25, seed=7, num_samples=3, stop="\n\n")
+    steps = list(lm.stream("ROMEO:", max_new_tokens=25, seed=7, num_samples=3, stop="\n\n"))
+    assert all(isinstance(s, list) and len(s) == 3 for s in steps) and len(set(want)) > 1
+    assert ["".join(s[i] for s in steps) for i in range(3)] == want  # one shared prefill, as in generate
+    code, out, _ = run(capsys, "generate", str(trained_run), "ROMEO:", "--stream", "--seed", "7", "--max-new-tokens",
+                       "25", "--num-samples", "3", "--stop", "\n\n")
+    assert code == 0 and out == "\n\n".join("ROMEO:" + w for w in want) + "\n"
+
+
 def test_stream_holds_back_incomplete_characters():
     import torch
 
