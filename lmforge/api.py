@@ -51,11 +51,19 @@ class LM:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def encode_prompt(self, prompt: str) -> list[int]:
-        ids = self.tokenizer.encode(prompt) if prompt else []
-        bos = self.tokenizer.bos_id
-        if self.add_bos and bos is not None and ids[:1] != [bos]:
-            ids = [bos] + ids
+    def encode_prompt(self, prompt: str | list[int]) -> list[int]:
+        """Token ids for a prompt: text is encoded (with the bos token first where the model wants
+        it); a list of token ids is taken as it is, e.g. a rendered chat template."""
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt) if prompt else []
+            bos = self.tokenizer.bos_id
+            if self.add_bos and bos is not None and ids[:1] != [bos]:
+                ids = [bos] + ids
+        else:
+            ids = [int(i) for i in prompt]
+            if any(not 0 <= i < self.config.vocab_size for i in ids):
+                raise LmforgeError(f"a prompt token id is outside the vocabulary of {self.config.vocab_size}; "
+                                   "encode the prompt with this model's tokenizer")
         context = self.config.context_length
         if len(ids) > context:
             raise LmforgeError(
@@ -106,12 +114,13 @@ class LM:
             return weights
         return weights, [tok.decode([i], skip_special_tokens=False) or tok.hf.id_to_token(i) for i in ids]
 
-    def stream(self, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
+    def stream(self, prompt: str | list[int] = "", max_new_tokens: int = 200, temperature: float = 0.8,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                stop_at_eos: bool = True, stop: str | list[str] | None = None, **options) -> Iterator[str]:
         """The continuation of one prompt as pieces of text, each yielded as soon as it is final: a
         byte-level token can end inside a multi-byte character, and text that may be the start of
-        a stop string waits until it is clear that it is not.
+        a stop string waits until it is clear that it is not. `prompt` is text, or token ids taken
+        as they are.
 
         With num_samples n > 1 the n samples share one prefill and are decoded together, exactly
         as `generate` decodes them with the same seed; each item is then a list of n pieces (""

@@ -1,5 +1,7 @@
 """Chat: a conversation rendered as one text that the model continues.
 
+lmforge's own template (`ChatTemplate`):
+
     [system text]\n\n                 (optional)
     User: <message>\n
     Assistant: <reply>\n
@@ -7,13 +9,19 @@
     Assistant:                         <- the model writes from here until "\nUser:" or end-of-text
 
 A chat-shaped model is one trained on text of this shape; any causal LM can be driven this way,
-but only such a model answers like an assistant. When the conversation outgrows the context, the
-oldest turns are left out (the system text always stays).
+but only such a model answers like an assistant. A Hugging Face chat model brings its own
+template, a Jinja program in its tokenizer_config.json ("chat_template") or chat_template.jinja;
+`HFChatTemplate` renders it as transformers' `apply_chat_template(..., add_generation_prompt=True)`
+does, and the reply ends at the model's end-of-text token. When the conversation outgrows the
+context, the oldest turns are left out (the system text always stays).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Iterator
 
 from lmforge.errors import LmforgeError
@@ -36,6 +44,61 @@ class ChatTemplate:
 
 
 @dataclass
+class HFChatTemplate:
+    """A Hugging Face chat template: `source` is its Jinja text, `tokens` the special-token strings
+    it may use (bos_token, eos_token, ...). Rendered in a sandbox, as transformers renders it."""
+    source: str
+    tokens: dict = field(default_factory=dict)
+
+    def render(self, turns: list[tuple[str, str]], system: str | None = None) -> str:
+        import jinja2  # a dependency of torch
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise LmforgeError(f"the model's chat template refused the conversation: {message}")
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+        env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
+        env.globals.update(raise_exception=raise_exception, strftime_now=lambda f: datetime.now().strftime(f))
+        messages = ([{"role": "system", "content": system}] if system else []) + \
+                   [{"role": role, "content": text} for role, text in turns]
+        try:
+            return env.from_string(self.source).render(messages=messages, add_generation_prompt=True, **self.tokens)
+        except jinja2.TemplateError as e:
+            raise LmforgeError(f"the model's chat template fails ({type(e).__name__}: {e}); fix chat_template in "
+                               "tokenizer_config.json or remove it to use User:/Assistant: turns") from None
+
+    @property
+    def stops(self) -> list[str]:
+        return []  # the turn ends at the end-of-text token
+
+
+def hf_chat_template(path: str | Path) -> HFChatTemplate | None:
+    """The chat template of a Hugging Face model directory, if it has one: chat_template.jinja, or
+    "chat_template" in tokenizer_config.json (a string, or named templates of which "default")."""
+    path = Path(path)
+    config_file = path / "tokenizer_config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise LmforgeError(f"{config_file} is not valid JSON; fix or remove it") from None
+    source = config.get("chat_template")
+    if isinstance(source, list):
+        named = {t.get("name"): t.get("template") for t in source if isinstance(t, dict)}
+        source = named.get("default")
+    if (path / "chat_template.jinja").is_file():
+        source = (path / "chat_template.jinja").read_text(encoding="utf-8")
+    if not isinstance(source, str) or not source.strip():
+        return None
+
+    def text(token):
+        return token.get("content") if isinstance(token, dict) else token
+
+    tokens = {k: text(v) for k, v in config.items() if k.endswith("_token") and isinstance(text(v), str)}
+    return HFChatTemplate(source, tokens)
+
+
+@dataclass
 class Chat:
     """A conversation with `lm` (an `lmforge.api.LM`); `send` streams the reply and remembers it."""
 
@@ -43,8 +106,13 @@ class Chat:
     system: str | None = None
     max_new_tokens: int = 200
     sampling: dict = field(default_factory=dict)  # temperature, top_k, top_p, min_p, ... for LM.stream
-    template: ChatTemplate = field(default_factory=ChatTemplate)
+    template: ChatTemplate | HFChatTemplate | None = None  # None: the model's own if it has one, else ChatTemplate()
     turns: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.template is None:
+            path = getattr(self.lm, "path", None)
+            self.template = (path and hf_chat_template(path)) or ChatTemplate()
 
     def prompt(self, message: str) -> str:
         """The text to continue: as many of the latest turns as fit, leaving room for the reply."""
@@ -60,6 +128,8 @@ class Chat:
 
     def send(self, message: str) -> Iterator[str]:
         text = self.prompt(message)
+        if isinstance(self.template, HFChatTemplate):  # it places any bos token itself, as transformers has it
+            text = self.lm.tokenizer.encode(text)
         reply = []
         for piece in self.lm.stream(text, self.max_new_tokens, stop=self.template.stops, **self.sampling):
             reply.append(piece)

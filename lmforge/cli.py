@@ -333,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the text as it is produced (with --num-samples: the first sample live, the others when done)")
     json_flag(g)
 
-    c = command("chat", cmd_chat, "talk with a chat-shaped model on the terminal (User:/Assistant: turns)")
+    c = command("chat", cmd_chat, "talk with a chat-shaped model on the terminal (its Hugging Face chat template if it has one, "
+                                           "else User:/Assistant: turns)")
     c.add_argument("run", help="run directory, or a Hugging Face GPT-2 / Llama directory")
     c.add_argument("--system", help="text placed before the conversation, e.g. who the assistant is")
     decoding_flags(c)

@@ -85,3 +85,12 @@ def test_cli_chat_loop(trained_run, capsys, monkeypatch):
     assert code == 0
     assert out.count("model> ") == 3
     assert "does not fit" in err  # the over-long message is refused and the loop goes on
+
+
+def test_token_id_prompts_are_taken_as_they_are(trained_run):
+    lm = lmforge.load(trained_run)
+    ids = lm.tokenizer.encode("ROMEO:")
+    assert "".join(lm.stream(ids, max_new_tokens=10, temperature=0)) == lm.generate("ROMEO:", max_new_tokens=10,
+                                                                                      temperature=0)
+    with pytest.raises(lmforge.LmforgeError, match="outside the vocabulary"):
+        next(lm.stream([lm.config.vocab_size]))

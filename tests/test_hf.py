@@ -1,6 +1,7 @@
 """Hugging Face interop: tiny random `transformers` GPT-2 / Llama models load into lmforge with the same
 logits and greedy text, and lmforge models export to directories transformers loads the same way."""
 
+import io
 import json
 
 import pytest
@@ -85,7 +86,7 @@ def tokenizer():
     return train_bpe([TEXT], vocab_size=300)
 
 
-def lmforge_model(kind: str, vocab: int) -> torch.nn.Module:
+def lmforge_model(kind: str, vocab: int, context: int = 64) -> torch.nn.Module:
     shapes = {
         "gpt2": dict(activation="gelu_tanh"),
         "gpt2-gelu-untied": dict(activation="gelu", tie_embeddings=False),
@@ -93,7 +94,7 @@ def lmforge_model(kind: str, vocab: int) -> torch.nn.Module:
                       tie_embeddings=False, rope_theta=500.0, norm_eps=1e-6, d_ff=96),
         "llama-tied-bias": dict(position="rope", norm="rmsnorm", activation="swiglu", n_kv_head=1, d_ff=96),
     }
-    cfg = ModelConfig(vocab_size=vocab, context_length=64, n_layer=2, n_head=4, d_model=64, **shapes[kind])
+    cfg = ModelConfig(vocab_size=vocab, context_length=context, n_layer=2, n_head=4, d_model=64, **shapes[kind])
     torch.manual_seed(0)
     return randomize(build_model(cfg))
 
@@ -217,3 +218,57 @@ def test_a_checkpoint_that_wants_bos_gets_it_on_every_prompt(tokenizer, tmp_path
     (out / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True}))
     lm = lmforge.load(out, device="cpu")
     assert lm.encode_prompt("hello") == [tokenizer.bos_id] + tokenizer.encode("hello")
+
+
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+INST = ("{{ bos_token }}{% if messages[-1]['role'] != 'user' %}{{ raise_exception('the last turn must be the user') }}"
+        "{% endif %}{% for m in messages %}\n  {% if m['role'] == 'system' %}[SYS]{{ m['content'] | trim }}[/SYS]\n"
+        "  {% elif m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]\n  {% else %} {{ m['content'] }}{{ eos_token }}\n"
+        "  {% endif %}{% endfor %}")
+
+
+@pytest.mark.parametrize("template, where", [(CHATML, "config"), (INST, "jinja"), (INST, "named")])
+def test_chat_uses_the_models_own_template_as_transformers_renders_it(template, where, tokenizer, tmp_path, capsys,
+                                                                        monkeypatch):
+    from lmforge.chat import Chat, HFChatTemplate
+
+    out = export_hf(LM(lmforge_model("llama", tokenizer.vocab_size, context=256), tokenizer), tmp_path / "hf")
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    if where == "jinja":
+        (out / "chat_template.jinja").write_text(template)
+    else:
+        config["chat_template"] = template if where == "config" else [{"name": "default", "template": template}]
+    (out / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True}))
+    lm = lmforge.load(out, device="cpu")
+    chat = Chat(lm, system="  Be brief. ", max_new_tokens=4, sampling=dict(temperature=0))
+    assert isinstance(chat.template, HFChatTemplate)
+    chat.turns = [("user", "hi"), ("assistant", "hello")]
+    messages = [{"role": "system", "content": "  Be brief. "}, {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"}, {"role": "user", "content": "how are you?"}]
+    ref = transformers.AutoTokenizer.from_pretrained(out)
+    text = ref.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert chat.prompt("how are you?") == text
+    want = ref.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    want = want["input_ids"] if isinstance(want, dict) or hasattr(want, "keys") else want
+    assert lm.encode_prompt(lm.tokenizer.encode(text)) == list(want)  # no second bos where the template has one
+    assert (tokenizer.bos_id in want) == (template == INST)
+    list(chat.send("how are you?"))
+    assert chat.turns[-2] == ("user", "how are you?") and chat.turns[-1][0] == "assistant"
+    if template == INST:
+        with pytest.raises(LmforgeError, match="chat template refused the conversation: the last turn must be the user"):
+            chat.template.render([("user", "a"), ("assistant", "b")])
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    assert cli(capsys, "chat", out, "--max-new-tokens", "3", "--temperature", "0")[0] == 0
+
+
+def test_a_broken_chat_template_is_one_clear_error(tokenizer, tmp_path):
+    from lmforge.chat import Chat
+
+    out = export_hf(LM(lmforge_model("gpt2", tokenizer.vocab_size), tokenizer), tmp_path / "hf")
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    (out / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": "{% for m in messages %}"}))
+    chat = Chat(lmforge.load(out, device="cpu"))
+    with pytest.raises(LmforgeError, match="chat template fails .*TemplateSyntaxError"):
+        chat.prompt("hi")
+    assert Chat(lmforge.load(out, device="cpu"), template=None).template.source.startswith("{% for")
