@@ -16,7 +16,6 @@ every figure.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import importlib.util
 import json
@@ -31,6 +30,9 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+
+from bench.classify_data import DATASETS, SPLIT, log, prepare, write_pretrain_text
+from bench.tfidf import C_GRID, tfidf
 
 # ------------------------------------------------------------------------------------------ commands
 # The lmforge command lines, in one place. Each is split with shlex first and then every piece is
@@ -60,18 +62,10 @@ PRETRAIN_ROWS = {
 QUICK_PRETRAIN_SETS = ["train.max_steps=20", "train.eval_every=20", "train.eval_batches=2",
                        "train.warmup_steps=2", "train.batch_size=8"]
 
-SPLIT = (0.8, 0.1, 0.1)  # train, validation, test: lmforge finetune's defaults (checked below)
-C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)  # inverse regularisation of the logistic regression
-DATASETS = {"bbc": "bbc-news", "zh": "chinese-reviews"}
 ENCODER_ROWS = {"minilm-bbc": "bbc", "lmforge-bert-bbc": "bbc", "zh-bert": "zh", "zh-electra": "zh"}
 PIECES = ("data", "tfidf-bbc", "tfidf-zh", *ENCODER_ROWS)
 ALIASES = {"tfidf": ("tfidf-bbc", "tfidf-zh"), "encoders": tuple(ENCODER_ROWS),
            "bbc": ("tfidf-bbc", "minilm-bbc", "lmforge-bert-bbc"), "zh": ("tfidf-zh", "zh-bert", "zh-electra")}
-QUICK_ROWS = {"bbc": 250, "zh": 400}  # --quick: a stratified subset of each corpus, in corpus order
-
-
-def log(*a) -> None:
-    print(*a, file=sys.stderr, flush=True)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -121,184 +115,6 @@ def parse_args(argv=None) -> argparse.Namespace:
             ap.error(f"unknown piece '{name}'; choose from {', '.join(PIECES)} or {', '.join(ALIASES)}")
     args.pieces = list(dict.fromkeys(chosen))
     return args
-
-
-# ------------------------------------------------------------------------------------------ data
-
-
-def _stratified_subset(labels: list[str], n: int) -> list[int]:
-    """About n row indices with every label in its corpus share, in corpus order (--quick only)."""
-    counts = Counter(labels)
-    want = {lab: max(2, round(n * c / len(labels))) for lab, c in counts.items()}
-    taken: Counter = Counter()
-    keep = []
-    for i, lab in enumerate(labels):
-        if taken[lab] < want[lab]:
-            taken[lab] += 1
-            keep.append(i)
-    return keep
-
-
-def _as_list(idx) -> list[int]:
-    return [int(i) for i in idx]
-
-
-def prepare(key: str, args) -> dict:
-    """Load a corpus, write it as WORK/<key>.csv, and fix its split; the split is recomputed from the
-    CSV exactly as `lmforge finetune` computes it, and must be identical."""
-    from lmforge.data.corpora import load_corpus
-    from lmforge.evaluate.classification import majority_baseline
-    from lmforge.evaluate.crossval import stratified_split
-
-    name = DATASETS[key]
-    corpus = load_corpus(name)
-    if not corpus.labels:
-        raise RuntimeError(f"corpus '{name}' has no labels")
-    docs, labels = list(corpus.documents), [str(x) for x in corpus.labels]
-    n_corpus = len(docs)
-    if args.quick:
-        keep = _stratified_subset(labels, QUICK_ROWS[key])
-        docs, labels = [docs[i] for i in keep], [labels[i] for i in keep]
-    args.work.mkdir(parents=True, exist_ok=True)
-    path = args.work / f"{key}.csv"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        w.writerows(zip(docs, labels))
-    tmp.replace(path)
-
-    train, val, test = (_as_list(s) for s in stratified_split(labels, SPLIT, seed=args.seed))
-    check = _finetune_split(path, args.seed)
-    same_rows = check.pop("texts") == docs and check["labels"] == labels
-    same_split = check.pop("split") == [train, val, test]
-    check.pop("labels")
-    if not (same_rows and same_split):
-        raise RuntimeError(f"{path}: the CSV read back as lmforge finetune reads it "
-                           f"{'gives a different split' if same_rows else 'differs from the corpus'}; "
-                           "the bench and fine-tuning would not score the same test rows")
-    test_set = set(docs[i] for i in test)
-    leaked = sum(1 for i in train if docs[i] in test_set)  # exact duplicates across the split
-    majority = majority_baseline([labels[i] for i in train], [labels[i] for i in test])
-    return {
-        "corpus": name, "csv": str(path), "rows": len(docs), "corpus_rows": n_corpus,
-        "labels": dict(sorted(Counter(labels).items())),
-        "split": {"fractions": list(SPLIT), "seed": args.seed, "train": len(train), "validation": len(val),
-                  "test": len(test), "identical_to_finetune": True, **check},
-        "train_rows_duplicating_a_test_text": leaked, "majority_baseline": majority,
-        "_docs": docs, "_labels": labels, "_split": (train, val, test),
-    }
-
-
-def _finetune_split(path: Path, seed: int) -> dict:
-    """The rows and split `lmforge finetune --data path --seed seed` uses (its reader, its fractions)."""
-    from lmforge.evaluate.crossval import stratified_split
-
-    try:
-        from lmforge.train.finetune import FinetuneConfig, read_rows
-    except ImportError as e:  # fine-tuning not importable here: read the CSV as it would
-        from lmforge.data.corpora import load_corpus
-
-        c = load_corpus(str(path), column="text", label_column="label")
-        rows, val, test = {"text": c.documents, "label": c.labels}, 0.1, 0.1
-        how = f"load_corpus (lmforge.train.finetune not importable: {e})"
-    else:
-        cfg = FinetuneConfig(seed=seed, progress=False)
-        rows, val, test = read_rows(str(path), cfg), cfg.val_fraction, cfg.test_fraction
-        how = "lmforge.train.finetune.read_rows + FinetuneConfig defaults"
-    fractions = (1 - val - test, val, test)  # as finetune() writes it
-    split = [_as_list(s) for s in stratified_split(rows["label"], fractions, seed=seed)]
-    return {"texts": rows["text"], "labels": rows["label"], "split": split, "recomputed_with": how}
-
-
-def write_pretrain_text(data: dict, folder: Path) -> Path:
-    """The TRAINING articles only, one .txt per article (document boundaries for next-sentence pairs)."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    train = data["_split"][0]
-    for i in train:
-        (tmp / f"{i:05d}.txt").write_text(data["_docs"][i], encoding="utf-8")
-    tmp.replace(folder)
-    test_texts = {data["_docs"][i] for i in data["_split"][2]}
-    written = {data["_docs"][i] for i in train}
-    data["pretrain_text"] = {"folder": str(folder), "documents": len(train),
-                             "test_texts_in_it": len(test_texts & written)}
-    return folder
-
-
-# ------------------------------------------------------------------------------------------ TF-IDF
-
-
-def _sklearn():
-    try:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-    except ImportError:
-        raise SystemExit('the TF-IDF baseline needs scikit-learn: pip install "lmforge[bench]" '
-                         '(or pip install scikit-learn), or leave it out with --only') from None
-    return TfidfVectorizer, LogisticRegression
-
-
-def tfidf_features(key: str) -> dict:
-    """The featurisations tried for a data set: name -> TfidfVectorizer keyword arguments."""
-    if key == "bbc":
-        return {"word_1-2gram": dict(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=2)}
-    out = {"char_1-3gram": dict(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)}
-    if importlib.util.find_spec("jieba") is not None:
-        import logging
-
-        import jieba
-
-        jieba.setLogLevel(logging.WARNING)
-        out["jieba_word_1-2gram"] = dict(tokenizer=jieba.lcut, token_pattern=None, lowercase=False,
-                                         ngram_range=(1, 2), sublinear_tf=True, min_df=2)
-    return out
-
-
-def tfidf(data: dict, key: str) -> dict:
-    """Fit TF-IDF on the training split, pick C on validation, score the test split once."""
-    from lmforge.evaluate.classification import classification_report
-
-    TfidfVectorizer, LogisticRegression = _sklearn()
-    docs, labels = data["_docs"], data["_labels"]
-    train, val, test = data["_split"]
-    names = sorted(set(labels))
-    pick = lambda idx, seq: [seq[i] for i in idx]  # noqa: E731
-    y_tr, y_va, y_te = pick(train, labels), pick(val, labels), pick(test, labels)
-    out = {"features": {}}
-    if importlib.util.find_spec("jieba") is None and key == "zh":
-        out["skipped"] = {"jieba_word_1-2gram": "jieba is not installed (pip install jieba)"}
-    for feat, kw in tfidf_features(key).items():
-        t0 = time.perf_counter()
-        vec = TfidfVectorizer(**kw)
-        x_tr = vec.fit_transform(pick(train, docs))  # vocabulary and idf from the training split only
-        x_va, x_te = vec.transform(pick(val, docs)), vec.transform(pick(test, docs))
-        val_acc, models = {}, {}
-        for c in C_GRID:
-            m = LogisticRegression(C=c, max_iter=3000)
-            m.fit(x_tr, y_tr)
-            models[c] = m
-            val_acc[c] = sum(p == y for p, y in zip(m.predict(x_va), y_va)) / len(y_va)
-        best = max(C_GRID, key=lambda c: (val_acc[c], -c))  # ties: the stronger regularisation
-        pred = [str(p) for p in models[best].predict(x_te)]  # the one look at the test split
-        rep = classification_report(y_te, pred, labels=names)
-        out["features"][feat] = {
-            "accuracy": rep["accuracy"], "f1_macro": rep["macro"]["f1"], "C": best,
-            "validation_accuracy_by_C": {str(c): round(a, 4) for c, a in val_acc.items()},
-            "n_features": len(vec.vocabulary_), "seconds": round(time.perf_counter() - t0, 1),
-            "report": rep,
-        }
-        log(f"[tfidf {key}] {feat}: C={best} (val {val_acc[best]:.4f}), test accuracy {rep['accuracy']:.4f}, "
-            f"macro F1 {rep['macro']['f1']:.4f} ({len(vec.vocabulary_):,} features, "
-            f"{time.perf_counter() - t0:.0f} s)")
-    first = next(iter(out["features"].values()))
-    out["accuracy"], out["f1_macro"] = first["accuracy"], first["f1_macro"]  # the row's headline figure
-    out["headline"] = next(iter(out["features"]))
-    return out
 
 
 # ------------------------------------------------------------------------------------------ lmforge runs
