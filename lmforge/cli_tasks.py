@@ -24,8 +24,12 @@ def _summary(report: dict) -> str:
     if report["task"] == "qa":
         return f"test: exact match {test['exact_match']:.1f}, F1 {test['f1']:.1f} on {report['test_rows']} rows"
     if report["task"] == "token":
+        ents = test.get("entities")
+        ent = (f"; entity-level (CoNLL) precision {ents['micro']['precision']:.4f}, recall "
+               f"{ents['micro']['recall']:.4f}, F1 {ents['micro']['f1']:.4f} over {ents['gold_entities']} entities"
+               if ents else "")
         return (f"{format_report(test)}\n\ntest: word-level accuracy {test['accuracy']:.4f}, macro F1 "
-                f"{test['macro']['f1']:.4f} over {test['n']} words of {report['test_rows']} rows")
+                f"{test['macro']['f1']:.4f} over {test['n']} words of {report['test_rows']} rows{ent}")
     base = report["majority_baseline"]["accuracy"]
     return (f"{format_report(test)}\n\ntest accuracy {test['accuracy']:.4f}, macro F1 {test['macro']['f1']:.4f} "
             f"(majority class: {base:.4f}); {report['train_rows']} train / {report['validation_rows']} "
@@ -107,7 +111,8 @@ def add_commands(sub, command, json_flag) -> None:
         sp.add_argument("--lr", type=float, help="peak learning rate (default: 5e-5)")
         sp.add_argument("--patience", type=int, help="evaluations without improvement before stopping (default: 2)")
         sp.add_argument("--evals-per-epoch", type=int, help="validation passes per epoch (default: 1)")
-        sp.add_argument("--metric", choices=["accuracy", "f1_macro"], help="what picks the kept checkpoint")
+        sp.add_argument("--metric", choices=["accuracy", "f1_macro", "entity_f1"],
+                        help="what picks the kept checkpoint (entity_f1: --task token with BIO tags)")
         sp.add_argument("--val-fraction", type=float, help="share of rows for validation (default: 0.1)")
         sp.add_argument("--test-fraction", type=float, help="share of rows for the final test (default: 0.1)")
         sp.add_argument("--seed", type=int, help="the split and the shuffling (default: 1337)")

@@ -183,6 +183,32 @@ def test_token_classification_tags_words(base_run, tmp_path):
     assert report["test"]["accuracy"] > 0.9
 
 
+def test_bio_tags_are_scored_as_entities_and_can_pick_the_checkpoint(base_run, tmp_path, capsys):
+    rng = random.Random(1)
+    lines = []
+    for _ in range(80):  # an entity is a run of a-words: B-A on its first word, I-A on the rest
+        words = rng.choices(["amber", "apple", "arm", "zinc", "zero"], k=6)
+        tags = [("I-A" if i and words[i - 1][0] == "a" else "B-A") if w[0] == "a" else "O" for i, w in enumerate(words)]
+        lines.append(json.dumps({"tokens": words, "tags": tags}))
+    data = tmp_path / "ner.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    report = finetune(base_run, str(data), tmp_path / "run", quick(task="token", epochs=10, metric="entity_f1"),
+                      log=lambda *a: None)
+    ents = report["test"]["entities"]
+    assert ents["gold_entities"] > 8 and set(ents["per_type"]) <= {"A"}
+    assert "entity_f1" in report["best_validation"] and ents["micro"]["f1"] > 0.5
+    with pytest.raises(LmforgeError, match="needs BIO or IOBES tags"):  # plain tags have no entities
+        plain = tmp_path / "plain.jsonl"
+        plain.write_text("".join(json.dumps({"tokens": ["a", "b"], "tags": ["X", "Y"]}) + "\n" for _ in range(12)))
+        finetune(base_run, str(plain), tmp_path / "run2", quick(task="token", metric="entity_f1"), log=lambda *a: None)
+    with pytest.raises(LmforgeError, match="use it with --task token"):
+        quick(metric="entity_f1")
+    assert not (tmp_path / "run2").exists()
+    assert main(["finetune", str(base_run), "--task", "token", "--data", str(data), "--metric", "entity_f1", "--epochs",
+                 "1", "--out", str(tmp_path / "run3")]) == 0
+    assert "entity-level (CoNLL) precision" in capsys.readouterr().out
+
+
 def test_token_rows_with_mismatched_tags_are_an_error(base_run, tmp_path):
     data = tmp_path / "tags.jsonl"
     data.write_text(json.dumps({"tokens": ["a", "b"], "tags": ["X"]}) + "\n")

@@ -29,6 +29,7 @@ from lmforge.errors import LmforgeError
 from lmforge.evaluate.classification import classification_report, majority_baseline, plot_confusion_matrix
 from lmforge.evaluate.crossval import stratified_kfold, stratified_split, summarize_folds
 from lmforge.evaluate.qa import best_span, qa_scores
+from lmforge.evaluate.entities import entity_report, is_chunk_tagset
 from lmforge.models import build_model
 from lmforge.objectives.classify import balanced_class_weights, sequence_loss, span_loss
 from lmforge.tokenizer import Tokenizer
@@ -61,7 +62,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     evals_per_epoch: int = 1
     patience: int = 2  # evaluations without a better validation metric before stopping; 0: never
-    metric: str = "accuracy"  # classify: accuracy | f1_macro (qa: f1)
+    metric: str = "accuracy"  # classify: accuracy | f1_macro; token: also entity_f1 (BIO tags); qa: f1
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
@@ -70,8 +71,10 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.task not in ("classify", "token", "qa"):
             raise LmforgeError(f"--task {self.task} is not supported; use classify, token or qa")
-        if self.metric not in ("accuracy", "f1_macro"):
-            raise LmforgeError(f"--metric {self.metric} is not supported; use accuracy or f1_macro")
+        if self.metric not in ("accuracy", "f1_macro", "entity_f1"):
+            raise LmforgeError(f"--metric {self.metric} is not supported; use accuracy, f1_macro or entity_f1 (token)")
+        if self.metric == "entity_f1" and self.task != "token":
+            raise LmforgeError("--metric entity_f1 scores tagged entities; use it with --task token")
         if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
             raise LmforgeError("--epochs, --batch-size and --lr must be positive")
 
@@ -221,13 +224,19 @@ class TokenClassification(Classification):
                     loss, logits = sequence_loss(model, batch)
                 loss_sum += loss.item() * len(idx)
                 scored = batch["labels"] != -100
-                true += batch["labels"][scored].tolist()
-                pred += logits.argmax(-1)[scored].tolist()
+                guess = logits.argmax(-1)
+                for j in range(len(idx)):  # one sequence of word tags per row
+                    true.append([self.labels[t] for t in batch["labels"][j][scored[j]].tolist()])
+                    pred.append([self.labels[t] for t in guess[j][scored[j]].tolist()])
         finally:
             model.train(was_training)
-        report = classification_report([self.labels[t] for t in true], [self.labels[p] for p in pred], self.labels)
-        return {"loss": loss_sum / max(1, len(ex)), "accuracy": report["accuracy"], "f1_macro": report["macro"]["f1"],
-                "report": report}
+        report = classification_report([t for row in true for t in row], [t for row in pred for t in row], self.labels)
+        out = {"loss": loss_sum / max(1, len(ex)), "accuracy": report["accuracy"], "f1_macro": report["macro"]["f1"],
+               "report": report}
+        if is_chunk_tagset(self.labels):  # BIO / IOBES tags: whole entities count, as CoNLL scores them
+            report["entities"] = entity_report(true, pred)
+            out["entity_f1"] = report["entities"]["micro"]["f1"]
+        return out
 
 
 class QuestionAnswering(Classification):
@@ -321,6 +330,9 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
     max_len = min(cfg.max_length or base.config.context_length, base.config.context_length)
     labels = {"classify": lambda: label_names(rows["label"]),
               "token": lambda: label_names([t for ts in rows["tags"] for t in ts]), "qa": list}[cfg.task]()
+    if cfg.metric == "entity_f1" and not is_chunk_tagset(labels):
+        raise LmforgeError(f"--metric entity_f1 needs BIO or IOBES tags (B-PER, I-PER, O, ...), but the tags are "
+                           f"{', '.join(labels[:5])}; use --metric accuracy or f1_macro")
     label_ids = {name: i for i, name in enumerate(labels)}
     parts = [_encode(tokenizer, rows, idx, cfg, max_len, encoder, label_ids) for idx in (train_idx, val_idx, test_idx)]
     cut = sum(p[0].truncated for p in parts)
