@@ -100,6 +100,8 @@ def add_commands(sub, command, json_flag) -> None:
         sp.add_argument("--question-column", help="qa: column with the question (default: question)")
         sp.add_argument("--context-column", help="qa: column with the passage (default: context)")
         sp.add_argument("--answer-column", help="qa: column with the answer copied from the passage (default: answer)")
+        sp.add_argument("--doc-stride", type=int, help="qa: a passage longer than fits is read in overlapping windows; "
+                        "tokens two neighbouring windows share (default: a quarter of a window)")
         sp.add_argument("--tokens-column", help="token: the list of words per .jsonl line (default: tokens)")
         sp.add_argument("--tags-column", help="token: the list of tags, one per word (default: tags)")
         sp.add_argument("--max-length", type=int, help="tokens per row (default: the model's context)")

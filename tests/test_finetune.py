@@ -152,6 +152,52 @@ def test_qa_fine_tunes_to_find_the_span(base_run, tmp_path):
     assert report["test"]["f1"] > 50
 
 
+def test_long_contexts_are_read_in_overlapping_windows():
+    from lmforge.data.labelled import encode_qa
+
+    tok = train_char(["abcdefghij klmnopqrstuvwxyz?"])
+    context = "abcdefghij" * 3 + " xyz " + "klmnopqrst" * 2  # 55 characters, one token each
+    answer = "xyz"
+    ex, offsets = encode_qa(tok, ["q?"], [context], [answer], max_len=25, stride=5)  # 20 context tokens a window
+    assert ex.truncated == 0 and set(ex.rows) == {0} and len(ex) == 4  # windows start at 0, 15, 30, 45
+    assert [o[0][0] for o in offsets] == [0, 15, 30, 45] and offsets[-1][-1][1] == len(context)
+    holding = [w for w, (s, e) in enumerate(ex.targets) if (s, e) != (0, 0)]
+    assert holding == [1, 2]  # "xyz" (characters 31-33) lies whole in the windows starting at 15 and 30
+    for w in holding:
+        first = ex.types[w].index(1)
+        s, e = ex.targets[w]
+        assert context[offsets[w][s - first][0]:offsets[w][e - first][1]] == answer
+        assert len(ex.ids[w]) == 25 and ex.ids[w][0] == tok.cls_id
+    short, _ = encode_qa(tok, ["q?"], ["abc xyz"], ["xyz"], max_len=25)
+    assert len(short) == 1 and short.targets == [(8, 10)]  # [CLS] q ? [SEP] a b c _ x y z [SEP]
+    cut, _ = encode_qa(tok, ["q?" * 20], [context], [answer], max_len=25)
+    assert cut.truncated == 1 and all(len(ids) <= 25 for ids in cut.ids)
+    with pytest.raises(LmforgeError, match="question is longer than half"):
+        encode_qa(tok, ["q?" * 20], [context], [answer], max_len=25, truncation="error")
+
+
+def test_qa_finds_answers_past_the_first_window(base_run, tmp_path):
+    from lmforge.data.labelled import encode_qa
+    from lmforge.train.checkpoint import load_pretrained
+
+    rng = random.Random(0)
+    rows = []
+    for i in range(120):  # the answer after 10 to 12 words: past the first 40-character window of the 48-token model
+        k = rng.randint(10, 12)
+        w = rng.choice(WARM)
+        rows.append({"question": "warm?", "context": " ".join(rng.choices(COLD, k=k) + [w] + rng.choices(COLD, k=3)),
+                     "answer": w})
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _, tok = load_pretrained(base_run)
+    ex, _ = encode_qa(tok, *([r[c] for r in rows] for c in ("question", "context", "answer")), max_len=48)
+    first_windows = [t for i, t in enumerate(ex.targets) if i == 0 or ex.rows[i - 1] != ex.rows[i]]
+    assert len(first_windows) == len(rows) < len(ex)
+    assert all(t == (0, 0) for t in first_windows)  # read only up to the context's cut, no answer would be found
+    report = finetune(base_run, str(data), tmp_path / "run", quick(task="qa", epochs=15), log=lambda *a: None)
+    assert report["truncated"] == 0 and report["test"]["f1"] > 40
+
+
 def test_patience_stops_when_validation_stops_improving(base_run, tmp_path):
     data = write_csv(tmp_path / "d.csv", rows())
     said = []

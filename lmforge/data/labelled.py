@@ -31,6 +31,7 @@ class Examples:
     types: list[list[int]]
     targets: list = field(default_factory=list)  # class index, or (start, end) token positions for QA
     truncated: int = 0  # rows cut to fit the context
+    rows: list[int] = field(default_factory=list)  # QA: the row each window of a long context comes from
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -92,37 +93,50 @@ def answer_span(context: str, answer: str, row: int) -> tuple[int, int]:
 
 
 def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], answers: list[str],
-              max_len: int, truncation: str = "warn") -> tuple[Examples, list[list[tuple[int, int]]]]:
-    """[CLS] question [SEP] context [SEP] with the answer's token span as the target.
+              max_len: int, truncation: str = "warn", stride: int | None = None
+              ) -> tuple[Examples, list[list[tuple[int, int]]]]:
+    """[CLS] question [SEP] context window [SEP], one example per window, with the answer's token
+    span in that window as the target.
 
-    The answer must occur in its context (its first occurrence is taken); an answer the truncated
-    context no longer holds is an error with `truncation="error"`, else the row is counted as cut
-    and kept with the span (0, 0), which points at [CLS] ("no answer here"). Also returns, per row,
-    each context token's character span, to turn a predicted span back into text.
+    A context longer than fits is read in overlapping windows (a sliding window): each holds
+    W = max_len - 3 - len(question) context tokens and starts W - stride tokens after the one
+    before, so an answer cut by one window's edge lies whole in the next (stride: the overlap,
+    default W // 4). A window that does not hold the whole answer has the target (0, 0), [CLS]:
+    "no answer here". `rows` maps each window to its row. The answer must occur in its context (its
+    first occurrence is taken). A question longer than half the room is cut (or, with
+    truncation="error", refused), and such rows are counted as truncated. Also returns each
+    window's context tokens' character spans, to turn a predicted span back into text.
     """
     out = Examples([], [])
-    offsets_per_row = []
+    offsets_per_window = []
+    room = max_len - 3
     for i, (q, c, a) in enumerate(zip(questions, contexts, answers)):
         start_char, end_char = answer_span(c, a, i)
         q_ids = tokenizer.encode(q)
         c_ids, offsets = tokenizer.encode_offsets(c)
-        fq, fc = _fit_pair(q_ids, c_ids, max_len - 3)
-        offsets = offsets[:len(fc)]
-        ids = [tokenizer.cls_id] + fq + [tokenizer.sep_id] + fc + [tokenizer.sep_id]
-        types = [0] * (len(fq) + 2) + [1] * (len(fc) + 1)
-        base = len(fq) + 2  # position of the first context token
-        inside = [j for j, (s, e) in enumerate(offsets) if s < end_char and e > start_char]
-        if len(fc) < len(c_ids) or len(fq) < len(q_ids):
+        fq = q_ids if len(q_ids) + len(c_ids) <= room or len(q_ids) <= room // 2 else q_ids[:room // 2]
+        if len(fq) < len(q_ids):
             if truncation == "error":
-                raise LmforgeError(f"row {i + 1} is longer than the model's context of {max_len}; shorten it "
-                                   "or allow truncation (--truncation warn)")
+                raise LmforgeError(f"row {i + 1}: the question is longer than half the model's context of {max_len}; "
+                                   "shorten it or allow truncation (--truncation warn)")
             out.truncated += 1
-        span = (base + inside[0], base + inside[-1]) if inside else (0, 0)
-        out.ids.append(ids)
-        out.types.append(types)
-        out.targets.append(span)
-        offsets_per_row.append(offsets)
-    return out, offsets_per_row
+        width = room - len(fq)
+        step = width - min(width // 4 if stride is None else stride, width - 1)
+        inside = [j for j, (s, e) in enumerate(offsets) if s < end_char and e > start_char]  # the answer's tokens
+        base = len(fq) + 2  # position of the first context token
+        start = 0
+        while True:
+            piece = c_ids[start:start + width]
+            holds = bool(inside) and start <= inside[0] and inside[-1] < start + len(piece)
+            out.ids.append([tokenizer.cls_id] + fq + [tokenizer.sep_id] + piece + [tokenizer.sep_id])
+            out.types.append([0] * (len(fq) + 2) + [1] * (len(piece) + 1))
+            out.targets.append((base + inside[0] - start, base + inside[-1] - start) if holds else (0, 0))
+            out.rows.append(i)
+            offsets_per_window.append(offsets[start:start + len(piece)])
+            if start + width >= len(c_ids):
+                break
+            start += step
+    return out, offsets_per_window
 
 
 def read_tagged(path: str, tokens_key: str = "tokens", tags_key: str = "tags") -> tuple[list[list[str]], list[list[str]]]:

@@ -48,6 +48,7 @@ class FinetuneConfig:
     question_column: str = "question"  # qa
     context_column: str = "context"  # qa
     answer_column: str = "answer"  # qa: the answer text, copied from the context
+    doc_stride: int | None = None  # qa: tokens shared by neighbouring windows of a long context (default: a quarter)
     tokens_column: str = "tokens"  # token: a list of words per .jsonl line
     tags_column: str = "tags"  # token: their tags, one per word
     val_fraction: float = 0.1
@@ -75,6 +76,8 @@ class FinetuneConfig:
             raise LmforgeError(f"--metric {self.metric} is not supported; use accuracy, f1_macro or entity_f1 (token)")
         if self.metric == "entity_f1" and self.task != "token":
             raise LmforgeError("--metric entity_f1 scores tagged entities; use it with --task token")
+        if self.doc_stride is not None and self.doc_stride < 0:
+            raise LmforgeError(f"--doc-stride {self.doc_stride} is negative; give the overlap in tokens (0 or more)")
         if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
             raise LmforgeError("--epochs, --batch-size and --lr must be positive")
 
@@ -262,7 +265,8 @@ class QuestionAnswering(Classification):
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        preds, loss_sum = [], 0.0
+        best: dict[int, tuple[float, str]] = {}  # row -> (score, text) of its best span over its windows
+        loss_sum = 0.0
         try:
             for s in range(0, len(ex), 64):
                 idx = list(range(s, min(s + 64, len(ex))))
@@ -272,13 +276,18 @@ class QuestionAnswering(Classification):
                 allowed = batch["token_type_ids"].bool() & batch["attention_mask"]
                 allowed[torch.arange(len(idx)), batch["attention_mask"].sum(1) - 1] = False  # the last [SEP]
                 start, end = best_span(logits[..., 0], logits[..., 1], allowed=allowed)
+                rows = torch.arange(len(idx), device=device)
+                score = (logits[rows, start, 0] + logits[rows, end, 1]).tolist()
                 for j, i in enumerate(idx):
                     first = ex.types[i].index(1)  # the first context token
                     a, b = int(start[j]) - first, int(end[j]) - first
-                    spans = offsets[i]
-                    preds.append(contexts[i][spans[a][0]:spans[b][1]] if 0 <= a <= b < len(spans) else "")
+                    spans, row = offsets[i], ex.rows[i] if ex.rows else i
+                    text = contexts[row][spans[a][0]:spans[b][1]] if 0 <= a <= b < len(spans) else ""
+                    if row not in best or score[j] > best[row][0]:
+                        best[row] = (score[j], text)
         finally:
             model.train(was_training)
+        preds = [best[r][1] if r in best else "" for r in range(len(answers))]
         scores = qa_scores(preds, [[a] for a in answers])
         return {"loss": loss_sum / max(1, len(ex)), "exact_match": scores["exact_match"], "f1": scores["f1"],
                 "predictions": preds}
@@ -315,7 +324,8 @@ def _encode(tokenizer, rows: dict, idx, cfg: FinetuneConfig, max_len: int, encod
         tags = [[label_ids[t] for t in ts] for ts in pick("tags")]
         return encode_tagged(tokenizer, pick("words"), tags, max_len, encoder, cfg.truncation), None
     if cfg.task == "qa":
-        return encode_qa(tokenizer, pick("question"), pick("context"), pick("answer"), max_len, cfg.truncation)
+        return encode_qa(tokenizer, pick("question"), pick("context"), pick("answer"), max_len, cfg.truncation,
+                         cfg.doc_stride)
     ex = encode_texts(tokenizer, pick("text"), max_len, encoder, pick("pair") if "pair" in rows else None,
                       cfg.truncation)
     ex.targets = [label_ids[rows["label"][i]] for i in idx]
