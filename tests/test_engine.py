@@ -75,6 +75,19 @@ def test_streams_past_the_context_and_stops_at_a_stop_id():
     assert ended and all(s[0] == PAD for s in rows[ended[0]:])  # a finished row yields PAD from then on
 
 
+def test_checking_for_the_end_every_few_steps_gives_the_same_tokens():
+    model = tiny("gpt-small")
+    ids = torch.randint(0, 61, (3, 4))
+    stop = generate(model, ids[:1], greedy(1))[0][0]
+    for gen in (greedy(40, stop_ids=(stop,)), GenerateConfig(max_new_tokens=40, seed=3, stop_ids=(stop, 7))):
+        ref = Engine(model).generate(ids, gen)
+        assert Engine(model, sync_every=8).generate(ids, gen) == ref
+    steps = list(Engine(model, sync_every=8).stream(ids[:1], greedy(50, stop_ids=(stop,))))
+    assert len(steps) == 8 and all(int(s[0]) == PAD for s in steps[1:])  # stopped at once, noticed at step 8
+    with pytest.raises(ValueError, match="sync_every"):
+        Engine(model, sync_every=0)
+
+
 def test_prompt_longer_than_the_context():
     with pytest.raises(ValueError, match="longer than the context"):
         next(Engine(tiny("gpt-mini")).stream(torch.zeros(1, 25, dtype=torch.long)))

@@ -26,12 +26,19 @@ from lmforge.generate.sampling import adjust_logits, choose, make_generator
 class Engine:
     """Decoding for one model. gemv: how decode steps multiply by the weights on the CPU: "auto"
     measures PyTorch and NumPy on both weight layouts once per model and keeps the fastest per
-    weight shape; "torch" or "numpy" routes every weight one way (see generate/fast_linear.py)."""
+    weight shape; "torch" or "numpy" routes every weight one way (see generate/fast_linear.py).
+    sync_every: steps between checks whether every row has stopped. A check waits for the device, so
+    on a GPU the host could not queue the next step while the current one runs; by default the CPU
+    checks every step and other devices every 8 (up to 7 steps of padding are then computed and
+    dropped after the last row stops; the tokens are the same)."""
 
-    def __init__(self, model: nn.Module, gemv: str = "auto"):
+    def __init__(self, model: nn.Module, gemv: str = "auto", sync_every: int | None = None):
         check_choice(gemv)
+        if sync_every is not None and sync_every < 1:
+            raise ValueError(f"sync_every must be 1 or more, not {sync_every}")
         self.model = model
         self.gemv = gemv
+        self.sync_every = sync_every
 
     @torch.no_grad()
     def stream(self, prompts: torch.Tensor | Sequence[Sequence[int]],
@@ -50,6 +57,7 @@ class Engine:
         stop = torch.tensor(gen.stop_ids, dtype=torch.long, device=state.device)
         done = torch.zeros(state.history.size(0), dtype=torch.bool, device=state.device)
         last = None
+        every = self.sync_every or (1 if state.device.type == "cpu" else 8)
         with decode_linears(model, state.history.size(0) <= SMALL_BATCH, self.gemv):
             for i in range(gen.max_new_tokens):
                 if i > 0:
@@ -58,7 +66,7 @@ class Engine:
                 yield nxt.masked_fill(done, PAD)
                 last = torch.where(done, last, nxt) if last is not None else nxt  # finished rows idle
                 done |= torch.isin(nxt, stop)
-                if bool(done.all()):
+                if stop.numel() and (i + 1) % every == 0 and bool(done.all()):
                     return
 
     def generate(self, prompts: torch.Tensor | Sequence[Sequence[int]],
@@ -68,10 +76,7 @@ class Engine:
         hypotheses of each prompt, best first."""
         if gen.num_beams > 1:
             return beam_search(self.model, as_rows(prompts, self.model.config.context_length), gen)
-        out: list[list[int]] | None = None
-        for step in self.stream(prompts, gen):
-            out = out or [[] for _ in range(step.numel())]
-            for row, t in zip(out, step.tolist()):
-                if t != PAD:
-                    row.append(t)
-        return out or [[] for _ in range(len(prompts) * gen.num_samples)]
+        steps = list(self.stream(prompts, gen))  # left on the device: one transfer at the end
+        if not steps:
+            return [[] for _ in range(len(prompts) * gen.num_samples)]
+        return [[t for t in row if t != PAD] for row in torch.stack(steps, 1).tolist()]
