@@ -106,3 +106,46 @@ def test_encoder_objective_doc_numbers():
         assert f"{value:.4f}" in rtd, value
     mean = terms.mean().item()
     assert f"L_RTD = {mean:.4f}" in rtd and f"{1.9 + 50 * mean:.4f}" in rtd
+
+
+def test_fine_tuning_doc_numbers():
+    from lmforge.data.labelled import encode_qa
+    from lmforge.evaluate.classification import classification_report
+    from lmforge.evaluate.entities import entity_report
+    from lmforge.evaluate.qa import exact_match, f1, normalize
+    from lmforge.tokenizer import train_char
+
+    doc = (DOCS / "fine-tuning.md").read_text()
+    true, pred = "pos pos pos pos neg neg neg neu neu neu".split(), "pos pos pos neg neg neg pos neu pos neg".split()
+    assert "    true       " + " ".join(true) in doc and "    predicted  " + " ".join(pred) in doc
+    r = classification_report(true, pred)
+    assert f"is 6 / 10 = {r['accuracy']:.4f}" in doc
+    m = r["confusion_matrix"]
+    for i, c in enumerate(r["labels"]):
+        tp, fp, fn = m[i][i], sum(row[i] for row in m) - m[i][i], sum(m[i]) - m[i][i]
+        s = r["per_class"][c]
+        assert f"| {c} | {tp} | {fp} | {fn} | {s['precision']:.4f} | {s['recall']:.4f} | {s['f1']:.4f} |" in doc, c
+    assert f"count the same: {r['macro']['f1']:.4f}" in doc and f"that is the accuracy, {r['micro']['f1']:.4f}" in doc
+
+    gold = [["B-PER", "I-PER", "O", "B-PER", "I-PER", "O", "B-LOC"]]
+    guess = [["B-PER", "I-PER", "O", "B-PER", "O", "O", "B-LOC"]]
+    for line, tags in (("true", gold[0]), ("predicted", guess[0])):
+        assert line + " " in doc and " ".join(tags).replace(" ", "") in doc.replace(" ", "")
+    e = entity_report(gold, guess)["micro"]
+    words_right = sum(a == b for a, b in zip(gold[0], guess[0])) / len(gold[0])
+    assert f"word accuracy {words_right:.4f}" in doc
+    assert f"(precision {e['precision']:.4f})" in doc and f"(recall\n{e['recall']:.4f})" in doc
+    assert f"entity F1 is {e['f1']:.4f}" in doc
+
+    g, p = "the Eiffel Tower", "Eiffel Tower, Paris"
+    assert f'"{g}"   ->  {normalize(g)}' in doc and f'"{p}" ->  {normalize(p)}' in doc
+    assert exact_match(p, g) == 0 and f"F1 = {f1(p, g):.4f}" in doc
+
+    tok = train_char(["abcdefghij klmnopqrstuvwxyz?"])
+    context = "abcdefghij" * 3 + " xyz " + "klmnopqrst" * 2
+    ex, offsets = encode_qa(tok, ["q?"], [context], ["xyz"], max_len=25, stride=5)
+    width = len(offsets[0])
+    assert f"holds 25 - 3 - 2 = {width} passage tokens" in doc and f"a {len(context)}-token passage" in doc
+    starts = [o[0][0] for o in offsets]
+    assert f"start\n{starts[1] - starts[0]} tokens apart" in doc
+    assert "starting at tokens " + ", ".join(map(str, starts[:-1])) + f" and {starts[-1]}" in doc
