@@ -41,7 +41,7 @@ def cmd_finetune(args) -> None:
     from lmforge.train.finetune import finetune
 
     out = Path(args.out or f"runs/finetune-{Path(args.data).stem}")
-    report = finetune(args.base, args.data, out, _config(args), log=_log(args))
+    report = finetune(args.base, args.data, out, _config(args), log=_log(args), resume=args.resume)
     report["run_dir"] = str(out)
     _emit(args, report, _summary(report) + f"\nthe best checkpoint, report.json and confusion.png are in {out}")
 
@@ -125,6 +125,8 @@ def add_commands(sub, command, json_flag) -> None:
     f = command("finetune", cmd_finetune, "fine-tune a pretrained model on labelled rows; keep the best; report on a "
                 "held-out test split")
     task_flags(f)
+    f.add_argument("--resume", action="store_true", help="continue a stopped run in --out from its last kept "
+                   "checkpoint (the same settings)")
     cv = command("cv", cmd_cv, "stratified k-fold cross-validation of fine-tuning: mean and standard deviation")
     task_flags(cv)
     cv.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")

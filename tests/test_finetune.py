@@ -94,6 +94,11 @@ def test_cli_finetune_json(base_run, tmp_path, capsys):
     assert code == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["test"]["n"] == 6 and "confusion_matrix" in r["test"]
+    args = ["finetune", str(base_run), "--data", str(data), "--text-column", "review", "--label-column", "y",
+            "--epochs", "1", "--out", str(tmp_path / "run"), "--json"]
+    assert main(args) == 2 and "pass --resume" in capsys.readouterr().err  # a finished run is not overwritten
+    assert main(args + ["--resume"]) == 0  # resuming a finished run scores its kept checkpoint again
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["test"] == r["test"]
 
 
 # ---------------------------------------------------------------- bad input
@@ -196,6 +201,40 @@ def test_qa_finds_answers_past_the_first_window(base_run, tmp_path):
     assert all(t == (0, 0) for t in first_windows)  # read only up to the context's cut, no answer would be found
     report = finetune(base_run, str(data), tmp_path / "run", quick(task="qa", epochs=15), log=lambda *a: None)
     assert report["truncated"] == 0 and report["test"]["f1"] > 40
+
+
+def test_a_stopped_finetune_resumes_to_the_same_result(base_run, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from lmforge.train.checkpoint import checkpoint_step
+    from lmforge.train.finetune import Classification
+
+    data = write_csv(tmp_path / "d.csv", rows())
+    cfg = quick(epochs=5)  # 6 steps an epoch, an evaluation (and maybe a kept checkpoint) after each
+    full = finetune(base_run, str(data), tmp_path / "full", cfg, log=lambda *a: None)
+    real, calls = Classification.loss, {"n": 0}
+
+    def crashes_in_epoch_4(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] == 21:
+            raise KeyboardInterrupt  # stopped by the user, between two kept checkpoints
+        return real(self, model, batch)
+
+    monkeypatch.setattr(Classification, "loss", crashes_in_epoch_4)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(base_run, str(data), tmp_path / "run", cfg, log=lambda *a: None)
+    monkeypatch.setattr(Classification, "loss", real)
+    with pytest.raises(LmforgeError, match="already holds a checkpoint; pass --resume"):
+        finetune(base_run, str(data), tmp_path / "run", cfg, log=lambda *a: None)
+    with pytest.raises(LmforgeError, match="another lr"):
+        finetune(base_run, str(data), tmp_path / "run", quick(epochs=5, lr=2e-3), log=lambda *a: None, resume=True)
+    with pytest.raises(LmforgeError, match="no fine-tuning run to resume"):
+        finetune(base_run, str(data), tmp_path / "empty", cfg, log=lambda *a: None, resume=True)
+    resumed = finetune(base_run, str(data), tmp_path / "run", cfg, log=lambda *a: None, resume=True)
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same kept checkpoint: a later evaluation that only ties
+    assert resumed["test"] == full["test"] and resumed["best_validation"] == full["best_validation"]  # is not kept
+    assert checkpoint_step(tmp_path / "run") == checkpoint_step(tmp_path / "full") < full["steps"]
 
 
 def test_patience_stops_when_validation_stops_improving(base_run, tmp_path):

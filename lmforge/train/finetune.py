@@ -33,7 +33,7 @@ from lmforge.evaluate.entities import entity_report, is_chunk_tagset
 from lmforge.models import build_model
 from lmforge.objectives.classify import balanced_class_weights, sequence_loss, span_loss
 from lmforge.tokenizer import Tokenizer
-from lmforge.train.checkpoint import load_checkpoint, load_pretrained, write_json
+from lmforge.train.checkpoint import is_checkpoint, load_checkpoint, load_pretrained, write_json
 from lmforge.train.trainer import Trainer
 
 
@@ -333,8 +333,9 @@ def _encode(tokenizer, rows: dict, idx, cfg: FinetuneConfig, max_len: int, encod
 
 
 def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfig, out: Path, data: str,
-                   log=print) -> dict:
-    """Fine-tune on split[0], keep the best on split[1], score split[2] once: the report (a dict)."""
+                   log=print, resume: bool = False, settings: dict | None = None) -> dict:
+    """Fine-tune on split[0], keep the best on split[1], score split[2] once: the report (a dict).
+    `settings` go to out/finetune.json once the inputs are checked, before training starts."""
     train_idx, val_idx, test_idx = split
     encoder = not base.config.causal
     max_len = min(cfg.max_length or base.config.context_length, base.config.context_length)
@@ -350,6 +351,7 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
         log(f"warning: {cut} of {len(rows[next(iter(rows))])} rows are longer than {max_len} tokens and were cut "
             "at the end (--truncation error refuses them instead)")
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
+    torch.manual_seed(cfg.seed)  # the new head's initial weights: the same for the same seed, in any process
     model = _task_model(base, cfg.task, labels)
     if cfg.task == "token":
         task = TokenClassification(parts[0][0], parts[1][0], labels, cfg, pad, tokenizer)
@@ -359,7 +361,9 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
     else:
         task = Classification(parts[0][0], parts[1][0], labels, cfg, pad, tokenizer)
     recipe = _recipe(cfg, model.config, data, len(parts[0][0]))
-    trainer = Trainer(recipe, out, log=log, model=model, task=task)
+    if settings is not None:
+        write_json(out / "finetune.json", settings)  # before any checkpoint: a stopped run can be resumed
+    trainer = Trainer(recipe, out, resume=resume, log=log, model=model, task=task)
     result = trainer.fit()
     best, _ = load_checkpoint(out, trainer.device)  # the kept (best-on-validation) weights
     report: dict = {"task": cfg.task, "base_params": base.num_params(), "train_rows": len(train_idx),
@@ -379,9 +383,39 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
     return report
 
 
-def finetune(base_path: str | Path, data: str, out: str | Path, cfg: FinetuneConfig, log=print) -> dict:
-    """`lmforge finetune`: split, fine-tune, keep the best, score the test split; report.json beside the run."""
+def _settings(base_path, data, cfg: FinetuneConfig) -> dict:
+    """What a fine-tuning run was started with (finetune.json); a resume must match it."""
+    return {"base": str(base_path), "data": str(data), "config": dataclasses.asdict(cfg)}
+
+
+def _check_resume(out: Path, settings: dict, resume: bool) -> None:
+    if not resume:
+        if is_checkpoint(out):
+            raise LmforgeError(f"{out} already holds a checkpoint; pass --resume to continue that fine-tuning run, "
+                               "or choose another --out")
+        return
+    try:
+        saved = json.loads((out / "finetune.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = None
+    if saved is None or not is_checkpoint(out):
+        raise LmforgeError(f"{out} holds no fine-tuning run to resume; run without --resume, or give the run with --out")
+    mine = {**settings, "config": {k: v for k, v in settings["config"].items() if k != "progress"}}
+    theirs = {**saved, "config": {k: v for k, v in saved.get("config", {}).items() if k != "progress"}}
+    if mine != theirs:
+        diff = [k for k in mine if k != "config" and mine[k] != theirs.get(k)] or \
+            [k for k in mine["config"] if mine["config"][k] != theirs["config"].get(k)]
+        raise LmforgeError(f"{out} was fine-tuned with another {diff[0]} ({theirs.get(diff[0], theirs['config'].get(diff[0]))!r}); "
+                           "resume with the same settings, or choose another --out")
+
+
+def finetune(base_path: str | Path, data: str, out: str | Path, cfg: FinetuneConfig, log=print,
+             resume: bool = False) -> dict:
+    """`lmforge finetune`: split, fine-tune, keep the best, score the test split; report.json beside the
+    run. resume: continue a run that was stopped, from its last kept checkpoint, with its settings."""
     out = Path(out)
+    settings = _settings(base_path, data, cfg)
+    _check_resume(out, settings, resume)
     base, tokenizer = load_base(base_path)
     rows = read_rows(data, cfg)
     key = rows["label"] if cfg.task == "classify" else ["all"] * len(next(iter(rows.values())))
@@ -389,9 +423,8 @@ def finetune(base_path: str | Path, data: str, out: str | Path, cfg: FinetuneCon
         label_names(rows["label"])
     fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
     split = stratified_split(key, fractions, seed=cfg.seed)
-    report = train_and_test(base, tokenizer, rows, split, cfg, out, data, log)
+    report = train_and_test(base, tokenizer, rows, split, cfg, out, data, log, resume, settings)
     report.update(base=str(base_path), data=str(data), config=dataclasses.asdict(cfg))
-    write_json(out / "finetune.json", {"base": str(base_path), "config": dataclasses.asdict(cfg)})
     if cfg.task != "qa":
         plot_confusion_matrix(report["test"], out / "confusion.png", title=f"{Path(data).name}: test split")
     write_json(out / "report.json", report)

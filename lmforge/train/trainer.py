@@ -83,6 +83,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, tcfg)
         self.step = 0
         self.best: float | None = None  # the best headline metric so far (train.keep_best / patience)
+        self.best_eval: dict | None = None  # the numbers of the evaluation that set it
+        self.evals_without_gain = 0
         self.horizon = tcfg.max_steps  # where the schedule ends; shrinks to fit train.time_limit_minutes
         if resume:
             self._load_state()
@@ -90,7 +92,9 @@ class Trainer:
     # --- state -----------------------------------------------------------------------------------
     def _state(self) -> dict:
         state = {"optimizer": self.optimizer.state_dict(), "data": self.task.state_dict(),
-                 "rng_cpu": torch.get_rng_state()}
+                 "rng_cpu": torch.get_rng_state(), "evals_without_gain": self.evals_without_gain}
+        if self.best is not None:  # a resumed run keeps comparing against it (keep_best, patience)
+            state["best"], state["best_eval"] = self.best, self.best_eval
         if self.horizon < self.recipe.train.max_steps:  # shrunk to fit the time limit
             state["horizon"] = self.horizon
         if torch.cuda.is_available():
@@ -108,6 +112,8 @@ class Trainer:
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.step = int(state["step"])
+        self.best, self.best_eval = state.get("best"), state.get("best_eval")
+        self.evals_without_gain = int(state.get("evals_without_gain", 0))
         if "horizon" in state:
             self.horizon = min(int(state["horizon"]), self.recipe.train.max_steps)
 
@@ -127,6 +133,7 @@ class Trainer:
         metrics = MetricsLog(self.run_dir, self.step if self.resume else None)
         result = TrainResult(self.run_dir, self.step, n_params=model.num_params(),
                              flops_per_token=model.flops_per_token())
+        result.best = dict(self.best_eval) if self.best_eval else None  # a resumed run's kept evaluation
         if self.step == 0:
             self._record_eval(metrics, result)
             self.save()
@@ -136,7 +143,6 @@ class Trainer:
         t_start = t_log = time.perf_counter()
         step_at_start = self.step
         tokens_done = tokens_at_log = 0
-        evals_without_gain = 0
         try:
             while self.step < self.horizon:
                 if cfg.time_limit_minutes > 0 and self.step == step_at_start + 20:
@@ -180,7 +186,7 @@ class Trainer:
                     self._record_eval(metrics, result, full=last)  # the final figure scores every token
                     ev = result.evals[-1]
                     improved = self._improved(ev)
-                    evals_without_gain = 0 if improved else evals_without_gain + 1
+                    self.evals_without_gain = 0 if improved else self.evals_without_gain + 1
                     if cfg.progress:
                         head = self.task.headline
                         bar.write(f"step {self.step}: val loss {ev['loss']:.4f}, {head} {ev[head]:.4f}"
@@ -191,7 +197,7 @@ class Trainer:
                             self.save()
                     elif cfg.save_every == 0 or last:
                         self.save()
-                    if cfg.patience and evals_without_gain >= cfg.patience and not last:
+                    if cfg.patience and self.evals_without_gain >= cfg.patience and not last:
                         self.log(f"no better {self.task.headline} in {cfg.patience} evaluations; stopping early at "
                                  f"step {self.step}")
                         stop = True
@@ -229,6 +235,7 @@ class Trainer:
         better = self.best is None or (value > self.best if self.task.higher_is_better else value < self.best)
         if better:
             self.best = value
+            self.best_eval = {k: v for k, v in ev.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         return better
 
     def _record_eval(self, metrics: MetricsLog, result: TrainResult, full: bool = False) -> None:
