@@ -10,7 +10,6 @@ checkpoint). The loop is the pretraining loop (train/trainer.py); only the task 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -24,16 +23,17 @@ import torch
 from lmforge.config import DataConfig, ModelConfig, Recipe, TrainConfig
 from lmforge.data.corpora import load_corpus
 from lmforge.data.labelled import (Examples, ShuffledBatches, answer_span, encode_qa, encode_tagged, encode_texts,
-                                   pad_batch, read_tagged)
+                                   read_tagged)
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.classification import classification_report, majority_baseline, plot_confusion_matrix
 from lmforge.evaluate.crossval import stratified_kfold, stratified_split, summarize_folds
-from lmforge.evaluate.qa import best_span, qa_scores
+from lmforge.evaluate.qa import qa_scores
 from lmforge.evaluate.entities import entity_report, is_chunk_tagset
 from lmforge.models import build_model
 from lmforge.objectives.classify import balanced_class_weights, sequence_loss, span_loss
 from lmforge.tokenizer import Tokenizer
 from lmforge.train.checkpoint import is_checkpoint, load_checkpoint, load_pretrained, write_json
+from lmforge.train.inference import answer_spans, class_batch, predict_probs, span_batch, tag_words, token_batch
 from lmforge.train.trainer import Trainer
 
 
@@ -134,33 +134,6 @@ def label_names(labels: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------------------ tasks
 
 
-@torch.no_grad()
-def predict_probs(model, ex: Examples, pad_id: int, autocast=None, batch_size: int = 64) -> tuple[torch.Tensor, float]:
-    """Class probabilities (N, C) for every example, and the mean loss when targets are known."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    probs, loss_sum = [], 0.0
-    try:
-        for s in range(0, len(ex), batch_size):
-            idx = list(range(s, min(s + batch_size, len(ex))))
-            batch = pad_batch([ex.ids[i] for i in idx], [ex.types[i] for i in idx], pad_id)
-            if ex.targets:
-                batch["labels"] = torch.tensor([ex.targets[i] for i in idx], dtype=torch.long)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with (autocast or contextlib.nullcontext)():
-                if ex.targets:
-                    loss, logits = sequence_loss(model, batch)
-                    loss_sum += loss.item() * len(idx)
-                else:
-                    logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
-            probs.append(torch.softmax(logits.float(), -1).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(probs), loss_sum / max(1, len(ex))
-
-
-
 class Classification:
     """Sequence classification: cross-entropy (optionally class-weighted); accuracy and F1 on validation."""
 
@@ -177,9 +150,7 @@ class Classification:
             self.class_weights = balanced_class_weights(np.bincount(examples.targets, minlength=len(labels)).tolist())
 
     def _batch(self, ex: Examples, idx: list[int]) -> dict:
-        batch = pad_batch([ex.ids[i] for i in idx], [ex.types[i] for i in idx], self.pad_id)
-        batch["labels"] = torch.tensor([ex.targets[i] for i in idx], dtype=torch.long)
-        return batch
+        return class_batch(ex, idx, self.pad_id)
 
     def next_batch(self) -> dict:
         return self._batch(self.examples, self.batches.next_indices())
@@ -205,37 +176,15 @@ class TokenClassification(Classification):
     """A tag per word (on its first token): cross-entropy over tagged tokens; the report over words."""
 
     def _batch(self, ex: Examples, idx: list[int]) -> dict:
-        batch = pad_batch([ex.ids[i] for i in idx], [ex.types[i] for i in idx], self.pad_id)
-        labels = torch.full(batch["input_ids"].shape, -100, dtype=torch.long)
-        for j, i in enumerate(idx):
-            labels[j, :len(ex.targets[i])] = torch.tensor(ex.targets[i])
-        batch["labels"] = labels
-        return batch
+        return token_batch(ex, idx, self.pad_id)
 
-    @torch.no_grad()
     def evaluate(self, model, full: bool = False, autocast=None, examples: Examples | None = None) -> dict:
         ex = examples or self.val
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        true, pred, loss_sum = [], [], 0.0
-        try:
-            for s in range(0, len(ex), 64):
-                idx = list(range(s, min(s + 64, len(ex))))
-                batch = {k: v.to(device) for k, v in self._batch(ex, idx).items()}
-                with (autocast or contextlib.nullcontext)():
-                    loss, logits = sequence_loss(model, batch)
-                loss_sum += loss.item() * len(idx)
-                scored = batch["labels"] != -100
-                guess = logits.argmax(-1)
-                for j in range(len(idx)):  # one sequence of word tags per row
-                    true.append([self.labels[t] for t in batch["labels"][j][scored[j]].tolist()])
-                    pred.append([self.labels[t] for t in guess[j][scored[j]].tolist()])
-        finally:
-            model.train(was_training)
+        pred, true, loss = tag_words(model, ex, self.pad_id, autocast)
+        true = [[self.labels[t] for t in row] for row in true]
+        pred = [[self.labels[t] for t in row] for row in pred]
         report = classification_report([t for row in true for t in row], [t for row in pred for t in row], self.labels)
-        out = {"loss": loss_sum / max(1, len(ex)), "accuracy": report["accuracy"], "f1_macro": report["macro"]["f1"],
-               "report": report}
+        out = {"loss": loss, "accuracy": report["accuracy"], "f1_macro": report["macro"]["f1"], "report": report}
         if is_chunk_tagset(self.labels):  # BIO / IOBES tags: whole entities count, as CoNLL scores them
             report["entities"] = entity_report(true, pred)
             out["entity_f1"] = report["entities"]["micro"]["f1"]
@@ -251,46 +200,16 @@ class QuestionAnswering(Classification):
         self.headline, self.val_rows = "f1", val_rows
 
     def _batch(self, ex: Examples, idx: list[int]) -> dict:
-        batch = pad_batch([ex.ids[i] for i in idx], [ex.types[i] for i in idx], self.pad_id)
-        batch["start_positions"] = torch.tensor([ex.targets[i][0] for i in idx], dtype=torch.long)
-        batch["end_positions"] = torch.tensor([ex.targets[i][1] for i in idx], dtype=torch.long)
-        return batch
+        return span_batch(ex, idx, self.pad_id)
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         return span_loss(model, batch)[0]
 
-    @torch.no_grad()
     def evaluate(self, model, full: bool = False, autocast=None, examples=None) -> dict:
         ex, (contexts, offsets, answers) = examples or self.val, self.val_rows
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        best: dict[int, tuple[float, str]] = {}  # row -> (score, text) of its best span over its windows
-        loss_sum = 0.0
-        try:
-            for s in range(0, len(ex), 64):
-                idx = list(range(s, min(s + 64, len(ex))))
-                batch = {k: v.to(device) for k, v in self._batch(ex, idx).items()}
-                loss, logits = span_loss(model, batch)
-                loss_sum += loss.item() * len(idx)
-                allowed = batch["token_type_ids"].bool() & batch["attention_mask"]
-                allowed[torch.arange(len(idx)), batch["attention_mask"].sum(1) - 1] = False  # the last [SEP]
-                start, end = best_span(logits[..., 0], logits[..., 1], allowed=allowed)
-                rows = torch.arange(len(idx), device=device)
-                score = (logits[rows, start, 0] + logits[rows, end, 1]).tolist()
-                for j, i in enumerate(idx):
-                    first = ex.types[i].index(1)  # the first context token
-                    a, b = int(start[j]) - first, int(end[j]) - first
-                    spans, row = offsets[i], ex.rows[i] if ex.rows else i
-                    text = contexts[row][spans[a][0]:spans[b][1]] if 0 <= a <= b < len(spans) else ""
-                    if row not in best or score[j] > best[row][0]:
-                        best[row] = (score[j], text)
-        finally:
-            model.train(was_training)
-        preds = [best[r][1] if r in best else "" for r in range(len(answers))]
+        preds, loss = answer_spans(model, ex, contexts, offsets, self.pad_id)
         scores = qa_scores(preds, [[a] for a in answers])
-        return {"loss": loss_sum / max(1, len(ex)), "exact_match": scores["exact_match"], "f1": scores["f1"],
-                "predictions": preds}
+        return {"loss": loss, "exact_match": scores["exact_match"], "f1": scores["f1"], "predictions": preds}
 
 
 # ------------------------------------------------------------------------------------------ running
