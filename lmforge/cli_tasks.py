@@ -17,6 +17,16 @@ def _config(args):
     return FinetuneConfig(**values)
 
 
+def _entities(report: dict, lead: str) -> str:
+    """The entity-level figures of a tagging report, when its tags mark entities."""
+    e = report.get("entities")
+    if not e:
+        return ""
+    m = e["micro"]
+    return (f"{lead}entity-level (CoNLL) precision {m['precision']:.4f}, recall {m['recall']:.4f}, F1 {m['f1']:.4f} "
+            f"over {e['gold_entities']} entities")
+
+
 def _summary(report: dict) -> str:
     test = report["test"]
     from lmforge.evaluate.classification import format_report
@@ -24,12 +34,9 @@ def _summary(report: dict) -> str:
     if report["task"] == "qa":
         return f"test: exact match {test['exact_match']:.1f}, F1 {test['f1']:.1f} on {report['test_rows']} rows"
     if report["task"] == "token":
-        ents = test.get("entities")
-        ent = (f"; entity-level (CoNLL) precision {ents['micro']['precision']:.4f}, recall "
-               f"{ents['micro']['recall']:.4f}, F1 {ents['micro']['f1']:.4f} over {ents['gold_entities']} entities"
-               if ents else "")
         return (f"{format_report(test)}\n\ntest: word-level accuracy {test['accuracy']:.4f}, macro F1 "
-                f"{test['macro']['f1']:.4f} over {test['n']} words of {report['test_rows']} rows{ent}")
+                f"{test['macro']['f1']:.4f} over {test['n']} words of {report['test_rows']} rows"
+                + _entities(test, "; "))
     base = report["majority_baseline"]["accuracy"]
     return (f"{format_report(test)}\n\ntest accuracy {test['accuracy']:.4f}, macro F1 {test['macro']['f1']:.4f} "
             f"(majority class: {base:.4f}); {report['train_rows']} train / {report['validation_rows']} "
@@ -61,15 +68,17 @@ def cmd_cv(args) -> None:
 
 def cmd_predict(args) -> None:
     from lmforge.cli import _emit, _log
-    from lmforge.train.finetune import predict_file
+    from lmforge.train.predict import predict_file
 
     out, report = predict_file(args.run, args.file, args.out, args.text_column, args.truncation, log=_log(args))
     r = {"predictions": str(out), "report": report}
     text = f"predictions written to {out}"
-    if report:
+    if report and "exact_match" in report:
+        text = f"exact match {report['exact_match']:.1f}, F1 {report['f1']:.1f} on {report['n']} questions\n" + text
+    elif report:
         from lmforge.evaluate.classification import format_report
 
-        text = format_report(report) + "\n\n" + text
+        text = format_report(report) + _entities(report, "\n") + "\n\n" + text
     _emit(args, r, text)
 
 
@@ -130,9 +139,10 @@ def add_commands(sub, command, json_flag) -> None:
     cv = command("cv", cmd_cv, "stratified k-fold cross-validation of fine-tuning: mean and standard deviation")
     task_flags(cv)
     cv.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
-    p = command("predict", cmd_predict, "label every row of a file with a fine-tuned classifier")
+    p = command("predict", cmd_predict, "apply a fine-tuned run to every row of a file: labels, word tags or answers")
     p.add_argument("run", help="a run made by `lmforge finetune`")
-    p.add_argument("--file", required=True, help="rows to label: .csv, .tsv, .jsonl (or .txt: one document)")
+    p.add_argument("--file", required=True, help="rows: .csv, .tsv, .jsonl (or .txt: one document); token: .jsonl "
+                   "word lists; qa: question and context columns")
     p.add_argument("--text-column", help="column with the text (default: the one the model was fine-tuned on)")
     p.add_argument("--out", help="where to write JSON lines (default: FILE.predictions.jsonl)")
     p.add_argument("--truncation", choices=["warn", "error"], default="warn")

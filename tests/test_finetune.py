@@ -12,7 +12,8 @@ from lmforge.errors import LmforgeError
 from lmforge.models import build_model
 from lmforge.tokenizer import train_char
 from lmforge.train.checkpoint import save_checkpoint
-from lmforge.train.finetune import FinetuneConfig, cross_validate, finetune, predict_file
+from lmforge.train.finetune import FinetuneConfig, cross_validate, finetune
+from lmforge.train.predict import predict_file
 
 WARM = "sun warm bright summer light day".split()
 COLD = "rain cold dark winter snow night".split()
@@ -66,6 +67,21 @@ def test_finetune_learns_keeps_the_best_and_reports(base_run, tmp_path):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == 120 and set(lines[0]["probabilities"]) == {"cold", "warm"}
     assert rep["accuracy"] > 0.85
+
+
+def test_a_pair_classifier_predicts_from_both_texts(base_run, tmp_path):
+    rng = random.Random(3)
+    lines = []
+    for _ in range(120):  # the label is the second text's temperature: the first alone says nothing
+        a, b = " ".join(rng.choices(WARM + COLD, k=3)), " ".join(rng.choices(WARM if rng.random() < 0.5 else COLD, k=3))
+        lines.append(json.dumps({"a": a, "b": b, "label": "warm" if b.split()[0] in WARM else "cold"}))
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    cfg = quick(text_column="a", text_pair_column="b", epochs=20)
+    report = finetune(base_run, str(data), tmp_path / "run", cfg, log=lambda *a: None)
+    out, rep = predict_file(tmp_path / "run", str(data))
+    assert len(out.read_text().splitlines()) == 120 and rep["n"] == 120
+    assert rep["accuracy"] > 0.85 and report["test"]["accuracy"] > 0.7  # the first text alone would give about half
 
 
 def test_a_decoder_fine_tunes_for_classification(tmp_path):
@@ -201,6 +217,14 @@ def test_qa_finds_answers_past_the_first_window(base_run, tmp_path):
     assert all(t == (0, 0) for t in first_windows)  # read only up to the context's cut, no answer would be found
     report = finetune(base_run, str(data), tmp_path / "run", quick(task="qa", epochs=15), log=lambda *a: None)
     assert report["truncated"] == 0 and report["test"]["f1"] > 40
+    out, rep = predict_file(tmp_path / "run", str(data))
+    answers = [json.loads(x)["answer"] for x in out.read_text().splitlines()]
+    assert len(answers) == 120 and rep["n"] == 120 and rep["f1"] > 40
+    assert rep["exact_match"] == pytest.approx(100 * sum(a == r["answer"] for a, r in zip(answers, rows)) / 120)
+    asked = tmp_path / "asked.jsonl"
+    asked.write_text("".join(json.dumps({"question": r["question"], "context": r["context"]}) + "\n" for r in rows))
+    out, rep = predict_file(tmp_path / "run", str(asked))
+    assert rep is None and [json.loads(x)["answer"] for x in out.read_text().splitlines()] == answers
 
 
 def test_a_stopped_finetune_resumes_to_the_same_result(base_run, tmp_path, monkeypatch):
@@ -282,6 +306,21 @@ def test_bio_tags_are_scored_as_entities_and_can_pick_the_checkpoint(base_run, t
     ents = report["test"]["entities"]
     assert ents["gold_entities"] > 8 and set(ents["per_type"]) <= {"A"}
     assert "entity_f1" in report["best_validation"] and ents["micro"]["f1"] > 0.5
+    out, rep = predict_file(tmp_path / "run", str(data), tmp_path / "tags.jsonl")  # gold tags in the file: a report
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(got) == 80 and rep["entities"]["gold_entities"] > 80 and rep["entities"]["micro"]["f1"] > 0.5
+    words_only = tmp_path / "words.jsonl"
+    words_only.write_text("".join(json.dumps({"tokens": g["tokens"]}) + "\n" for g in got[:5]))
+    out, rep = predict_file(tmp_path / "run", str(words_only))
+    again = [json.loads(x) for x in out.read_text().splitlines()]
+    assert rep is None and again == got[:5]  # the same tags without gold in the file
+    words_only.write_text(json.dumps({"tokens": ["arm"], "tags": ["B-ORG"]}) + "\n")
+    with pytest.raises(LmforgeError, match="'B-ORG' .* is not one the run was trained on"):
+        predict_file(tmp_path / "run", str(words_only))
+    for g in again:
+        assert len(g["tags"]) == len(g["tokens"])
+        assert all(" ".join(g["tokens"][e["start"]:e["end"] + 1]) == e["text"] and e["type"] == "A"
+                   for e in g["entities"])
     with pytest.raises(LmforgeError, match="needs BIO or IOBES tags"):  # plain tags have no entities
         plain = tmp_path / "plain.jsonl"
         plain.write_text("".join(json.dumps({"tokens": ["a", "b"], "tags": ["X", "Y"]}) + "\n" for _ in range(12)))

@@ -92,7 +92,7 @@ def answer_span(context: str, answer: str, row: int) -> tuple[int, int]:
     return start, start + len(answer)
 
 
-def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], answers: list[str],
+def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], answers: list[str] | None,
               max_len: int, truncation: str = "warn", stride: int | None = None
               ) -> tuple[Examples, list[list[tuple[int, int]]]]:
     """[CLS] question [SEP] context window [SEP], one example per window, with the answer's token
@@ -105,13 +105,14 @@ def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], a
     "no answer here". `rows` maps each window to its row. The answer must occur in its context (its
     first occurrence is taken). A question longer than half the room is cut (or, with
     truncation="error", refused), and such rows are counted as truncated. Also returns each
-    window's context tokens' character spans, to turn a predicted span back into text.
+    window's context tokens' character spans, to turn a predicted span back into text. Without
+    answers (to be predicted), every target is (0, 0).
     """
     out = Examples([], [])
     offsets_per_window = []
     room = max_len - 3
-    for i, (q, c, a) in enumerate(zip(questions, contexts, answers)):
-        start_char, end_char = answer_span(c, a, i)
+    for i, (q, c) in enumerate(zip(questions, contexts)):
+        start_char, end_char = answer_span(c, answers[i], i) if answers is not None else (0, 0)
         q_ids = tokenizer.encode(q)
         c_ids, offsets = tokenizer.encode_offsets(c)
         fq = q_ids if len(q_ids) + len(c_ids) <= room or len(q_ids) <= room // 2 else q_ids[:room // 2]
@@ -139,8 +140,10 @@ def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], a
     return out, offsets_per_window
 
 
-def read_tagged(path: str, tokens_key: str = "tokens", tags_key: str = "tags") -> tuple[list[list[str]], list[list[str]]]:
-    """Words and their tags from a .jsonl file, one sentence a line: {"tokens": [...], "tags": [...]}."""
+def read_tagged(path: str, tokens_key: str = "tokens", tags_key: str = "tags",
+                need_tags: bool = True) -> tuple[list[list[str]], list[list[str]] | None]:
+    """Words and their tags from a .jsonl file, one sentence a line: {"tokens": [...], "tags": [...]}.
+    With need_tags=False, a file whose lines have no tags gives None for them (words to be tagged)."""
     if not str(path).endswith(".jsonl"):
         raise LmforgeError(f"token classification reads a .jsonl file with '{tokens_key}' and '{tags_key}' lists "
                            f"per line; {path} is not one")
@@ -157,6 +160,9 @@ def read_tagged(path: str, tokens_key: str = "tokens", tags_key: str = "tags") -
         except json.JSONDecodeError as e:
             raise LmforgeError(f"{path}:{i} is not valid JSON ({e.msg}); fix or remove that line") from None
         w, t = (row.get(tokens_key), row.get(tags_key)) if isinstance(row, dict) else (None, None)
+        if not need_tags and t is None and isinstance(w, list) and w:
+            words.append([str(x) for x in w])
+            continue
         if not isinstance(w, list) or not isinstance(t, list) or len(w) != len(t) or not w:
             raise LmforgeError(f"{path}:{i} needs '{tokens_key}' and '{tags_key}': two non-empty lists of the same "
                                "length (one tag per word)")
@@ -164,7 +170,9 @@ def read_tagged(path: str, tokens_key: str = "tokens", tags_key: str = "tags") -
         tags.append([str(x) for x in t])
     if not words:
         raise LmforgeError(f"{path} has no rows; give one JSON object per line")
-    return words, tags
+    if tags and len(tags) != len(words):
+        raise LmforgeError(f"{path}: some lines have '{tags_key}' and some do not; give tags on every line or on none")
+    return words, (tags or None)
 
 
 def encode_tagged(tokenizer: Tokenizer, words: list[list[str]], tags: list[list[int]], max_len: int,

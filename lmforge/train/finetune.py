@@ -375,39 +375,3 @@ def cross_validate(base_path: str | Path, data: str, out: str | Path, cfg: Finet
     summary = {"folds": folds, "base": str(base_path), "data": str(data), **summarize_folds(per_fold)}
     write_json(out / "cv.json", summary)
     return summary
-
-
-def predict_file(run: str | Path, data: str, out: str | Path | None = None, text_column: str | None = None,
-                 truncation: str = "warn", log=print) -> tuple[Path, dict | None]:
-    """`lmforge predict`: the fine-tuned run's label and probabilities for every row of `data`,
-    written as JSON lines; when the file also has the label column, the evaluation report too."""
-    model, tokenizer = load_checkpoint(run)
-    cfg = model.config
-    if cfg.head != "classify":
-        raise LmforgeError(f"{run} is not a fine-tuned classifier; fine-tune one with `lmforge finetune`")
-    saved = json.loads((Path(run) / "finetune.json").read_text()) if (Path(run) / "finetune.json").is_file() else {}
-    fcfg = FinetuneConfig(**{**saved.get("config", {}), "progress": False})
-    column = text_column or fcfg.text_column
-    corpus = load_corpus(data, column=column)
-    has_labels = False
-    try:
-        labels_in = load_corpus(data, column=column, label_column=fcfg.label_column).labels
-        has_labels = True
-    except LmforgeError:
-        labels_in = None
-    ex = encode_texts(tokenizer, corpus.documents, cfg.context_length, not cfg.causal, None, truncation)
-    if ex.truncated:
-        log(f"warning: {ex.truncated} rows are longer than {cfg.context_length} tokens and were cut at the end")
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
-    probs, _ = predict_probs(model, ex, pad)
-    out = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
-    lines = [json.dumps({"text": t[:200], "label": cfg.labels[int(p.argmax())],
-                         "probabilities": {name: round(float(v), 6) for name, v in zip(cfg.labels, p)}},
-                        ensure_ascii=False) for t, p in zip(corpus.documents, probs)]
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(out)
-    report = None
-    if has_labels:
-        report = classification_report(labels_in, [cfg.labels[int(p.argmax())] for p in probs], labels=cfg.labels)
-    return out, report
