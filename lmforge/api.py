@@ -71,18 +71,20 @@ class LM:
             )
         return ids or [self.tokenizer.eos_id]  # an empty prompt starts a new document
 
-    def generate(self, prompt: str | list[str] = "", max_new_tokens: int = 200, temperature: float = 0.8,
+    def generate(self, prompt: str | list[int] | list[str] | list[list[int]] = "", max_new_tokens: int = 200, temperature: float = 0.8,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                  stop_at_eos: bool = True, stop: str | list[str] | None = None, **options) -> str | list:
         """The continuation of `prompt` (the prompt itself is not repeated). temperature 0 is greedy.
 
-        A list of prompts is decoded as one batch and gives a list. `stop`: text at which a
+        A prompt is text or a list of token ids (used as they are). A list of prompts is decoded as
+        one batch and gives a list. `stop`: text at which a
         continuation ends (not included). `options` are the other fields of `GenerateConfig`:
         min_p, repetition_penalty, no_repeat_ngram_size, num_samples (n continuations per prompt,
         sharing one prefill: a list per prompt), num_beams (> 1: beam search), length_penalty,
         early_stopping.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        one = isinstance(prompt, str) or (isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], int))
+        prompts = [prompt] if one else list(prompt)  # text, token ids, or a list of either
         gen = self.generate_config(max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos, **options)
         stops = stop_list(stop)
         rows = [self.encode_prompt(p) for p in prompts]
@@ -94,7 +96,7 @@ class LM:
             texts = [cut_at_stop(self.tokenizer.decode(t), stops)[0] for t in Engine(self.model).generate(rows, gen)]
         n = gen.num_samples
         per_prompt = [texts[i * n:(i + 1) * n] if n > 1 else texts[i] for i in range(len(prompts))]
-        return per_prompt[0] if isinstance(prompt, str) else per_prompt
+        return per_prompt[0] if one else per_prompt
 
     @torch.no_grad()
     def attention(self, text: str, return_tokens: bool = False):
@@ -144,7 +146,7 @@ class LM:
         unknown = sorted(set(options) - {f.name for f in dataclasses.fields(GenerateConfig)} - {"stop_ids"})
         if unknown:
             raise LmforgeError(f"unknown generation option {unknown[0]!r}; see help(lmforge.GenerateConfig)")
-        stop_ids = (self.tokenizer.eos_id,) if stop_at_eos else ()
+        stop_ids = ((self.tokenizer.eos_id,) if stop_at_eos else ()) + tuple(options.pop("stop_ids", ()))
         return GenerateConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                               seed=seed, stop_ids=stop_ids, **options)
 

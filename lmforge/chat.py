@@ -49,9 +49,10 @@ class HFChatTemplate:
     it may use (bos_token, eos_token, ...). Rendered in a sandbox, as transformers renders it."""
     source: str
     tokens: dict = field(default_factory=dict)
+    stop_ids: tuple[int, ...] = ()  # every end-of-text / end-of-turn id the model's configs name
 
     def render(self, turns: list[tuple[str, str]], system: str | None = None) -> str:
-        import jinja2  # a dependency of torch
+        import jinja2.ext  # jinja2 is a dependency of torch
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         def raise_exception(message):
@@ -85,6 +86,9 @@ def hf_chat_template(path: str | Path) -> HFChatTemplate | None:
     source = config.get("chat_template")
     if isinstance(source, list):
         named = {t.get("name"): t.get("template") for t in source if isinstance(t, dict)}
+        if "default" not in named and not (path / "chat_template.jinja").is_file():
+            raise LmforgeError(f"{config_file} names chat templates ({', '.join(map(str, named))}) but none is "
+                               "'default'; name the one to chat with 'default'")
         source = named.get("default")
     if (path / "chat_template.jinja").is_file():
         source = (path / "chat_template.jinja").read_text(encoding="utf-8")
@@ -95,7 +99,14 @@ def hf_chat_template(path: str | Path) -> HFChatTemplate | None:
         return token.get("content") if isinstance(token, dict) else token
 
     tokens = {k: text(v) for k, v in config.items() if k.endswith("_token") and isinstance(text(v), str)}
-    return HFChatTemplate(source, tokens)
+    ids: list[int] = []
+    for name in ("generation_config.json", "config.json"):  # Llama 3 lists end-of-text and end-of-turn
+        try:
+            eos = json.loads((path / name).read_text(encoding="utf-8")).get("eos_token_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        ids += [i for i in (eos if isinstance(eos, list) else [eos]) if isinstance(i, int) and i not in ids]
+    return HFChatTemplate(source, tokens, tuple(ids))
 
 
 @dataclass
@@ -113,6 +124,10 @@ class Chat:
         if self.template is None:
             path = getattr(self.lm, "path", None)
             self.template = (path and hf_chat_template(path)) or ChatTemplate()
+        if isinstance(self.template, HFChatTemplate) and self.template.tokens.get("eos_token"):
+            eos = self.lm.tokenizer.hf.token_to_id(self.template.tokens["eos_token"])
+            if eos is not None and eos not in self.template.stop_ids:
+                self.template.stop_ids += (eos,)
 
     def prompt(self, message: str) -> str:
         """The text to continue: as many of the latest turns as fit, leaving room for the reply."""
@@ -128,10 +143,12 @@ class Chat:
 
     def send(self, message: str) -> Iterator[str]:
         text = self.prompt(message)
+        sampling = dict(self.sampling)
         if isinstance(self.template, HFChatTemplate):  # it places any bos token itself, as transformers has it
             text = self.lm.tokenizer.encode(text)
+            sampling["stop_ids"] = self.template.stop_ids  # the turn ends at any of them, with the end-of-text
         reply = []
-        for piece in self.lm.stream(text, self.max_new_tokens, stop=self.template.stops, **self.sampling):
+        for piece in self.lm.stream(text, self.max_new_tokens, stop=self.template.stops, **sampling):
             reply.append(piece)
             yield piece
         self.turns += [("user", message), ("assistant", "".join(reply).strip())]

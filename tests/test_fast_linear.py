@@ -126,3 +126,39 @@ def test_engine_gives_the_same_tokens_every_way():
     assert Engine(model, gemv="auto").generate(rows, gen) == ref
     with pytest.raises(ValueError, match="gemv must be"):
         Engine(model, gemv="blas")
+
+
+def test_two_models_decoding_in_turn_give_the_thread_count_back():
+    a, b = small_gpt(0), small_gpt(1)
+    threads = torch.get_num_threads()
+    first, second = decode_linears(a, gemv="numpy"), decode_linears(b, gemv="numpy")
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # a's stream ends while b's goes on
+    assert torch.get_num_threads() == 1 and "forward" in b.blocks[0].mlp.fc.__dict__
+    second.__exit__(None, None, None)
+    assert torch.get_num_threads() == threads
+
+
+def test_a_forward_someone_else_set_is_kept():
+    model = small_gpt()
+    fc = model.blocks[0].mlp.fc
+    calls = []
+
+    def hooked(x, real=fc.forward):
+        calls.append(1)
+        return real(x)
+
+    fc.forward = hooked
+    with torch.no_grad(), decode_linears(model, gemv="numpy"):
+        model(torch.tensor([[1, 2, 3]]))
+        assert fc.forward is hooked and "forward" in model.blocks[0].mlp.proj.__dict__
+    assert fc.forward is hooked and calls and "forward" not in model.blocks[0].mlp.proj.__dict__
+
+
+def test_planning_leaves_the_global_random_state_alone():
+    model = small_gpt()
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    plan_decode(model)
+    assert torch.equal(torch.get_rng_state(), state)

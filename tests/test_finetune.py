@@ -197,6 +197,34 @@ def test_long_contexts_are_read_in_overlapping_windows():
         encode_qa(tok, ["q?" * 20], [context], [answer], max_len=25, truncation="error")
 
 
+def test_windows_never_crawl_and_an_answer_no_window_holds_is_counted():
+    from lmforge.data.labelled import encode_qa
+
+    tok = train_char(["abcdefghij klmnopqrstuvwxyz?"])
+    context = "abcdefghij" * 20  # 200 tokens
+    ex, _ = encode_qa(tok, ["q?"], [context], ["cde"], max_len=25, stride=500)  # the overlap is capped at half
+    assert len(ex) == 19  # windows of 20 start 10 apart: 0, 10, ..., 180
+    ex, _ = encode_qa(tok, ["q?"], [context], ["ghijabcdefghij"], max_len=25, stride=0)  # 14 tokens at 6-19 hold
+    assert ex.truncated == 0
+    ex, _ = encode_qa(tok, ["q?"], ["xyz" * 5 + context], ["abcdefghij" * 2 + "a"], max_len=25, stride=0)
+    assert ex.truncated == 1 and all(t == (0, 0) for t in ex.targets)  # 21 tokens: no window holds it
+    with pytest.raises(LmforgeError, match="no window of 20 passage tokens holds the whole answer"):
+        encode_qa(tok, ["q?"], ["xyz" * 5 + context], ["abcdefghij" * 2 + "a"], max_len=25, truncation="error")
+
+
+def test_every_tag_lands_on_its_own_word():
+    from lmforge.data.labelled import encode_tagged
+
+    from lmforge.tokenizer import train_wordpiece
+
+    tok = train_wordpiece(["ab xyz c"] * 20, 60)
+    ex = encode_tagged(tok, [["ab", "", "xyz", "c"]], [[1, 2, 3, 4]], 32)
+    assert ex.words == [[0, 2, 3]] and [t for t in ex.targets[0] if t != -100] == [1, 3, 4]  # "" has no token
+    n = len(tok.encode("ab xyz"))
+    cut = encode_tagged(tok, [["ab", "xyz", "c"]], [[1, 2, 3]], n + 2)  # [CLS] ab xyz [SEP]: "c" is cut
+    assert cut.words == [[0, 1]] and cut.truncated == 1
+
+
 def test_qa_finds_answers_past_the_first_window(base_run, tmp_path):
     from lmforge.data.labelled import encode_qa
     from lmforge.train.checkpoint import load_pretrained
@@ -254,6 +282,9 @@ def test_a_stopped_finetune_resumes_to_the_same_result(base_run, tmp_path, monke
         finetune(base_run, str(data), tmp_path / "run", quick(epochs=5, lr=2e-3), log=lambda *a: None, resume=True)
     with pytest.raises(LmforgeError, match="no fine-tuning run to resume"):
         finetune(base_run, str(data), tmp_path / "empty", cfg, log=lambda *a: None, resume=True)
+    saved = json.loads((tmp_path / "run" / "finetune.json").read_text())
+    del saved["config"]["doc_stride"]  # written by a version without the setting: its default, not a difference
+    (tmp_path / "run" / "finetune.json").write_text(json.dumps(saved))
     resumed = finetune(base_run, str(data), tmp_path / "run", cfg, log=lambda *a: None, resume=True)
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same kept checkpoint: a later evaluation that only ties

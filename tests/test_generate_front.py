@@ -94,3 +94,6 @@ def test_token_id_prompts_are_taken_as_they_are(trained_run):
                                                                                       temperature=0)
     with pytest.raises(lmforge.LmforgeError, match="outside the vocabulary"):
         next(lm.stream([lm.config.vocab_size]))
+    assert lm.generate(ids, max_new_tokens=10, temperature=0) == lm.generate("ROMEO:", max_new_tokens=10, temperature=0)
+    assert lm.generate([ids, "ROMEO:"], max_new_tokens=5, temperature=0)[0] == lm.generate(ids, max_new_tokens=5,
+                                                                                            temperature=0)

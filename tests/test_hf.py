@@ -262,6 +262,30 @@ def test_chat_uses_the_models_own_template_as_transformers_renders_it(template, 
     assert cli(capsys, "chat", out, "--max-new-tokens", "3", "--temperature", "0")[0] == 0
 
 
+def test_chat_templates_render_without_transformers_loaded_and_stop_at_every_end_id(tokenizer, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from lmforge.chat import HFChatTemplate\n"
+            "print(HFChatTemplate('{% for m in messages %}{{ m.content }}{% break %}{% endfor %}').render([('user', 'hi')]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)  # nothing else imports jinja2
+    assert done.returncode == 0 and done.stdout.strip() == "hi", done.stderr
+    from lmforge.chat import Chat, hf_chat_template
+
+    out = export_hf(LM(lmforge_model("llama", tokenizer.vocab_size, context=256), tokenizer), tmp_path / "hf")
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    (out / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": CHATML}))
+    (out / "generation_config.json").write_text(json.dumps({"eos_token_id": [7, 9]}))
+    template = hf_chat_template(out)
+    assert set(template.stop_ids) >= {7, 9}
+    chat = Chat(lmforge.load(out, device="cpu"))
+    assert {7, 9, tokenizer.eos_id} <= set(chat.template.stop_ids)
+    config["chat_template"] = [{"name": "tool_use", "template": CHATML}]
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(LmforgeError, match="none is 'default'"):
+        hf_chat_template(out)
+
+
 def test_a_broken_chat_template_is_one_clear_error(tokenizer, tmp_path):
     from lmforge.chat import Chat
 

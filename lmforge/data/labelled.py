@@ -32,6 +32,7 @@ class Examples:
     targets: list = field(default_factory=list)  # class index, or (start, end) token positions for QA
     truncated: int = 0  # rows cut to fit the context
     rows: list[int] = field(default_factory=list)  # QA: the row each window of a long context comes from
+    words: list[list[int]] = field(default_factory=list)  # tagging: per row, the word of each scored token
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -100,13 +101,14 @@ def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], a
 
     A context longer than fits is read in overlapping windows (a sliding window): each holds
     W = max_len - 3 - len(question) context tokens and starts W - stride tokens after the one
-    before, so an answer cut by one window's edge lies whole in the next (stride: the overlap,
-    default W // 4). A window that does not hold the whole answer has the target (0, 0), [CLS]:
-    "no answer here". `rows` maps each window to its row. The answer must occur in its context (its
-    first occurrence is taken). A question longer than half the room is cut (or, with
-    truncation="error", refused), and such rows are counted as truncated. Also returns each
-    window's context tokens' character spans, to turn a predicted span back into text. Without
-    answers (to be predicted), every target is (0, 0).
+    before (stride: the overlap, default W // 4, at most W // 2), so an answer of up to stride + 1
+    tokens cut by one window's edge lies whole in the next. A window that does not hold the whole
+    answer has the target (0, 0), [CLS]: "no answer here". `rows` maps each window to its row. The
+    answer must occur in its context (its first occurrence is taken). A row is counted as truncated
+    (or, with truncation="error", refused) when its question is longer than half the room and is
+    cut, or when no window holds its whole answer. Also returns each window's context tokens'
+    character spans, to turn a predicted span back into text. Without answers (to be predicted),
+    every target is (0, 0).
     """
     out = Examples([], [])
     offsets_per_window = []
@@ -118,17 +120,19 @@ def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], a
         fq = q_ids if len(q_ids) + len(c_ids) <= room or len(q_ids) <= room // 2 else q_ids[:room // 2]
         if len(fq) < len(q_ids):
             if truncation == "error":
-                raise LmforgeError(f"row {i + 1}: the question is longer than half the model's context of {max_len}; "
-                                   "shorten it or allow truncation (--truncation warn)")
+                raise LmforgeError(f"row {i + 1}: the question is longer than half of the {max_len} tokens a row may "
+                                   "have; shorten it or allow truncation (--truncation warn)")
             out.truncated += 1
         width = room - len(fq)
-        step = width - min(width // 4 if stride is None else stride, width - 1)
+        step = width - min(width // 4 if stride is None else stride, width // 2)
+        held = answers is None
         inside = [j for j, (s, e) in enumerate(offsets) if s < end_char and e > start_char]  # the answer's tokens
         base = len(fq) + 2  # position of the first context token
         start = 0
         while True:
             piece = c_ids[start:start + width]
             holds = bool(inside) and start <= inside[0] and inside[-1] < start + len(piece)
+            held |= holds
             out.ids.append([tokenizer.cls_id] + fq + [tokenizer.sep_id] + piece + [tokenizer.sep_id])
             out.types.append([0] * (len(fq) + 2) + [1] * (len(piece) + 1))
             out.targets.append((base + inside[0] - start, base + inside[-1] - start) if holds else (0, 0))
@@ -137,6 +141,12 @@ def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], a
             if start + width >= len(c_ids):
                 break
             start += step
+        if not held and len(fq) == len(q_ids):  # (a row whose question was cut is counted already)
+            if truncation == "error":
+                raise LmforgeError(f"row {i + 1}: no window of {width} passage tokens holds the whole answer; raise "
+                                   "--doc-stride (windows share up to half their tokens) or --max-length, or allow "
+                                   "truncation (--truncation warn)")
+            out.truncated += 1
     return out, offsets_per_window
 
 
@@ -187,17 +197,21 @@ def encode_tagged(tokenizer: Tokenizer, words: list[list[str]], tags: list[list[
             starts.append(pos)
             pos += len(w) + 1
         ids, offsets = tokenizer.encode_offsets(" ".join(ws))
-        labels, word = [], 0
+        labels, word, scored = [], 0, []
         for s, e in offsets:
             while word + 1 < len(starts) and e > starts[word + 1]:  # this token reaches into the next word
                 word += 1
-            labels.append(ts[word] if s <= starts[word] < e else -100)  # the piece holding the word's first character
+            first = s <= starts[word] < e  # the piece holding the word's first character
+            labels.append(ts[word] if first else -100)
+            scored += [word] if first else []
         if len(ids) > room:
             if truncation == "error":
                 raise LmforgeError(f"row {i + 1} is {len(ids)} tokens, longer than the model's context of {max_len}; "
                                    "shorten it or allow truncation (--truncation warn)")
             out.truncated += 1
             ids, labels = ids[:room], labels[:room]
+            scored = scored[:sum(t != -100 for t in labels)]
+        out.words.append(scored)
         if encoder:
             ids, labels = [tokenizer.cls_id] + ids + [tokenizer.sep_id], [-100] + labels + [-100]
         out.ids.append(ids)

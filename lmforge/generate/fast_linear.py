@@ -12,8 +12,9 @@ depends on who multiplies and on how the matrix lies in memory, and no choice wi
 
 `plan_decode(model)` measures every (who, layout) pair on the model's own weights, in the order a
 decode step reads them, and keeps the fastest for each weight shape; it then lays each weight out
-as its plan says, once (a column-major weight is the same parameter, the same values, with other
-strides: training, saving and every other use of the model read it as before). `decode_linears`
+as its plan says, once. A column-major weight is the same parameter with the same values and other
+strides: training, saving and export read it as before, and only their speed can change (a tied
+embedding, re-strided with its output projection, gathers its rows with a stride). `decode_linears`
 routes the nn.Linear layers through the plan for small batches without gradients (the decode steps)
 and leaves everything else, training included, to PyTorch.
 """
@@ -54,8 +55,9 @@ def check_choice(choice: str) -> None:
 
 
 def is_columns(w: torch.Tensor) -> bool:
-    """Whether a 2-D weight is stored column-major (the transpose of a contiguous matrix)."""
-    return w.dim() == 2 and w.size(0) > 1 and w.stride() == (1, w.size(0))
+    """Whether a 2-D weight is stored column-major (the transpose of a contiguous matrix); a matrix
+    with a single row or column is both and counts as row-major."""
+    return w.dim() == 2 and min(w.shape) > 1 and w.stride() == (1, w.size(0))
 
 
 @torch.no_grad()
@@ -89,7 +91,7 @@ def _time_pass(weights: list[tuple[nn.Linear, torch.Tensor]], backend: str, repe
     """Seconds each weight's GEMV takes within passes over all of them in model order (the order and
     the cache state of a decode step), the best of `repeats` passes."""
     best: dict[int, float] = {}
-    xs = {m.in_features: torch.randn(1, m.in_features) for m, _ in weights}
+    xs = {m.in_features: torch.full((1, m.in_features), 0.5) for m, _ in weights}  # no draw from the global RNG
     arrays = [(m, w.detach().numpy(), None if m.bias is None else m.bias.detach().numpy()) for m, w in weights]
     for r in range(repeats + 1):  # the first pass warms up (and pages in) everything
         for m, w, b in arrays:
@@ -138,7 +140,7 @@ def plan_decode(model: nn.Module, choice: str = "auto", repeats: int = 3) -> Dec
         total = {(b, c): sum(times[id(m.weight), b, c] for m in group) for b in BACKENDS for c in (False, True)}
         rows = min(BACKENDS, key=lambda b: total[b, False])
         cols = min(BACKENDS, key=lambda b: total[b, True])
-        columns = total[cols, True] < COLUMNS_GAIN * total[rows, False]
+        columns = min(shape) > 1 and total[cols, True] < COLUMNS_GAIN * total[rows, False]
         for m in group:
             plan.backend[id(m.weight)] = cols if columns else rows
             plan.columns[id(m.weight)] = columns
@@ -149,7 +151,8 @@ def plan_decode(model: nn.Module, choice: str = "auto", repeats: int = 3) -> Dec
     return plan
 
 
-_ACTIVE: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()  # model -> [users, threads]
+_ACTIVE: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()  # model -> [users, routed]
+_THREADS = {"users": 0, "saved": 1}  # PyTorch's thread count is one per process, whichever models decode
 _LOCK = threading.Lock()
 
 
@@ -170,12 +173,14 @@ def decode_linears(model: nn.Module, enabled: bool = True, gemv: str = "auto") -
         if active is None and enabled and linears:
             plan = plan_decode(model, gemv)
             if "numpy" in plan.backend.values():  # else PyTorch does it all: nothing to route
-                _ACTIVE[model] = active = [0, torch.get_num_threads()]
-                torch.set_num_threads(1)
-                for m in linears:
-                    _route(m, plan.backend[id(m.weight)])
+                routed = [m for m in linears if _route(m, plan.backend[id(m.weight)])]
+                _ACTIVE[model] = active = [0, routed]
         if active is not None:
             active[0] += 1
+            if _THREADS["users"] == 0:
+                _THREADS["saved"] = torch.get_num_threads()
+                torch.set_num_threads(1)
+            _THREADS["users"] += 1
     try:
         yield
     finally:
@@ -184,16 +189,19 @@ def decode_linears(model: nn.Module, enabled: bool = True, gemv: str = "auto") -
                 active[0] -= 1
                 if active[0] == 0:
                     del _ACTIVE[model]
-                    torch.set_num_threads(active[1])
-                    for m in linears:
+                    for m in active[1]:
                         m.__dict__.pop("forward", None)
+                _THREADS["users"] -= 1
+                if _THREADS["users"] == 0:
+                    torch.set_num_threads(_THREADS["saved"])
 
 
-def _route(m: nn.Linear, backend: str) -> None:
+def _route(m: nn.Linear, backend: str) -> bool:
     """Give `m` an instance forward (nn.Module.__call__ finds it before the class's) that sends
-    small gradient-free float32 batches to `backend`."""
-    if backend != "numpy":
-        return
+    small gradient-free float32 batches to `backend`; whether it did. A module that already has an
+    instance forward (a hook of the user's or of another library) is left as it is."""
+    if backend != "numpy" or "forward" in m.__dict__:
+        return False
     w = m.weight.detach().numpy()  # a view: column-major weights give a Fortran-ordered array
     b = None if m.bias is None else m.bias.detach().numpy()
 
@@ -203,3 +211,4 @@ def _route(m: nn.Linear, backend: str) -> None:
         return _numpy_linear(x, w, b)
 
     m.forward = forward
+    return True

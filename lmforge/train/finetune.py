@@ -267,8 +267,11 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
     parts = [_encode(tokenizer, rows, idx, cfg, max_len, encoder, label_ids) for idx in (train_idx, val_idx, test_idx)]
     cut = sum(p[0].truncated for p in parts)
     if cut:
-        log(f"warning: {cut} of {len(rows[next(iter(rows))])} rows are longer than {max_len} tokens and were cut "
-            "at the end (--truncation error refuses them instead)")
+        n = len(rows[next(iter(rows))])
+        log(f"warning: {cut} of {n} rows have a question cut to half of {max_len} tokens or an answer no window holds "
+            "whole (--truncation error refuses them instead)" if cfg.task == "qa" else
+            f"warning: {cut} of {n} rows are longer than {max_len} tokens and were cut at the end (--truncation "
+            "error refuses them instead)")
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
     torch.manual_seed(cfg.seed)  # the new head's initial weights: the same for the same seed, in any process
     model = _task_model(base, cfg.task, labels)
@@ -317,15 +320,14 @@ def _check_resume(out: Path, settings: dict, resume: bool) -> None:
         saved = json.loads((out / "finetune.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         saved = None
-    if saved is None or not is_checkpoint(out):
+    if not isinstance(saved, dict) or not is_checkpoint(out):
         raise LmforgeError(f"{out} holds no fine-tuning run to resume; run without --resume, or give the run with --out")
-    mine = {**settings, "config": {k: v for k, v in settings["config"].items() if k != "progress"}}
-    theirs = {**saved, "config": {k: v for k, v in saved.get("config", {}).items() if k != "progress"}}
-    if mine != theirs:
-        diff = [k for k in mine if k != "config" and mine[k] != theirs.get(k)] or \
-            [k for k in mine["config"] if mine["config"][k] != theirs["config"].get(k)]
-        raise LmforgeError(f"{out} was fine-tuned with another {diff[0]} ({theirs.get(diff[0], theirs['config'].get(diff[0]))!r}); "
-                           "resume with the same settings, or choose another --out")
+    mine, theirs = settings["config"], saved.get("config") if isinstance(saved.get("config"), dict) else {}
+    diff = [(k, saved.get(k)) for k in ("base", "data") if settings[k] != saved.get(k)]
+    diff += [(k, theirs.get(k)) for k in sorted(set(mine) | set(theirs)) if k != "progress" and mine.get(k) != theirs.get(k)]
+    if diff:
+        raise LmforgeError(f"{out} was fine-tuned with another {diff[0][0]} ({diff[0][1]!r}); resume with the same "
+                           "settings, or choose another --out")
 
 
 def finetune(base_path: str | Path, data: str, out: str | Path, cfg: FinetuneConfig, log=print,

@@ -36,14 +36,20 @@ def _column(data: str, column: str, required: bool = True) -> list[str] | None:
         return None
 
 
+def _max_len(model, cfg: FinetuneConfig) -> int:
+    """Tokens per row, as the run was fine-tuned with (--max-length), within the model's context."""
+    return min(cfg.max_length or model.config.context_length, model.config.context_length)
+
+
 def _classify(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log):
     labels = model.config.labels
     texts = _column(data, cfg.text_column)
     pairs = _column(data, cfg.text_pair_column) if cfg.text_pair_column else None
     gold = _column(data, cfg.label_column, required=False)
-    ex = encode_texts(tokenizer, texts, model.config.context_length, not model.config.causal, pairs, truncation)
+    max_len = _max_len(model, cfg)
+    ex = encode_texts(tokenizer, texts, max_len, not model.config.causal, pairs, truncation)
     if ex.truncated:
-        log(f"warning: {ex.truncated} rows are longer than {model.config.context_length} tokens and were cut at the end")
+        log(f"warning: {ex.truncated} rows are longer than {max_len} tokens and were cut at the end")
     probs, _ = predict_probs(model, ex, pad)
     chosen = [labels[int(p.argmax())] for p in probs]
     lines = [{"text": t[:200], "label": c, "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)}}
@@ -59,13 +65,15 @@ def _tag(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log):
         unknown = next(t for row in gold for t in row if t not in ids)
         raise LmforgeError(f"tag {unknown!r} in {data} is not one the run was trained on ({', '.join(labels[:8])}); "
                            "fix the file or drop its tags to predict only")
-    ex = encode_tagged(tokenizer, words, [[0] * len(w) for w in words], model.config.context_length,
-                       not model.config.causal, truncation)
+    max_len = _max_len(model, cfg)
+    ex = encode_tagged(tokenizer, words, [[0] * len(w) for w in words], max_len, not model.config.causal, truncation)
     if ex.truncated:
-        log(f"warning: {ex.truncated} rows are longer than {model.config.context_length} tokens; their last words "
-            "get no tag (null)")
+        log(f"warning: {ex.truncated} rows are longer than {max_len} tokens; their last words get no tag (null)")
     pred, _, _ = tag_words(model, ex, pad)
-    tags = [[labels[t] for t in row] + [None] * (len(w) - len(row)) for row, w in zip(pred, words)]
+    tags = [[None] * len(w) for w in words]  # a word cut away (or with no token of its own) gets no tag
+    for row, at, p in zip(tags, ex.words, pred):
+        for word, t in zip(at, p):
+            row[word] = labels[t]
     chunks = is_chunk_tagset(labels)
     lines = []
     for w, t in zip(words, tags):
@@ -76,7 +84,7 @@ def _tag(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log):
         lines.append(line)
     report = None
     if gold is not None:
-        scored = [(g[:len(p)], [labels[x] for x in p]) for g, p in zip(gold, pred)]
+        scored = [([g[w] for w in at], [labels[x] for x in p]) for g, at, p in zip(gold, ex.words, pred)]
         report = classification_report([x for g, _ in scored for x in g], [x for _, p in scored for x in p], labels)
         if chunks:
             report["entities"] = entity_report([g for g, _ in scored], [p for _, p in scored])
@@ -89,10 +97,9 @@ def _answer(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log):
     if gold is not None:
         for i, (c, a) in enumerate(zip(contexts, gold)):
             answer_span(c, a, i)
-    ex, offsets = encode_qa(tokenizer, questions, contexts, gold, model.config.context_length, truncation,
-                            cfg.doc_stride)
+    ex, offsets = encode_qa(tokenizer, questions, contexts, gold, _max_len(model, cfg), truncation, cfg.doc_stride)
     if ex.truncated:
-        log(f"warning: {ex.truncated} questions are longer than half the context and were cut")
+        log(f"warning: {ex.truncated} rows have a question cut to half the row or an answer no window holds whole")
     answers, _ = answer_spans(model, ex, contexts, offsets, pad)
     lines = [{"question": q, "answer": a} for q, a in zip(questions, answers)]
     return lines, (qa_scores(answers, [[g] for g in gold]) if gold is not None else None)
