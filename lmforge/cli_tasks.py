@@ -60,8 +60,8 @@ def cmd_cv(args) -> None:
     out = Path(args.out or f"runs/cv-{Path(args.data).stem}")
     r = cross_validate(args.base, args.data, out, _config(args), folds=args.folds, log=_log(args))
     lines = [f"{args.folds}-fold cross-validation of {args.base} on {args.data}:"]
-    for key in ("accuracy", "f1_macro"):
-        lines.append(f"  {key:9s} {r['mean'][key]:.4f} +- {r['std'][key]:.4f}   "
+    for key in r["mean"]:
+        lines.append(f"  {key:11s} {r['mean'][key]:.4f} +- {r['std'][key]:.4f}   "
                      f"(folds: {', '.join(f'{v:.4f}' for v in r['values'][key])})")
     _emit(args, r, "\n".join(lines))
 
@@ -136,7 +136,7 @@ def add_commands(sub, command, json_flag) -> None:
     task_flags(f)
     f.add_argument("--resume", action="store_true", help="continue a stopped run in --out from its last kept "
                    "checkpoint (the same settings)")
-    cv = command("cv", cmd_cv, "stratified k-fold cross-validation of fine-tuning: mean and standard deviation")
+    cv = command("cv", cmd_cv, "k-fold cross-validation of fine-tuning (stratified for classify): mean and standard deviation")
     task_flags(cv)
     cv.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
     p = command("predict", cmd_predict, "apply a fine-tuned run to every row of a file: labels, word tags or answers")

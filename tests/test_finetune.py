@@ -102,6 +102,26 @@ def test_cross_validation_reports_mean_and_std(base_run, tmp_path):
     assert (tmp_path / "cv" / "cv.json").is_file()
 
 
+def test_cross_validation_of_tagging_and_reading(base_run, tmp_path, capsys):
+    rng = random.Random(2)
+    tagged, qa = tmp_path / "ner.jsonl", tmp_path / "qa.jsonl"
+    lines = []
+    for _ in range(30):
+        words = rng.choices(["amber", "apple", "zinc", "zero"], k=4)
+        tags = [("I-A" if i and words[i - 1][0] == "a" else "B-A") if w[0] == "a" else "O" for i, w in enumerate(words)]
+        lines.append(json.dumps({"tokens": words, "tags": tags}))
+    tagged.write_text("\n".join(lines) + "\n")
+    qa.write_text("".join(json.dumps({"question": "warm?", "context": f"rain {w} snow", "answer": w}) + "\n"
+                          for w in rng.choices(WARM, k=30)))
+    r = cross_validate(base_run, str(tagged), tmp_path / "cv-ner", quick(task="token", epochs=1), folds=3,
+                       log=lambda *a: None)
+    assert set(r["mean"]) == {"accuracy", "f1_macro", "entity_f1"} and len(r["values"]["entity_f1"]) == 3
+    assert main(["cv", str(base_run), "--task", "qa", "--data", str(qa), "--folds", "2", "--epochs", "1",
+                 "--out", str(tmp_path / "cv-qa")]) == 0
+    out = capsys.readouterr().out
+    assert "exact_match" in out and "f1 " in out and "accuracy" not in out
+
+
 def test_cli_finetune_json(base_run, tmp_path, capsys):
     data = write_csv(tmp_path / "d.jsonl", [])
     data.write_text("".join(json.dumps({"review": t, "y": lab}) + "\n" for t, lab in rows(60)))

@@ -339,7 +339,7 @@ def finetune(base_path: str | Path, data: str, out: str | Path, cfg: FinetuneCon
     _check_resume(out, settings, resume)
     base, tokenizer = load_base(base_path)
     rows = read_rows(data, cfg)
-    key = rows["label"] if cfg.task == "classify" else ["all"] * len(next(iter(rows.values())))
+    key = rows["label"] if cfg.task == "classify" else ["all"] * len(next(iter(rows.values())))  # unstratified
     if cfg.task == "classify":
         label_names(rows["label"])
     fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
@@ -354,26 +354,33 @@ def finetune(base_path: str | Path, data: str, out: str | Path, cfg: FinetuneCon
 
 def cross_validate(base_path: str | Path, data: str, out: str | Path, cfg: FinetuneConfig, folds: int = 5,
                    log=print) -> dict:
-    """`lmforge cv`: k stratified folds; each is the test split once, while the other k - 1 train (a
-    stratified validation part of them picks the epoch). Mean and standard deviation over the folds."""
-    if cfg.task != "classify":
-        raise LmforgeError("cross-validation is for --task classify")
+    """`lmforge cv`: k folds (stratified by label for classify); each is the test split once, while the
+    other k - 1 train (a validation part of them picks the epoch). Mean and standard deviation over
+    the folds of the task's test figures: accuracy and macro F1 (token: also entity F1 for BIO
+    tags), or exact match and F1 (qa)."""
     if folds < 2:
         raise LmforgeError(f"--folds {folds} cannot cross-validate; use 2 or more (5 is usual)")
     out = Path(out)
     base, tokenizer = load_base(base_path)
     rows = read_rows(data, cfg)
-    label_names(rows["label"])
+    key = rows["label"] if cfg.task == "classify" else ["all"] * len(next(iter(rows.values())))
+    if cfg.task == "classify":
+        label_names(rows["label"])
     per_fold = []
-    for k, (train_all, test_idx) in enumerate(stratified_kfold(rows["label"], folds, seed=cfg.seed)):
-        sub = [rows["label"][i] for i in train_all]
+    for k, (train_all, test_idx) in enumerate(stratified_kfold(key, folds, seed=cfg.seed)):
+        sub = [key[i] for i in train_all]
         val_share = cfg.val_fraction / (1 - 1 / folds)
         tr, va = stratified_split(sub, (1 - val_share, val_share), seed=cfg.seed + k)
         log(f"fold {k + 1}/{folds}: {len(tr)} train, {len(va)} validation, {len(test_idx)} test")
         report = train_and_test(base, tokenizer, rows, (train_all[tr], train_all[va], test_idx), cfg,
                                 out / f"fold-{k + 1}", data, log)
         write_json(out / f"fold-{k + 1}" / "report.json", report)
-        per_fold.append({"accuracy": report["test"]["accuracy"], "f1_macro": report["test"]["macro"]["f1"]})
+        test = report["test"]
+        if cfg.task == "qa":
+            per_fold.append({"exact_match": test["exact_match"], "f1": test["f1"]})
+        else:
+            entities = {"entity_f1": test["entities"]["micro"]["f1"]} if "entities" in test else {}
+            per_fold.append({"accuracy": test["accuracy"], "f1_macro": test["macro"]["f1"], **entities})
     summary = {"folds": folds, "base": str(base_path), "data": str(data), **summarize_folds(per_fold)}
     write_json(out / "cv.json", summary)
     return summary
