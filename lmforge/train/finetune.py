@@ -33,7 +33,8 @@ from lmforge.models import build_model
 from lmforge.objectives.classify import balanced_class_weights, sequence_loss, span_loss
 from lmforge.tokenizer import Tokenizer
 from lmforge.train.checkpoint import is_checkpoint, load_checkpoint, load_pretrained, write_json
-from lmforge.train.inference import answer_spans, class_batch, predict_probs, span_batch, tag_words, token_batch
+from lmforge.train.inference import (answer_spans, class_batch, padding_id, predict_probs, span_batch, tag_words,
+                                     token_batch)
 from lmforge.train.trainer import Trainer
 
 
@@ -117,6 +118,11 @@ def read_rows(data: str, cfg: FinetuneConfig) -> dict[str, list[str]]:
         for i, (context, answer) in enumerate(zip(out["context"], out["answer"])):
             answer_span(context, answer, i)
     return out
+
+
+def row_length(model, cfg: FinetuneConfig) -> int:
+    """Tokens per row: --max-length, within the model's context."""
+    return min(cfg.max_length or model.config.context_length, model.config.context_length)
 
 
 def label_names(labels: list[str]) -> list[str]:
@@ -257,7 +263,7 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
     `settings` go to out/finetune.json once the inputs are checked, before training starts."""
     train_idx, val_idx, test_idx = split
     encoder = not base.config.causal
-    max_len = min(cfg.max_length or base.config.context_length, base.config.context_length)
+    max_len = row_length(base, cfg)
     labels = {"classify": lambda: label_names(rows["label"]),
               "token": lambda: label_names([t for ts in rows["tags"] for t in ts]), "qa": list}[cfg.task]()
     if cfg.metric == "entity_f1" and not is_chunk_tagset(labels):
@@ -272,7 +278,7 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
             "whole (--truncation error refuses them instead)" if cfg.task == "qa" else
             f"warning: {cut} of {n} rows are longer than {max_len} tokens and were cut at the end (--truncation "
             "error refuses them instead)")
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
+    pad = padding_id(tokenizer)
     torch.manual_seed(cfg.seed)  # the new head's initial weights: the same for the same seed, in any process
     model = _task_model(base, cfg.task, labels)
     if cfg.task == "token":

@@ -17,6 +17,11 @@ from lmforge.objectives.classify import sequence_loss, span_loss
 IGNORE = -100  # the target of a token that is not scored (a word's later pieces, specials, padding)
 
 
+def padding_id(tokenizer) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else its end-of-text (GPT-style vocabularies)."""
+    return tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
+
+
 def class_batch(ex: Examples, idx: list[int], pad_id: int) -> dict:
     batch = pad_batch([ex.ids[i] for i in idx], [ex.types[i] for i in idx], pad_id)
     batch["labels"] = torch.tensor([ex.targets[i] for i in idx], dtype=torch.long)

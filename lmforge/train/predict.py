@@ -22,8 +22,8 @@ from lmforge.evaluate.classification import classification_report
 from lmforge.evaluate.entities import entity_report, entity_spans, is_chunk_tagset
 from lmforge.evaluate.qa import qa_scores
 from lmforge.train.checkpoint import load_checkpoint
-from lmforge.train.finetune import FinetuneConfig
-from lmforge.train.inference import answer_spans, predict_probs, tag_words
+from lmforge.train.finetune import FinetuneConfig, row_length
+from lmforge.train.inference import answer_spans, padding_id, predict_probs, tag_words
 
 
 def _column(data: str, column: str, required: bool = True) -> list[str] | None:
@@ -36,17 +36,12 @@ def _column(data: str, column: str, required: bool = True) -> list[str] | None:
         return None
 
 
-def _max_len(model, cfg: FinetuneConfig) -> int:
-    """Tokens per row, as the run was fine-tuned with (--max-length), within the model's context."""
-    return min(cfg.max_length or model.config.context_length, model.config.context_length)
-
-
 def _classify(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log):
     labels = model.config.labels
     texts = _column(data, cfg.text_column)
     pairs = _column(data, cfg.text_pair_column) if cfg.text_pair_column else None
     gold = _column(data, cfg.label_column, required=False)
-    max_len = _max_len(model, cfg)
+    max_len = row_length(model, cfg)
     ex = encode_texts(tokenizer, texts, max_len, not model.config.causal, pairs, truncation)
     if ex.truncated:
         log(f"warning: {ex.truncated} rows are longer than {max_len} tokens and were cut at the end")
@@ -65,7 +60,7 @@ def _tag(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log):
         unknown = next(t for row in gold for t in row if t not in ids)
         raise LmforgeError(f"tag {unknown!r} in {data} is not one the run was trained on ({', '.join(labels[:8])}); "
                            "fix the file or drop its tags to predict only")
-    max_len = _max_len(model, cfg)
+    max_len = row_length(model, cfg)
     ex = encode_tagged(tokenizer, words, [[0] * len(w) for w in words], max_len, not model.config.causal, truncation)
     if ex.truncated:
         log(f"warning: {ex.truncated} rows are longer than {max_len} tokens; their last words get no tag (null)")
@@ -97,7 +92,7 @@ def _answer(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log):
     if gold is not None:
         for i, (c, a) in enumerate(zip(contexts, gold)):
             answer_span(c, a, i)
-    ex, offsets = encode_qa(tokenizer, questions, contexts, gold, _max_len(model, cfg), truncation, cfg.doc_stride)
+    ex, offsets = encode_qa(tokenizer, questions, contexts, gold, row_length(model, cfg), truncation, cfg.doc_stride)
     if ex.truncated:
         log(f"warning: {ex.truncated} rows have a question cut to half the row or an answer no window holds whole")
     answers, _ = answer_spans(model, ex, contexts, offsets, pad)
@@ -121,7 +116,7 @@ def predict_file(run: str | Path, data: str, out: str | Path | None = None, text
     cfg = FinetuneConfig(**{**saved.get("config", {}), "task": task, "progress": False})
     if text_column:
         cfg.text_column = text_column
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
+    pad = padding_id(tokenizer)
     lines, report = TASKS[task](model, tokenizer, data, cfg, pad, truncation, log)
     out = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
     tmp = out.with_name(out.name + ".tmp")
