@@ -121,11 +121,11 @@ def test_engine_gives_the_same_tokens_every_way():
     model = small_gpt()
     gen = GenerateConfig(max_new_tokens=40, temperature=0)
     rows = [[1, 2, 3], [4, 5, 6, 7, 8]]
-    ref = Engine(model, gemv="torch").generate(rows, gen)
-    assert Engine(model, gemv="numpy").generate(rows, gen) == ref
-    assert Engine(model, gemv="auto").generate(rows, gen) == ref
-    with pytest.raises(ValueError, match="gemv must be"):
-        Engine(model, gemv="blas")
+    ref = Engine(model, cpu_step="torch").generate(rows, gen)
+    for step in ("numpy", "auto", "native"):
+        assert Engine(model, cpu_step=step).generate(rows, gen) == ref, step
+    with pytest.raises(ValueError, match="cpu_step must be one of auto, native, torch, numpy"):
+        Engine(model, cpu_step="blas")
 
 
 def test_two_models_decoding_in_turn_give_the_thread_count_back():

@@ -9,7 +9,7 @@ import torch
 from lmforge.config import GenerateConfig, ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.generate import generate, process_logits
-from lmforge.generate.sampling import block_repeated_ngrams, choose, penalize_repeats
+from lmforge.generate.sampling import block_repeated_ngrams, choose, draw, penalize_repeats
 from lmforge.models import build_model
 
 
@@ -63,6 +63,21 @@ def test_no_repeat_ngram_bans_the_token_that_completes_a_seen_ngram():
 
 def test_greedy_is_argmax():
     assert choose(torch.tensor([[0.1, 3.0, 0.2]]), GenerateConfig(temperature=0)).item() == 1
+
+
+def test_the_draw_is_the_inverse_cdf_and_never_picks_a_zero():
+    probs = torch.tensor([[0.0, 0.1, 0.0, 0.6, 0.3, 0.0]])
+    # F = [0, .1, .1, .7, 1, 1]: u F_V in [0, .1) -> 1, [.1, .7) -> 3, [.7, 1) -> 4
+    for u, want in [(0.0, 1), (0.0999, 1), (0.1001, 3), (0.6999, 3), (0.7001, 4), (math.nextafter(1.0, 0.0), 4)]:
+        assert draw(probs, torch.tensor([[u]])).item() == want, u
+    big = torch.full((1, 4), 1e30)  # F_V rounds: u F_V must still stay below it
+    assert draw(big / big.sum() * 3, torch.tensor([[math.nextafter(1.0, 0.0)]])).item() == 3
+    gen = GenerateConfig(temperature=1.0, seed=0)
+    n = 40_000
+    picks = choose(probs.log().expand(n, -1), gen, torch.Generator().manual_seed(1))
+    freq = torch.bincount(picks, minlength=6).float() / n
+    assert freq[[0, 2, 5]].sum() == 0
+    torch.testing.assert_close(freq, probs[0], atol=0.01, rtol=0)
 
 
 def test_seeded_generation_repeats_and_differs_by_seed():

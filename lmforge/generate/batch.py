@@ -39,10 +39,12 @@ def pad_left(rows: list[list[int]], device: torch.device) -> torch.Tensor:
 
 class DecodeState:
     """The rows being decoded: their histories (N, L) with PAD at the left, their KV cache, the key
-    mask over the cache, and the logits for each row's next token."""
+    mask over the cache, and the logits for each row's next token. `native`: a NativeDecoder
+    (generate/native.py) that runs the one-token steps; the prompts' prefill stays with the model."""
 
-    def __init__(self, model: nn.Module, rows: list[list[int]]):
+    def __init__(self, model: nn.Module, rows: list[list[int]], native=None):
         self.model = model
+        self.native = native
         self.context = model.config.context_length
         self.device = next(model.parameters()).device
         self.history = pad_left(rows, self.device)
@@ -55,10 +57,15 @@ class DecodeState:
         self.keys = torch.ones(B, self.context, dtype=torch.bool, device=self.device)  # False at padding
         self.keys[:, :T] = ids != PAD
         self.padded = not bool(self.keys[:, :T].all())  # no padding: the model's plain causal path
+        self.npad = (ids == PAD).sum(1, dtype=torch.int32)  # (B,) padding slots before each row's prompt
         self.logits = self._run(ids.clamp(min=0))
 
     def _run(self, ids: torch.Tensor) -> torch.Tensor:
         pos, t = self.cache.pos, ids.size(1)
+        if t == 1 and self.native is not None:
+            logits = self.native(ids[:, 0], pos, self.npad, self.cache)
+            self.cache.advance(1)
+            return logits
         mask = self.keys[:, :pos + t] if self.padded else None
         logits = self.model(ids, start_pos=pos, cache=self.cache, attention_mask=mask)[:, -1]  # (N, V)
         self.cache.advance(t)
@@ -76,4 +83,5 @@ class DecodeState:
     def select(self, rows: torch.Tensor) -> None:
         """Row rows[i] becomes row i: for beam search's re-ranking and for sharing one prefill."""
         self.history, self.keys, self.logits = self.history[rows], self.keys[rows], self.logits[rows]
+        self.npad = self.npad[rows]
         self.cache.select(rows)

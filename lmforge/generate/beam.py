@@ -44,11 +44,12 @@ class Hypotheses:
 
 
 @torch.no_grad()
-def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig) -> list[list[int]]:
-    """The best gen.num_samples hypotheses of each prompt in `rows`, best first, as new-token lists."""
+def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, native=None) -> list[list[int]]:
+    """The best gen.num_samples hypotheses of each prompt in `rows`, best first, as new-token lists.
+    native: a NativeDecoder for the one-token steps (see DecodeState)."""
     model.eval()
     K, B, n = gen.num_beams, len(rows), gen.num_samples
-    state = DecodeState(model, rows)
+    state = DecodeState(model, rows, native)
     device = state.device
     state.select(torch.arange(B, device=device).repeat_interleave(K))  # row b*K + k is beam k of prompt b
     scores = torch.full((B, K), float("-inf"), device=device)

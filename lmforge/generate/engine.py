@@ -12,6 +12,7 @@ n samples per prompt share one prefill: the prompt's cache rows are copied n tim
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator, Sequence
 
 import torch
@@ -20,25 +21,47 @@ from torch import nn
 from lmforge.config import GenerateConfig
 from lmforge.generate.batch import PAD, DecodeState, as_rows
 from lmforge.generate.beam import beam_search
-from lmforge.generate.fast_linear import SMALL_BATCH, check_choice, decode_linears
+from lmforge.generate.fast_linear import BACKENDS, SMALL_BATCH, decode_linears
+from lmforge.generate.native import NativeDecoder, native_reason
 from lmforge.generate.sampling import adjust_logits, choose, make_generator
 
+STEPS = ("auto", "native", *BACKENDS)
+
+
 class Engine:
-    """Decoding for one model. gemv: how decode steps multiply by the weights on the CPU: "auto"
-    measures PyTorch and NumPy on both weight layouts once per model and keeps the fastest per
-    weight shape; "torch" or "numpy" routes every weight one way (see generate/fast_linear.py).
+    """Decoding for one model. cpu_step: how the one-token steps of up to SMALL_BATCH rows run on the
+    CPU. "native": the whole step as one compiled function (generate/native.py); "numpy" or "torch":
+    the model in PyTorch, its matrix-vector products routed through that library; "auto": native
+    where it builds and covers the model, else PyTorch with the measured fastest of NumPy and PyTorch
+    for each weight shape (generate/fast_linear.py). The tokens agree to float32 rounding.
     sync_every: steps between checks whether every row has stopped. A check waits for the device, so
     on a GPU the host could not queue the next step while the current one runs; by default the CPU
     checks every step and other devices every 8 (up to 7 steps of padding are then computed and
     dropped after the last row stops; the tokens are the same)."""
 
-    def __init__(self, model: nn.Module, gemv: str = "auto", sync_every: int | None = None):
-        check_choice(gemv)
+    def __init__(self, model: nn.Module, cpu_step: str = "auto", sync_every: int | None = None):
+        if cpu_step not in STEPS:
+            raise ValueError(f"cpu_step must be one of {', '.join(STEPS)}, not {cpu_step!r}")
         if sync_every is not None and sync_every < 1:
             raise ValueError(f"sync_every must be 1 or more, not {sync_every}")
         self.model = model
-        self.gemv = gemv
+        self.cpu_step = cpu_step
         self.sync_every = sync_every
+
+    def _native(self, rows: int) -> NativeDecoder | None:
+        """The native step for `rows` rows when the choice and the model allow it."""
+        if self.cpu_step not in ("auto", "native") or rows > SMALL_BATCH:
+            return None
+        reason = native_reason(self.model)
+        if reason is not None and self.cpu_step == "native":
+            raise ValueError(f"cpu_step='native' cannot run here: {reason}")
+        return NativeDecoder(self.model) if reason is None else None
+
+    def _routing(self, rows: int, native: NativeDecoder | None):
+        """decode_linears for the PyTorch path (nothing when the native step runs)."""
+        if native is not None:
+            return contextlib.nullcontext()
+        return decode_linears(self.model, rows <= SMALL_BATCH, "auto" if self.cpu_step == "native" else self.cpu_step)
 
     @torch.no_grad()
     def stream(self, prompts: torch.Tensor | Sequence[Sequence[int]],
@@ -50,7 +73,9 @@ class Engine:
             raise ValueError("beam search keeps several candidates until the end, so it cannot stream; "
                              "use generate() or drop the beams")
         model = self.model.eval()
-        state = DecodeState(model, as_rows(prompts, model.config.context_length))
+        rows = as_rows(prompts, model.config.context_length)
+        native = self._native(len(rows) * gen.num_samples)
+        state = DecodeState(model, rows, native)
         if gen.num_samples > 1:  # each prompt's prefill serves its n samples
             state.select(torch.arange(state.history.size(0), device=state.device).repeat_interleave(gen.num_samples))
         generator = make_generator(gen.seed, state.device)
@@ -58,7 +83,7 @@ class Engine:
         done = torch.zeros(state.history.size(0), dtype=torch.bool, device=state.device)
         last = None
         every = self.sync_every or (1 if state.device.type == "cpu" else 8)
-        with decode_linears(model, state.history.size(0) <= SMALL_BATCH, self.gemv):
+        with self._routing(state.history.size(0), native):
             for i in range(gen.max_new_tokens):
                 if i > 0:
                     state.step(last)
@@ -75,7 +100,11 @@ class Engine:
         id if it emitted one. With gen.num_beams > 1, beam search: the best gen.num_samples
         hypotheses of each prompt, best first."""
         if gen.num_beams > 1:
-            return beam_search(self.model, as_rows(prompts, self.model.config.context_length), gen)
+            rows = as_rows(prompts, self.model.config.context_length)
+            self.model.eval()
+            native = self._native(len(rows) * gen.num_beams)
+            with self._routing(len(rows) * gen.num_beams, native):
+                return beam_search(self.model, rows, gen, native)
         steps = list(self.stream(prompts, gen))  # left on the device: one transfer at the end
         if not steps:
             return [[] for _ in range(len(prompts) * gen.num_samples)]

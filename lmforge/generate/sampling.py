@@ -8,6 +8,9 @@
     repetition penalty (Keskar et al. 2019, CTRL): for every token already in the text,
                   logit / r if the logit is positive, logit * r if not (r > 1 discourages repeats)
     no-repeat n-gram: a token that would complete an n-gram already in the text gets -inf
+    the draw:     x_t = the first v with F_v > u F_V,  F_v = p_1 + ... + p_v,  u ~ Uniform[0, 1)
+                  (inverse-CDF sampling: one random number per row, and a token of probability 0
+                  can never be drawn, because F does not rise at it)
 
 Histories are (N, L) token tensors with -1 at left padding. A `torch.Generator` seeds the draws,
 so the same seed gives the same text.
@@ -80,7 +83,19 @@ def choose(logits: torch.Tensor, gen: GenerateConfig, generator: torch.Generator
     if gen.temperature <= 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(process_logits(logits, gen.temperature, gen.top_k, gen.top_p, gen.min_p), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device)
+    return draw(probs, u)
+
+
+def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(N, V) probabilities, (N, 1) uniforms in [0, 1) -> (N,) the first v with F_v > u F_V (see the
+    module's docstring). The same distribution torch.multinomial draws from, from one random number
+    per row instead of one per token of the vocabulary (on a CPU, 8 rows of 8,192 tokens take
+    tens of microseconds instead of over a millisecond)."""
+    cdf = probs.cumsum(-1)  # (N, V), F
+    total = cdf[:, -1:]
+    below = torch.nextafter(total, torch.zeros_like(total))  # u F_V can round up to F_V: stay under it
+    return torch.searchsorted(cdf, torch.minimum(u * total, below), right=True).squeeze(1)
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:

@@ -1,0 +1,223 @@
+"""Decode steps on the CPU as one compiled function (native_step.c), for pre-norm GPT models.
+
+At batch 1 a decode step streams every weight from memory once and does ~50 small operations in
+between (norms, RoPE, attention over the cache, activations, residual adds). Run one PyTorch call at
+a time, those small operations cost as much as the weights: each one starts cold, after the matrix
+products have pushed its data out of the caches, and each one pays for dispatch. native_step.c does
+the whole step in one parallel region instead: the threads split every product's outputs between
+them and meet at a barrier between parts, so between two products there is nothing but a barrier.
+
+The C file is compiled once per machine with the system's C compiler (`cc`, or $CC), for this CPU
+(-march=native) and with OpenMP when the compiler has it, and cached under ~/.cache/lmforge/native
+($LMFORGE_CACHE moves it). Without a compiler, or for a model shape it does not cover, decoding
+runs in PyTorch as before (generate/fast_linear.py); `native_reason()` says why. LMFORGE_NATIVE=0
+turns it off.
+
+Prefill stays in PyTorch (its matrix products are large and PyTorch's BLAS is fast at those); the
+decode steps write into the same KV cache, so both paths can take turns within one generation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lmforge.generate.fast_linear import SMALL_BATCH, set_layout
+from lmforge.nn import MLP, Attention, Block, RMSNorm, SwiGLU
+
+SOURCE = Path(__file__).with_name("native_step.c")
+FLAG_SETS = (  # tried in order: the first that compiles is kept
+    ["-O3", "-march=native", "-fopenmp"],
+    ["-O3", "-march=native", "-fopenmp-simd"],
+    ["-O3", "-fopenmp-simd"],
+)
+NORMS = {"layernorm": 0, "rmsnorm": 1}
+MAX_ROWS = SMALL_BATCH  # native_step.c has the same MAX_ROWS
+ACTIVATIONS = {"gelu": 0, "gelu_tanh": 1, "relu": 2, "swiglu": 3}
+POSITIONS = {"none": 0, "learned": 1, "sinusoidal": 1, "rope": 2}
+
+_ptr = ctypes.POINTER(ctypes.c_float)
+
+
+class _Layer(ctypes.Structure):
+    _fields_ = [(name, _ptr) for name in ("norm1_w", "norm1_b", "qkv_w", "qkv_b", "proj_w", "proj_b", "norm2_w",
+                                          "norm2_b", "fc_w", "fc_b", "up_w", "up_b", "out_w", "out_b")]
+
+
+class _Model(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int) for name in ("n_layer", "d_model", "n_head", "n_kv_head", "head_dim", "d_ff",
+                                                  "vocab", "norm", "act", "position")] + [
+        ("eps", ctypes.c_float),
+        *[(name, _ptr) for name in ("tok_emb", "pos_table", "rope_cos", "rope_sin", "norm_w", "norm_b", "head_w")],
+        ("layers", ctypes.POINTER(_Layer)),
+    ]
+
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_failure: str | None = None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LMFORGE_CACHE") or Path.home() / ".cache" / "lmforge") / "native"
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _compile(compiler: str) -> ctypes.CDLL:
+    """Compile native_step.c (or find it compiled) for this machine and load it."""
+    source = SOURCE.read_bytes()
+    errors = []
+    for flags in FLAG_SETS:
+        key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
+                                         platform.machine().encode(), _cpu_flags().encode()])).hexdigest()[:16]
+        target = cache_dir() / f"decode-{key}.so"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # compile aside, then rename: atomic
+                out = Path(tmp) / target.name
+                run = subprocess.run([compiler, *flags, "-shared", "-fPIC", "-o", str(out), str(SOURCE), "-lm"],
+                                     capture_output=True, text=True, timeout=120)
+                if run.returncode != 0:
+                    errors.append(run.stderr.strip().splitlines()[-1:] or [f"exit {run.returncode}"])
+                    continue
+                os.replace(out, target)
+        lib = ctypes.CDLL(str(target))
+        lib.lmf_decode_step.restype = ctypes.c_int
+        return lib
+    raise OSError(f"{compiler} could not compile {SOURCE.name}: {errors[-1][0]}")
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled decode step, or None when it cannot be built here (native_reason() says why)."""
+    global _library, _failure
+    with _lock:
+        if _library is None and _failure is None:
+            compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+            if compiler is None:
+                _failure = "no C compiler was found (install gcc or clang, or set CC)"
+            else:
+                try:
+                    _library = _compile(compiler)
+                except (OSError, subprocess.SubprocessError) as e:
+                    _failure = str(e)
+        return _library
+
+
+def native_reason(model: nn.Module) -> str | None:
+    """Why `model` cannot decode natively here, or None when it can."""
+    if os.environ.get("LMFORGE_NATIVE", "1").strip().lower() in ("0", "off", "false", "no"):
+        return "LMFORGE_NATIVE turns it off"
+    cfg = getattr(model, "config", None)
+    blocks = getattr(model, "blocks", None)
+    if cfg is None or blocks is None or not getattr(cfg, "causal", False) or not hasattr(model, "lm_head"):
+        return "the native decode step is for GPT models"
+    p = next(model.parameters())
+    if p.device.type != "cpu" or p.dtype != torch.float32:
+        return "the native decode step runs float32 on the CPU"
+    if cfg.norm_position != "pre":
+        return "the native decode step covers pre-norm models"
+    if model.training:
+        return "the native decode step is for inference (eval mode)"
+    for m in model.modules():
+        if "forward" in m.__dict__ or m._forward_hooks or m._forward_pre_hooks:
+            return "a module of the model has its forward replaced or hooked"
+        if isinstance(m, nn.Linear) and type(m) is not nn.Linear:
+            return f"the model holds a {type(m).__name__}, which the native decode step does not know"
+        if isinstance(m, Block) and not (type(m.attn) is Attention and type(m.mlp) in (MLP, SwiGLU)
+                                         and type(m.norm1) in (nn.LayerNorm, RMSNorm)):
+            return "the model's layers are not the plain GPT parts the native decode step knows"
+    if library() is None:
+        return _failure
+    return None
+
+
+def _f(t: torch.Tensor | None):
+    return ctypes.cast(t.data_ptr(), _ptr) if t is not None else None
+
+
+class NativeDecoder:
+    """The model's weights as native_step.c reads them, and the step itself. Build one per decode:
+    it holds pointers to the weights as they are now."""
+
+    def __init__(self, model: nn.Module):
+        cfg = model.config
+        self.lib = library()
+        weights = []
+
+        def w(t: torch.Tensor | None):
+            if t is None:
+                return None
+            if t.dim() == 2:
+                set_layout(t, False)  # row-major, as nn.Linear keeps it
+            if not t.is_contiguous():
+                raise ValueError("the native decode step needs contiguous weights")
+            weights.append(t)
+            return _f(t)
+
+        layers = []
+        for block in model.blocks:
+            a, f = block.attn, block.mlp
+            swiglu = cfg.activation == "swiglu"
+            layers.append(_Layer(
+                w(block.norm1.weight), w(getattr(block.norm1, "bias", None)), w(a.qkv.weight), w(a.qkv.bias),
+                w(a.proj.weight), w(a.proj.bias), w(block.norm2.weight), w(getattr(block.norm2, "bias", None)),
+                w(f.gate.weight if swiglu else f.fc.weight), w(f.gate.bias if swiglu else f.fc.bias),
+                w(f.up.weight) if swiglu else None, w(f.up.bias) if swiglu else None, w(f.proj.weight), w(f.proj.bias)))
+        self._layers = (_Layer * len(layers))(*layers)
+        pos_table = None
+        if cfg.position == "learned":
+            pos_table = model.pos_emb.weight
+        elif cfg.position == "sinusoidal":
+            pos_table = model.pos_emb.table
+        rope = cfg.position == "rope"
+        self.model = _Model(
+            cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.head_dim, block.mlp.proj.in_features,
+            cfg.vocab_size, NORMS[cfg.norm], ACTIVATIONS[cfg.activation], POSITIONS[cfg.position], cfg.norm_eps,
+            w(model.tok_emb.weight), w(pos_table), w(model.rope_cos if rope else None),
+            w(model.rope_sin if rope else None), w(model.norm.weight), w(getattr(model.norm, "bias", None)),
+            w(model.lm_head.weight), self._layers)
+        self._weights = weights  # kept alive while the pointers are in use
+        self._work = None
+
+    def __call__(self, tokens: torch.Tensor, pos: int, npad: torch.Tensor, cache) -> torch.Tensor:
+        """Logits (N, V) after `tokens` (N,) at cache slot `pos`; row n's first npad[n] slots are padding.
+        Writes this token's keys and values into `cache` at `pos`."""
+        m, n = self.model, tokens.numel()
+        s = cache[0].k.size(2)
+        if n > MAX_ROWS:
+            raise ValueError(f"the native decode step takes up to {MAX_ROWS} rows, not {n}; split the batch")
+        if pos >= s:
+            raise ValueError(f"the KV cache holds {s} positions; {pos + 1} were asked for")
+        size = n * (2 * m.d_model + (2 * m.n_head + 2 * m.n_kv_head) * m.head_dim + 2 * m.d_ff + m.n_head * s)
+        if self._work is None or self._work.numel() < size:
+            self._work = torch.empty(size)
+        tokens = tokens.to(torch.long).contiguous()
+        npad = npad.to(torch.int32).contiguous()
+        logits = torch.empty(n, m.vocab)
+        ks = (ctypes.c_void_p * len(cache))(*[layer.k.data_ptr() for layer in cache.layers])
+        vs = (ctypes.c_void_p * len(cache))(*[layer.v.data_ptr() for layer in cache.layers])
+        status = self.lib.lmf_decode_step(ctypes.byref(m), n, ctypes.c_void_p(tokens.data_ptr()),
+                                 ctypes.c_void_p(npad.data_ptr()), pos, ks, vs, s, _f(logits), _f(self._work),
+                                 torch.get_num_threads())
+        if status == -2:
+            raise ValueError(f"a token id is outside the vocabulary of {m.vocab}")
+        return logits

@@ -1,0 +1,206 @@
+/* One decode step of a pre-norm GPT (GPT-2 or Llama shape) for N rows, in float32, as one function.
+
+   A decode step reads every weight once and does little else, so its speed is how fast the weights
+   stream from memory, plus whatever runs between the matrix products. This file does the whole step
+   in one parallel region: the threads split each product's output rows between them and meet at a
+   barrier before the next part (norm -> QKV -> RoPE + cache write -> attention -> output projection
+   -> norm -> feed-forward -> ...), so nothing between two products costs more than a barrier.
+
+   The formulas are the ones lmforge/nn states in its docstrings:
+     LayerNorm(x) = (x - mean x) / sqrt(var x + eps) * w + b        RMSNorm(x) = x / sqrt(mean x^2 + eps) * w
+     rope(x) = x * cos + rotate_half(x) * sin                        (pairs x_i, x_{i+D/2})
+     Attention(q, K, V) = softmax(q K^T / sqrt(D)) V                  over the row's real keys only
+     FFN(x) = act(x W1 + b1) W2 + b2,  or  (SiLU(x Wg) * (x Wu)) Wd  (SwiGLU)
+   Weights are row-major (out, in), as nn.Linear keeps them. The KV cache is lmforge's (N, G, S, D). */
+
+#include <math.h>
+#include <stddef.h>
+
+enum { NORM_LAYER = 0, NORM_RMS = 1 };
+enum { ACT_GELU = 0, ACT_GELU_TANH = 1, ACT_RELU = 2, ACT_SWIGLU = 3 };
+enum { POS_NONE = 0, POS_TABLE = 1, POS_ROPE = 2 };
+enum { OUT_STORE = 0, OUT_ADD = 1, OUT_ACT = 2 };
+enum { MAX_ROWS = 16 };  /* rows per step; the caller splits larger batches */
+
+typedef struct {
+    const float *norm1_w, *norm1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    const float *norm2_w, *norm2_b, *fc_w, *fc_b, *up_w, *up_b, *out_w, *out_b;
+} Layer;
+
+typedef struct {
+    int n_layer, d_model, n_head, n_kv_head, head_dim, d_ff, vocab, norm, act, position;
+    float eps;
+    const float *tok_emb;               /* (V, C) */
+    const float *pos_table;             /* (context, C): learned or sinusoidal positions */
+    const float *rope_cos, *rope_sin;   /* (context, D) */
+    const float *norm_w, *norm_b, *head_w;
+    const Layer *layers;
+} Model;
+
+static float activate(int act, float v) {
+    switch (act) {
+    case ACT_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case ACT_GELU_TANH: return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    case ACT_RELU: return v > 0.0f ? v : 0.0f;
+    default: return v / (1.0f + expf(-v));  /* SiLU, the gate of SwiGLU */
+    }
+}
+
+static void normalize(const Model *m, const float *x, const float *w, const float *b, float *y) {
+    int c = m->d_model;
+    float mean = 0.0f, var = 0.0f;
+    if (m->norm == NORM_LAYER) {
+        for (int i = 0; i < c; i++) mean += x[i];
+        mean /= c;
+    }
+    for (int i = 0; i < c; i++) var += (x[i] - mean) * (x[i] - mean);
+    float inv = 1.0f / sqrtf(var / c + m->eps);
+    for (int i = 0; i < c; i++) y[i] = (x[i] - mean) * inv * w[i] + (b ? b[i] : 0.0f);
+}
+
+static float dot(const float *w, const float *x, int K) {
+    float a = 0.0f;
+    #pragma omp simd reduction(+:a)
+    for (int k = 0; k < K; k++) a += w[k] * x[k];
+    return a;
+}
+
+/* One weight row against four input rows: each load of w serves four sums, and four independent
+   sums are in flight. (For a single input row, one row at a time streams fastest: measured.) */
+static void dot_rows4(const float *w, const float *x0, const float *x1, const float *x2, const float *x3,
+                      int K, float *r) {
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+    #pragma omp simd reduction(+:a0, a1, a2, a3)
+    for (int k = 0; k < K; k++) { a0 += w[k] * x0[k]; a1 += w[k] * x1[k]; a2 += w[k] * x2[k]; a3 += w[k] * x3[k]; }
+    r[0] = a0; r[1] = a1; r[2] = a2; r[3] = a3;
+}
+
+/* acc[n * 4 + j] = W[o0 + j] . in[n] for j < nb <= 4 outputs and n < N rows. */
+static void block_dots(const float *W, int o0, int nb, const float *in, int in_stride, int N, int K, float *acc) {
+    const float *w = W + (size_t)o0 * K;
+    int n = 0;
+    if (N >= 4) {
+        float r[4];
+        for (; n + 4 <= N; n += 4) {
+            const float *x = in + (size_t)n * in_stride;
+            for (int j = 0; j < nb; j++) {
+                dot_rows4(w + (size_t)j * K, x, x + in_stride, x + 2 * (size_t)in_stride, x + 3 * (size_t)in_stride, K, r);
+                for (int i = 0; i < 4; i++) acc[(n + i) * 4 + j] = r[i];
+            }
+        }
+    }
+    for (; n < N; n++) {
+        const float *x = in + (size_t)n * in_stride;
+        for (int j = 0; j < nb; j++) acc[n * 4 + j] = dot(w + (size_t)j * K, x, K);
+    }
+}
+
+/* out[n][o] (=, +=, or act of) W[o] . in[n] + bias[o] for n < N rows (N <= MAX_ROWS), o < O outputs.
+   The threads split the outputs in blocks of four; each block of W is read from memory once and
+   reused from cache for every row. With W2 (SwiGLU), out = SiLU(W.in + bias) * (W2.in + bias2). */
+static void matvec(const float *W, const float *bias, const float *W2, const float *bias2, int act, int mode,
+                   const float *in, int in_stride, float *out, int out_stride, int N, int O, int K) {
+    #pragma omp for schedule(static)
+    for (int o0 = 0; o0 < O; o0 += 4) {
+        int nb = O - o0 < 4 ? O - o0 : 4;
+        float acc[MAX_ROWS * 4], acc2[MAX_ROWS * 4];
+        block_dots(W, o0, nb, in, in_stride, N, K, acc);
+        if (W2) block_dots(W2, o0, nb, in, in_stride, N, K, acc2);
+        for (int n = 0; n < N; n++) {
+            float *y = out + (size_t)n * out_stride + o0;
+            for (int j = 0; j < nb; j++) {
+                float v = acc[n * 4 + j] + (bias ? bias[o0 + j] : 0.0f);
+                if (W2) v = activate(ACT_SWIGLU, v) * (acc2[n * 4 + j] + (bias2 ? bias2[o0 + j] : 0.0f));
+                else if (mode == OUT_ACT) v = activate(act, v);
+                if (mode == OUT_ADD) y[j] += v; else y[j] = v;
+            }
+        }
+    }
+}
+
+static void rope(float *x, const float *cos, const float *sin, int d) {
+    int half = d / 2;
+    for (int i = 0; i < half; i++) {
+        float a = x[i], b = x[i + half];
+        x[i] = a * cos[i] - b * sin[i];
+        x[i + half] = b * cos[i + half] + a * sin[i + half];
+    }
+}
+
+/* work holds N * (2C + H D + (H + 2G) D + 2 d_ff + H S) floats. Returns 0; -1 when N > MAX_ROWS, -2 for a
+   token outside the vocabulary (nothing is written then). */
+int lmf_decode_step(const Model *m, int N, const long long *tokens, const int *npad, int pos,
+                    float *const *k_cache, float *const *v_cache, int S, float *logits, float *work,
+                    int threads) {
+    const int C = m->d_model, H = m->n_head, G = m->n_kv_head, D = m->head_dim, F = m->d_ff;
+    const int QKV = (H + 2 * G) * D, HD = H * D;
+    float *x = work, *h = x + (size_t)N * C, *att = h + (size_t)N * C, *qkv = att + (size_t)N * HD;
+    float *ff = qkv + (size_t)N * QKV, *scores = ff + (size_t)N * 2 * F;
+    const float scale = 1.0f / sqrtf((float)D);
+    if (N > MAX_ROWS) return -1;
+    for (int n = 0; n < N; n++) if (tokens[n] < 0 || tokens[n] >= m->vocab) return -2;
+
+    #pragma omp parallel num_threads(threads)
+    {
+        #pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {  /* x = E[token] (+ P[position]); a row's position skips its padding */
+            const float *e = m->tok_emb + (size_t)tokens[n] * C;
+            const float *p = m->position == POS_TABLE ? m->pos_table + (size_t)(pos - npad[n]) * C : NULL;
+            for (int i = 0; i < C; i++) x[(size_t)n * C + i] = e[i] + (p ? p[i] : 0.0f);
+        }
+        for (int l = 0; l < m->n_layer; l++) {
+            const Layer *L = &m->layers[l];
+            #pragma omp for schedule(static)
+            for (int n = 0; n < N; n++) normalize(m, x + (size_t)n * C, L->norm1_w, L->norm1_b, h + (size_t)n * C);
+            matvec(L->qkv_w, L->qkv_b, NULL, NULL, 0, OUT_STORE, h, C, qkv, QKV, N, QKV, C);
+            #pragma omp for schedule(static)
+            for (int r = 0; r < N * G; r++) {  /* RoPE on q and k, then this token's k, v into the cache */
+                int n = r / G, g = r % G, p = pos - npad[n];
+                float *q = qkv + (size_t)n * QKV, *k = q + (size_t)(H + g) * D, *v = q + (size_t)(H + G + g) * D;
+                if (m->position == POS_ROPE) {
+                    const float *cs = m->rope_cos + (size_t)p * D, *sn = m->rope_sin + (size_t)p * D;
+                    for (int j = 0; j < H / G; j++) rope(q + (size_t)(g * (H / G) + j) * D, cs, sn, D);
+                    rope(k, cs, sn, D);
+                }
+                float *kc = k_cache[l] + (((size_t)n * G + g) * S + pos) * D;
+                float *vc = v_cache[l] + (((size_t)n * G + g) * S + pos) * D;
+                for (int i = 0; i < D; i++) { kc[i] = k[i]; vc[i] = v[i]; }
+            }
+            #pragma omp for schedule(static)
+            for (int r = 0; r < N * H; r++) {  /* softmax(q K^T / sqrt(D)) V over keys npad[n] .. pos */
+                int n = r / H, hh = r % H, g = hh / (H / G), s0 = npad[n];
+                const float *q = qkv + (size_t)n * QKV + (size_t)hh * D;
+                const float *K = k_cache[l] + ((size_t)n * G + g) * S * D, *V = v_cache[l] + ((size_t)n * G + g) * S * D;
+                float *w = scores + (size_t)r * S, *y = att + (size_t)n * HD + (size_t)hh * D, top = -INFINITY, sum = 0.0f;
+                for (int s = s0; s <= pos; s++) {
+                    const float *ks = K + (size_t)s * D;
+                    float a = 0.0f;
+                    #pragma omp simd reduction(+:a)
+                    for (int i = 0; i < D; i++) a += q[i] * ks[i];
+                    w[s] = a * scale;
+                    if (w[s] > top) top = w[s];
+                }
+                for (int s = s0; s <= pos; s++) { w[s] = expf(w[s] - top); sum += w[s]; }
+                for (int i = 0; i < D; i++) y[i] = 0.0f;
+                for (int s = s0; s <= pos; s++) {
+                    const float *vs = V + (size_t)s * D;
+                    float p = w[s] / sum;
+                    #pragma omp simd
+                    for (int i = 0; i < D; i++) y[i] += p * vs[i];
+                }
+            }
+            matvec(L->proj_w, L->proj_b, NULL, NULL, 0, OUT_ADD, att, HD, x, C, N, C, HD);
+            #pragma omp for schedule(static)
+            for (int n = 0; n < N; n++) normalize(m, x + (size_t)n * C, L->norm2_w, L->norm2_b, h + (size_t)n * C);
+            if (m->act == ACT_SWIGLU)
+                matvec(L->fc_w, L->fc_b, L->up_w, L->up_b, ACT_SWIGLU, OUT_STORE, h, C, ff, F, N, F, C);
+            else
+                matvec(L->fc_w, L->fc_b, NULL, NULL, m->act, OUT_ACT, h, C, ff, F, N, F, C);
+            matvec(L->out_w, L->out_b, NULL, NULL, 0, OUT_ADD, ff, F, x, C, N, C, F);
+        }
+        #pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) normalize(m, x + (size_t)n * C, m->norm_w, m->norm_b, h + (size_t)n * C);
+        matvec(m->head_w, NULL, NULL, NULL, 0, OUT_STORE, h, C, logits, m->vocab, N, m->vocab, C);
+    }
+    return 0;
+}

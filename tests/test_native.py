@@ -1,0 +1,112 @@
+"""The native decode step (generate/native_step.c): the same logits and cache as the PyTorch model for
+every GPT shape it covers, left padding included; the same tokens through the engine; a clear reason
+and the PyTorch path wherever it does not apply."""
+
+import shutil
+
+import pytest
+import torch
+
+from lmforge.config import ModelConfig, GenerateConfig
+from lmforge.generate import Engine, native
+from lmforge.generate.batch import DecodeState
+from lmforge.generate.native import NativeDecoder, native_reason
+from lmforge.models.gpt import GPT
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                                reason="no C compiler on this machine")
+
+SHAPES = {  # every switch the native step reads
+    "gpt2": dict(),
+    "gpt2-tanh-untied": dict(activation="gelu_tanh", tie_embeddings=False),
+    "sinusoidal-relu": dict(position="sinusoidal", activation="relu"),
+    "no-positions-no-bias": dict(position="none", bias=False),
+    "llama-gqa": dict(position="rope", norm="rmsnorm", norm_eps=1e-6, activation="swiglu", bias=False,
+                      tie_embeddings=False, n_kv_head=2),
+    "llama-mha-bias": dict(position="rope", norm="rmsnorm", activation="swiglu", bias=True),
+}
+
+
+def model_of(seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**{**dict(vocab_size=97, context_length=32, n_layer=2, n_head=4, d_model=32, dropout=0.0), **kw})
+    return GPT(cfg).eval()
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@torch.no_grad()
+def test_native_steps_match_the_model_with_left_padding(shape):
+    model = model_of(**SHAPES[shape])
+    assert native_reason(model) is None
+    rows = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]  # left padding of 0, 3 and 2 slots
+    ref, nat = DecodeState(model, rows), DecodeState(model, rows, NativeDecoder(model))
+    for _ in range(6):
+        tok = ref.logits.argmax(-1)
+        ref.step(tok)
+        nat.step(tok)
+        torch.testing.assert_close(nat.logits, ref.logits, atol=1e-4, rtol=1e-4)
+    pos = ref.cache.pos
+    for a, b in zip(ref.cache.layers, nat.cache.layers):
+        torch.testing.assert_close(b.k[:, :, :pos], a.k[:, :, :pos], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b.v[:, :, :pos], a.v[:, :, :pos], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", ["gpt2", "llama-gqa"])
+def test_engine_tokens_are_the_same_natively_past_the_context_and_with_beams(shape):
+    model = model_of(**SHAPES[shape])
+    rows = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10]]
+    for gen in (GenerateConfig(max_new_tokens=45, temperature=0),  # 52 tokens > context 32: re-prefills
+                GenerateConfig(max_new_tokens=10, num_beams=3, num_samples=2),
+                GenerateConfig(max_new_tokens=12, num_samples=3, top_k=10, seed=4)):
+        ref = Engine(model, cpu_step="torch").generate(rows, gen)
+        assert Engine(model, cpu_step="native").generate(rows, gen) == ref, gen
+
+
+def test_what_the_native_step_does_not_cover_falls_back_with_a_reason(monkeypatch):
+    model = model_of()
+    assert "eval mode" in native_reason(model.train())
+    model.eval()
+    assert "pre-norm" in native_reason(model_of(norm_position="post"))
+    assert "float32 on the CPU" in native_reason(model_of().double())
+    handle = model.blocks[0].mlp.register_forward_hook(lambda *a: None)
+    assert "hooked" in native_reason(model)
+    with pytest.raises(ValueError, match="cpu_step='native' cannot run here: .*hooked"):
+        Engine(model, cpu_step="native").generate([[1, 2]], GenerateConfig(max_new_tokens=2))
+    handle.remove()
+    monkeypatch.setenv("LMFORGE_NATIVE", "0")
+    assert "LMFORGE_NATIVE" in native_reason(model)
+    monkeypatch.delenv("LMFORGE_NATIVE")
+    decoder = NativeDecoder(model)
+    state = DecodeState(model, [[1]] * 17)
+    with pytest.raises(ValueError, match="up to 16 rows"):
+        decoder(torch.ones(17, dtype=torch.long), 1, state.npad, state.cache)
+    with pytest.raises(ValueError, match="outside the vocabulary of 97"):
+        decoder(torch.tensor([97] * 17)[:1], 1, state.npad[:1], DecodeState(model, [[1]]).cache)
+
+
+def test_without_a_compiler_the_engine_decodes_in_pytorch(monkeypatch, tmp_path):
+    model = model_of()
+    gen = GenerateConfig(max_new_tokens=8, temperature=0)
+    ref = Engine(model, cpu_step="torch").generate([[1, 2, 3]], gen)
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setattr(native, "_failure", None)
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    assert native.library() is None
+    assert "no-such-cc" in native_reason(model)
+    assert Engine(model).generate([[1, 2, 3]], gen) == ref
+    with pytest.raises(ValueError, match="cannot run here"):
+        Engine(model, cpu_step="native").generate([[1, 2, 3]], gen)
+
+
+def test_the_compiled_step_is_cached_per_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    native._compile(compiler)
+    built = list((tmp_path / "native").glob("decode-*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    native._compile(compiler)  # found, not compiled again
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "native").iterdir()] == [stamp]
+    with pytest.raises(OSError, match="could not compile"):
+        native._compile("false")
