@@ -27,6 +27,15 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else t.dtype
 
 
+def _softmax_(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(z) in place of z (n, V), and logsumexp(z) (n,): m = max z, s = sum exp(z - m),
+    lse = m + log s, softmax = exp(z - m) / s. In place, with no (n, V) temporaries: on a CPU,
+    torch.logsumexp followed by exp(z - lse) takes about four times as long."""
+    m = z.amax(-1, keepdim=True)
+    s = z.sub_(m).exp_().sum(-1, keepdim=True)
+    return z.div_(s), (m + s.log()).squeeze(1)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, targets, ignore_index, chunk_rows):
@@ -34,6 +43,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         w = weight.to(dtype)
         valid = targets != ignore_index
         count = valid.sum().clamp(min=1)
+        every = bool(valid.all())
         grad_h = torch.empty_like(h, dtype=torch.float32)
         grad_w = torch.zeros_like(weight, dtype=torch.float32)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
@@ -41,12 +51,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
             for s in range(0, h.size(0), chunk_rows):
                 hc, yc, vc = h[s:s + chunk_rows].to(dtype), targets[s:s + chunk_rows], valid[s:s + chunk_rows]
                 z = (hc @ w.t()).float()  # (n, V)
-                lse = torch.logsumexp(z, dim=-1)
                 picked = z.gather(1, yc.clamp(min=0).unsqueeze(1)).squeeze(1)
+                g, lse = _softmax_(z)
                 total += ((lse - picked) * vc).sum()
-                g = torch.exp(z.sub_(lse.unsqueeze(1)))  # softmax, in place of z
                 g[torch.arange(g.size(0), device=g.device), yc.clamp(min=0)] -= 1.0
-                g *= vc.unsqueeze(1)  # ignored rows: no gradient
+                if not every:
+                    g *= vc.unsqueeze(1)  # ignored rows: no gradient
                 grad_h[s:s + chunk_rows] = (g.to(dtype) @ w).float()
                 grad_w += (g.t().to(dtype) @ hc).float()
         ctx.save_for_backward(grad_h, grad_w, count)
