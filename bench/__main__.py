@@ -175,6 +175,7 @@ def main(argv=None) -> None:
     model["params_by_peer"] = {p: c["params"] for (s, p), c in cells.items() if "params" in c and "@" not in p}
     hf = next((c.get("attention") for (s, p), c in cells.items() if c.get("attention")), None)
     meta["transformers_attention"] = hf
+    meta["lmforge_decode_step"] = next((c["decode_step"] for (s, p), c in cells.items() if c.get("decode_step")), None)
     meta["loadavg_1min"] = {"start": load_start, "end": os.getloadavg()[0] if load_start is not None else None}
     out = report.build(cells, sections, probe, model, meta, skipped, (main_dtype, other_dtype))
     out["warnings"] = warnings

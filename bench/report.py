@@ -33,7 +33,7 @@ def gather(jobs) -> dict:
         for k in ("peak_rss_mb", "peak_rss_delta_mb", "peak_cuda_mb"):
             if k in r:
                 c[k] = max(c.get(k, 0.0), r[k])
-        for k in ("losses", "params", "weight_bytes", "attention", "threads", "compiled", "compile_error"):
+        for k in ("losses", "params", "weight_bytes", "attention", "decode_step", "threads", "compiled", "compile_error"):
             if k in r and k not in c:
                 c[k] = r[k]
     for c in cells.values():
@@ -151,6 +151,8 @@ def table(out: dict) -> str:
         f"bf16/fp32 matmul {p['bf16_speedup']:.2f}x"
         + (f" ({p['matmul_bf16_flops'] / 1e9:.1f} GFLOP/s)" if p.get("matmul_bf16_flops") else ""),
     ]
+    if meta.get("lmforge_decode_step"):
+        lines.append(f"lmforge's decode steps: {meta['lmforge_decode_step']}")
     specs = [("train", "training tokens/s (forward + backward + AdamW)", "MFU", "train_mfu"),
              ("decode_greedy", "greedy decode, batch 1", "of mem. ceiling", "decode_greedy_ceiling_fraction"),
              ("decode_sample", "sampled decode, batch 8", "of mem. ceiling", "decode_sample_ceiling_fraction")]

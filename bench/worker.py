@@ -91,6 +91,8 @@ def run_job(job: dict) -> dict:
         else:
             out.update(train(peer))
     elif task in ("greedy", "sample"):
+        if hasattr(peer, "decode_step"):
+            out["decode_step"] = peer.decode_step()
         batch = 1 if task == "greedy" else shape.batch_size
         prompt = data.prompts(tokens, batch, job["prompt_tokens"], job["seed"])
         out.update(measure.decode(peer, prompt, job["new_tokens"], job["repeats"], task == "sample",

@@ -24,6 +24,15 @@ class LmforgePeer(Peer):
         self.model = GPT(cfg).to(device)
         self.engine = Engine(self.model)
 
+    def decode_step(self) -> str:
+        """How the engine runs its one-token steps here: "native" (generate/native.py) or why not."""
+        from lmforge.generate.native import native_reason
+
+        if self.device.type != "cpu":
+            return "pytorch"
+        reason = native_reason(self.model.eval())
+        return "native" if reason is None else f"pytorch ({reason})"
+
     def forward_logits(self, module, x):
         return module(x)
 
