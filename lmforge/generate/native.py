@@ -23,6 +23,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -66,6 +67,15 @@ class _Model(ctypes.Structure):
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _failure: str | None = None
+_pool_pid: list[int] = []  # the process whose OpenMP pool the steps use: a pool does not survive a fork
+
+
+def _threads() -> int:
+    """PyTorch's thread count; 1 in a process forked after its parent ran a step (GNU OpenMP's
+    worker threads are not copied by fork, and a parallel step there could wait on them forever)."""
+    if not _pool_pid:
+        _pool_pid.append(os.getpid())
+    return torch.get_num_threads() if _pool_pid[0] == os.getpid() else 1
 
 
 def cache_dir() -> Path:
@@ -94,7 +104,7 @@ def _compile(compiler: str) -> ctypes.CDLL:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # compile aside, then rename: atomic
                 out = Path(tmp) / target.name
-                run = subprocess.run([compiler, *flags, "-shared", "-fPIC", "-o", str(out), str(SOURCE), "-lm"],
+                run = subprocess.run([*shlex.split(compiler), *flags, "-shared", "-fPIC", "-o", str(out), str(SOURCE), "-lm"],
                                      capture_output=True, text=True, timeout=120)
                 if run.returncode != 0:
                     errors.append(run.stderr.strip().splitlines()[-1:] or [f"exit {run.returncode}"])
@@ -190,7 +200,7 @@ class NativeDecoder:
             pos_table = model.pos_emb.table
         rope = cfg.position == "rope"
         self.model = _Model(
-            cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.head_dim, block.mlp.proj.in_features,
+            cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.head_dim, model.blocks[0].mlp.proj.in_features,
             cfg.vocab_size, NORMS[cfg.norm], ACTIVATIONS[cfg.activation], POSITIONS[cfg.position], cfg.norm_eps,
             w(model.tok_emb.weight), w(pos_table), w(model.rope_cos if rope else None),
             w(model.rope_sin if rope else None), w(model.norm.weight), w(getattr(model.norm, "bias", None)),
@@ -217,7 +227,7 @@ class NativeDecoder:
         vs = (ctypes.c_void_p * len(cache))(*[layer.v.data_ptr() for layer in cache.layers])
         status = self.lib.lmf_decode_step(ctypes.byref(m), n, ctypes.c_void_p(tokens.data_ptr()),
                                  ctypes.c_void_p(npad.data_ptr()), pos, ks, vs, s, _f(logits), _f(self._work),
-                                 torch.get_num_threads())
+                                 _threads())
         if status == -2:
             raise ValueError(f"a token id is outside the vocabulary of {m.vocab}")
         return logits
