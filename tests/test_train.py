@@ -60,7 +60,9 @@ def kill_then_resume(recipe, tmp_path, at_least: int) -> tuple:
     p = lmforge("train", "--recipe", str(recipe), "--out", str(killed))
     deadline = time.time() + 300
     while time.time() < deadline:
-        if (killed / "trainer_state.pt").exists() and ckpt.checkpoint_step(killed) >= at_least:
+        # a save moves trainer_state.pt in before model.safetensors: wait for both
+        if ckpt.is_checkpoint(killed) and (killed / "trainer_state.pt").exists() \
+                and ckpt.checkpoint_step(killed) >= at_least:
             break
         time.sleep(0.02)
     p.send_signal(signal.SIGKILL)
