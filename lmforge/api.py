@@ -9,6 +9,7 @@ from typing import Iterator
 
 import torch
 
+from lmforge.chat import ChatTemplate, HFChatTemplate, hf_chat_template
 from lmforge.config import GenerateConfig
 from lmforge.errors import LmforgeError
 from lmforge.generate import PAD, Engine
@@ -193,4 +194,6 @@ def export_hf(source: LM | str | Path, out: str | Path) -> Path:
     tok = lm.tokenizer
     ids = {role: getattr(tok, f"{role}_id") for role in SPECIAL_TOKENS}
     specials = {role: (tok.hf.id_to_token(i), i) for role, i in ids.items() if i is not None}
-    return hf.save_hf(lm.model, out, tok.hf.to_str(), specials)
+    own = hf_chat_template(lm.path) if lm.path is not None and hf.is_hf_dir(lm.path) else None
+    template = own.source if isinstance(own, HFChatTemplate) else ChatTemplate().jinja()  # what `lmforge chat` renders
+    return hf.save_hf(lm.model, out, tok.hf.to_str(), specials, template)

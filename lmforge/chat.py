@@ -42,6 +42,18 @@ class ChatTemplate:
     def stops(self) -> list[str]:
         return [f"\n{self.user}"]
 
+    def jinja(self) -> str:
+        """This template as a Hugging Face chat template (Jinja, roles system / user / assistant): an
+        export carries it, so transformers' apply_chat_template(messages, add_generation_prompt=True)
+        gives the text `render` gives. (The reply's stop, "\nUser:", cannot travel in a template.)"""
+        user, reply, prompt = (json.dumps(label) for label in (self.user + " ", self.assistant + " ", self.assistant))
+        return ("{%- for m in messages -%}"
+                "{%- if m['role'] == 'system' -%}{{ m['content'] | trim }}{{ '\\n\\n' }}"
+                "{%- elif m['role'] == 'user' -%}{{ " + user + " }}{{ m['content'] | trim }}{{ '\\n' }}"
+                "{%- elif m['role'] == 'assistant' -%}{{ " + reply + " }}{{ m['content'] | trim }}{{ '\\n' }}"
+                "{%- endif -%}{%- endfor -%}"
+                "{%- if add_generation_prompt -%}{{ " + prompt + " }}{%- endif -%}")
+
 
 @dataclass
 class HFChatTemplate:
@@ -74,9 +86,10 @@ class HFChatTemplate:
         return []  # the turn ends at the end-of-text token
 
 
-def hf_chat_template(path: str | Path) -> HFChatTemplate | None:
+def hf_chat_template(path: str | Path) -> ChatTemplate | HFChatTemplate | None:
     """The chat template of a Hugging Face model directory, if it has one: chat_template.jinja, or
-    "chat_template" in tokenizer_config.json (a string, or named templates of which "default")."""
+    "chat_template" in tokenizer_config.json (a string, or named templates of which "default").
+    lmforge's own template, as an export writes it, comes back as a ChatTemplate with its stop."""
     path = Path(path)
     config_file = path / "tokenizer_config.json"
     try:
@@ -94,6 +107,8 @@ def hf_chat_template(path: str | Path) -> HFChatTemplate | None:
         source = (path / "chat_template.jinja").read_text(encoding="utf-8")
     if not isinstance(source, str) or not source.strip():
         return None
+    if source == ChatTemplate().jinja():
+        return ChatTemplate()
 
     def text(token):
         return token.get("content") if isinstance(token, dict) else token

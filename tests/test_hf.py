@@ -296,3 +296,24 @@ def test_a_broken_chat_template_is_one_clear_error(tokenizer, tmp_path):
     with pytest.raises(LmforgeError, match="chat template fails .*TemplateSyntaxError"):
         chat.prompt("hi")
     assert Chat(lmforge.load(out, device="cpu"), template=None).template.source.startswith("{% for")
+
+
+def test_an_export_carries_lmforges_chat_template_both_ways(tokenizer, tmp_path):
+    from lmforge.chat import Chat, ChatTemplate
+
+    out = export_hf(LM(lmforge_model("gpt2", tokenizer.vocab_size, context=256), tokenizer), tmp_path / "hf")
+    messages = [{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "hi "},
+                {"role": "assistant", "content": "hello"}, {"role": "user", "content": "how are you?"}]
+    text = transformers.AutoTokenizer.from_pretrained(out).apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True)
+    turns = [(m["role"], m["content"]) for m in messages[1:]]
+    assert text == ChatTemplate().render(turns, " Be brief. ") == "Be brief.\n\nUser: hi\nAssistant: hello\nUser: how are you?\nAssistant:"
+    chat = Chat(lmforge.load(out, device="cpu"))  # read back as lmforge's own: it stops at "\nUser:"
+    assert isinstance(chat.template, ChatTemplate) and chat.template.stops == ["\nUser:"]
+    again = export_hf(lmforge.load(out, device="cpu"), tmp_path / "again")  # a model's own template travels on
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    config["chat_template"] = CHATML
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    third = export_hf(lmforge.load(out, device="cpu"), tmp_path / "third")
+    assert json.loads((third / "tokenizer_config.json").read_text())["chat_template"] == CHATML
+    assert json.loads((again / "tokenizer_config.json").read_text())["chat_template"] == ChatTemplate().jinja()

@@ -302,9 +302,10 @@ def write_atomically(out: str | Path, fill: Callable[[Path], None]) -> Path:
 
 
 def save_hf(model: torch.nn.Module, out: str | Path, tokenizer_json: str | None = None,
-            special_tokens: dict[str, tuple[str, int]] | None = None) -> Path:
+            special_tokens: dict[str, tuple[str, int]] | None = None, chat_template: str | None = None) -> Path:
     """Write `model` (and the tokenizer, if given) as a Hugging Face directory, atomically (write_atomically).
-    special_tokens maps a role (bos, eos, pad, unk, ...) to (token, id). Encoders go to hf_bert.save_bert."""
+    special_tokens maps a role (bos, eos, pad, unk, ...) to (token, id); chat_template (Jinja) goes in
+    tokenizer_config.json with the tokenizer. Encoders go to hf_bert.save_bert."""
     out, specials = Path(out), dict(special_tokens or {})
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LmforgeError(f"{out} already exists and is not an empty directory; choose a new output directory or remove it")
@@ -318,11 +319,11 @@ def save_hf(model: torch.nn.Module, out: str | Path, tokenizer_json: str | None 
 
     generation = {k: v for k, v in hf_config.items() if k.endswith("_token_id") and v is not None}
     return write_hf_dir(out, hf_config, state_dict_to_hf(model), tokenizer_json, specials, cfg.context_length,
-                        {"generation_config.json": generation})
+                        {"generation_config.json": generation}, chat_template)
 
 
 def write_hf_dir(out: str | Path, hf_config: dict, tensors: dict, tokenizer_json: str | None, specials: dict,
-                 context_length: int, extra: dict[str, dict] | None = None) -> Path:
+                 context_length: int, extra: dict[str, dict] | None = None, chat_template: str | None = None) -> Path:
     """A Hugging Face model directory, atomically: config.json, model.safetensors, the `extra` JSON
     files, and the tokenizer (tokenizer.json, special_tokens_map.json, tokenizer_config.json) that
     `AutoTokenizer.from_pretrained` loads. `specials` maps a role to (token string, id)."""
@@ -340,6 +341,7 @@ def write_hf_dir(out: str | Path, hf_config: dict, tensors: dict, tokenizer_json
             tokens = {f"{role}_token": tok for role, (tok, _) in specials.items()}
             write("special_tokens_map.json", tokens)
             write("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **tokens,
-                                            "model_max_length": context_length, "clean_up_tokenization_spaces": False})
+                                            "model_max_length": context_length, "clean_up_tokenization_spaces": False,
+                                            **({"chat_template": chat_template} if chat_template else {})})
 
     return write_atomically(out, fill)
