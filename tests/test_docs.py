@@ -52,6 +52,10 @@ def test_generation_doc_numbers():
         assert dist(process_logits(logits, **rule)) in doc, rule
     p = torch.softmax(logits, -1)[0]
     assert f"{p[0] + p[1]:.4f}" in doc and f"{0.2 * p[0]:.4f}" in doc
+    from lmforge.generate.sampling import draw
+
+    assert "F = [" + ", ".join(f"{v:.4f}" for v in p.cumsum(0).tolist()) + "]" in doc
+    assert f"u = 0.9 gives token {draw(p.unsqueeze(0), torch.tensor([[0.9]])).item()}" in doc
     penalized = penalize_repeats(logits, torch.tensor([[0, 3]]), 1.5)
     assert rows(penalized)[0] in doc and dist(penalized) in doc
     from lmforge.config import model_config_from_preset
