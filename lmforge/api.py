@@ -9,7 +9,7 @@ from typing import Iterator
 
 import torch
 
-from lmforge.chat import ChatTemplate, HFChatTemplate, hf_chat_template
+from lmforge.chat import ChatTemplate
 from lmforge.config import GenerateConfig
 from lmforge.errors import LmforgeError
 from lmforge.generate import PAD, Engine
@@ -194,6 +194,17 @@ def export_hf(source: LM | str | Path, out: str | Path) -> Path:
     tok = lm.tokenizer
     ids = {role: getattr(tok, f"{role}_id") for role in SPECIAL_TOKENS}
     specials = {role: (tok.hf.id_to_token(i), i) for role, i in ids.items() if i is not None}
-    own = hf_chat_template(lm.path) if lm.path is not None and hf.is_hf_dir(lm.path) else None
-    template = own.source if isinstance(own, HFChatTemplate) else ChatTemplate().jinja()  # what `lmforge chat` renders
-    return hf.save_hf(lm.model, out, tok.hf.to_str(), specials, template)
+    own = _own_chat_template(lm.path) if lm.path is not None and hf.is_hf_dir(lm.path) else None
+    return hf.save_hf(lm.model, out, tok.hf.to_str(), specials, own or ChatTemplate().jinja())  # what `chat` renders
+
+
+def _own_chat_template(path: Path) -> str | list | None:
+    """The chat template a Hugging Face directory carries, as it is: chat_template.jinja, or the
+    tokenizer_config.json entry (one template, or a list of named ones)."""
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    try:
+        own = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return own if isinstance(own, (str, list)) and own else None

@@ -316,4 +316,8 @@ def test_an_export_carries_lmforges_chat_template_both_ways(tokenizer, tmp_path)
     (out / "tokenizer_config.json").write_text(json.dumps(config))
     third = export_hf(lmforge.load(out, device="cpu"), tmp_path / "third")
     assert json.loads((third / "tokenizer_config.json").read_text())["chat_template"] == CHATML
+    named = [{"name": "tool_use", "template": CHATML}, {"name": "rag", "template": INST}]  # no "default": kept as is
+    (out / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": named}))
+    fourth = export_hf(lmforge.load(out, device="cpu"), tmp_path / "fourth")
+    assert json.loads((fourth / "tokenizer_config.json").read_text())["chat_template"] == named
     assert json.loads((again / "tokenizer_config.json").read_text())["chat_template"] == ChatTemplate().jinja()

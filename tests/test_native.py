@@ -110,3 +110,45 @@ def test_the_compiled_step_is_cached_per_machine(monkeypatch, tmp_path):
     assert [p.stat().st_mtime_ns for p in (tmp_path / "native").iterdir()] == [stamp]
     with pytest.raises(OSError, match="could not compile"):
         native._compile("false")
+
+
+def test_weights_replaced_mid_stream_are_read_safely_and_swapped_parts_fall_back(monkeypatch):
+    model = model_of()
+    gen = GenerateConfig(max_new_tokens=12, temperature=0)
+    ref = Engine(model, cpu_step="torch").generate([[1, 2, 3]], gen)
+    stream = Engine(model, cpu_step="native").stream([[1, 2, 3]], gen)
+    got = [int(next(stream)[0]) for _ in range(3)]
+    for p in model.parameters():  # new storage under every parameter while the stream holds the old
+        p.data = p.data.clone()
+    got += [int(t[0]) for t in stream]
+    assert got == ref[0]
+    from lmforge.generate.fast_linear import decode_linears
+
+    with decode_linears(model, gemv="numpy"):  # lmforge's own routing is not a user's hook
+        assert native_reason(model) is None
+    untied = model_of(tie_embeddings=False)
+    untied.lm_head.to(torch.bfloat16)
+    assert "float32" in native_reason(untied)
+    swapped = model_of()
+    swapped.blocks[1].mlp.fc = torch.nn.Sequential(swapped.blocks[1].mlp.fc)
+    assert "plain GPT parts" in native_reason(swapped)
+    assert Engine(swapped).generate([[1, 2, 3]], gen) == Engine(swapped, cpu_step="torch").generate([[1, 2, 3]], gen)
+    assert Engine(model, gemv="numpy").gemv == "numpy"  # the earlier name of cpu_step
+    monkeypatch.setenv("LMFORGE_GEMV", "torch")
+    assert Engine(model)._native(1) is None and Engine(model, cpu_step="native")._native(1) is not None
+
+
+def test_the_native_step_refuses_a_cache_or_padding_that_does_not_fit():
+    model = model_of()
+    decoder = NativeDecoder(model)
+    state = DecodeState(model, [[1, 2], [3]])
+    tok = torch.tensor([4, 5])
+    with pytest.raises(ValueError, match="KV cache does not fit"):
+        decoder(tok[:1], 2, state.npad[:1], state.cache)
+    with pytest.raises(ValueError, match="does not fit slot 2"):
+        decoder(tok, 2, torch.tensor([0, 3], dtype=torch.int32), state.cache)
+    from lmforge.generate.kv_cache import KVCache
+
+    big = KVCache.for_model(model, 2, max_len=40)  # more slots than the 32 positions the model knows
+    with pytest.raises(ValueError, match="32-token context"):
+        decoder(tok, 33, torch.zeros(2, dtype=torch.int32), big)

@@ -72,6 +72,8 @@ def test_the_draw_is_the_inverse_cdf_and_never_picks_a_zero():
         assert draw(probs, torch.tensor([[u]])).item() == want, u
     big = torch.full((1, 4), 1e30)  # F_V rounds: u F_V must still stay below it
     assert draw(big / big.sum() * 3, torch.tensor([[math.nextafter(1.0, 0.0)]])).item() == 3
+    with pytest.raises(LmforgeError, match="every token was ruled out"):
+        draw(torch.tensor([[0.5, 0.5], [float("nan")] * 2]), torch.tensor([[0.3], [0.3]]))
     gen = GenerateConfig(temperature=1.0, seed=0)
     n = 40_000
     picks = choose(probs.log().expand(n, -1), gen, torch.Generator().manual_seed(1))

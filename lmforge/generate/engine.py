@@ -13,6 +13,7 @@ n samples per prompt share one prefill: the prompt's cache rows are copied n tim
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator, Sequence
 
 import torch
@@ -39,7 +40,9 @@ class Engine:
     checks every step and other devices every 8 (up to 7 steps of padding are then computed and
     dropped after the last row stops; the tokens are the same)."""
 
-    def __init__(self, model: nn.Module, cpu_step: str = "auto", sync_every: int | None = None):
+    def __init__(self, model: nn.Module, cpu_step: str = "auto", sync_every: int | None = None,
+                 gemv: str | None = None):
+        cpu_step = gemv or cpu_step  # gemv: the earlier name of cpu_step, when it chose numpy or torch only
         if cpu_step not in STEPS:
             raise ValueError(f"cpu_step must be one of {', '.join(STEPS)}, not {cpu_step!r}")
         if sync_every is not None and sync_every < 1:
@@ -48,14 +51,26 @@ class Engine:
         self.cpu_step = cpu_step
         self.sync_every = sync_every
 
+    @property
+    def gemv(self) -> str:
+        return self.cpu_step
+
     def _native(self, rows: int) -> NativeDecoder | None:
-        """The native step for `rows` rows when the choice and the model allow it."""
-        if self.cpu_step not in ("auto", "native") or rows > SMALL_BATCH:
+        """The native step for `rows` rows when the choice and the model allow it. With "auto",
+        LMFORGE_GEMV=numpy|torch asks for the PyTorch path."""
+        auto = self.cpu_step == "auto"
+        if rows > SMALL_BATCH or not (self.cpu_step == "native" or auto and os.environ.get("LMFORGE_GEMV", "")
+                                      .lower() not in BACKENDS):
             return None
         reason = native_reason(self.model)
-        if reason is not None and self.cpu_step == "native":
+        if reason is None:
+            try:
+                return NativeDecoder(self.model)
+            except ValueError as e:
+                reason = str(e)
+        if not auto:
             raise ValueError(f"cpu_step='native' cannot run here: {reason}")
-        return NativeDecoder(self.model) if reason is None else None
+        return None
 
     def _routing(self, rows: int, native: NativeDecoder | None):
         """decode_linears for the PyTorch path (nothing when the native step runs)."""

@@ -210,5 +210,6 @@ def _route(m: nn.Linear, backend: str) -> bool:
             return F.linear(x, m.weight, m.bias)
         return _numpy_linear(x, w, b)
 
+    forward.lmforge_decode_route = True  # lets generate/native.py tell this from a user's replaced forward
     m.forward = forward
     return True

@@ -67,15 +67,15 @@ class _Model(ctypes.Structure):
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _failure: str | None = None
-_pool_pid: list[int] = []  # the process whose OpenMP pool the steps use: a pool does not survive a fork
+_forked = threading.Event()  # set in a forked child: its OpenMP pool's threads were not copied by fork
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked.set)
 
 
 def _threads() -> int:
-    """PyTorch's thread count; 1 in a process forked after its parent ran a step (GNU OpenMP's
-    worker threads are not copied by fork, and a parallel step there could wait on them forever)."""
-    if not _pool_pid:
-        _pool_pid.append(os.getpid())
-    return torch.get_num_threads() if _pool_pid[0] == os.getpid() else 1
+    """PyTorch's thread count; 1 in a forked child (GNU OpenMP's worker threads do not survive a
+    fork, and a parallel step there could wait on them forever)."""
+    return 1 if _forked.is_set() else torch.get_num_threads()
 
 
 def cache_dir() -> Path:
@@ -110,7 +110,11 @@ def _compile(compiler: str) -> ctypes.CDLL:
                     errors.append(run.stderr.strip().splitlines()[-1:] or [f"exit {run.returncode}"])
                     continue
                 os.replace(out, target)
-        lib = ctypes.CDLL(str(target))
+        try:
+            lib = ctypes.CDLL(str(target))
+        except OSError as e:  # e.g. built with an OpenMP runtime that does not load here
+            errors.append([str(e)])
+            continue
         lib.lmf_decode_step.restype = ctypes.c_int
         return lib
     raise OSError(f"{compiler} could not compile {SOURCE.name}: {errors[-1][0]}")
@@ -140,24 +144,38 @@ def native_reason(model: nn.Module) -> str | None:
     blocks = getattr(model, "blocks", None)
     if cfg is None or blocks is None or not getattr(cfg, "causal", False) or not hasattr(model, "lm_head"):
         return "the native decode step is for GPT models"
-    p = next(model.parameters())
-    if p.device.type != "cpu" or p.dtype != torch.float32:
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors if t.is_floating_point()):
         return "the native decode step runs float32 on the CPU"
     if cfg.norm_position != "pre":
         return "the native decode step covers pre-norm models"
     if model.training:
         return "the native decode step is for inference (eval mode)"
     for m in model.modules():
-        if "forward" in m.__dict__ or m._forward_hooks or m._forward_pre_hooks:
+        routed = getattr(m.__dict__.get("forward"), "lmforge_decode_route", False)  # fast_linear's, not a user's
+        if ("forward" in m.__dict__ and not routed) or m._forward_hooks or m._forward_pre_hooks:
             return "a module of the model has its forward replaced or hooked"
-        if isinstance(m, nn.Linear) and type(m) is not nn.Linear:
-            return f"the model holds a {type(m).__name__}, which the native decode step does not know"
-        if isinstance(m, Block) and not (type(m.attn) is Attention and type(m.mlp) in (MLP, SwiGLU)
-                                         and type(m.norm1) in (nn.LayerNorm, RMSNorm)):
-            return "the model's layers are not the plain GPT parts the native decode step knows"
+    if not _plain_parts(model):
+        return "the model's parts are not the plain GPT parts the native decode step knows"
     if library() is None:
         return _failure
     return None
+
+
+def _plain_parts(model: nn.Module) -> bool:
+    """Every module the native step reads is exactly the class it knows (not a quantized or
+    otherwise swapped-in replacement)."""
+    norms = (nn.LayerNorm, RMSNorm)
+    if not (type(getattr(model, "tok_emb", None)) is nn.Embedding and type(model.lm_head) is nn.Linear
+            and type(getattr(model, "norm", None)) in norms):
+        return False
+    for b in model.blocks:
+        linears = [b.attn.qkv, b.attn.proj, b.mlp.proj] + ([b.mlp.gate, b.mlp.up] if type(b.mlp) is SwiGLU else
+                                                           [getattr(b.mlp, "fc", None)])
+        if not (type(b) is Block and type(b.attn) is Attention and type(b.mlp) in (MLP, SwiGLU)
+                and type(b.norm1) in norms and type(b.norm2) in norms and all(type(x) is nn.Linear for x in linears)):
+            return False
+    return True
 
 
 def _f(t: torch.Tensor | None):
@@ -173,25 +191,32 @@ class NativeDecoder:
         self.lib = library()
         weights = []
 
-        def w(t: torch.Tensor | None):
+        def w(t: torch.Tensor | None, *shape: int):
             if t is None:
                 return None
             if t.dim() == 2:
                 set_layout(t, False)  # row-major, as nn.Linear keeps it
-            if not t.is_contiguous():
-                raise ValueError("the native decode step needs contiguous weights")
+            t = t.detach()  # this tensor, not the parameter, keeps the memory the pointer names alive
+            if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous() or \
+                    (shape and tuple(t.shape) != shape):
+                raise ValueError(f"the native decode step needs contiguous float32 CPU weights of the config's shapes; "
+                                 f"one is {t.dtype} {tuple(t.shape)}")
             weights.append(t)
             return _f(t)
 
+        C, HD, QKV = cfg.d_model, cfg.n_head * cfg.head_dim, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim
+        F = model.blocks[0].mlp.proj.in_features
+        swiglu = cfg.activation == "swiglu"
         layers = []
         for block in model.blocks:
             a, f = block.attn, block.mlp
-            swiglu = cfg.activation == "swiglu"
+            fc, up = (f.gate, f.up) if swiglu else (f.fc, None)
             layers.append(_Layer(
-                w(block.norm1.weight), w(getattr(block.norm1, "bias", None)), w(a.qkv.weight), w(a.qkv.bias),
-                w(a.proj.weight), w(a.proj.bias), w(block.norm2.weight), w(getattr(block.norm2, "bias", None)),
-                w(f.gate.weight if swiglu else f.fc.weight), w(f.gate.bias if swiglu else f.fc.bias),
-                w(f.up.weight) if swiglu else None, w(f.up.bias) if swiglu else None, w(f.proj.weight), w(f.proj.bias)))
+                w(block.norm1.weight, C), w(getattr(block.norm1, "bias", None), C), w(a.qkv.weight, QKV, C),
+                w(a.qkv.bias, QKV), w(a.proj.weight, C, HD), w(a.proj.bias, C), w(block.norm2.weight, C),
+                w(getattr(block.norm2, "bias", None), C), w(fc.weight, F, C), w(fc.bias, F),
+                w(up.weight, F, C) if up else None, w(up.bias, F) if up else None, w(f.proj.weight, C, F),
+                w(f.proj.bias, C)))
         self._layers = (_Layer * len(layers))(*layers)
         pos_table = None
         if cfg.position == "learned":
@@ -199,12 +224,14 @@ class NativeDecoder:
         elif cfg.position == "sinusoidal":
             pos_table = model.pos_emb.table
         rope = cfg.position == "rope"
+        T, V = cfg.context_length, cfg.vocab_size
         self.model = _Model(
-            cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.head_dim, model.blocks[0].mlp.proj.in_features,
-            cfg.vocab_size, NORMS[cfg.norm], ACTIVATIONS[cfg.activation], POSITIONS[cfg.position], cfg.norm_eps,
-            w(model.tok_emb.weight), w(pos_table), w(model.rope_cos if rope else None),
-            w(model.rope_sin if rope else None), w(model.norm.weight), w(getattr(model.norm, "bias", None)),
-            w(model.lm_head.weight), self._layers)
+            cfg.n_layer, C, cfg.n_head, cfg.n_kv_head, cfg.head_dim, F, V, NORMS[cfg.norm], ACTIVATIONS[cfg.activation],
+            POSITIONS[cfg.position], cfg.norm_eps, w(model.tok_emb.weight, V, C), w(pos_table, T, C),
+            w(model.rope_cos if rope else None, T, cfg.head_dim), w(model.rope_sin if rope else None, T, cfg.head_dim),
+            w(model.norm.weight, C), w(getattr(model.norm, "bias", None), C), w(model.lm_head.weight, V, C),
+            self._layers)
+        self.context = T
         self._weights = weights  # kept alive while the pointers are in use
         self._work = None
 
@@ -217,6 +244,12 @@ class NativeDecoder:
             raise ValueError(f"the native decode step takes up to {MAX_ROWS} rows, not {n}; split the batch")
         if pos >= s:
             raise ValueError(f"the KV cache holds {s} positions; {pos + 1} were asked for")
+        first = cache[0].k
+        if first.shape[0] != n or first.shape[1] != m.n_kv_head or first.shape[3] != m.head_dim or \
+                any(t.dtype != torch.float32 or not t.is_contiguous() for layer in cache.layers for t in (layer.k, layer.v)):
+            raise ValueError(f"the KV cache does not fit this model and {n} rows; make it with KVCache.for_model")
+        if npad.numel() != n or int(npad.min()) < 0 or int(npad.max()) > pos or pos - int(npad.min()) >= self.context:
+            raise ValueError(f"padding {npad.tolist()} does not fit slot {pos} of a {self.context}-token context")
         size = n * (2 * m.d_model + (2 * m.n_head + 2 * m.n_kv_head) * m.head_dim + 2 * m.d_ff + m.n_head * s)
         if self._work is None or self._work.numel() < size:
             self._work = torch.empty(size)

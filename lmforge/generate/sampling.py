@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lmforge.config import GenerateConfig
+from lmforge.errors import LmforgeError
 
 
 def process_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -94,6 +95,9 @@ def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     tens of microseconds instead of over a millisecond)."""
     cdf = probs.cumsum(-1)  # (N, V), F
     total = cdf[:, -1:]
+    if not bool((total > 0).all()):  # 0, or NaN from a row whose every logit is -inf
+        raise LmforgeError("every token was ruled out for a row (no-repeat n-grams, penalties or filters left nothing, "
+                           "or the model gave NaN); loosen --no-repeat-ngram-size or the filters")
     below = torch.nextafter(total, torch.zeros_like(total))  # u F_V can round up to F_V: stay under it
     return torch.searchsorted(cdf, torch.minimum(u * total, below), right=True).squeeze(1)
 

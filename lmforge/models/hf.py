@@ -302,10 +302,11 @@ def write_atomically(out: str | Path, fill: Callable[[Path], None]) -> Path:
 
 
 def save_hf(model: torch.nn.Module, out: str | Path, tokenizer_json: str | None = None,
-            special_tokens: dict[str, tuple[str, int]] | None = None, chat_template: str | None = None) -> Path:
+            special_tokens: dict[str, tuple[str, int]] | None = None, chat_template: str | list | None = None) -> Path:
     """Write `model` (and the tokenizer, if given) as a Hugging Face directory, atomically (write_atomically).
     special_tokens maps a role (bos, eos, pad, unk, ...) to (token, id); chat_template (Jinja) goes in
-    tokenizer_config.json with the tokenizer. Encoders go to hf_bert.save_bert."""
+    tokenizer_config.json with the tokenizer (a string, or transformers' list of named templates). Encoders go
+    to hf_bert.save_bert."""
     out, specials = Path(out), dict(special_tokens or {})
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LmforgeError(f"{out} already exists and is not an empty directory; choose a new output directory or remove it")
@@ -323,7 +324,7 @@ def save_hf(model: torch.nn.Module, out: str | Path, tokenizer_json: str | None 
 
 
 def write_hf_dir(out: str | Path, hf_config: dict, tensors: dict, tokenizer_json: str | None, specials: dict,
-                 context_length: int, extra: dict[str, dict] | None = None, chat_template: str | None = None) -> Path:
+                 context_length: int, extra: dict[str, dict] | None = None, chat_template: str | list | None = None) -> Path:
     """A Hugging Face model directory, atomically: config.json, model.safetensors, the `extra` JSON
     files, and the tokenizer (tokenizer.json, special_tokens_map.json, tokenizer_config.json) that
     `AutoTokenizer.from_pretrained` loads. `specials` maps a role to (token string, id)."""
