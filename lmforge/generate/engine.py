@@ -59,8 +59,8 @@ class Engine:
         """The native step for `rows` rows when the choice and the model allow it. With "auto",
         LMFORGE_GEMV=numpy|torch asks for the PyTorch path."""
         auto = self.cpu_step == "auto"
-        if rows > SMALL_BATCH or not (self.cpu_step == "native" or auto and os.environ.get("LMFORGE_GEMV", "")
-                                      .lower() not in BACKENDS):
+        pytorch_asked = os.environ.get("LMFORGE_GEMV", "").lower() in BACKENDS
+        if rows > SMALL_BATCH or not (self.cpu_step == "native" or auto and not pytorch_asked):
             return None
         reason = native_reason(self.model)
         if reason is None:
