@@ -94,11 +94,10 @@ def _cpu_flags() -> str:
 
 def _compile(compiler: str) -> ctypes.CDLL:
     """Compile native_step.c (or find it compiled) for this machine and load it."""
-    source = SOURCE.read_bytes()
+    machine = b"\0".join([SOURCE.read_bytes(), compiler.encode(), platform.machine().encode(), _cpu_flags().encode()])
     errors = []
     for flags in FLAG_SETS:
-        key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
-                                         platform.machine().encode(), _cpu_flags().encode()])).hexdigest()[:16]
+        key = hashlib.sha256(machine + b"\0" + " ".join(flags).encode()).hexdigest()[:16]
         target = cache_dir() / f"decode-{key}.so"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +247,8 @@ class NativeDecoder:
         if first.shape[0] != n or first.shape[1] != m.n_kv_head or first.shape[3] != m.head_dim or \
                 any(t.dtype != torch.float32 or not t.is_contiguous() for layer in cache.layers for t in (layer.k, layer.v)):
             raise ValueError(f"the KV cache does not fit this model and {n} rows; make it with KVCache.for_model")
-        if npad.numel() != n or int(npad.min()) < 0 or int(npad.max()) > pos or pos - int(npad.min()) >= self.context:
+        least, most = map(int, npad.aminmax()) if npad.numel() == n else (-1, 0)
+        if least < 0 or most > pos or pos - least >= self.context:
             raise ValueError(f"padding {npad.tolist()} does not fit slot {pos} of a {self.context}-token context")
         size = n * (2 * m.d_model + (2 * m.n_head + 2 * m.n_kv_head) * m.head_dim + 2 * m.d_ff + m.n_head * s)
         if self._work is None or self._work.numel() < size:
