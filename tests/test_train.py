@@ -113,6 +113,31 @@ def test_time_limit_stops_evaluates_and_saves(tmp_path, small_corpus):
     assert result.evals[-1]["step"] == result.steps == ckpt.checkpoint_step(tmp_path / "run")
 
 
+def test_time_limit_measures_again_after_a_slow_start(tmp_path, small_corpus):
+    """Steps slowed by another program at the start shorten the schedule; the speed measured again at
+    the next evaluation gives the steps back, so the run is not cut to what a busy minute allowed."""
+    import re
+    import time
+
+    recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=120, eval_every=20,
+                                          time_limit_minutes=0.05)))
+    said = []
+    trainer = Trainer(recipe, tmp_path / "run", log=said.append)
+    real, calls = trainer.task.loss, []
+
+    def busy_at_first(model, batch):
+        calls.append(1)
+        if len(calls) <= 20:
+            time.sleep(0.05)
+        return real(model, batch)
+
+    trainer.task.loss = busy_at_first
+    result = trainer.fit()
+    ends = [int(m) for m in re.findall(r"speed, (\d+) of 120", " ".join(said))]
+    assert len(ends) >= 2 and ends[0] < 60 < ends[-1], said  # shortened, then lengthened
+    assert result.steps == ends[-1] > 60
+
+
 def test_killed_between_state_and_weights_still_resumes(tmp_path, monkeypatch):
     """A save stopped after the new trainer state but before the new weights leaves a resumable run."""
     from lmforge.config import ModelConfig

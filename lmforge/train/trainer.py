@@ -142,11 +142,12 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         t_start = t_log = time.perf_counter()
         step_at_start = self.step
+        speed_from = (self.step, 0.0)  # (step, training seconds) where the speed is next measured from
         tokens_done = tokens_at_log = 0
         try:
             while self.step < self.horizon:
                 if cfg.time_limit_minutes > 0 and self.step == step_at_start + 20:
-                    self._fit_schedule_to_time(time.perf_counter() - t_start, 20, bar)
+                    speed_from = self._fit_schedule_to_time(t_start, speed_from, result.eval_seconds, bar)
                 lr = lr_at(self.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_steps,
                            total=self.horizon, kind=cfg.schedule)
                 for group in opt.param_groups:
@@ -197,6 +198,9 @@ class Trainer:
                             self.save()
                     elif cfg.save_every == 0 or last:
                         self.save()
+                    if cfg.time_limit_minutes > 0 and not last:  # measured again: a busy start misleads
+                        speed_from = self._fit_schedule_to_time(t_start, speed_from, result.eval_seconds
+                                                                + time.perf_counter() - t_eval, bar)
                     if cfg.patience and self.evals_without_gain >= cfg.patience and not last:
                         self.log(f"no better {self.task.headline} in {cfg.patience} evaluations; stopping early at "
                                  f"step {self.step}")
@@ -218,17 +222,33 @@ class Trainer:
         plot_losses(metrics.read(), self.run_dir / "loss.png", title=str(self.run_dir.name))
         return result
 
-    def _fit_schedule_to_time(self, elapsed: float, steps: int, bar) -> None:
+    def _fit_schedule_to_time(self, t_start: float, speed_from: tuple[int, float], eval_seconds: float,
+                              bar) -> tuple[int, float]:
         """With a time limit, end the schedule (and the run) at the step the measured speed reaches in
-        time, so the learning rate still anneals instead of being cut off mid-schedule."""
+        time, so the learning rate still anneals instead of being cut off mid-schedule. Called after
+        20 steps and again after every evaluation, each time with the speed since the last call, so a
+        start slowed by another program is corrected later. The end moves (up to train.max_steps)
+        only when it shifts by more than 5%: each move bends the learning-rate curve.
+
+            seconds per step = training seconds since the last fit / steps since it
+            end = step + (0.9 * limit - elapsed) / seconds per step     (10% kept for evaluations)
+
+        Returns where the next measurement starts: (this step, training seconds so far)."""
         cfg = self.recipe.train
-        remaining = 60 * cfg.time_limit_minutes * 0.9 - elapsed  # 10% kept for evaluations
-        fits = self.step + int(remaining / (elapsed / steps))
-        if fits < self.horizon:
-            self.horizon = max(self.step + 1, fits)
+        now = time.perf_counter()
+        trained = now - t_start - eval_seconds
+        steps = self.step - speed_from[0]
+        if steps <= 0:
+            return speed_from
+        per_step = max(trained - speed_from[1], 1e-9) / steps
+        remaining = 60 * cfg.time_limit_minutes * 0.9 - (now - t_start)
+        fits = min(cfg.max_steps, max(self.step + 1, self.step + int(remaining / per_step)))
+        if abs(fits - self.horizon) > 0.05 * self.horizon:
+            self.horizon = fits
             bar.total = self.horizon
             self.log(f"at the measured speed, {self.horizon} of {cfg.max_steps} steps fit in the time limit of "
                      f"{cfg.time_limit_minutes} minutes; the schedule now ends there")
+        return self.step, trained
 
     def _improved(self, ev: dict) -> bool:
         value = ev[self.task.headline]
