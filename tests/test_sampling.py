@@ -2,13 +2,14 @@
 cases; seeded repeats; stop ids."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from lmforge.config import GenerateConfig, ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.generate import generate, process_logits
+from lmforge.generate import Engine, generate, process_logits
 from lmforge.generate.sampling import block_repeated_ngrams, choose, draw, penalize_repeats
 from lmforge.models import build_model
 
@@ -115,3 +116,14 @@ def test_bad_generation_settings_are_one_clear_error():
     for bad in (dict(top_p=0), dict(temperature=-1), dict(num_beams=2, num_samples=3), dict(repetition_penalty=0)):
         with pytest.raises(LmforgeError):
             GenerateConfig(**bad)
+
+
+def test_every_token_ruled_out_is_an_error_for_greedy_and_beams_not_token_zero():
+    with pytest.raises(LmforgeError, match="every token was ruled out"):
+        choose(torch.tensor([[0.1, 0.2], [float("-inf")] * 2]), GenerateConfig(temperature=0))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=6, context_length=16, n_layer=1, n_head=2, d_model=16))
+    gen = GenerateConfig(max_new_tokens=8, temperature=0, no_repeat_ngram_size=1)  # 6 tokens, none twice
+    for beams in (1, 3):
+        with pytest.raises(LmforgeError, match="every token was ruled out"):
+            Engine(model).generate(torch.tensor([[1, 2]]), replace(gen, num_beams=beams))

@@ -21,7 +21,7 @@ from torch import nn
 
 from lmforge.config import GenerateConfig
 from lmforge.generate.batch import DecodeState
-from lmforge.generate.sampling import adjust_logits
+from lmforge.generate.sampling import adjust_logits, ruled_out_error
 
 
 class Hypotheses:
@@ -60,11 +60,14 @@ def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, na
     stop = set(gen.stop_ids)
     for step in range(gen.max_new_tokens):
         logp = torch.log_softmax(adjust_logits(state.logits, state.history, gen), dim=-1)  # (B*K, V)
+        logp.masked_fill_(logp.isnan(), float("-inf"))  # a beam with every token ruled out: NaN, not a candidate
         V = logp.size(-1)
         cand = (scores.reshape(-1, 1) + logp).view(B, K * V)
         top, idx = cand.topk(min(2 * K, K * V), dim=1)  # 2K: enough to leave K live after K stop
         keep_rows, keep_tok, keep_score = [], [], []
         for b in range(B):
+            if not done[b] and top[b, 0] == float("-inf"):  # no beam of this prompt can go on
+                raise ruled_out_error()
             live = []
             for rank, (s, i) in enumerate(zip(top[b].tolist(), idx[b].tolist())):
                 row, t = b * K + i // V, i % V

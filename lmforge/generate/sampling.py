@@ -82,7 +82,10 @@ def adjust_logits(logits: torch.Tensor, history: torch.Tensor, gen: GenerateConf
 def choose(logits: torch.Tensor, gen: GenerateConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """(N, V) adjusted logits -> (N,) token ids; temperature 0 is greedy."""
     if gen.temperature <= 0:
-        return logits.argmax(dim=-1)
+        best, ids = logits.max(dim=-1)
+        if not bool((best > float("-inf")).all()):  # -inf everywhere, or a NaN (max propagates it)
+            raise ruled_out_error()
+        return ids
     probs = torch.softmax(process_logits(logits, gen.temperature, gen.top_k, gen.top_p, gen.min_p), dim=-1)
     u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device)
     return draw(probs, u)
@@ -96,10 +99,14 @@ def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     cdf = probs.cumsum(-1)  # (N, V), F
     total = cdf[:, -1:]
     if not bool((total > 0).all()):  # 0, or NaN from a row whose every logit is -inf
-        raise LmforgeError("every token was ruled out for a row (no-repeat n-grams, penalties or filters left nothing, "
-                           "or the model gave NaN); loosen --no-repeat-ngram-size or the filters")
+        raise ruled_out_error()
     below = torch.nextafter(total, torch.zeros_like(total))  # u F_V can round up to F_V: stay under it
     return torch.searchsorted(cdf, torch.minimum(u * total, below), right=True).squeeze(1)
+
+
+def ruled_out_error() -> LmforgeError:
+    return LmforgeError("every token was ruled out for a row (no-repeat n-grams, penalties or filters left nothing, "
+                        "or the model gave NaN); loosen --no-repeat-ngram-size or the filters")
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:

@@ -6,7 +6,6 @@ Post-norm (BERT, 2017):    x = Norm(x + Attn(x));  x = Norm(x + FFN(x))
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from lmforge.nn.attention import Attention
