@@ -152,3 +152,48 @@ def test_the_native_step_refuses_a_cache_or_padding_that_does_not_fit():
     big = KVCache.for_model(model, 2, max_len=40)  # more slots than the 32 positions the model knows
     with pytest.raises(ValueError, match="32-token context"):
         decoder(tok, 33, torch.zeros(2, dtype=torch.int32), big)
+
+
+def run_tuner(tuner, seconds_at, steps):
+    """Feed `tuner` `steps` step times from seconds_at(threads, step); the thread counts it ran."""
+    used = []
+    for i in range(steps):
+        used.append(tuner.threads)
+        tuner.record(seconds_at(tuner.threads, i))
+    return used
+
+
+def test_the_thread_tuner_keeps_the_faster_count_and_notices_a_change_in_load():
+    idle, busy = (lambda t: 1.0 if t == 2 else 1.5), (lambda t: 5.0 if t == 2 else 2.0)
+
+    settled = native.ThreadTuner(2)  # two threads 1.5x faster: trials of one thread lose, and grow apart
+    used = run_tuner(settled, lambda t, i: idle(t), 10000)
+    starts = [i for i in range(1, len(used)) if used[i] == 1 and used[i - 1] == 2]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert set(used[:512]) == {2} and settled.threads == 2 and settled.interval == settled.LONGEST
+    assert gaps == sorted(gaps) and gaps[-1] > 3 * gaps[0] and used.count(1) < 0.01 * len(used)
+
+    crowded = native.ThreadTuner(2)  # busy from the start: one thread is kept at the first trial
+    used = run_tuner(crowded, lambda t, i: busy(t), 3000)
+    assert set(used[600:]) <= {1, 2} and crowded.threads == 1 and used[1000:].count(2) < 0.05 * 2000
+
+    changing = native.ThreadTuner(2)  # another program runs from step 1000 to 3000
+    used = run_tuner(changing, lambda t, i: busy(t) if 1000 <= i < 3000 else idle(t), 6000)
+    assert used[999] == 2 and used[1000:3000].count(1) > 0.9 * 2000 and set(used[-500:]) == {2}
+
+    lone = native.ThreadTuner(1)
+    assert set(run_tuner(lone, lambda t, i: 1.0, 200)) == {1}
+
+
+def test_the_step_gives_the_same_logits_on_any_thread_count():
+    model = model_of(**SHAPES["llama-gqa"])
+    rows = [[5, 6, 7, 8, 9], [10, 11]]
+    logits = []
+    for threads in (1, 2, 3):
+        decoder = NativeDecoder(model)
+        decoder.tuner = native.ThreadTuner(threads)
+        state = DecodeState(model, rows, decoder)
+        for tok in ([1, 2], [3, 4], [5, 6]):
+            state.step(torch.tensor(tok))
+        logits.append(state.logits)
+    assert torch.equal(logits[0], logits[1]) and torch.equal(logits[0], logits[2])

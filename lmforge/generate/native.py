@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -76,6 +77,86 @@ def _threads() -> int:
     """PyTorch's thread count; 1 in a forked child (GNU OpenMP's worker threads do not survive a
     fork, and a parallel step there could wait on them forever)."""
     return 1 if _forked.is_set() else torch.get_num_threads()
+
+
+class ThreadTuner:
+    """Chooses how many threads run the step by timing it, because the best count depends on what
+    else the machine is doing. On 2 idle cores two threads decode about 1.5x faster than one; with
+    another program busy on those cores, the threads' barriers wait on each other's time slices and
+    two threads run two to five times slower than one.
+
+    A trial runs a neighbouring count (half or double, within 1..most) for `TRIAL` steps and keeps it
+    if its mean step time beats the mean of the last `WINDOW` steps by 10% (means, not medians: the
+    steps a busy core stalls are what a slow count costs). A trial stops as soon as its steps have
+    taken longer than `TRIAL` steps at the old count: with busy cores, the first step with more
+    threads can take a hundred times its usual time. When trials run:
+
+    - with all threads, after `SOON` steps once the window's mean is 25% above the best window seen
+      (another program has started), else every `LATE` steps;
+    - with fewer, every `SOON` steps, so the threads come back when the other program ends;
+    - each trial that loses doubles the wait (up to `LONGEST` steps), so a settled machine pays for
+      trials rarely."""
+
+    TRIAL, WINDOW, SOON, LATE, LONGEST = 16, 32, 32, 512, 4096
+
+    def __init__(self, most: int):
+        self.most = self.threads = max(1, most)
+        self.interval, self._since = self.LATE, 0
+        self._recent: list[float] = []
+        self._best: dict[int, float] = {}  # the lowest window mean seen per thread count
+        self._trial: list[float] | None = None  # the trial's step times, while one runs
+        self._home = self.threads
+        self._down = True  # the direction of the next trial
+        self._guard = threading.Lock()  # several Python threads may decode at once
+
+    def record(self, seconds: float) -> None:
+        """The time of one step just run with `self.threads` threads."""
+        if self.most > 1:
+            with self._guard:
+                self._record(seconds)
+
+    def _record(self, seconds: float) -> None:
+        if self._trial is not None:
+            self._trial.append(seconds)
+            if len(self._trial) == self.TRIAL or sum(self._trial) > self.TRIAL * self._mean():  # done, or lost already
+                self._judge()
+            return
+        self._recent = (self._recent + [seconds])[-self.WINDOW:]
+        self._since += 1
+        if len(self._recent) < self.WINDOW:
+            return
+        mean = self._mean()
+        best = self._best[self.threads] = min(self._best.get(self.threads, mean), mean)
+        slowed = self.threads == self.most and mean > 1.25 * best
+        if self._since >= (self.SOON if slowed else self.interval):
+            self._start_trial()
+
+    def _start_trial(self) -> None:
+        other = max(1, self.threads // 2) if self._down else min(self.most, self.threads * 2)
+        if other == self.threads:  # at an end: try the other direction
+            self._down = not self._down
+            other = max(1, self.threads // 2) if self._down else min(self.most, self.threads * 2)
+        self._home, self.threads, self._trial = self.threads, other, []
+
+    def _mean(self) -> float:
+        return sum(self._recent) / len(self._recent)
+
+    def _judge(self) -> None:
+        trial, self._trial, self._since = self._trial, None, 0
+        if len(trial) == self.TRIAL and sum(trial) / len(trial) < 0.9 * self._mean():  # keep the new count
+            self._recent, self.interval = trial, self.LATE if self.threads == self.most else self.SOON
+        else:
+            self.threads, self.interval = self._home, min(self.LONGEST, 2 * self.interval)
+            self._down = not self._down
+
+
+_tuners: dict[int, ThreadTuner] = {}  # per thread count allowed: what one decode learns, the next starts from
+
+
+def _tuner() -> ThreadTuner:
+    most = _threads()
+    with _lock:
+        return _tuners.setdefault(most, ThreadTuner(most))
 
 
 def cache_dir() -> Path:
@@ -233,6 +314,7 @@ class NativeDecoder:
         self.context = T
         self._weights = weights  # kept alive while the pointers are in use
         self._work = None
+        self.tuner: ThreadTuner | None = None  # None: the process-wide one for torch's thread count
 
     def __call__(self, tokens: torch.Tensor, pos: int, npad: torch.Tensor, cache) -> torch.Tensor:
         """Logits (N, V) after `tokens` (N,) at cache slot `pos`; row n's first npad[n] slots are padding.
@@ -258,9 +340,12 @@ class NativeDecoder:
         logits = torch.empty(n, m.vocab)
         ks = (ctypes.c_void_p * len(cache))(*[layer.k.data_ptr() for layer in cache.layers])
         vs = (ctypes.c_void_p * len(cache))(*[layer.v.data_ptr() for layer in cache.layers])
+        tuner = self.tuner or _tuner()
+        start = time.perf_counter()
         status = self.lib.lmf_decode_step(ctypes.byref(m), n, ctypes.c_void_p(tokens.data_ptr()),
-                                 ctypes.c_void_p(npad.data_ptr()), pos, ks, vs, s, _f(logits), _f(self._work),
-                                 _threads())
+                                          ctypes.c_void_p(npad.data_ptr()), pos, ks, vs, s, _f(logits),
+                                          _f(self._work), tuner.threads)
+        tuner.record(time.perf_counter() - start)
         if status == -2:
             raise ValueError(f"a token id is outside the vocabulary of {m.vocab}")
         return logits
