@@ -133,3 +133,31 @@ def test_padded_beam_batch_matches_each_prompt_alone():
 def test_beam_search_cannot_stream():
     with pytest.raises(ValueError, match="cannot stream"):
         next(Engine(tiny("gpt-mini")).stream([[1]], GenerateConfig(num_beams=2)))
+
+
+@pytest.mark.parametrize("cpu_step", ["native", "torch"])
+def test_a_finished_generation_frees_its_cache_without_the_garbage_collector(monkeypatch, cpu_step):
+    """A reference cycle through the cache kept every call's keys and values (tens of MB) alive until
+    Python's cycle collector happened to run: a server's memory grew with each request."""
+    import gc
+    import weakref
+
+    from lmforge.generate import kv_cache
+
+    made, real = [], kv_cache.KVCache.__init__
+
+    def tracked(self, *a, **kw):
+        real(self, *a, **kw)
+        made.append(weakref.ref(self))
+
+    monkeypatch.setattr(kv_cache.KVCache, "__init__", tracked)
+    model, ids = tiny("gpt-micro"), torch.randint(0, 61, (2, 5))
+    engine = Engine(model, cpu_step=cpu_step)
+    gc.disable()
+    try:
+        for gen in (greedy(8), GenerateConfig(max_new_tokens=8, num_samples=2, seed=1), greedy(8, num_beams=2)):
+            engine.generate(ids, gen)
+            list(engine.stream(ids, greedy(4)))
+    finally:
+        gc.enable()
+    assert made and all(ref() is None for ref in made)
