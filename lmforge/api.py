@@ -183,9 +183,23 @@ def load(path: str | Path, device: str = "auto") -> LM:
     """Load a run directory (config.json + model.safetensors + tokenizer.json), or a Hugging Face
     GPT-2 / Llama / BERT directory, which needs its tokenizer.json too (see lmforge.models.hf)."""
     model, tokenizer = load_pretrained(path, pick_device(device))
-    config = Path(path) / "tokenizer_config.json"
-    add_bos = hf.is_hf_dir(path) and config.is_file() and json.loads(config.read_text()).get("add_bos_token") is True
-    return LM(model, tokenizer, Path(path), add_bos=add_bos)
+    return LM(model, tokenizer, Path(path), add_bos=hf.is_hf_dir(path) and _prompts_start_with_bos(Path(path), tokenizer))
+
+
+def _prompts_start_with_bos(path: Path, tokenizer: Tokenizer) -> bool:
+    """Whether transformers' AutoTokenizer starts this Hugging Face directory's text with the bos
+    token: where tokenizer.json's post-processor puts it first (Llama's tokenizers do), or where
+    tokenizer_config.json sets add_bos_token."""
+    bos = tokenizer.bos_id
+    if bos is None:
+        return False
+    if tokenizer.hf.encode("a", add_special_tokens=True).ids[:1] == [bos] and tokenizer.encode("a")[:1] != [bos]:
+        return True
+    config = path / "tokenizer_config.json"
+    try:
+        return config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("add_bos_token") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def export_hf(source: LM | str | Path, out: str | Path) -> Path:

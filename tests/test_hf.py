@@ -219,6 +219,23 @@ def test_a_checkpoint_that_wants_bos_gets_it_on_every_prompt(tokenizer, tmp_path
     lm = lmforge.load(out, device="cpu")
     assert lm.encode_prompt("hello") == [tokenizer.bos_id] + tokenizer.encode("hello")
 
+    # Llama's own tokenizers add bos in tokenizer.json's post-processor, with no add_bos_token set:
+    # prompts are then encoded as transformers' AutoTokenizer encodes them.
+    from tokenizers import Tokenizer as HFTokenizer, processors
+    from transformers import AutoTokenizer
+
+    tok = HFTokenizer.from_file(str(out / "tokenizer.json"))
+    bos = tok.id_to_token(tokenizer.bos_id)
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                       special_tokens=[(bos, tokenizer.bos_id)])
+    tok.save(str(out / "tokenizer.json"))
+    for flag in (None, False):
+        (out / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": flag}))
+        lm = lmforge.load(out, device="cpu")
+        for text in ("hello there", "今天", ""):
+            assert lm.encode_prompt(text) == AutoTokenizer.from_pretrained(out)(text)["input_ids"], text
+        assert lm.encode_prompt("hello")[0] == tokenizer.bos_id
+
 
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
           "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
