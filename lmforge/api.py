@@ -20,7 +20,10 @@ from lmforge.train.checkpoint import load_pretrained
 
 
 def stop_list(stop: str | list[str] | None) -> list[str]:
-    return [stop] if isinstance(stop, str) else list(stop or [])
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if any(not isinstance(s, str) or not s for s in stops):
+        raise LmforgeError("a stop string must be non-empty text; drop the empty one")
+    return stops
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
@@ -56,10 +59,17 @@ class LM:
         """Token ids for a prompt: text is encoded (with the bos token first where the model wants
         it); a list of token ids is taken as it is, e.g. a rendered chat template."""
         if isinstance(prompt, str):
+            try:
+                prompt.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that were not UTF-8, carried as lone surrogates (sys.argv, stdin)
+                raise LmforgeError("the prompt is not valid UTF-8 text; pass it encoded as UTF-8") from None
             ids = self.tokenizer.encode(prompt) if prompt else []
             bos = self.tokenizer.bos_id
             if self.add_bos and bos is not None and ids[:1] != [bos]:
                 ids = [bos] + ids
+            if any(i >= self.config.vocab_size for i in ids):
+                raise LmforgeError(f"the tokenizer gives ids beyond the model's vocabulary of {self.config.vocab_size}; "
+                                   "the tokenizer.json does not belong to this model")
         else:
             ids = [int(i) for i in prompt]
             if any(not 0 <= i < self.config.vocab_size for i in ids):
@@ -131,6 +141,8 @@ class LM:
         gen = self.generate_config(max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos, **options)
         if gen.num_beams > 1:
             raise LmforgeError("beam search keeps several candidates until the end, so it cannot stream; drop num_beams")
+        if not isinstance(prompt, str) and any(isinstance(p, (str, list, tuple)) for p in prompt):
+            raise LmforgeError("stream takes one prompt; stream the prompts one by one, or use generate for a list")
         shown = [""] * gen.num_samples
         for texts in self._texts([self.encode_prompt(prompt)], gen, stop_list(stop), final=False):
             pieces = [t[len(s):] for t, s in zip(texts, shown)]

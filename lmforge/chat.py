@@ -143,6 +143,17 @@ class Chat:
             eos = self.lm.tokenizer.hf.token_to_id(self.template.tokens["eos_token"])
             if eos is not None and eos not in self.template.stop_ids:
                 self.template.stop_ids += (eos,)
+        self.lm.generate_config(self.max_new_tokens, **self.sampling)  # a model or setting that cannot chat: now
+        context = self.lm.config.context_length
+        if self.system and len(self.lm.tokenizer.encode(self.system)) >= context - min(self.max_new_tokens, context // 4):
+            raise LmforgeError(f"the system text leaves no room in the model's context of {context} tokens for a "
+                               "message and a reply; shorten it")
+
+    def _check(self, message: str) -> None:
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that were not UTF-8, carried as lone surrogates
+            raise LmforgeError("the message is not valid UTF-8 text; type it in UTF-8") from None
 
     def prompt(self, message: str) -> str:
         """The text to continue: as many of the latest turns as fit, leaving room for the reply."""
@@ -157,6 +168,7 @@ class Chat:
                            "reply; shorten it (or the system text)")
 
     def send(self, message: str) -> Iterator[str]:
+        self._check(message)
         text = self.prompt(message)
         sampling = dict(self.sampling)
         if isinstance(self.template, HFChatTemplate):  # it places any bos token itself, as transformers has it

@@ -7,7 +7,10 @@ Commands that report figures take `--json` and then print exactly one JSON objec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -187,6 +190,11 @@ def cmd_export(args) -> None:
                    f"({', '.join(files)}); load it with transformers.{auto}.from_pretrained({str(out)!r})")
 
 
+def _escaped(text: str) -> str:
+    """A flag's text with \\n, \\t, \\r and \\\\ read as the characters they name (shells pass them as typed)."""
+    return re.sub(r"\\([ntr\\])", lambda m: {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m.group(1)], text)
+
+
 def _sampling(args) -> dict:
     """The decoding flags shared by `generate` and `chat`, as LM.generate / LM.stream keywords."""
     return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, min_p=args.min_p,
@@ -201,6 +209,8 @@ def cmd_generate(args) -> None:
     if args.stream and not args.json:
         if args.beams > 1:
             raise LmforgeError("beam search keeps several candidates until the end, so it cannot stream; drop --stream or --beams")
+        lm.encode_prompt(args.prompt)  # refuse a bad prompt or flag before any of it is printed
+        lm.generate_config(args.max_new_tokens, num_samples=args.num_samples, **_sampling(args))
         # the samples are decoded together, as without --stream; the first is shown as it is produced
         # and the others once all are done
         others = [""] * (args.num_samples - 1)
@@ -212,7 +222,7 @@ def cmd_generate(args) -> None:
         print("".join("\n\n" + args.prompt + o for o in others))
         return
     outs = lm.generate(args.prompt, args.max_new_tokens, num_samples=args.num_samples, num_beams=args.beams,
-                       length_penalty=args.length_penalty, **options)
+                       length_penalty=args.length_penalty, early_stopping=args.early_stopping, **options)
     outs = outs if isinstance(outs, list) else [outs]
     if args.json:
         print(json.dumps({"prompt": args.prompt, "samples": outs}, ensure_ascii=False))
@@ -226,6 +236,8 @@ def cmd_chat(args) -> None:
 
     lm = lmforge.load(args.run)
     chat = Chat(lm, system=args.system, max_new_tokens=args.max_new_tokens, sampling=_sampling(args))
+    with contextlib.suppress(AttributeError, ValueError):  # a line that is not UTF-8 is refused, not fatal
+        sys.stdin.reconfigure(errors="surrogateescape")
     print(f"chatting with {args.run} ({lm.model.num_params() / 1e6:.1f}M parameters); /reset forgets, /exit or Ctrl-D ends",
           file=sys.stderr)
     while True:
@@ -325,10 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("run", help="run directory, or a Hugging Face GPT-2 / Llama directory")
     g.add_argument("prompt", nargs="?", default="", help="text to continue (default: start a new document)")
     decoding_flags(g)
-    g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="end a continuation at this text (repeatable)")
+    g.add_argument("--stop", action="append", default=[], metavar="TEXT", type=_escaped,
+                   help="end a continuation at this text (repeatable; \\n, \\t and \\\\ are a newline, a tab and a backslash)")
     g.add_argument("--num-samples", type=int, default=1, help="continuations of the prompt (sharing one prefill)")
     g.add_argument("--beams", type=int, default=1, help="> 1: beam search with this many beams")
     g.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length ** this")
+    g.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=True,
+                   help="beams: stop once --beams hypotheses have ended (default), or go on while a live beam could "
+                        "still beat them")
     g.add_argument("--stream", action="store_true",
                    help="print the text as it is produced (with --num-samples: the first sample live, the others when done)")
     json_flag(g)
@@ -355,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmforge: interrupted; the last checkpoint (if any) is intact", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`lmforge generate ... | head`): stop quietly
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 1
     return 0
 
 

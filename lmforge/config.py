@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -241,6 +243,14 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         self.stop_ids = tuple(int(i) for i in self.stop_ids)
+        for name in ("max_new_tokens", "top_k", "no_repeat_ngram_size", "num_samples", "num_beams"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise LmforgeError(f"{name} must be a whole number, not {value!r}")
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "length_penalty"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value)):
+                raise LmforgeError(f"{name} must be a finite number, not {value!r}")
         checks = [
             (self.max_new_tokens >= 0, "max_new_tokens must be 0 or more"),
             (self.temperature >= 0, "temperature must be 0 (greedy) or more"),

@@ -14,7 +14,9 @@ import torch
 from lmforge.errors import LmforgeError
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str = "auto", setting: str = "device='cpu'") -> torch.device:
+    """The torch device `name` names (auto: CUDA where there is one). `setting` is how the caller's
+    user chooses it, for the error when it is not there."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -24,7 +26,7 @@ def pick_device(name: str = "auto") -> torch.device:
     except RuntimeError:
         raise LmforgeError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise LmforgeError(f"device {name!r} was asked for but CUDA is not available here; use --set train.device=cpu")
+        raise LmforgeError(f"device {name!r} was asked for but CUDA is not available here; use {setting}")
     return device
 
 

@@ -97,3 +97,62 @@ def test_token_id_prompts_are_taken_as_they_are(trained_run):
     assert lm.generate(ids, max_new_tokens=10, temperature=0) == lm.generate("ROMEO:", max_new_tokens=10, temperature=0)
     assert lm.generate([ids, "ROMEO:"], max_new_tokens=5, temperature=0)[0] == lm.generate(ids, max_new_tokens=5,
                                                                                             temperature=0)
+
+
+def test_cli_refuses_bad_values_and_text_before_printing_anything(trained_run, capsys):
+    run_dir = str(trained_run)
+    for flags, words in [(["--temperature", "inf"], "temperature must be a finite number"),
+                         (["--beams", "3", "--length-penalty", "nan"], "length_penalty must be a finite number"),
+                         (["--stop", ""], "stop string must be non-empty")]:
+        assert_clear_error(*run(capsys, "generate", run_dir, "x", *flags)[::2], words)
+    code, out, err = run(capsys, "generate", run_dir, "x" * 40, "--stream")  # context 32: nothing is printed first
+    assert_clear_error(code, err, "longer than the model's context")
+    assert out == ""
+    code, out, err = run(capsys, "generate", run_dir, "ab\udcff", "--stream")  # sys.argv's form of a byte not UTF-8
+    assert_clear_error(code, err, "not valid UTF-8")
+    assert out == ""
+    lm = lmforge.load(trained_run)
+    with pytest.raises(lmforge.LmforgeError, match="max_new_tokens must be a whole number"):
+        lm.generate("x", max_new_tokens=2.5)
+    with pytest.raises(lmforge.LmforgeError, match="stream takes one prompt"):
+        next(lm.stream(["a", "b"]))
+
+
+def test_cli_stop_reads_backslash_escapes_and_beams_can_run_to_the_end(trained_run, capsys):
+    from lmforge.cli import _escaped
+
+    assert _escaped(r"\n\n") == "\n\n" and _escaped(r"a\tb\\n") == "a\tb\\n" and _escaped(r"\q") == r"\q"
+    lm = lmforge.load(trained_run)
+    full = lm.generate("ROMEO:", max_new_tokens=60, temperature=0)
+    assert "\n" in full
+    code, out, _ = run(capsys, "generate", str(trained_run), "ROMEO:", "--max-new-tokens", "60", "--temperature", "0",
+                       "--stop", r"\n", "--json")
+    assert code == 0 and json.loads(out)["samples"][0] == full[:full.index("\n")]
+    for flag in ("--early-stopping", "--no-early-stopping"):
+        code, out, _ = run(capsys, "generate", str(trained_run), "ROMEO:", "--beams", "3", "--max-new-tokens", "8",
+                           flag, "--json")
+        assert code == 0 and len(json.loads(out)["samples"]) == 1
+
+
+def test_cli_output_into_a_closed_pipe_ends_quietly(trained_run):
+    import subprocess
+    import sys
+
+    reader = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    writer = subprocess.run([sys.executable, "-m", "lmforge.cli", "generate", str(trained_run), "ROMEO:", "--stream",
+                             "--max-new-tokens", "400", "--num-samples", "8", "--temperature", "1"],
+                            stdout=reader.stdin, stderr=subprocess.PIPE, text=True, timeout=300)
+    reader.stdin.close()
+    reader.wait()
+    assert "Traceback" not in writer.stderr and "BrokenPipe" not in writer.stderr, writer.stderr
+
+
+def test_chat_refuses_a_bad_setup_before_the_loop_and_survives_bytes_that_are_not_utf8(trained_run, capsys,
+                                                                                        monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    assert_clear_error(*run(capsys, "chat", str(trained_run), "--top-p", "2")[::2], "top_p")
+    assert_clear_error(*run(capsys, "chat", str(trained_run), "--system", "x" * 40)[::2], "system text")
+    monkeypatch.setattr("sys.stdin", io.StringIO("ab\udcff\nhi\n"))  # stdin's form of a line that is not UTF-8
+    code = main(["chat", str(trained_run), "--max-new-tokens", "4", "--temperature", "0"])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.count("model> ") == 2 and "not valid UTF-8" in err and "Traceback" not in err

@@ -208,7 +208,9 @@ def test_cli_export_bad_inputs(tokenizer, tmp_path, capsys):
                       position="sinusoidal")
     save_checkpoint(sinus, build_model(cfg), tokenizer)
     refused(sinus, tmp_path / "hf", words=["position='sinusoidal'", "no Hugging Face equivalent"])
+    refused(run, busy / "keep.txt" / "hf", words=["cannot write", "choose a directory you can write to"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "run", "sinus"]  # no half-written export
+    assert [p.name for p in busy.iterdir()] == ["keep.txt"]
 
 
 def test_a_checkpoint_that_wants_bos_gets_it_on_every_prompt(tokenizer, tmp_path):
@@ -338,3 +340,13 @@ def test_an_export_carries_lmforges_chat_template_both_ways(tokenizer, tmp_path)
     fourth = export_hf(lmforge.load(out, device="cpu"), tmp_path / "fourth")
     assert json.loads((fourth / "tokenizer_config.json").read_text())["chat_template"] == named
     assert json.loads((again / "tokenizer_config.json").read_text())["chat_template"] == ChatTemplate().jinja()
+
+
+def test_a_tokenizer_larger_than_the_model_is_one_clear_error(tokenizer, tmp_path):
+    small = ModelConfig(vocab_size=40, context_length=16, n_layer=1, n_head=2, d_model=16)  # the tokenizer has 300
+    save_checkpoint(tmp_path / "run", build_model(small), tokenizer)
+    with pytest.raises(LmforgeError, match="beyond the model's vocabulary of 40"):
+        lmforge.load(tmp_path / "run", device="cpu").generate("hello world", max_new_tokens=2)
+    if not torch.cuda.is_available():  # the fix it names is the Python argument, not a training flag
+        with pytest.raises(LmforgeError, match=r"CUDA is not available here; use device='cpu'$"):
+            lmforge.load(tmp_path / "run", device="cuda")

@@ -282,9 +282,10 @@ def write_atomically(out: str | Path, fill: Callable[[Path], None]) -> Path:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LmforgeError(f"{out} already exists and is not an empty directory; choose a new output directory or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
         fill(tmp)
         umask = os.umask(0)
         os.umask(umask)
@@ -296,8 +297,12 @@ def write_atomically(out: str | Path, fill: Callable[[Path], None]) -> Path:
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
+    except OSError as e:  # no permission, no room
+        raise LmforgeError(f"cannot write {out}: {e.strerror or e}; choose a directory you can write to, with room "
+                           "for the model") from e
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -62,7 +62,7 @@ class Trainer:
                  data=None, model: torch.nn.Module | None = None, task=None):
         self.recipe, self.run_dir, self.resume, self.log = recipe, Path(run_dir), resume, log
         tcfg = recipe.train
-        self.device = pick_device(tcfg.device)
+        self.device = pick_device(tcfg.device, "--set train.device=cpu")
         self.amp_dtype = autocast_dtype(self.device, tcfg.dtype)
         self.autocast = autocast(self.device, self.amp_dtype)
         if resume:
