@@ -87,23 +87,28 @@ class ThreadTuner:
 
     A trial runs a neighbouring count (half or double, within 1..most) for `TRIAL` steps and keeps it
     if its mean step time beats the mean of the last `WINDOW` steps by 10% (means, not medians: the
-    steps a busy core stalls are what a slow count costs). A trial stops as soon as its steps have
-    taken longer than `TRIAL` steps at the old count: with busy cores, the first step with more
-    threads can take a hundred times its usual time. When trials run:
+    steps a busy core stalls are what a slow count costs). A trial stops early once it can no longer
+    win, or after 2 steps if it is 25% slower: with busy cores, the first step with more threads
+    can take a hundred times its usual time. When trials run:
 
-    - with all threads, after `SOON` steps once the window's mean is 25% above the best window seen
-      (another program has started), else every `LATE` steps;
-    - with fewer, every `SOON` steps, so the threads come back when the other program ends;
-    - each trial that loses doubles the wait (up to `LONGEST` steps), so a settled machine pays for
-      trials rarely."""
+    - the first trial comes after `SOON` steps (the machine may be busy from the start);
+    - each trial that loses doubles the wait for the next (up to `LONGEST` steps), so a settled
+      machine pays for trials rarely;
+    - with all threads, a trial also comes within `SOON` steps of the window's mean rising 50% above
+      the best window seen (another program has started); that wait doubles each time such a trial
+      loses, so a machine whose speed merely wanders is not tried over and over;
+    - a trial that wins resets the wait: to `SOON` with fewer threads, so that they come back soon
+      after the other program ends, and to `LATE` with all of them."""
 
     TRIAL, WINDOW, SOON, LATE, LONGEST = 16, 32, 32, 512, 4096
 
     def __init__(self, most: int):
         self.most = self.threads = max(1, most)
-        self.interval, self._since = self.LATE, 0
+        self.interval, self._since = self.SOON, 0
         self._recent: list[float] = []
         self._best: dict[int, float] = {}  # the lowest window mean seen per thread count
+        self._slowed = False  # all threads, and the window's mean well above the best
+        self._soon = self.SOON  # the wait after a slow-down; doubles with each trial that then loses
         self._trial: list[float] | None = None  # the trial's step times, while one runs
         self._home = self.threads
         self._down = True  # the direction of the next trial
@@ -118,8 +123,9 @@ class ThreadTuner:
     def _record(self, seconds: float) -> None:
         if self._trial is not None:
             self._trial.append(seconds)
-            if len(self._trial) == self.TRIAL or sum(self._trial) > self.TRIAL * self._mean():  # done, or lost already
-                self._judge()
+            n, spent, mean = len(self._trial), sum(self._trial), self._mean()
+            if n == self.TRIAL or spent > 0.9 * self.TRIAL * mean or (n >= 2 and spent > 1.25 * n * mean):
+                self._judge()  # done; or it can no longer win, or is clearly losing
             return
         self._recent = (self._recent + [seconds])[-self.WINDOW:]
         self._since += 1
@@ -127,8 +133,11 @@ class ThreadTuner:
             return
         mean = self._mean()
         best = self._best[self.threads] = min(self._best.get(self.threads, mean), mean)
-        slowed = self.threads == self.most and mean > 1.25 * best
-        if self._since >= (self.SOON if slowed else self.interval):
+        slowed = self.threads == self.most and mean > (1.2 if self._slowed else 1.5) * best
+        if slowed and not self._slowed:  # the steps just slowed down: look soon, sooner the less it misled
+            self.interval = min(self.interval, self._soon)
+        self._slowed = slowed
+        if self._since >= self.interval:
             self._start_trial()
 
     def _start_trial(self) -> None:
@@ -145,8 +154,11 @@ class ThreadTuner:
         trial, self._trial, self._since = self._trial, None, 0
         if len(trial) == self.TRIAL and sum(trial) / len(trial) < 0.9 * self._mean():  # keep the new count
             self._recent, self.interval = trial, self.LATE if self.threads == self.most else self.SOON
+            self._soon = self.SOON
         else:
             self.threads, self.interval = self._home, min(self.LONGEST, 2 * self.interval)
+            if self._slowed:
+                self._soon = min(self.LONGEST, 2 * self._soon)
             self._down = not self._down
 
 
