@@ -127,3 +127,6 @@ def test_every_token_ruled_out_is_an_error_for_greedy_and_beams_not_token_zero()
     for beams in (1, 3):
         with pytest.raises(LmforgeError, match="every token was ruled out"):
             Engine(model).generate(torch.tensor([[1, 2]]), replace(gen, num_beams=beams))
+    for sampled in (False, True):  # a GPU decode notes it on the device and reads it every few steps
+        with pytest.raises(LmforgeError, match="every token was ruled out"):
+            Engine(model, sync_every=3).generate(torch.tensor([[1, 2]]), replace(gen, temperature=float(sampled)))

@@ -25,7 +25,7 @@ from lmforge.generate.batch import PAD, DecodeState, as_rows
 from lmforge.generate.beam import beam_search
 from lmforge.generate.fast_linear import BACKENDS, SMALL_BATCH, decode_linears
 from lmforge.generate.native import NativeDecoder, native_reason
-from lmforge.generate.sampling import adjust_logits, choose, make_generator
+from lmforge.generate.sampling import adjust_logits, check, choose, make_generator
 
 STEPS = ("auto", "native", *BACKENDS)
 
@@ -99,11 +99,14 @@ class Engine:
         done = torch.zeros(state.history.size(0), dtype=torch.bool, device=state.device)
         last = None
         every = self.sync_every or (1 if state.device.type == "cpu" else 8)
+        ok = torch.ones_like(done)  # rows that still had a token to choose: read when we read anyway
         with self._routing(state.history.size(0), native):
             for i in range(gen.max_new_tokens):
                 if i > 0:
                     state.step(last)
-                nxt = choose(adjust_logits(state.logits, state.history, gen), gen, generator)  # (N,)
+                nxt = choose(adjust_logits(state.logits, state.history, gen), gen, generator, ok)  # (N,)
+                if (i + 1) % every == 0 or i + 1 == gen.max_new_tokens:
+                    check(ok | done, None)  # a finished row may run out of tokens: it idles anyway
                 yield nxt.masked_fill(done, PAD)
                 last = torch.where(done, last, nxt) if last is not None else nxt  # finished rows idle
                 done |= torch.isin(nxt, stop)

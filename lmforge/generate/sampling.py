@@ -79,29 +79,40 @@ def adjust_logits(logits: torch.Tensor, history: torch.Tensor, gen: GenerateConf
     return block_repeated_ngrams(logits, history, gen.no_repeat_ngram_size)
 
 
-def choose(logits: torch.Tensor, gen: GenerateConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(N, V) adjusted logits -> (N,) token ids; temperature 0 is greedy."""
+def choose(logits: torch.Tensor, gen: GenerateConfig, generator: torch.Generator | None = None,
+           ok: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, V) adjusted logits -> (N,) token ids; temperature 0 is greedy. A row with every token
+    ruled out is an error (see `check`)."""
     if gen.temperature <= 0:
         best, ids = logits.max(dim=-1)
-        if not bool((best > float("-inf")).all()):  # -inf everywhere, or a NaN (max propagates it)
-            raise ruled_out_error()
+        check(best > float("-inf"), ok)  # -inf everywhere, or a NaN (max propagates it)
         return ids
     probs = torch.softmax(process_logits(logits, gen.temperature, gen.top_k, gen.top_p, gen.min_p), dim=-1)
     u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device)
-    return draw(probs, u)
+    return draw(probs, u, ok)
 
 
-def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def draw(probs: torch.Tensor, u: torch.Tensor, ok: torch.Tensor | None = None) -> torch.Tensor:
     """(N, V) probabilities, (N, 1) uniforms in [0, 1) -> (N,) the first v with F_v > u F_V (see the
     module's docstring). The same distribution torch.multinomial draws from, from one random number
     per row instead of one per token of the vocabulary (on a CPU, 8 rows of 8,192 tokens take
     tens of microseconds instead of over a millisecond)."""
     cdf = probs.cumsum(-1)  # (N, V), F
     total = cdf[:, -1:]
-    if not bool((total > 0).all()):  # 0, or NaN from a row whose every logit is -inf
-        raise ruled_out_error()
+    check(total.squeeze(1) > 0, ok)  # 0, or NaN from a row whose every logit is -inf
     below = torch.nextafter(total, torch.zeros_like(total))  # u F_V can round up to F_V: stay under it
-    return torch.searchsorted(cdf, torch.minimum(u * total, below), right=True).squeeze(1)
+    ids = torch.searchsorted(cdf, torch.minimum(u * total, below), right=True).squeeze(1)
+    return ids.clamp_(max=probs.size(-1) - 1)  # a ruled-out row (NaN) gives V: still a valid id until checked
+
+
+def check(rows_ok: torch.Tensor, ok: torch.Tensor | None) -> None:
+    """Raise now if a row has no token left; or, given `ok`, only note it there (ok &= rows_ok, on the
+    device): reading a GPU tensor waits for the GPU, so a decoding loop checks `ok` when it reads
+    anyway."""
+    if ok is not None:
+        ok &= rows_ok
+    elif not bool(rows_ok.all()):
+        raise ruled_out_error()
 
 
 def ruled_out_error() -> LmforgeError:
