@@ -350,3 +350,19 @@ def test_a_tokenizer_larger_than_the_model_is_one_clear_error(tokenizer, tmp_pat
     if not torch.cuda.is_available():  # the fix it names is the Python argument, not a training flag
         with pytest.raises(LmforgeError, match=r"CUDA is not available here; use device='cpu'$"):
             lmforge.load(tmp_path / "run", device="cuda")
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama-gqa"])
+def test_beam_search_with_penalties_picks_what_transformers_picks(kind, tmp_path):
+    """Both apply the repetition penalty and the n-gram ban to the log-probabilities of each step."""
+    ref = hf_model(kind)
+    ref.save_pretrained(tmp_path)
+    ours = hf.load_hf(tmp_path)
+    prompt = torch.randint(2, V, (1, 6), generator=torch.Generator().manual_seed(5))
+    for kw in (dict(), dict(repetition_penalty=1.5), dict(no_repeat_ngram_size=2), dict(length_penalty=0.5)):
+        out = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, num_beams=3,
+                           do_sample=False, early_stopping=True, eos_token_id=EOS, pad_token_id=EOS, **kw)
+        theirs = out[0, 6:].tolist()
+        theirs = theirs[:theirs.index(EOS) + 1] if EOS in theirs else theirs  # ours ends at the stop id
+        mine = Engine(ours).generate(prompt, GenerateConfig(max_new_tokens=12, num_beams=3, stop_ids=(EOS,), **kw))
+        assert mine[0] == theirs, kw

@@ -4,8 +4,10 @@ At each step every live beam is extended by every token, scored by its summed lo
 
     score(y_1..y_t) = sum_i log p(y_i | prompt, y_<i),
 
-and the best K extensions that do not stop stay live. An extension that emits a stop id is a
-finished hypothesis, ranked by the length-normalised score (Wu et al. 2016, simplified)
+and the best K extensions that do not stop stay live. The repetition penalty and the n-gram ban act
+on these log-probabilities (as in transformers), not on the logits before them. An extension that
+emits a stop id is a finished hypothesis, ranked by the length-normalised score (Wu et al. 2016,
+simplified)
 
     score / t ** length_penalty          (length_penalty > 0 favours longer hypotheses).
 
@@ -59,7 +61,7 @@ def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, na
     done = [False] * B
     stop = set(gen.stop_ids)
     for step in range(gen.max_new_tokens):
-        logp = torch.log_softmax(adjust_logits(state.logits, state.history, gen), dim=-1)  # (B*K, V)
+        logp = adjust_logits(torch.log_softmax(state.logits.float(), dim=-1), state.history, gen)  # (B*K, V)
         logp.masked_fill_(logp.isnan(), float("-inf"))  # a beam with every token ruled out: NaN, not a candidate
         V = logp.size(-1)
         cand = (scores.reshape(-1, 1) + logp).view(B, K * V)
