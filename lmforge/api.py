@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +20,31 @@ from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer
 from lmforge.train.checkpoint import load_pretrained
 
 
+PROMPT_KINDS = "a prompt is text, a list of token ids, or a list of those"
+
+
+def as_prompts(prompt) -> tuple[list, bool]:
+    """`prompt` as a list of prompts (each text or token ids), and whether it was a single prompt.
+    Tensors and arrays count as token ids: 1-D one prompt, 2-D one prompt per row."""
+    if hasattr(prompt, "tolist") and not isinstance(prompt, str):
+        prompt = prompt.tolist()
+    if isinstance(prompt, str):
+        return [prompt], True
+    if isinstance(prompt, (list, tuple)) and prompt:
+        if all(_is_id(i) for i in prompt):
+            return [list(prompt)], True
+        if all(isinstance(p, str) or (isinstance(p, (list, tuple)) and all(_is_id(i) for i in p)) for p in prompt):
+            return [p if isinstance(p, str) else list(p) for p in prompt], False
+    raise LmforgeError(f"{PROMPT_KINDS}; not {prompt!r:.60}")
+
+
+def _is_id(i) -> bool:
+    return isinstance(i, numbers.Integral) and not isinstance(i, bool)
+
+
 def stop_list(stop: str | list[str] | None) -> list[str]:
+    if stop is not None and not isinstance(stop, (str, list, tuple)):
+        raise LmforgeError(f"stop is text or a list of texts, not {stop!r}")
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if any(not isinstance(s, str) or not s for s in stops):
         raise LmforgeError("a stop string must be non-empty text; drop the empty one")
@@ -43,9 +68,12 @@ def hold_back(text: str, stops: list[str]) -> str:
 class LM:
     """A trained model with its tokenizer, ready to generate text and score it."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, path: Path | None = None, add_bos: bool = False):
+    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, path: Path | None = None, add_bos: bool = False,
+                 end_ids: tuple[int, ...] = ()):
         self.model, self.tokenizer, self.path = model, tokenizer, path
         self.add_bos = add_bos  # start every prompt with the bos token (Llama checkpoints are trained so)
+        ends = ((tokenizer.eos_id,) if tokenizer.eos_id is not None else ()) + tuple(end_ids)
+        self.end_ids = tuple(i for i in dict.fromkeys(ends) if 0 <= i < model.config.vocab_size)  # stop at any
 
     @property
     def config(self):
@@ -71,7 +99,10 @@ class LM:
                 raise LmforgeError(f"the tokenizer gives ids beyond the model's vocabulary of {self.config.vocab_size}; "
                                    "the tokenizer.json does not belong to this model")
         else:
-            ids = [int(i) for i in prompt]
+            prompts, one = as_prompts(prompt)
+            if not one or isinstance(prompts[0], str):
+                raise LmforgeError(f"{PROMPT_KINDS}, one at a time here; not {prompt!r:.60}")
+            ids = [int(i) for i in prompts[0]]
             if any(not 0 <= i < self.config.vocab_size for i in ids):
                 raise LmforgeError(f"a prompt token id is outside the vocabulary of {self.config.vocab_size}; "
                                    "encode the prompt with this model's tokenizer")
@@ -80,7 +111,13 @@ class LM:
             raise LmforgeError(
                 f"the prompt is {len(ids)} tokens, longer than the model's context of {context}; shorten the prompt"
             )
-        return ids or [self.tokenizer.eos_id]  # an empty prompt starts a new document
+        if ids:
+            return ids
+        start = self.tokenizer.eos_id if self.tokenizer.eos_id is not None else self.tokenizer.bos_id
+        if start is None:
+            raise LmforgeError("this model's tokenizer has no end-of-text or start token to begin a text from; "
+                               "give a prompt")
+        return [start]  # an empty prompt starts a new document
 
     def generate(self, prompt: str | list[int] | list[str] | list[list[int]] = "", max_new_tokens: int = 200, temperature: float = 0.8,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
@@ -94,8 +131,7 @@ class LM:
         sharing one prefill: a list per prompt), num_beams (> 1: beam search), length_penalty,
         early_stopping.
         """
-        one = isinstance(prompt, str) or (isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], int))
-        prompts = [prompt] if one else list(prompt)  # text, token ids, or a list of either
+        prompts, one = as_prompts(prompt)  # text, token ids, or a list of either
         gen = self.generate_config(max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos, **options)
         stops = stop_list(stop)
         rows = [self.encode_prompt(p) for p in prompts]
@@ -103,8 +139,9 @@ class LM:
             texts = [""] * len(rows) * gen.num_samples
             for texts in self._texts(rows, gen, stops):
                 pass
-        else:
-            texts = [cut_at_stop(self.tokenizer.decode(t), stops)[0] for t in Engine(self.model).generate(rows, gen)]
+        else:  # beams: a hypothesis ends at a stop string as at a stop id
+            ends = (lambda ids: cut_at_stop(self.tokenizer.decode(ids), stops)[1]) if stops else None
+            texts = [cut_at_stop(self.tokenizer.decode(t), stops)[0] for t in Engine(self.model).generate(rows, gen, ends)]
         n = gen.num_samples
         per_prompt = [texts[i * n:(i + 1) * n] if n > 1 else texts[i] for i in range(len(prompts))]
         return per_prompt[0] if one else per_prompt
@@ -141,7 +178,7 @@ class LM:
         gen = self.generate_config(max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos, **options)
         if gen.num_beams > 1:
             raise LmforgeError("beam search keeps several candidates until the end, so it cannot stream; drop num_beams")
-        if not isinstance(prompt, str) and any(isinstance(p, (str, list, tuple)) for p in prompt):
+        if not as_prompts(prompt)[1]:
             raise LmforgeError("stream takes one prompt; stream the prompts one by one, or use generate for a list")
         shown = [""] * gen.num_samples
         for texts in self._texts([self.encode_prompt(prompt)], gen, stop_list(stop), final=False):
@@ -159,7 +196,9 @@ class LM:
         unknown = sorted(set(options) - {f.name for f in dataclasses.fields(GenerateConfig)} - {"stop_ids"})
         if unknown:
             raise LmforgeError(f"unknown generation option {unknown[0]!r}; see help(lmforge.GenerateConfig)")
-        stop_ids = ((self.tokenizer.eos_id,) if stop_at_eos else ()) + tuple(options.pop("stop_ids", ()))
+        stop_ids = (self.end_ids if stop_at_eos else ()) + tuple(options.pop("stop_ids", ()))
+        if any(not isinstance(i, numbers.Integral) or not 0 <= i < self.config.vocab_size for i in stop_ids):
+            raise LmforgeError(f"stop_ids must be token ids below the vocabulary size {self.config.vocab_size}")
         return GenerateConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                               seed=seed, stop_ids=stop_ids, **options)
 
@@ -195,7 +234,10 @@ def load(path: str | Path, device: str = "auto") -> LM:
     """Load a run directory (config.json + model.safetensors + tokenizer.json), or a Hugging Face
     GPT-2 / Llama / BERT directory, which needs its tokenizer.json too (see lmforge.models.hf)."""
     model, tokenizer = load_pretrained(path, pick_device(device))
-    return LM(model, tokenizer, Path(path), add_bos=hf.is_hf_dir(path) and _prompts_start_with_bos(Path(path), tokenizer))
+    if not hf.is_hf_dir(path):
+        return LM(model, tokenizer, Path(path))
+    return LM(model, tokenizer, Path(path), add_bos=_prompts_start_with_bos(Path(path), tokenizer),
+              end_ids=hf.end_ids(path))
 
 
 def _prompts_start_with_bos(path: Path, tokenizer: Tokenizer) -> bool:

@@ -114,14 +114,9 @@ def hf_chat_template(path: str | Path) -> ChatTemplate | HFChatTemplate | None:
         return token.get("content") if isinstance(token, dict) else token
 
     tokens = {k: text(v) for k, v in config.items() if k.endswith("_token") and isinstance(text(v), str)}
-    ids: list[int] = []
-    for name in ("generation_config.json", "config.json"):  # Llama 3 lists end-of-text and end-of-turn
-        try:
-            eos = json.loads((path / name).read_text(encoding="utf-8")).get("eos_token_id")
-        except (OSError, ValueError, AttributeError):
-            continue
-        ids += [i for i in (eos if isinstance(eos, list) else [eos]) if isinstance(i, int) and i not in ids]
-    return HFChatTemplate(source, tokens, tuple(ids))
+    from lmforge.models.hf import end_ids
+
+    return HFChatTemplate(source, tokens, end_ids(path))
 
 
 @dataclass

@@ -247,10 +247,19 @@ class GenerateConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
                 raise LmforgeError(f"{name} must be a whole number, not {value!r}")
+        for name in ("max_new_tokens", "temperature", "repetition_penalty", "no_repeat_ngram_size", "num_samples",
+                     "num_beams", "length_penalty"):
+            if getattr(self, name) is None:
+                raise LmforgeError(f"{name} must be given a value, not None")
         for name in ("temperature", "top_p", "min_p", "repetition_penalty", "length_penalty"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value)):
                 raise LmforgeError(f"{name} must be a finite number, not {value!r}")
+        if not isinstance(self.early_stopping, bool):
+            raise LmforgeError(f"early_stopping must be True or False, not {self.early_stopping!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
+                                      or not -2**63 <= self.seed < 2**64):
+            raise LmforgeError(f"seed must be a whole number that fits in 64 bits, not {self.seed!r}")
         checks = [
             (self.max_new_tokens >= 0, "max_new_tokens must be 0 or more"),
             (self.temperature >= 0, "temperature must be 0 (greedy) or more"),

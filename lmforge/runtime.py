@@ -17,6 +17,7 @@ from lmforge.errors import LmforgeError
 def pick_device(name: str = "auto", setting: str = "device='cpu'") -> torch.device:
     """The torch device `name` names (auto: CUDA where there is one). `setting` is how the caller's
     user chooses it, for the error when it is not there."""
+    name = name.strip().lower() if isinstance(name, str) else name
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -166,3 +166,13 @@ def test_a_finished_generation_frees_its_cache_without_the_garbage_collector(mon
     finally:
         gc.enable()
     assert made and all(ref() is None for ref in made)
+
+
+def test_a_model_with_a_context_of_one_token_still_decodes():
+    cfg = model_config_from_preset("gpt-mini", vocab_size=61, context_length=1, n_layer=1, d_model=16, n_head=2)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    for gen in (greedy(4), greedy(4, num_beams=2), GenerateConfig(max_new_tokens=4, num_samples=2, seed=0)):
+        out = Engine(model).generate([[5]], gen)
+        assert len(out) == gen.num_samples and all(len(row) == 4 for row in out)
+    assert Engine(model).generate([[5]], greedy(4)) == generate(model, torch.tensor([[5]]), greedy(4))

@@ -156,3 +156,32 @@ def test_chat_refuses_a_bad_setup_before_the_loop_and_survives_bytes_that_are_no
     code = main(["chat", str(trained_run), "--max-new-tokens", "4", "--temperature", "0"])
     out, err = capsys.readouterr()
     assert code == 0 and out.count("model> ") == 2 and "not valid UTF-8" in err and "Traceback" not in err
+
+
+def test_beams_end_at_stop_strings_so_the_samples_differ_before_them(trained_run):
+    lm = lmforge.load(trained_run)
+    outs = lm.generate("ROMEO:", num_beams=4, num_samples=4, stop="e", max_new_tokens=30)
+    assert len(set(outs)) == 4 and not any("e" in o for o in outs), outs  # not one text cut four times
+
+
+def test_the_python_front_door_takes_prompts_in_every_usual_form_and_refuses_the_rest(trained_run):
+    import numpy as np
+    import torch
+
+    lm = lmforge.load(trained_run)
+    ids = lm.tokenizer.encode("ROMEO:")
+    want = lm.generate(ids, max_new_tokens=5, temperature=0)
+    for same in (tuple(ids), torch.tensor(ids), np.array(ids), [np.int64(i) for i in ids]):
+        assert lm.generate(same, max_new_tokens=5, temperature=0) == want
+    assert lm.generate(torch.tensor([ids, ids]), max_new_tokens=5, temperature=0) == [want, want]
+    for bad in (5, None, b"abc", [True, 6], [], ["a", 5]):
+        with pytest.raises(lmforge.LmforgeError, match="a prompt is text, a list of token ids"):
+            lm.generate(bad, max_new_tokens=2)
+    for kw, words in [(dict(temperature=None), "temperature must be given"), (dict(seed="1"), "seed must be"),
+                      (dict(seed=2**70), "seed must be"), (dict(stop=5), "stop is text"),
+                      (dict(early_stopping="never", num_beams=2), "early_stopping must be True or False"),
+                      (dict(stop_ids=[10**6]), "stop_ids must be token ids")]:
+        with pytest.raises(lmforge.LmforgeError, match=words):
+            lm.generate("x", max_new_tokens=2, **kw)
+    with pytest.raises(lmforge.LmforgeError, match="a prompt is text"):
+        next(lm.stream(5))

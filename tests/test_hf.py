@@ -366,3 +366,19 @@ def test_beam_search_with_penalties_picks_what_transformers_picks(kind, tmp_path
         theirs = theirs[:theirs.index(EOS) + 1] if EOS in theirs else theirs  # ours ends at the stop id
         mine = Engine(ours).generate(prompt, GenerateConfig(max_new_tokens=12, num_beams=3, stop_ids=(EOS,), **kw))
         assert mine[0] == theirs, kw
+
+
+def test_every_end_id_a_directory_lists_stops_generation(tokenizer, tmp_path):
+    """Llama 3 lists end-of-text and end-of-turn in eos_token_id; generate stops at either."""
+    out = export_hf(LM(lmforge_model("llama", tokenizer.vocab_size), tokenizer), tmp_path / "hf")
+    lm = lmforge.load(out, device="cpu")
+    prompt = [lm.encode_prompt("hello")]
+    free = Engine(lm.model).generate(prompt, lm.generate_config(12, temperature=0, stop_at_eos=False))[0]
+    end = free[4] if free[4] != lm.tokenizer.eos_id else free[5]
+    for name in ("config.json", "generation_config.json"):
+        cfg = json.loads((out / name).read_text())
+        (out / name).write_text(json.dumps({**cfg, "eos_token_id": [lm.tokenizer.eos_id, end]}))
+    lm = lmforge.load(out, device="cpu")
+    gen = lm.generate_config(12, temperature=0)
+    assert set(gen.stop_ids) == {lm.tokenizer.eos_id, end}
+    assert Engine(lm.model).generate(prompt, gen)[0] == free[:free.index(end) + 1]

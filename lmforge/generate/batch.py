@@ -84,7 +84,7 @@ class DecodeState:
         padding left has filled the context with its own tokens: it keeps its last half, as it would
         decoding alone. A row with padding has not: it keeps every token it had, so that it, too,
         sees what it would see alone (a batch slides more often, but no row is cut early)."""
-        keep, rows = self.context // 2, []
+        keep, rows = max(1, self.context // 2), []
         for row, pad in zip(self.history, self.npad.tolist()):
             real = row[row != PAD]
             rows.append(real[-(keep if pad == 0 else self.context - pad + 1):].tolist())

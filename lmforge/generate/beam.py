@@ -18,6 +18,8 @@ still live after max_new_tokens are ranked the same way.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -46,9 +48,11 @@ class Hypotheses:
 
 
 @torch.no_grad()
-def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, native=None) -> list[list[int]]:
+def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, native=None,
+                ends: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
     """The best gen.num_samples hypotheses of each prompt in `rows`, best first, as new-token lists.
-    native: a NativeDecoder for the one-token steps (see DecodeState)."""
+    native: a NativeDecoder for the one-token steps (see DecodeState). ends(new tokens): whether an
+    extension also finishes its hypothesis, like a stop id (the caller's stop strings)."""
     model.eval()
     K, B, n = gen.num_beams, len(rows), gen.num_samples
     state = DecodeState(model, rows, native)
@@ -67,6 +71,7 @@ def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, na
         cand = (scores.reshape(-1, 1) + logp).view(B, K * V)
         top, idx = cand.topk(min(2 * K, K * V), dim=1)  # 2K: enough to leave K live after K stop
         keep_rows, keep_tok, keep_score = [], [], []
+        so_far = tokens.tolist() if ends else None
         for b in range(B):
             if not done[b] and top[b, 0] == float("-inf"):  # no beam of this prompt can go on
                 raise ruled_out_error()
@@ -75,7 +80,7 @@ def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, na
                 row, t = b * K + i // V, i % V
                 if s == float("-inf") or len(live) == K:
                     break
-                if t in stop:
+                if t in stop or (ends is not None and ends(so_far[row] + [t])):
                     if rank < K and not done[b]:
                         found[b].add(s, tokens[row].tolist() + [t])
                 else:

@@ -114,16 +114,17 @@ class Engine:
                     return
 
     def generate(self, prompts: torch.Tensor | Sequence[Sequence[int]],
-                 gen: GenerateConfig = GenerateConfig()) -> list[list[int]]:
+                 gen: GenerateConfig = GenerateConfig(), ends=None) -> list[list[int]]:
         """The new tokens of every output row (see `stream` for the order), each ending at its stop
         id if it emitted one. With gen.num_beams > 1, beam search: the best gen.num_samples
-        hypotheses of each prompt, best first."""
+        hypotheses of each prompt, best first; `ends(new tokens) -> bool` also finishes a hypothesis
+        (a caller's stop strings: beams then differ before the stop, not after it)."""
         if gen.num_beams > 1:
             rows = as_rows(prompts, self.model.config.context_length)
             self.model.eval()
             native = self._native(len(rows) * gen.num_beams)
             with self._routing(len(rows) * gen.num_beams, native):
-                return beam_search(self.model, rows, gen, native)
+                return beam_search(self.model, rows, gen, native, ends)
         steps = list(self.stream(prompts, gen))  # left on the device: one transfer at the end
         if not steps:
             return [[] for _ in range(len(prompts) * gen.num_samples)]

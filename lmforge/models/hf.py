@@ -153,6 +153,19 @@ def config_to_hf(cfg: ModelConfig, special_ids: dict[str, int], dtype: torch.dty
             "attention_bias": cfg.bias, "mlp_bias": cfg.bias, "attention_dropout": cfg.dropout, **common}
 
 
+def end_ids(path: str | Path) -> tuple[int, ...]:
+    """Every end-of-text id a Hugging Face directory names: generation_config.json's and config.json's
+    eos_token_id, each one id or a list (Llama 3 lists end-of-text and end-of-turn)."""
+    ids: list[int] = []
+    for name in ("generation_config.json", "config.json"):
+        try:
+            eos = json.loads((Path(path) / name).read_text(encoding="utf-8")).get("eos_token_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        ids += [i for i in (eos if isinstance(eos, list) else [eos]) if isinstance(i, int) and i not in ids]
+    return tuple(ids)
+
+
 def special_ids_from_hf(hf: dict) -> dict[str, int]:
     """bos/eos/pad ids a transformers config names (the first, where it lists several)."""
     out = {}
