@@ -263,7 +263,23 @@ def export_hf(source: LM | str | Path, out: str | Path) -> Path:
     ids = {role: getattr(tok, f"{role}_id") for role in SPECIAL_TOKENS}
     specials = {role: (tok.hf.id_to_token(i), i) for role, i in ids.items() if i is not None}
     own = _own_chat_template(lm.path) if lm.path is not None and hf.is_hf_dir(lm.path) else None
-    return hf.save_hf(lm.model, out, tok.hf.to_str(), specials, own or ChatTemplate().jinja())  # what `chat` renders
+    return hf.save_hf(lm.model, out, _tokenizer_json(lm), specials, own or ChatTemplate().jinja(),  # what `chat` renders
+                      lm.end_ids)
+
+
+def _tokenizer_json(lm: LM) -> str:
+    """The tokenizer as tokenizer.json; where lmforge starts prompts with bos but the tokenizer's own
+    post-processor does not, one that does is appended, so that AutoTokenizer encodes as lmforge does."""
+    tok = lm.tokenizer
+    if not lm.add_bos or tok.hf.encode("a", add_special_tokens=True).ids[:1] == [tok.bos_id]:
+        return tok.hf.to_str()
+    from tokenizers import Tokenizer as HFTokenizer, processors
+
+    copy, bos = HFTokenizer.from_str(tok.hf.to_str()), tok.hf.id_to_token(tok.bos_id)
+    template = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                             special_tokens=[(bos, tok.bos_id)])
+    copy.post_processor = template if copy.post_processor is None else processors.Sequence([copy.post_processor, template])
+    return copy.to_str()
 
 
 def _own_chat_template(path: Path) -> str | list | None:

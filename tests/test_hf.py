@@ -220,6 +220,12 @@ def test_a_checkpoint_that_wants_bos_gets_it_on_every_prompt(tokenizer, tmp_path
     (out / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True}))
     lm = lmforge.load(out, device="cpu")
     assert lm.encode_prompt("hello") == [tokenizer.bos_id] + tokenizer.encode("hello")
+    again = export_hf(lm, tmp_path / "again")  # the export's tokenizer.json adds bos itself, for transformers too
+    from transformers import AutoTokenizer
+
+    for text in ("hello", ""):
+        assert lmforge.load(again, device="cpu").encode_prompt(text) == lm.encode_prompt(text) \
+            == AutoTokenizer.from_pretrained(again)(text)["input_ids"]
 
     # Llama's own tokenizers add bos in tokenizer.json's post-processor, with no add_bos_token set:
     # prompts are then encoded as transformers' AutoTokenizer encodes them.
@@ -382,3 +388,6 @@ def test_every_end_id_a_directory_lists_stops_generation(tokenizer, tmp_path):
     gen = lm.generate_config(12, temperature=0)
     assert set(gen.stop_ids) == {lm.tokenizer.eos_id, end}
     assert Engine(lm.model).generate(prompt, gen)[0] == free[:free.index(end) + 1]
+    again = export_hf(lm, tmp_path / "again")
+    assert json.loads((again / "generation_config.json").read_text())["eos_token_id"] == [lm.tokenizer.eos_id, end]
+    assert lmforge.load(again, device="cpu").end_ids == lm.end_ids

@@ -320,11 +320,12 @@ def write_atomically(out: str | Path, fill: Callable[[Path], None]) -> Path:
 
 
 def save_hf(model: torch.nn.Module, out: str | Path, tokenizer_json: str | None = None,
-            special_tokens: dict[str, tuple[str, int]] | None = None, chat_template: str | list | None = None) -> Path:
+            special_tokens: dict[str, tuple[str, int]] | None = None, chat_template: str | list | None = None,
+            end_ids: tuple[int, ...] = ()) -> Path:
     """Write `model` (and the tokenizer, if given) as a Hugging Face directory, atomically (write_atomically).
     special_tokens maps a role (bos, eos, pad, unk, ...) to (token, id); chat_template (Jinja) goes in
-    tokenizer_config.json with the tokenizer (a string, or transformers' list of named templates). Encoders go
-    to hf_bert.save_bert."""
+    tokenizer_config.json with the tokenizer (a string, or transformers' list of named templates); end_ids,
+    when there are several, are written as the eos_token_id list. Encoders go to hf_bert.save_bert."""
     out, specials = Path(out), dict(special_tokens or {})
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LmforgeError(f"{out} already exists and is not an empty directory; choose a new output directory or remove it")
@@ -335,7 +336,8 @@ def save_hf(model: torch.nn.Module, out: str | Path, tokenizer_json: str | None 
         return hf_bert.save_bert(model, out, tokenizer_json, specials)
     ids = {role: i for role, (_, i) in specials.items()}
     hf_config = config_to_hf(cfg, ids, next(model.parameters()).dtype)  # raises before anything is written
-
+    if len(end_ids) > 1:  # e.g. Llama 3's end-of-text and end-of-turn
+        hf_config["eos_token_id"] = list(end_ids)
     generation = {k: v for k, v in hf_config.items() if k.endswith("_token_id") and v is not None}
     return write_hf_dir(out, hf_config, state_dict_to_hf(model), tokenizer_json, specials, cfg.context_length,
                         {"generation_config.json": generation}, chat_template)
