@@ -391,3 +391,14 @@ def test_every_end_id_a_directory_lists_stops_generation(tokenizer, tmp_path):
     again = export_hf(lm, tmp_path / "again")
     assert json.loads((again / "generation_config.json").read_text())["eos_token_id"] == [lm.tokenizer.eos_id, end]
     assert lmforge.load(again, device="cpu").end_ids == lm.end_ids
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama-gqa"])
+def test_a_config_that_names_only_its_architecture_loads(kind, tmp_path):
+    ref = hf_model(kind)
+    ref.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["model_type"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    ids = torch.randint(2, V, (1, 12), generator=torch.Generator().manual_seed(2))
+    assert max_diff(ref, hf.load_hf(tmp_path), ids) < 1e-4

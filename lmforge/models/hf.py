@@ -76,6 +76,9 @@ def _unsupported(what: str) -> LmforgeError:
 def config_from_hf(hf: dict) -> ModelConfig:
     """A transformers config.json (as a dict) -> the ModelConfig of the same network."""
     kind = hf.get("model_type")
+    if kind is None:  # older or hand-written configs name only the class
+        arch = str((hf.get("architectures") or [""])[0])
+        kind = "gpt2" if arch.startswith("GPT2") else "llama" if arch.startswith("Llama") else arch or None
     if kind == "gpt2":
         if hf.get("add_cross_attention") or hf.get("scale_attn_by_inverse_layer_idx") or not hf.get("scale_attn_weights", True):
             raise _unsupported("cross-attention or non-standard attention scaling")
