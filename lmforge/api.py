@@ -262,9 +262,10 @@ def export_hf(source: LM | str | Path, out: str | Path) -> Path:
     tok = lm.tokenizer
     ids = {role: getattr(tok, f"{role}_id") for role in SPECIAL_TOKENS}
     specials = {role: (tok.hf.id_to_token(i), i) for role, i in ids.items() if i is not None}
-    own = _own_chat_template(lm.path) if lm.path is not None and hf.is_hf_dir(lm.path) else None
+    source = lm.path if lm.path is not None and hf.is_hf_dir(lm.path) else None
+    own = _own_chat_template(source) if source else None
     return hf.save_hf(lm.model, out, _tokenizer_json(lm), specials, own or ChatTemplate().jinja(),  # what `chat` renders
-                      lm.end_ids)
+                      lm.end_ids, hf.stored_dtype(source) if source else None)  # bf16 in, bf16 out
 
 
 def _tokenizer_json(lm: LM) -> str:

@@ -402,3 +402,17 @@ def test_a_config_that_names_only_its_architecture_loads(kind, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     ids = torch.randint(2, V, (1, 12), generator=torch.Generator().manual_seed(2))
     assert max_diff(ref, hf.load_hf(tmp_path), ids) < 1e-4
+
+
+def test_an_export_of_a_bfloat16_directory_stays_bfloat16(tokenizer, tmp_path):
+    from safetensors import safe_open
+
+    ref = hf_model("llama-gqa").to(torch.bfloat16)
+    ref.save_pretrained(tmp_path / "src")
+    tokenizer.hf.save(str(tmp_path / "src" / "tokenizer.json"))
+    out = export_hf(lmforge.load(tmp_path / "src", device="cpu"), tmp_path / "out")
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    back = transformers.AutoModelForCausalLM.from_pretrained(out).state_dict()
+    for name, weight in ref.state_dict().items():  # the same bf16 weights, bit for bit
+        assert back[name].dtype == torch.bfloat16 and torch.equal(back[name], weight), name

@@ -156,6 +156,18 @@ def config_to_hf(cfg: ModelConfig, special_ids: dict[str, int], dtype: torch.dty
             "attention_bias": cfg.bias, "mlp_bias": cfg.bias, "attention_dropout": cfg.dropout, **common}
 
 
+def stored_dtype(path: str | Path) -> torch.dtype | None:
+    """The dtype a Hugging Face directory's config.json says its weights are stored in, if it names a
+    floating one (torch_dtype, or dtype in transformers 5)."""
+    try:
+        hf = read_hf_config(path)
+    except (OSError, ValueError, LmforgeError):
+        return None
+    name = hf.get("dtype") or hf.get("torch_dtype")
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
+
+
 def end_ids(path: str | Path) -> tuple[int, ...]:
     """Every end-of-text id a Hugging Face directory names: generation_config.json's and config.json's
     eos_token_id, each one id or a list (Llama 3 lists end-of-text and end-of-turn)."""
@@ -324,11 +336,12 @@ def write_atomically(out: str | Path, fill: Callable[[Path], None]) -> Path:
 
 def save_hf(model: torch.nn.Module, out: str | Path, tokenizer_json: str | None = None,
             special_tokens: dict[str, tuple[str, int]] | None = None, chat_template: str | list | None = None,
-            end_ids: tuple[int, ...] = ()) -> Path:
+            end_ids: tuple[int, ...] = (), dtype: torch.dtype | None = None) -> Path:
     """Write `model` (and the tokenizer, if given) as a Hugging Face directory, atomically (write_atomically).
     special_tokens maps a role (bos, eos, pad, unk, ...) to (token, id); chat_template (Jinja) goes in
     tokenizer_config.json with the tokenizer (a string, or transformers' list of named templates); end_ids,
-    when there are several, are written as the eos_token_id list. Encoders go to hf_bert.save_bert."""
+    when there are several, are written as the eos_token_id list; dtype (default: the model's) is the one
+    the weights are stored in. Encoders go to hf_bert.save_bert."""
     out, specials = Path(out), dict(special_tokens or {})
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LmforgeError(f"{out} already exists and is not an empty directory; choose a new output directory or remove it")
@@ -338,11 +351,13 @@ def save_hf(model: torch.nn.Module, out: str | Path, tokenizer_json: str | None 
 
         return hf_bert.save_bert(model, out, tokenizer_json, specials)
     ids = {role: i for role, (_, i) in specials.items()}
-    hf_config = config_to_hf(cfg, ids, next(model.parameters()).dtype)  # raises before anything is written
+    dtype = dtype or next(model.parameters()).dtype
+    hf_config = config_to_hf(cfg, ids, dtype)  # raises before anything is written
     if len(end_ids) > 1:  # e.g. Llama 3's end-of-text and end-of-turn
         hf_config["eos_token_id"] = list(end_ids)
     generation = {k: v for k, v in hf_config.items() if k.endswith("_token_id") and v is not None}
-    return write_hf_dir(out, hf_config, state_dict_to_hf(model), tokenizer_json, specials, cfg.context_length,
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict_to_hf(model).items()}
+    return write_hf_dir(out, hf_config, tensors, tokenizer_json, specials, cfg.context_length,
                         {"generation_config.json": generation}, chat_template)
 
 
