@@ -244,16 +244,22 @@ def _prompts_start_with_bos(path: Path, tokenizer: Tokenizer) -> bool:
     """Whether transformers' AutoTokenizer starts this Hugging Face directory's text with the bos
     token: where tokenizer.json's post-processor puts it first (Llama's tokenizers do), or where
     tokenizer_config.json sets add_bos_token."""
-    bos = tokenizer.bos_id
-    if bos is None:
+    if tokenizer.bos_id is None:
         return False
-    if tokenizer.hf.encode("a", add_special_tokens=True).ids[:1] == [bos] and tokenizer.encode("a")[:1] != [bos]:
+    if _post_processor_adds_bos(tokenizer):
         return True
     config = path / "tokenizer_config.json"
     try:
         return config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("add_bos_token") is True
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def _post_processor_adds_bos(tokenizer: Tokenizer) -> bool:
+    """Whether tokenizer.json's post-processor (the special tokens transformers adds) puts bos first."""
+    bos = tokenizer.bos_id
+    return bos is not None and tokenizer.hf.encode("a", add_special_tokens=True).ids[:1] == [bos] \
+        and tokenizer.encode("a")[:1] != [bos]
 
 
 def export_hf(source: LM | str | Path, out: str | Path) -> Path:
@@ -272,7 +278,7 @@ def _tokenizer_json(lm: LM) -> str:
     """The tokenizer as tokenizer.json; where lmforge starts prompts with bos but the tokenizer's own
     post-processor does not, one that does is appended, so that AutoTokenizer encodes as lmforge does."""
     tok = lm.tokenizer
-    if not lm.add_bos or tok.hf.encode("a", add_special_tokens=True).ids[:1] == [tok.bos_id]:
+    if not lm.add_bos or _post_processor_adds_bos(tok):
         return tok.hf.to_str()
     from tokenizers import Tokenizer as HFTokenizer, processors
 
