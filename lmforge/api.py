@@ -87,11 +87,7 @@ class LM:
         """Token ids for a prompt: text is encoded (with the bos token first where the model wants
         it); a list of token ids is taken as it is, e.g. a rendered chat template."""
         if isinstance(prompt, str):
-            try:
-                prompt.encode("utf-8")
-            except UnicodeEncodeError:  # bytes that were not UTF-8, carried as lone surrogates (sys.argv, stdin)
-                raise LmforgeError("the prompt is not valid UTF-8 text; pass it encoded as UTF-8") from None
-            ids = self.tokenizer.encode(prompt) if prompt else []
+            ids = self.tokenizer.encode(prompt) if prompt else []  # refuses text that was not UTF-8
             bos = self.tokenizer.bos_id
             if self.add_bos and bos is not None and ids[:1] != [bos]:
                 ids = [bos] + ids

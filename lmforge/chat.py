@@ -144,12 +144,6 @@ class Chat:
             raise LmforgeError(f"the system text leaves no room in the model's context of {context} tokens for a "
                                "message and a reply; shorten it")
 
-    def _check(self, message: str) -> None:
-        try:
-            message.encode("utf-8")
-        except UnicodeEncodeError:  # bytes that were not UTF-8, carried as lone surrogates
-            raise LmforgeError("the message is not valid UTF-8 text; type it in UTF-8") from None
-
     def prompt(self, message: str) -> str:
         """The text to continue: as many of the latest turns as fit, leaving room for the reply."""
         context = self.lm.config.context_length
@@ -163,8 +157,7 @@ class Chat:
                            "reply; shorten it (or the system text)")
 
     def send(self, message: str) -> Iterator[str]:
-        self._check(message)
-        text = self.prompt(message)
+        text = self.prompt(message)  # the tokenizer refuses a message that was not UTF-8
         sampling = dict(self.sampling)
         if isinstance(self.template, HFChatTemplate):  # it places any bos token itself, as transformers has it
             text = self.lm.tokenizer.encode(text)

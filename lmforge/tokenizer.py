@@ -73,7 +73,15 @@ class Tokenizer:
         return roles | self._added_special
 
     def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=False).ids
+        try:
+            return self.hf.encode(text, add_special_tokens=False).ids
+        except TypeError:  # tokenizers refuses a str carrying bytes that were not UTF-8 (lone surrogates)
+            if isinstance(text, str) and not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise LmforgeError("the text is not valid UTF-8; pass it encoded as UTF-8") from None
+            raise
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
