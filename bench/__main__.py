@@ -44,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, help="interleaved rounds over all peers (default 2; --quick 1)")
     ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                     help="the precision row on CPU: auto (default) runs it when bf16 matmuls are faster than fp32")
+    ap.add_argument("--compile", action="store_true",
+                    help="on cpu too, every peer trains through torch.compile (default: on cuda only, as "
+                    "lmforge's train.compile=auto does)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (the static-cache row; CUDA training)")
     ap.add_argument("--threads", type=int, help="torch threads in every worker (default: torch's choice)")
     ap.add_argument("--data", type=Path, help=f"text to tokenise (default {data.DEFAULT_TEXT})")
@@ -147,7 +150,7 @@ def main(argv=None) -> None:
         data_info = data.prepare(args.data, shape.vocab_size, Path(tmp), args.seed)
         base = {"device": str(device), "shape": dataclasses.asdict(shape), "tokens_path": data_info["path"],
                 "nanogpt": str(model_py) if model_py else None, "seed": args.seed, "threads": args.threads,
-                "dtype": main_dtype, "compile": device.type == "cuda" and not args.no_compile,
+                "dtype": main_dtype, "compile": (device.type == "cuda" or args.compile) and not args.no_compile,
                 "warmup": args.warmup, "windows": args.windows, "steps_per_window": max(1, args.steps // args.windows),
                 "new_tokens": args.new_tokens, "repeats": args.repeats, "prompt_tokens": 16,
                 "temperature": 1.0, "top_k": 50}
@@ -163,7 +166,7 @@ def main(argv=None) -> None:
 
     meta = machine_meta(device)
     meta.update(dtype=main_dtype, threads=args.threads or torch.get_num_threads(), shape=dataclasses.asdict(shape),
-                quick=args.quick, argv=sys.argv[1:], data={k: v for k, v in data_info.items() if k != "path"},
+                quick=args.quick, argv=sys.argv[1:], train_compiled=base["compile"], data={k: v for k, v in data_info.items() if k != "path"},
                 steps={"warmup": args.warmup, "timed": base["steps_per_window"] * args.windows,
                        "windows": args.windows, "rounds": args.rounds},
                 decode={"prompt_tokens": 16, "new_tokens": args.new_tokens, "repeats": args.repeats,

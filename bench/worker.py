@@ -82,7 +82,7 @@ def run_job(job: dict) -> dict:
         def train(p):
             return measure.train(p, tokens, job["dtype"], job["warmup"], job["windows"],
                                  job["steps_per_window"], job["seed"])
-        if job.get("compile"):  # CUDA: every peer compiled; if compiling fails, say why and train eagerly
+        if job.get("compile"):  # CUDA or --compile: every peer compiled; if compiling fails, say why, train eagerly
             try:
                 peer.compile_for_training()
                 out.update(train(peer), compiled=True)

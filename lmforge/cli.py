@@ -114,12 +114,13 @@ def cmd_train(args) -> None:
     trainer = Trainer(recipe, out, resume=args.resume, log=_log(args))
     m = trainer.model
     _log(args)(f"training {m.num_params() / 1e6:.2f}M parameters ({m.flops_per_token() / 1e6:.1f} MFLOP per token) "
-               f"on {trainer.device}, {recipe.train.max_steps} steps -> {out}")
+               f"on {trainer.device}{' (compiled at the first step)' if trainer.compile_pending else ''}, "
+               f"{recipe.train.max_steps} steps -> {out}")
     res = trainer.fit()
     last = res.evals[-1] if res.evals else trainer.evaluate(full=True)
     r = {"run_dir": str(out), "steps": res.steps, **{f"val_{k}": v for k, v in last.items() if k != "step"},
          "tokens_per_s": round(res.tokens_per_s, 1), "seconds": round(res.seconds, 1), "parameters": res.n_params,
-         "flops_per_token": res.flops_per_token, "stopped_early": res.stopped_early}
+         "flops_per_token": res.flops_per_token, "stopped_early": res.stopped_early, "compiled": res.compiled}
     shown = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in last.items()
                       if k in ("perplexity", "bits_per_byte", "mlm_accuracy", "nsp_accuracy", "rtd_accuracy"))
     _emit(args, r, f"step {res.steps}: validation loss {r['val_loss']:.4f}, {shown}; {r['tokens_per_s']:,.0f} "

@@ -206,6 +206,7 @@ class TrainConfig:
     whole_word_mask: bool = False  # mlm / rtd: choose whole words (Chinese: segmented words), not pieces
     patience: int = 0  # > 0: stop after this many evaluations without a better headline metric
     keep_best: bool = False  # save only when the headline metric improves, so the run keeps its best
+    compile: str = "auto"  # auto (on CUDA only) | true | false: torch.compile the training pass (train/distributed.py)
 
     def validate(self) -> None:
         if self.schedule not in ("cosine", "linear", "constant"):
@@ -221,6 +222,7 @@ class TrainConfig:
             raise LmforgeError(f"train.objective={self.objective!r} is not supported; use auto, clm, mlm, mlm+nsp or rtd")
         if not 0.0 < self.mask_prob < 1.0:
             raise LmforgeError(f"train.mask_prob must be between 0 and 1, got {self.mask_prob}")
+        self.compile = auto_or_bool(self.compile, "train.compile")
 
 
 @dataclass
@@ -335,6 +337,19 @@ def _checked(cls: type, d: dict[str, Any], section: str) -> dict[str, Any]:
     return out
 
 
+YES, NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def auto_or_bool(value: Any, where: str) -> str | bool:
+    """"auto", or a yes/no as a recipe or `--set` gives it (true/false, yes/no, on/off, 1/0)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in YES or text in NO:
+        return text in YES
+    raise LmforgeError(f"{where}={value!r} is not supported; use auto, true or false")
+
+
 def _coerce(value: Any, type_name: Any, where: str) -> Any:
     t = str(type_name)
     if value is None:
@@ -342,10 +357,8 @@ def _coerce(value: Any, type_name: Any, where: str) -> Any:
     try:
         if t.startswith("bool"):
             if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
+                if value.lower() in YES or value.lower() in NO:
+                    return value.lower() in YES
                 raise ValueError(value)
             return bool(value)
         if t.startswith("int"):

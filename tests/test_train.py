@@ -160,3 +160,55 @@ def test_killed_between_state_and_weights_still_resumes(tmp_path, monkeypatch):
     assert ckpt.checkpoint_step(tmp_path) == 1
     state = ckpt.load_trainer_state(tmp_path)
     assert state["step"] == 1 and int(state["x"]) == 1
+
+
+def test_compiled_training_follows_eager_training(tmp_path, small_corpus):
+    """train.compile=true runs the steps through torch.compile (the first step compiles, timed
+    apart); without dropout the losses follow the eager run's to float32 rounding."""
+    runs = {}
+    for setting in (True, False):
+        (tmp_path / str(setting)).mkdir()
+        path = write_recipe(tmp_path / str(setting), small_corpus, max_steps=30, eval_every=30, compile=setting)
+        recipe = load_recipe(str(path), ["model.dropout=0"])
+        trainer = Trainer(recipe, tmp_path / str(setting) / "run", log=lambda *a: None)
+        assert (trainer.train_model is not trainer.model) == setting
+        runs[setting] = trainer.fit()
+    on, off = runs[True], runs[False]
+    assert on.compiled and on.compile_seconds > 0 and not off.compiled and off.compile_seconds == 0
+    assert on.evals[-1]["loss"] < on.evals[0]["loss"] - 0.5
+    assert abs(on.evals[-1]["loss"] - off.evals[-1]["loss"]) < 1e-3
+
+
+def test_compile_failure_goes_on_without_it(tmp_path, small_corpus, monkeypatch):
+    """With no working C++ compiler (the CPU backend needs one) the first step fails to compile:
+    one line says so, and the same step is taken again eagerly, so the run equals an eager one."""
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(inductor.cpp, "cxx", (str(tmp_path / "no-such-c++"),))
+    monkeypatch.setattr(inductor, "fx_graph_cache", False)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    said, losses = [], {}
+    for setting in (True, False):
+        (tmp_path / str(setting)).mkdir()
+        recipe = load_recipe(str(write_recipe(tmp_path / str(setting), small_corpus, max_steps=10, eval_every=10,
+                                              compile=setting)),
+                             # a shape no other test compiles: kernels built earlier in this process are reused
+                             ["model.dropout=0", "model.n_layer=1", "model.d_model=44", "model.n_head=4"])
+        result = Trainer(recipe, tmp_path / str(setting) / "run", log=said.append).fit()
+        assert not result.compiled
+        losses[setting] = [json.loads(r)["loss"] for r in (tmp_path / str(setting) / "run" / "metrics.jsonl")
+                           .read_text().splitlines() if '"loss"' in r and "val_" not in r]
+    failed = [s for s in said if "torch.compile failed here" in s]
+    assert len(failed) == 1 and "InvalidCxxCompiler" in failed[0] and "train.compile=false" in failed[0], said
+    assert losses[True] == losses[False]
+
+
+def test_compile_setting_is_checked(tmp_path, small_corpus):
+    for given, kept in (("auto", "auto"), ("on", True), ("false", False), (1, True)):
+        assert load_recipe(str(write_recipe(tmp_path, small_corpus)), [f"train.compile={given}"]).train.compile == kept
+    with pytest.raises(LmforgeError, match=r"train.compile='sometimes' is not supported; use auto, true or false"):
+        load_recipe(str(write_recipe(tmp_path, small_corpus)), ["train.compile=sometimes"])
+    from lmforge.train.distributed import should_compile
+
+    assert should_compile("auto", torch.device("cuda")) and not should_compile("auto", torch.device("cpu"))
+    assert should_compile(True, torch.device("cpu")) and not should_compile(False, torch.device("cuda"))

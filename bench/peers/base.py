@@ -42,8 +42,13 @@ class Peer:
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy; the same formula for every peer (logits in float32)."""
-        logits = self.forward_logits(self.train_module or self.model, x)
+        logits = self.forward_logits(self.trainee(), x)
         return nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+
+    def trainee(self) -> nn.Module:
+        """The module training runs through: the compiled wrapper once there is one, else the model.
+        (Not `train_module or model`: a compiled module refuses truth testing.)"""
+        return self.model if self.train_module is None else self.train_module
 
     def compile_for_training(self) -> None:
         self.train_module = torch.compile(self.model)

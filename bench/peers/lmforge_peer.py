@@ -37,7 +37,7 @@ class LmforgePeer(Peer):
         return module(x)
 
     def loss(self, x, y):
-        return clm_loss(self.train_module or self.model, x, y)  # lmforge's own objective
+        return clm_loss(self.trainee(), x, y)  # lmforge's own objective
 
     def _generate(self, ids, n, **sampling):
         """The engine's public `generate`: it returns each row's new tokens as a list."""

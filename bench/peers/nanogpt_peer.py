@@ -50,7 +50,7 @@ class NanoGPTPeer(Peer):
         return module(x, torch.zeros_like(x))[0]  # with targets it returns logits at every position
 
     def loss(self, x, y):
-        return (self.train_module or self.model)(x, y)[1]  # nanoGPT's own loss
+        return self.trainee()(x, y)[1]  # nanoGPT's own loss
 
     def greedy(self, ids, n):
         return self.model.eval().generate(ids, n, temperature=1.0, top_k=1)

@@ -24,6 +24,7 @@ from lmforge.models import build_model
 from lmforge.runtime import autocast, autocast_dtype, pick_device
 from lmforge.tokenizer import Tokenizer
 from lmforge.train import checkpoint as ckpt
+from lmforge.train.distributed import compiled, should_compile
 from lmforge.train.logging import MetricsLog, plot_losses
 from lmforge.train.schedule import lr_at
 from lmforge.train.tasks import build_task, objective_for, prepare_data
@@ -41,6 +42,8 @@ class TrainResult:
     n_params: int = 0
     flops_per_token: float = 0.0
     best: dict | None = None  # the evaluation of the kept checkpoint, with train.keep_best
+    compiled: bool = False  # trained through torch.compile (train.compile)
+    compile_seconds: float = 0.0  # the first compiled step, compilation included (left out of tokens_per_s)
 
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
@@ -81,6 +84,9 @@ class Trainer:
         self.model = model.to(self.device)
         self.model_config = self.model.config
         self.optimizer = make_optimizer(self.model, tcfg)
+        # what training steps run through: the model, or its compiled wrapper (same parameters)
+        self.train_model = compiled(self.model) if should_compile(tcfg.compile, self.device) else self.model
+        self.compile_pending = self.train_model is not self.model  # compiled at the first step
         self.step = 0
         self.best: float | None = None  # the best headline metric so far (train.keep_best / patience)
         self.best_eval: dict | None = None  # the numbers of the evaluation that set it
@@ -147,19 +153,16 @@ class Trainer:
         try:
             while self.step < self.horizon:
                 if cfg.time_limit_minutes > 0 and self.step == step_at_start + 20:
-                    speed_from = self._fit_schedule_to_time(t_start, speed_from, result.eval_seconds, bar)
+                    speed_from = self._fit_schedule_to_time(t_start, speed_from, result.eval_seconds
+                                                            + result.compile_seconds, bar)
                 lr = lr_at(self.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_steps,
                            total=self.horizon, kind=cfg.schedule)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                loss_sum = 0.0
-                for _ in range(cfg.grad_accum):
-                    batch = {k: v.to(self.device, non_blocking=True) for k, v in self.task.next_batch().items()}
-                    tokens_done += batch["input_ids"].numel()
-                    with self.autocast():
-                        loss = self.task.loss(model, batch) / cfg.grad_accum
-                    loss.backward()
-                    loss_sum += loss.item()
+                batches = [{k: v.to(self.device, non_blocking=True) for k, v in self.task.next_batch().items()}
+                           for _ in range(cfg.grad_accum)]
+                tokens_done += sum(b["input_ids"].numel() for b in batches)
+                loss_sum = self._accumulate(batches, result)
                 if not math.isfinite(loss_sum):
                     raise LmforgeError(
                         f"the training loss became {loss_sum} at step {self.step + 1}; the last good checkpoint "
@@ -200,6 +203,7 @@ class Trainer:
                         self.save()
                     if cfg.time_limit_minutes > 0 and not last:  # measured again: a busy start misleads
                         speed_from = self._fit_schedule_to_time(t_start, speed_from, result.eval_seconds
+                                                                + result.compile_seconds
                                                                 + time.perf_counter() - t_eval, bar)
                     if cfg.patience and self.evals_without_gain >= cfg.patience and not last:
                         self.log(f"no better {self.task.headline} in {cfg.patience} evaluations; stopping early at "
@@ -216,11 +220,40 @@ class Trainer:
         finally:
             bar.close()
         result.seconds = time.perf_counter() - t_start
-        result.tokens_per_s = tokens_done / max(result.seconds - result.eval_seconds, 1e-9)
+        result.tokens_per_s = tokens_done / max(result.seconds - result.eval_seconds - result.compile_seconds, 1e-9)
         result.steps = self.step
         result.stopped_early = self.step < cfg.max_steps
         plot_losses(metrics.read(), self.run_dir / "loss.png", title=str(self.run_dir.name))
         return result
+
+    def _accumulate(self, batches: list[dict], result: TrainResult) -> float:
+        """Forward and backward over the step's micro-batches (gradients add up); their summed loss.
+        The first compiled step is timed apart; if compiling fails, the step is redone without it."""
+        if not self.compile_pending:
+            return self._forward_backward(self.train_model, batches)
+        self.compile_pending = False
+        t = time.perf_counter()
+        try:
+            loss_sum = self._forward_backward(self.train_model, batches)
+            result.compiled = True
+        except Exception as e:  # the compiler's failures come in many types; the eager retry shows real errors
+            self.optimizer.zero_grad(set_to_none=True)
+            first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+            self.log(f"torch.compile failed here ({type(e).__name__}: {first[:200]}); training goes on without "
+                     "it (--set train.compile=false skips the attempt)")
+            self.train_model = self.model
+            loss_sum = self._forward_backward(self.model, batches)
+        result.compile_seconds = time.perf_counter() - t
+        return loss_sum
+
+    def _forward_backward(self, model: torch.nn.Module, batches: list[dict]) -> float:
+        loss_sum = 0.0
+        for batch in batches:
+            with self.autocast():
+                loss = self.task.loss(model, batch) / len(batches)
+            loss.backward()
+            loss_sum += loss.item()
+        return loss_sum
 
     def _fit_schedule_to_time(self, t_start: float, speed_from: tuple[int, float], eval_seconds: float,
                               bar) -> tuple[int, float]:
