@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from bench import data, jobs, probes, report
-from bench.peers import NAMES, Shape
+from bench.peers import NAMES
+from bench.peers.base import SHAPES
 from bench.peers.nanogpt_peer import find_model_py
 
 
@@ -36,6 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--nanogpt", help="folder (or model.py) of a nanoGPT checkout; default $NANOGPT_DIR")
     ap.add_argument("--device", default="auto", help="auto (default: cuda when present), cpu or cuda; "
                     "on cuda every peer trains with bf16 autocast and torch.compile")
+    ap.add_argument("--shape", choices=tuple(SHAPES), default="small",
+                    help="small (default: 6 x 384, vocabulary 8192, context 256) or gpt2 (124M: 12 x 768, "
+                    "vocabulary 50257, context 1024, for a GPU); batch 8 for training")
+    ap.add_argument("--decode-batch", type=int, help="prompts in the sampled decode (default 8; e.g. 32 on a GPU)")
     ap.add_argument("--steps", type=int, help="timed training steps per job (default 20; --quick 3)")
     ap.add_argument("--warmup", type=int, help="untimed training steps first (default 3; --quick 1)")
     ap.add_argument("--windows", type=int, help="timed windows the steps are split into (default 5; --quick 3)")
@@ -112,7 +117,10 @@ def main(argv=None) -> None:
     unknown = [p for p in peers if p not in NAMES]
     if unknown:
         raise SystemExit(f"--peers: unknown peer {unknown[0]!r}; use a comma list of {', '.join(NAMES)}")
-    shape = Shape()
+    shape = SHAPES[args.shape]
+    decode_batch = args.decode_batch or shape.batch_size
+    if decode_batch < 1:
+        raise SystemExit(f"--decode-batch must be at least 1, got {decode_batch}")
     main_dtype = "bfloat16" if device.type == "cuda" else "float32"
     other_dtype = "float32" if main_dtype == "bfloat16" else "bfloat16"
     skipped: dict = {}
@@ -147,12 +155,12 @@ def main(argv=None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
         log("tokenising ...")
-        data_info = data.prepare(args.data, shape.vocab_size, Path(tmp), args.seed)
+        data_info = data.prepare(args.data, min(shape.vocab_size, data.MAX_TEXT_VOCAB), Path(tmp), args.seed)
         base = {"device": str(device), "shape": dataclasses.asdict(shape), "tokens_path": data_info["path"],
                 "nanogpt": str(model_py) if model_py else None, "seed": args.seed, "threads": args.threads,
                 "dtype": main_dtype, "compile": (device.type == "cuda" or args.compile) and not args.no_compile,
                 "warmup": args.warmup, "windows": args.windows, "steps_per_window": max(1, args.steps // args.windows),
-                "new_tokens": args.new_tokens, "repeats": args.repeats, "prompt_tokens": 16,
+                "new_tokens": args.new_tokens, "repeats": args.repeats, "prompt_tokens": 16, "decode_batch": decode_batch,
                 "temperature": 1.0, "top_k": 50}
         # the precision row needs lmforge in the main dtype too: the train section's run, or its own
         precision_dtypes = [other_dtype] if "train" in sections and "lmforge" in peers else [main_dtype, other_dtype]
@@ -166,10 +174,11 @@ def main(argv=None) -> None:
 
     meta = machine_meta(device)
     meta.update(dtype=main_dtype, threads=args.threads or torch.get_num_threads(), shape=dataclasses.asdict(shape),
-                quick=args.quick, argv=sys.argv[1:], train_compiled=base["compile"], data={k: v for k, v in data_info.items() if k != "path"},
+                quick=args.quick, argv=sys.argv[1:], train_compiled=base["compile"], shape_name=args.shape, data={k: v for k, v in data_info.items() if k != "path"},
                 steps={"warmup": args.warmup, "timed": base["steps_per_window"] * args.windows,
                        "windows": args.windows, "rounds": args.rounds},
                 decode={"prompt_tokens": 16, "new_tokens": args.new_tokens, "repeats": args.repeats,
+                        "sample_batch": decode_batch,
                         "temperature": 1.0, "top_k": 50})
     if model_py:
         meta["nanogpt_model_py"] = {"path": str(model_py),

@@ -15,6 +15,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TEXT = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+MAX_TEXT_VOCAB = 8192  # a larger model vocabulary (gpt2's 50257) trains on these ids: a 1 MB text fills no more
 
 
 def prepare(text_path: Path | None, vocab_size: int, out_dir: Path, seed: int) -> dict:

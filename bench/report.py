@@ -75,7 +75,7 @@ def build(cells: dict, sections: list[str], probe: dict, model: dict, meta: dict
             if compile_errors:
                 out["train_compile_errors"] = compile_errors
         else:
-            batch = 1 if section == "greedy" else meta["shape"]["batch_size"]
+            batch = 1 if section == "greedy" else meta["decode"]["sample_batch"]
             mem = mem_ceiling_1 * batch  # one read of the weights serves `batch` tokens
             ceilings[f"{key}_tokens_per_s"] = {"memory": mem, "compute": fp32 / fwd_flops}
             out[f"{key}_ceiling_fraction"] = {p: r / mem if r else None for p, r in rates.items()}
@@ -155,7 +155,8 @@ def table(out: dict) -> str:
         lines.append(f"lmforge's decode steps: {meta['lmforge_decode_step']}")
     specs = [("train", "training tokens/s (forward + backward + AdamW)", "MFU", "train_mfu"),
              ("decode_greedy", "greedy decode, batch 1", "of mem. ceiling", "decode_greedy_ceiling_fraction"),
-             ("decode_sample", "sampled decode, batch 8", "of mem. ceiling", "decode_sample_ceiling_fraction")]
+             ("decode_sample", f"sampled decode, batch {meta['decode']['sample_batch']}", "of mem. ceiling",
+              "decode_sample_ceiling_fraction")]
     for key, title, frac_name, frac_key in specs:
         rates = out.get(f"{key}_tokens_per_s")
         if not rates:

@@ -93,7 +93,7 @@ def run_job(job: dict) -> dict:
     elif task in ("greedy", "sample"):
         if hasattr(peer, "decode_step"):
             out["decode_step"] = peer.decode_step()
-        batch = 1 if task == "greedy" else shape.batch_size
+        batch = 1 if task == "greedy" else job.get("decode_batch") or shape.batch_size
         prompt = data.prompts(tokens, batch, job["prompt_tokens"], job["seed"])
         out.update(measure.decode(peer, prompt, job["new_tokens"], job["repeats"], task == "sample",
                                   job["temperature"], job["top_k"], job["seed"]))

@@ -25,6 +25,10 @@ class Shape:
     batch_size: int = 8
 
 
+# "small": the CPU comparison the README reports; "gpt2": GPT-2 small (124M), the GPU comparison
+SHAPES = {"small": Shape(), "gpt2": Shape(n_layer=12, n_head=12, d_model=768, vocab_size=50257, context_length=1024)}
+
+
 class Peer:
     """Subclasses set `self.model` and implement `forward_logits`, `greedy` and `sample`."""
 
