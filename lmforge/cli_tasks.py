@@ -128,6 +128,8 @@ def add_commands(sub, command, json_flag) -> None:
         sp.add_argument("--test-fraction", type=float, help="share of rows for the final test (default: 0.1)")
         sp.add_argument("--seed", type=int, help="the split and the shuffling (default: 1337)")
         sp.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+        sp.add_argument("--compile", help="auto (default: on CUDA only), true or false: run the training steps "
+                        "through torch.compile")
         sp.add_argument("--out", help="run directory")
         json_flag(sp)
 

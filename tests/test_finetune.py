@@ -69,6 +69,16 @@ def test_finetune_learns_keeps_the_best_and_reports(base_run, tmp_path):
     assert rep["accuracy"] > 0.85
 
 
+def test_compiled_finetuning_learns_from_batches_of_every_length(base_run, tmp_path):
+    """Rows of different lengths make batches of different shapes: the compiled layers follow them."""
+    data = write_csv(tmp_path / "d.csv", rows())
+    said = []
+    report = finetune(base_run, str(data), tmp_path / "run", quick(compile="true"), log=said.append)
+    assert report["test"]["accuracy"] >= 0.9 and not any("compile failed" in s for s in said), said
+    with pytest.raises(LmforgeError, match="--compile='maybe' is not supported; use auto, true or false"):
+        quick(compile="maybe")
+
+
 def test_a_pair_classifier_predicts_from_both_texts(base_run, tmp_path):
     rng = random.Random(3)
     lines = []

@@ -33,6 +33,12 @@ class LmforgePeer(Peer):
         reason = native_reason(self.model.eval())
         return "native" if reason is None else f"pytorch ({reason})"
 
+    def compile_for_training(self) -> None:
+        """As lmforge's trainer does with train.compile: each Transformer layer, not the whole model."""
+        from lmforge.train.distributed import CompiledLayers
+
+        CompiledLayers(self.model).on()
+
     def forward_logits(self, module, x):
         return module(x)
 

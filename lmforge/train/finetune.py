@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from lmforge.config import DataConfig, ModelConfig, Recipe, TrainConfig
+from lmforge.config import DataConfig, ModelConfig, Recipe, TrainConfig, auto_or_bool
 from lmforge.data.corpora import load_corpus
 from lmforge.data.labelled import (Examples, ShuffledBatches, answer_span, encode_qa, encode_tagged, encode_texts,
                                    read_tagged)
@@ -68,6 +68,7 @@ class FinetuneConfig:
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
+    compile: str = "auto"  # auto (on CUDA only) | true | false: compiled layers for the steps (train/distributed.py)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -77,6 +78,7 @@ class FinetuneConfig:
             raise LmforgeError(f"--metric {self.metric} is not supported; use accuracy, f1_macro or entity_f1 (token)")
         if self.metric == "entity_f1" and self.task != "token":
             raise LmforgeError("--metric entity_f1 scores tagged entities; use it with --task token")
+        self.compile = auto_or_bool(self.compile, "--compile")
         if self.doc_stride is not None and self.doc_stride < 0:
             raise LmforgeError(f"--doc-stride {self.doc_stride} is negative; give the overlap in tokens (0 or more)")
         if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
@@ -232,7 +234,7 @@ def _recipe(cfg: FinetuneConfig, model_cfg: ModelConfig, data: str, n_train: int
             warmup_steps=max(1, round(cfg.warmup_fraction * steps)), weight_decay=cfg.weight_decay,
             eval_every=max(1, steps_per_epoch // cfg.evals_per_epoch), log_every=max(1, min(10, steps_per_epoch)),
             patience=cfg.patience, keep_best=True, seed=cfg.seed, device=cfg.device, dtype=cfg.dtype,
-            progress=cfg.progress, grad_clip=1.0),
+            progress=cfg.progress, grad_clip=1.0, compile=cfg.compile),
     )
 
 

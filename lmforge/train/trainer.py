@@ -10,6 +10,7 @@ AdamW (Loshchilov & Hutter 2019) with weight decay only on matrices (not on bias
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from lmforge.models import build_model
 from lmforge.runtime import autocast, autocast_dtype, pick_device
 from lmforge.tokenizer import Tokenizer
 from lmforge.train import checkpoint as ckpt
-from lmforge.train.distributed import compiled, should_compile
+from lmforge.train.distributed import CompiledLayers, should_compile
 from lmforge.train.logging import MetricsLog, plot_losses
 from lmforge.train.schedule import lr_at
 from lmforge.train.tasks import build_task, objective_for, prepare_data
@@ -42,7 +43,7 @@ class TrainResult:
     n_params: int = 0
     flops_per_token: float = 0.0
     best: dict | None = None  # the evaluation of the kept checkpoint, with train.keep_best
-    compiled: bool = False  # trained through torch.compile (train.compile)
+    compiled: bool = False  # the training steps ran with compiled layers (train.compile)
     compile_seconds: float = 0.0  # the first compiled step, compilation included (left out of tokens_per_s)
 
 
@@ -84,9 +85,10 @@ class Trainer:
         self.model = model.to(self.device)
         self.model_config = self.model.config
         self.optimizer = make_optimizer(self.model, tcfg)
-        # what training steps run through: the model, or its compiled wrapper (same parameters)
-        self.train_model = compiled(self.model) if should_compile(tcfg.compile, self.device) else self.model
-        self.compile_pending = self.train_model is not self.model  # compiled at the first step
+        # train.compile: each Transformer layer compiled for the training steps (compiled at the first)
+        layers = CompiledLayers(self.model) if should_compile(tcfg.compile, self.device) else None
+        self.compiled = layers if layers else None
+        self.compile_pending = self.compiled is not None
         self.step = 0
         self.best: float | None = None  # the best headline metric so far (train.keep_best / patience)
         self.best_eval: dict | None = None  # the numbers of the evaluation that set it
@@ -230,29 +232,30 @@ class Trainer:
         """Forward and backward over the step's micro-batches (gradients add up); their summed loss.
         The first compiled step is timed apart; if compiling fails, the step is redone without it."""
         if not self.compile_pending:
-            return self._forward_backward(self.train_model, batches)
+            return self._forward_backward(batches)
         self.compile_pending = False
         t = time.perf_counter()
         try:
-            loss_sum = self._forward_backward(self.train_model, batches)
+            loss_sum = self._forward_backward(batches)
             result.compiled = True
         except Exception as e:  # the compiler's failures come in many types; the eager retry shows real errors
             self.optimizer.zero_grad(set_to_none=True)
             first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
             self.log(f"torch.compile failed here ({type(e).__name__}: {first[:200]}); training goes on without "
                      "it (--set train.compile=false skips the attempt)")
-            self.train_model = self.model
-            loss_sum = self._forward_backward(self.model, batches)
+            self.compiled = None
+            loss_sum = self._forward_backward(batches)
         result.compile_seconds = time.perf_counter() - t
         return loss_sum
 
-    def _forward_backward(self, model: torch.nn.Module, batches: list[dict]) -> float:
+    def _forward_backward(self, batches: list[dict]) -> float:
         loss_sum = 0.0
-        for batch in batches:
-            with self.autocast():
-                loss = self.task.loss(model, batch) / len(batches)
-            loss.backward()
-            loss_sum += loss.item()
+        with self.compiled.active() if self.compiled else contextlib.nullcontext():
+            for batch in batches:
+                with self.autocast():
+                    loss = self.task.loss(self.model, batch) / len(batches)
+                loss.backward()
+                loss_sum += loss.item()
         return loss_sum
 
     def _fit_schedule_to_time(self, t_start: float, speed_from: tuple[int, float], eval_seconds: float,
