@@ -42,6 +42,9 @@ def _is_id(i) -> bool:
     return isinstance(i, numbers.Integral) and not isinstance(i, bool)
 
 
+CONTEXT_TOKENS = 8  # prompt tokens decoded before a continuation (LM.continuation): enough for any decoder's start rule
+
+
 def stop_list(stop: str | list[str] | None) -> list[str]:
     if stop is not None and not isinstance(stop, (str, list, tuple)):
         raise LmforgeError(f"stop is text or a list of texts, not {stop!r}")
@@ -137,7 +140,8 @@ class LM:
                 pass
         else:  # beams: a hypothesis ends at a stop string as at a stop id
             ends = (lambda ids: cut_at_stop(self.tokenizer.decode(ids), stops)[1]) if stops else None
-            texts = [cut_at_stop(self.tokenizer.decode(t), stops)[0] for t in Engine(self.model).generate(rows, gen, ends)]
+            outs = Engine(self.model).generate(rows, gen, ends)
+            texts = [cut_at_stop(self.continuation(rows[r // gen.num_samples], t), stops)[0] for r, t in enumerate(outs)]
         n = gen.num_samples
         per_prompt = [texts[i * n:(i + 1) * n] if n > 1 else texts[i] for i in range(len(prompts))]
         return per_prompt[0] if one else per_prompt
@@ -198,6 +202,15 @@ class LM:
         return GenerateConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                               seed=seed, stop_ids=stop_ids, **options)
 
+    def continuation(self, prompt: list[int], new: list[int]) -> str:
+        """The text `new` adds to `prompt`: decoded after the prompt's last tokens, less their own
+        text. Decoded alone, the first new token would be the start of a text, which some decoders
+        treat differently (SentencePiece's drops the leading space: "Hello" + "▁world" must read
+        "Hello world"); this is also how transformers' pipelines cut the prompt off."""
+        head = list(prompt[-CONTEXT_TOKENS:])
+        before, text = self.tokenizer.decode(head), self.tokenizer.decode(head + list(new))
+        return text[len(before):] if text.startswith(before) else self.tokenizer.decode(new)
+
     def _texts(self, rows: list[list[int]], gen: GenerateConfig, stops: list[str],
                final: bool = True) -> Iterator[list[str]]:
         """After each step, the text of every output row so far, cut at a stop string. With
@@ -213,7 +226,7 @@ class LM:
                 if t == PAD or ended[r]:
                     continue
                 tokens[r].append(t)
-                texts[r], ended[r] = cut_at_stop(self.tokenizer.decode(tokens[r]), stops)
+                texts[r], ended[r] = cut_at_stop(self.continuation(rows[r // gen.num_samples], tokens[r]), stops)
             yield texts if final else [t if e else hold_back(t, stops) for t, e in zip(texts, ended)]
             if all(ended):
                 return

@@ -198,14 +198,31 @@ def _escaped(text: str) -> str:
 
 def _sampling(args) -> dict:
     """The decoding flags shared by `generate` and `chat`, as LM.generate / LM.stream keywords."""
-    return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, min_p=args.min_p,
+    return dict(temperature=0.8 if args.temperature is None else args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, min_p=args.min_p,
                 repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
+
+
+def _note_unused_flags(args) -> None:
+    """Say so (on stderr) when a flag given has no effect: sampling flags with beam search, beam
+    flags without it."""
+    if args.beams > 1:
+        given = [f for f, v in (("--temperature", args.temperature), ("--top-k", args.top_k), ("--top-p", args.top_p),
+                                ("--min-p", args.min_p)) if v is not None]
+        why = "with --beams (beam search keeps the most likely hypotheses; it does not sample)"
+    else:
+        given = [f for f, v in (("--length-penalty", args.length_penalty), ("--early-stopping", args.early_stopping))
+                 if v is not None]
+        why = "without --beams 2 or more"
+    if given:
+        print(f"lmforge: note: {' and '.join(given)} {'has' if len(given) == 1 else 'have'} no effect {why}",
+              file=sys.stderr)
 
 
 def cmd_generate(args) -> None:
     import lmforge
 
     lm = lmforge.load(args.run)
+    _note_unused_flags(args)
     options = dict(_sampling(args), stop=args.stop or None)
     if args.stream and not args.json:
         if args.beams > 1:
@@ -222,8 +239,10 @@ def cmd_generate(args) -> None:
             others = [o + p for o, p in zip(others, rest)]
         print("".join("\n\n" + args.prompt + o for o in others))
         return
+    beam_options = {k: v for k, v in (("length_penalty", args.length_penalty), ("early_stopping", args.early_stopping))
+                    if v is not None}
     outs = lm.generate(args.prompt, args.max_new_tokens, num_samples=args.num_samples, num_beams=args.beams,
-                       length_penalty=args.length_penalty, early_stopping=args.early_stopping, **options)
+                       **beam_options, **options)
     outs = outs if isinstance(outs, list) else [outs]
     if args.json:
         print(json.dumps({"prompt": args.prompt, "samples": outs}, ensure_ascii=False))
@@ -259,7 +278,9 @@ def cmd_chat(args) -> None:
             for piece in chat.send(message):
                 print(piece, end="", flush=True)
         except LmforgeError as e:  # one bad message must not end the conversation
-            print(f"lmforge: error: {e}", end="", file=sys.stderr)
+            print(flush=True)
+            print(f"lmforge: error: {e}", file=sys.stderr, flush=True)
+            continue
         print()
 
 
@@ -326,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def decoding_flags(sp):
         sp.add_argument("--max-new-tokens", type=int, default=200)
-        sp.add_argument("--temperature", type=float, default=0.8, help="0 is greedy decoding")
+        sp.add_argument("--temperature", type=float, help="0 is greedy decoding (default: 0.8)")
         sp.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
         sp.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with probability >= p")
         sp.add_argument("--min-p", type=float, help="drop tokens less likely than min-p x the most likely one")
@@ -342,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end a continuation at this text (repeatable; \\n, \\t and \\\\ are a newline, a tab and a backslash)")
     g.add_argument("--num-samples", type=int, default=1, help="continuations of the prompt (sharing one prefill)")
     g.add_argument("--beams", type=int, default=1, help="> 1: beam search with this many beams")
-    g.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length ** this")
-    g.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=True,
+    g.add_argument("--length-penalty", type=float, help="beam score = log p / length ** this (default: 1)")
+    g.add_argument("--early-stopping", action=argparse.BooleanOptionalAction,
                    help="beams: stop once --beams hypotheses have ended (default), or go on while a live beam could "
                         "still beat them")
     g.add_argument("--stream", action="store_true",

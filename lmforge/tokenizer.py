@@ -107,6 +107,18 @@ class Tokenizer:
         self.hf.save(str(tmp))
         tmp.replace(path)
 
+    def use_llama_rules(self, legacy: bool = False, add_prefix_space: bool = True) -> None:
+        """Split and join text as transformers' Llama tokenizer class does over a BPE tokenizer.json
+        (Llama 2, Mistral, TinyLlama): no normalizer; a "▁" pre-tokenizer that marks spaces and
+        prepends one to the text, only at its very start (not after a special token) unless
+        `legacy`; a decoder that turns "▁" back into spaces, bytes back into characters, and drops
+        the space prepended at the start."""
+        scheme = ("always" if legacy else "first") if add_prefix_space else "never"
+        self.hf.normalizer = None
+        self.hf.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
+        steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+        self.hf.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if add_prefix_space else []))
+
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
         path = Path(path)

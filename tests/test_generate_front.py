@@ -185,3 +185,32 @@ def test_the_python_front_door_takes_prompts_in_every_usual_form_and_refuses_the
             lm.generate("x", max_new_tokens=2, **kw)
     with pytest.raises(lmforge.LmforgeError, match="a prompt is text"):
         next(lm.stream(5))
+
+
+def test_cli_says_when_a_flag_has_no_effect(trained_run, capsys):
+    code, _, err = run(capsys, "generate", str(trained_run), "ROMEO:", "--beams", "2", "--temperature", "0.5",
+                       "--top-k", "3", "--max-new-tokens", "4", "--seed", "1")
+    assert code == 0 and "note: --temperature and --top-k have no effect with --beams" in err
+    code, _, err = run(capsys, "generate", str(trained_run), "ROMEO:", "--length-penalty", "2", "--max-new-tokens", "4")
+    assert code == 0 and "note: --length-penalty has no effect without --beams" in err
+    code, _, err = run(capsys, "generate", str(trained_run), "ROMEO:", "--beams", "2", "--length-penalty", "2",
+                       "--no-early-stopping", "--max-new-tokens", "4")
+    assert code == 0 and "note" not in err
+
+
+def test_chat_shows_the_reply_as_it_keeps_it_and_each_error_on_its_own_line(trained_run, capsys, monkeypatch):
+    lm, raw = lmforge.load(trained_run), []
+    for seed in range(6):
+        chat = Chat(lm, max_new_tokens=8, sampling=dict(temperature=1.0, seed=seed))
+        for message in ("hi", "yo"):
+            chat.reset()
+            raw.append("".join(lm.stream(chat.prompt(message), 8, stop=chat.template.stops, temperature=1.0, seed=seed)))
+            shown = "".join(chat.send(message))
+            assert shown == chat.turns[-1][1] == raw[-1].strip(), shown  # no leading or trailing whitespace shown
+    assert any(r != r.strip() for r in raw)  # the model's own replies had some
+    monkeypatch.setattr("sys.stdin", io.StringIO("x" * 40 + "\n" + "y" * 40 + "\n"))
+    assert main(["chat", str(trained_run), "--max-new-tokens", "4", "--temperature", "0"]) == 0
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 2 and all(line.startswith("lmforge: error:") for line in errors), err
+    assert out.count("model> \n") == 2

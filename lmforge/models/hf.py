@@ -181,6 +181,24 @@ def end_ids(path: str | Path) -> tuple[int, ...]:
     return tuple(ids)
 
 
+LLAMA_TOKENIZER_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast")
+
+
+def llama_tokenizer_rules(path: Path) -> dict | None:
+    """Where tokenizer_config.json names transformers' Llama tokenizer class, its settings for
+    Tokenizer.use_llama_rules: that class keeps tokenizer.json's vocabulary, merges and special
+    tokens but sets the text rules itself, from `legacy` (default false) and `add_prefix_space`
+    (default true). None for any other class."""
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or config.get("tokenizer_class") not in LLAMA_TOKENIZER_CLASSES:
+        return None
+    prefix = config.get("add_prefix_space")
+    return {"legacy": bool(config.get("legacy", False)), "add_prefix_space": True if prefix is None else bool(prefix)}
+
+
 def special_ids_from_hf(hf: dict) -> dict[str, int]:
     """bos/eos/pad ids a transformers config names (the first, where it lists several)."""
     out = {}

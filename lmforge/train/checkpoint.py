@@ -154,6 +154,9 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tup
     tokenizer = Tokenizer.load(path / "tokenizer.json")
     tokenizer.hf.no_padding()  # a saved tokenizer.json may pad / cut every text to a fixed length (MiniLM: 128);
     tokenizer.hf.no_truncation()  # transformers drops both on load, and so does lmforge
+    rules = hf.llama_tokenizer_rules(path)
+    if rules is not None and json.loads(tokenizer.hf.to_str())["model"]["type"] == "BPE":
+        tokenizer.use_llama_rules(**rules)  # the tokenizer class rebuilds the text rules (transformers 5)
     for role, i in hf.special_ids_from_hf(hf.read_hf_config(path)).items():  # the model's own, not lmforge's names
         if 0 <= i < model.config.vocab_size:
             setattr(tokenizer, f"{role}_id", i)
