@@ -13,7 +13,7 @@ compiles one layer's worth. Embeddings, heads and losses stay eager. The first s
 compilation (tens of seconds on a laptop CPU); every later step runs the compiled graph.
 
     auto: compile on CUDA, where fusing saves most (memory-bound kernels, kernel launches);
-          stay eager on the CPU, where the products dominate and the gain is a few percent
+          stay eager on the CPU, where the products take ~80% of a step and the gain is lost in noise
     true / false: always / never
 
 Only training steps run compiled (`CompiledLayers.active`); evaluation and generation see the plain
