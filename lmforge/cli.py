@@ -357,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = command("generate", cmd_generate, "continue a prompt with a trained model (an lmforge run or a Hugging Face directory)")
     g.add_argument("run", help="run directory, or a Hugging Face GPT-2 / Llama directory")
-    g.add_argument("prompt", nargs="?", default="", help="text to continue (default: start a new document)")
+    g.add_argument("prompt", nargs="?", default="", help="text to continue (default: start a new document); text "
+                   "that starts with - goes last, after --: lmforge generate [options] RUN -- -text")
     decoding_flags(g)
     g.add_argument("--stop", action="append", default=[], metavar="TEXT", type=_escaped,
                    help="end a continuation at this text (repeatable; \\n, \\t and \\\\ are a newline, a tab and a backslash)")

@@ -214,3 +214,8 @@ def test_chat_shows_the_reply_as_it_keeps_it_and_each_error_on_its_own_line(trai
     errors = [line for line in err.splitlines() if "error" in line]
     assert len(errors) == 2 and all(line.startswith("lmforge: error:") for line in errors), err
     assert out.count("model> \n") == 2
+
+
+def test_a_prompt_that_starts_with_a_dash_goes_after_double_dash_as_the_help_says(trained_run, capsys):
+    code, out, _ = run(capsys, "generate", "--max-new-tokens", "3", "--temperature", "0", str(trained_run), "--", "-ROMEO")
+    assert code == 0 and out.startswith("-ROMEO")
