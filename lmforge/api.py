@@ -139,7 +139,7 @@ class LM:
             for texts in self._texts(rows, gen, stops):
                 pass
         else:  # beams: a hypothesis ends at a stop string as at a stop id
-            ends = (lambda ids: cut_at_stop(self.tokenizer.decode(ids), stops)[1]) if stops else None
+            ends = (lambda b, ids: cut_at_stop(self.continuation(rows[b], ids), stops)[1]) if stops else None
             outs = Engine(self.model).generate(rows, gen, ends)
             texts = [cut_at_stop(self.continuation(rows[r // gen.num_samples], t), stops)[0] for r, t in enumerate(outs)]
         n = gen.num_samples

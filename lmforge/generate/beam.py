@@ -49,10 +49,10 @@ class Hypotheses:
 
 @torch.no_grad()
 def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, native=None,
-                ends: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
+                ends: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
     """The best gen.num_samples hypotheses of each prompt in `rows`, best first, as new-token lists.
-    native: a NativeDecoder for the one-token steps (see DecodeState). ends(new tokens): whether an
-    extension also finishes its hypothesis, like a stop id (the caller's stop strings)."""
+    native: a NativeDecoder for the one-token steps (see DecodeState). ends(prompt index, new
+    tokens): whether an extension also finishes its hypothesis, like a stop id (the caller's stop strings)."""
     model.eval()
     K, B, n = gen.num_beams, len(rows), gen.num_samples
     state = DecodeState(model, rows, native)
@@ -80,7 +80,7 @@ def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, na
                 row, t = b * K + i // V, i % V
                 if s == float("-inf") or len(live) == K:
                     break
-                if t in stop or (ends is not None and ends(so_far[row] + [t])):
+                if t in stop or (ends is not None and ends(b, so_far[row] + [t])):
                     if rank < K and not done[b]:
                         found[b].add(s, tokens[row].tolist() + [t])
                 else:

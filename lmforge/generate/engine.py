@@ -117,7 +117,7 @@ class Engine:
                  gen: GenerateConfig = GenerateConfig(), ends=None) -> list[list[int]]:
         """The new tokens of every output row (see `stream` for the order), each ending at its stop
         id if it emitted one. With gen.num_beams > 1, beam search: the best gen.num_samples
-        hypotheses of each prompt, best first; `ends(new tokens) -> bool` also finishes a hypothesis
+        hypotheses of each prompt, best first; `ends(prompt index, new tokens) -> bool` also finishes a hypothesis
         (a caller's stop strings: beams then differ before the stop, not after it)."""
         if gen.num_beams > 1:
             rows = as_rows(prompts, self.model.config.context_length)
