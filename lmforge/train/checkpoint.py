@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_file
+from tokenizers.models import BPE
 from torch import nn
 
 from lmforge.config import ModelConfig
@@ -155,7 +156,7 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tup
     tokenizer.hf.no_padding()  # a saved tokenizer.json may pad / cut every text to a fixed length (MiniLM: 128);
     tokenizer.hf.no_truncation()  # transformers drops both on load, and so does lmforge
     rules = hf.llama_tokenizer_rules(path)
-    if rules is not None and json.loads(tokenizer.hf.to_str())["model"]["type"] == "BPE":
+    if rules is not None and isinstance(tokenizer.hf.model, BPE):
         tokenizer.use_llama_rules(**rules)  # the tokenizer class rebuilds the text rules (transformers 5)
     for role, i in hf.special_ids_from_hf(hf.read_hf_config(path)).items():  # the model's own, not lmforge's names
         if 0 <= i < model.config.vocab_size:
