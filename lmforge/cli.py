@@ -202,6 +202,22 @@ def _sampling(args) -> dict:
                 repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
 
 
+# GenerateConfig's fields as the flags that set them, so that an error names what the user typed
+FLAGS = {"max_new_tokens": "--max-new-tokens", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
+         "min_p": "--min-p", "repetition_penalty": "--repetition-penalty",
+         "no_repeat_ngram_size": "--no-repeat-ngram-size", "num_samples": "--num-samples", "num_beams": "--beams",
+         "length_penalty": "--length-penalty", "early_stopping": "--early-stopping", "seed": "--seed"}
+
+
+def _checked_settings(lm, args, **options) -> None:
+    """Refuse a bad decoding flag before anything is printed, naming the flag (GenerateConfig's own
+    message names its Python field)."""
+    try:
+        lm.generate_config(args.max_new_tokens, **_sampling(args), **options)
+    except LmforgeError as e:
+        raise LmforgeError(re.sub(r"\b(" + "|".join(FLAGS) + r")\b", lambda m: FLAGS[m.group(1)], str(e))) from None
+
+
 def _note_unused_flags(args) -> None:
     """Say so (on stderr) when a flag given has no effect: sampling flags with beam search, beam
     flags without it."""
@@ -224,11 +240,13 @@ def cmd_generate(args) -> None:
     lm = lmforge.load(args.run)
     _note_unused_flags(args)
     options = dict(_sampling(args), stop=args.stop or None)
+    beam_options = {k: v for k, v in (("length_penalty", args.length_penalty), ("early_stopping", args.early_stopping))
+                    if v is not None}
+    _checked_settings(lm, args, num_samples=args.num_samples, num_beams=args.beams, **beam_options)
     if args.stream and not args.json:
         if args.beams > 1:
             raise LmforgeError("beam search keeps several candidates until the end, so it cannot stream; drop --stream or --beams")
-        lm.encode_prompt(args.prompt)  # refuse a bad prompt or flag before any of it is printed
-        lm.generate_config(args.max_new_tokens, num_samples=args.num_samples, **_sampling(args))
+        lm.encode_prompt(args.prompt)  # refuse a bad prompt before any of it is printed
         # the samples are decoded together, as without --stream; the first is shown as it is produced
         # and the others once all are done
         others = [""] * (args.num_samples - 1)
@@ -239,8 +257,6 @@ def cmd_generate(args) -> None:
             others = [o + p for o, p in zip(others, rest)]
         print("".join("\n\n" + args.prompt + o for o in others))
         return
-    beam_options = {k: v for k, v in (("length_penalty", args.length_penalty), ("early_stopping", args.early_stopping))
-                    if v is not None}
     outs = lm.generate(args.prompt, args.max_new_tokens, num_samples=args.num_samples, num_beams=args.beams,
                        **beam_options, **options)
     outs = outs if isinstance(outs, list) else [outs]
@@ -255,6 +271,7 @@ def cmd_chat(args) -> None:
     from lmforge.chat import Chat
 
     lm = lmforge.load(args.run)
+    _checked_settings(lm, args)
     chat = Chat(lm, system=args.system, max_new_tokens=args.max_new_tokens, sampling=_sampling(args))
     with contextlib.suppress(AttributeError, ValueError):  # a line that is not UTF-8 is refused, not fatal
         sys.stdin.reconfigure(errors="surrogateescape")

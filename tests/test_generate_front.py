@@ -58,10 +58,10 @@ def test_cli_generate_with_beams_samples_and_filters(trained_run, capsys):
 
 
 def test_cli_generate_bad_settings(trained_run, capsys):
-    assert_clear_error(*run(capsys, "generate", str(trained_run), "x", "--top-p", "0")[::2], "top_p")
+    assert_clear_error(*run(capsys, "generate", str(trained_run), "x", "--top-p", "0")[::2], "--top-p must be in (0, 1]")
     assert_clear_error(*run(capsys, "generate", str(trained_run), "x", "--beams", "2", "--stream")[::2], "cannot stream")
     assert_clear_error(*run(capsys, "generate", str(trained_run), "x", "--beams", "2", "--num-samples", "3")[::2],
-                       "num_samples")
+                       "--num-samples cannot exceed --beams")
 
 
 def test_chat_template_and_context_trimming(trained_run):
@@ -101,8 +101,10 @@ def test_token_id_prompts_are_taken_as_they_are(trained_run):
 
 def test_cli_refuses_bad_values_and_text_before_printing_anything(trained_run, capsys):
     run_dir = str(trained_run)
-    for flags, words in [(["--temperature", "inf"], "temperature must be a finite number"),
-                         (["--beams", "3", "--length-penalty", "nan"], "length_penalty must be a finite number"),
+    for flags, words in [(["--temperature", "inf"], "--temperature must be a finite number"),
+                         (["--beams", "3", "--length-penalty", "nan"], "--length-penalty must be a finite number"),
+                         (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+                         (["--num-samples", "0", "--stream"], "--num-samples must be 1 or more"),
                          (["--stop", ""], "stop string must be non-empty")]:
         assert_clear_error(*run(capsys, "generate", run_dir, "x", *flags)[::2], words)
     code, out, err = run(capsys, "generate", run_dir, "x" * 40, "--stream")  # context 32: nothing is printed first
@@ -150,7 +152,7 @@ def test_cli_output_into_a_closed_pipe_ends_quietly(trained_run):
 def test_chat_refuses_a_bad_setup_before_the_loop_and_survives_bytes_that_are_not_utf8(trained_run, capsys,
                                                                                         monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
-    assert_clear_error(*run(capsys, "chat", str(trained_run), "--top-p", "2")[::2], "top_p")
+    assert_clear_error(*run(capsys, "chat", str(trained_run), "--top-p", "2")[::2], "--top-p must be in (0, 1]")
     assert_clear_error(*run(capsys, "chat", str(trained_run), "--system", "x" * 40)[::2], "system text")
     monkeypatch.setattr("sys.stdin", io.StringIO("ab\udcff\nhi\n"))  # stdin's form of a line that is not UTF-8
     code = main(["chat", str(trained_run), "--max-new-tokens", "4", "--temperature", "0"])
