@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import numbers
 from pathlib import Path
 from typing import Iterator
@@ -245,27 +244,14 @@ def load(path: str | Path, device: str = "auto") -> LM:
     model, tokenizer = load_pretrained(path, pick_device(device))
     if not hf.is_hf_dir(path):
         return LM(model, tokenizer, Path(path))
-    return LM(model, tokenizer, Path(path), add_bos=_prompts_start_with_bos(Path(path), tokenizer),
+    return LM(model, tokenizer, Path(path), add_bos=_post_processor_adds_bos(tokenizer),
               end_ids=hf.end_ids(path))
 
 
-def _prompts_start_with_bos(path: Path, tokenizer: Tokenizer) -> bool:
-    """Whether transformers' AutoTokenizer starts this Hugging Face directory's text with the bos
-    token: where tokenizer.json's post-processor puts it first (Llama's tokenizers do), or where
-    tokenizer_config.json sets add_bos_token."""
-    if tokenizer.bos_id is None:
-        return False
-    if _post_processor_adds_bos(tokenizer):
-        return True
-    config = path / "tokenizer_config.json"
-    try:
-        return config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("add_bos_token") is True
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def _post_processor_adds_bos(tokenizer: Tokenizer) -> bool:
-    """Whether tokenizer.json's post-processor (the special tokens transformers adds) puts bos first."""
+    """Whether tokenizer.json's post-processor (the special tokens transformers adds) puts bos first,
+    as Llama's tokenizers do: then AutoTokenizer starts every text with bos. With a tokenizer.json,
+    transformers 5 ignores tokenizer_config.json's add_bos_token, and so does lmforge."""
     bos = tokenizer.bos_id
     return bos is not None and tokenizer.hf.encode("a", add_special_tokens=True).ids[:1] == [bos] \
         and tokenizer.encode("a")[:1] != [bos]
@@ -303,8 +289,5 @@ def _own_chat_template(path: Path) -> str | list | None:
     tokenizer_config.json entry (one template, or a list of named ones)."""
     if (path / "chat_template.jinja").is_file():
         return (path / "chat_template.jinja").read_text(encoding="utf-8")
-    try:
-        own = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
-    except (OSError, ValueError, AttributeError):
-        return None
+    own = hf.read_tokenizer_config(path).get("chat_template")
     return own if isinstance(own, (str, list)) and own else None

@@ -119,6 +119,15 @@ class Tokenizer:
         steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
         self.hf.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if add_prefix_space else []))
 
+    def use_gpt2_rules(self, add_prefix_space: bool = False) -> None:
+        """Split and join text as transformers' GPT-2 tokenizer class does over a BPE tokenizer.json:
+        no normalizer; the byte-level pre-tokenizer (GPT-2's split into words, numbers and
+        punctuation, each byte shown as a printable character), with a space put before the text
+        when `add_prefix_space`; the byte-level decoder."""
+        self.hf.normalizer = None
+        self.hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+        self.hf.decoder = decoders.ByteLevel()
+
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
         path = Path(path)

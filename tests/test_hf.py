@@ -214,15 +214,20 @@ def test_cli_export_bad_inputs(tokenizer, tmp_path, capsys):
 
 
 def test_a_checkpoint_that_wants_bos_gets_it_on_every_prompt(tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
     out = export_hf(LM(lmforge_model("llama", tokenizer.vocab_size), tokenizer), tmp_path / "hf")
     config = json.loads((out / "tokenizer_config.json").read_text())
     assert not lmforge.load(out, device="cpu").add_bos  # lmforge's own models are not trained with one
+    # With a tokenizer.json, transformers 5 ignores add_bos_token: only the post-processor adds bos
     (out / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True}))
-    lm = lmforge.load(out, device="cpu")
+    for text in ("hello", ""):
+        assert lmforge.load(out, device="cpu").encode_prompt(text or [tokenizer.eos_id]) == \
+            (AutoTokenizer.from_pretrained(out)(text)["input_ids"] or [tokenizer.eos_id])
+    # a model that wants bos (add_bos) exports a tokenizer.json that adds it, for transformers too
+    lm = LM(lmforge_model("llama", tokenizer.vocab_size), tokenizer, add_bos=True)
     assert lm.encode_prompt("hello") == [tokenizer.bos_id] + tokenizer.encode("hello")
-    again = export_hf(lm, tmp_path / "again")  # the export's tokenizer.json adds bos itself, for transformers too
-    from transformers import AutoTokenizer
-
+    again = export_hf(lm, tmp_path / "again")
     for text in ("hello", ""):
         assert lmforge.load(again, device="cpu").encode_prompt(text) == lm.encode_prompt(text) \
             == AutoTokenizer.from_pretrained(again)(text)["input_ids"]
@@ -230,7 +235,6 @@ def test_a_checkpoint_that_wants_bos_gets_it_on_every_prompt(tokenizer, tmp_path
     # Llama's own tokenizers add bos in tokenizer.json's post-processor, with no add_bos_token set:
     # prompts are then encoded as transformers' AutoTokenizer encodes them.
     from tokenizers import Tokenizer as HFTokenizer, processors
-    from transformers import AutoTokenizer
 
     tok = HFTokenizer.from_file(str(out / "tokenizer.json"))
     bos = tok.id_to_token(tokenizer.bos_id)

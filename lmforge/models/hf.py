@@ -181,31 +181,57 @@ def end_ids(path: str | Path) -> tuple[int, ...]:
     return tuple(ids)
 
 
-LLAMA_TOKENIZER_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast")
-
-
-def llama_tokenizer_rules(path: Path) -> dict | None:
-    """Where tokenizer_config.json names transformers' Llama tokenizer class, its settings for
-    Tokenizer.use_llama_rules: that class keeps tokenizer.json's vocabulary, merges and special
-    tokens but sets the text rules itself, from `legacy` (default false) and `add_prefix_space`
-    (default true). None for any other class."""
+def read_tokenizer_config(path: str | Path) -> dict:
+    """tokenizer_config.json as a dict; {} where there is none or it cannot be read."""
     try:
-        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+        config = json.loads((Path(path) / "tokenizer_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    if not isinstance(config, dict) or config.get("tokenizer_class") not in LLAMA_TOKENIZER_CLASSES:
-        return None
-    prefix = config.get("add_prefix_space")
-    return {"legacy": bool(config.get("legacy", False)), "add_prefix_space": True if prefix is None else bool(prefix)}
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
-def special_ids_from_hf(hf: dict) -> dict[str, int]:
-    """bos/eos/pad ids a transformers config names (the first, where it lists several)."""
+def tokenizer_rules(path: Path) -> tuple[str, dict] | None:
+    """How transformers 5's AutoTokenizer splits and joins this directory's text, where that is not
+    tokenizer.json's own rules: ("llama", settings for Tokenizer.use_llama_rules) or ("gpt2",
+    settings for Tokenizer.use_gpt2_rules); None where tokenizer.json is used as it is.
+
+    The class named in tokenizer_config.json (else config.json, else the one transformers registers
+    for the model type: GPT2Tokenizer for "gpt2"; Llama's reads tokenizer.json as it is) keeps
+    tokenizer.json's vocabulary, merges, special tokens and post-processor, but the Llama and GPT-2
+    classes set their own normalizer, pre-tokenizer and decoder. A Llama class over a byte-level
+    tokenizer.json (Llama 3's) is read as it is, as transformers does."""
+    config = read_tokenizer_config(path)
+    name = config.get("tokenizer_class") or read_hf_config(path).get("tokenizer_class")
+    if name is None:
+        name = {"gpt2": "GPT2Tokenizer"}.get(read_hf_config(path).get("model_type"))
+    name = name.removesuffix("Fast") if isinstance(name, str) else None
+    if name == "LlamaTokenizer":
+        try:
+            byte_level = '"ByteLevel"' in (path / "tokenizer.json").read_text(encoding="utf-8")
+        except OSError:
+            byte_level = False
+        prefix = config.get("add_prefix_space")
+        return None if byte_level else ("llama", {"legacy": bool(config.get("legacy", False)),
+                                                   "add_prefix_space": True if prefix is None else bool(prefix)})
+    if name == "GPT2Tokenizer":
+        return "gpt2", {"add_prefix_space": bool(config.get("add_prefix_space", False))}
+    return None
+
+
+def special_ids_from_hf(path: str | Path, token_to_id: Callable[[str], int | None]) -> dict[str, int]:
+    """The ids of the roles (bos, eos, pad, unk, cls, sep, mask) a Hugging Face directory names:
+    tokenizer_config.json's token text where it names one the vocabulary holds (Llama 3's eos is
+    "<|eot_id|>" there), else config.json's `<role>_token_id` (the first, where it lists several)."""
+    config, hf = read_tokenizer_config(path), read_hf_config(path)
     out = {}
-    for role in ("bos", "eos", "pad"):
-        i = hf.get(f"{role}_token_id")
-        i = i[0] if isinstance(i, list) and i else i
-        if isinstance(i, int):
+    for role in ("bos", "eos", "pad", "unk", "cls", "sep", "mask"):
+        token = config.get(f"{role}_token")
+        token = token.get("content") if isinstance(token, dict) else token
+        i = token_to_id(token) if isinstance(token, str) else None
+        if i is None:
+            i = hf.get(f"{role}_token_id")
+            i = i[0] if isinstance(i, list) and i else i
+        if isinstance(i, int) and not isinstance(i, bool):
             out[role] = i
     return out
 

@@ -155,10 +155,11 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tup
     tokenizer = Tokenizer.load(path / "tokenizer.json")
     tokenizer.hf.no_padding()  # a saved tokenizer.json may pad / cut every text to a fixed length (MiniLM: 128);
     tokenizer.hf.no_truncation()  # transformers drops both on load, and so does lmforge
-    rules = hf.llama_tokenizer_rules(path)
-    if rules is not None and isinstance(tokenizer.hf.model, BPE):
-        tokenizer.use_llama_rules(**rules)  # the tokenizer class rebuilds the text rules (transformers 5)
-    for role, i in hf.special_ids_from_hf(hf.read_hf_config(path)).items():  # the model's own, not lmforge's names
+    rules = hf.tokenizer_rules(path)
+    if rules is not None and isinstance(tokenizer.hf.model, BPE):  # the tokenizer class sets its own text rules
+        kind, settings = rules
+        {"llama": tokenizer.use_llama_rules, "gpt2": tokenizer.use_gpt2_rules}[kind](**settings)
+    for role, i in hf.special_ids_from_hf(path, tokenizer.hf.token_to_id).items():  # the model's own, not lmforge's
         if 0 <= i < model.config.vocab_size:
             setattr(tokenizer, f"{role}_id", i)
     return model.eval(), tokenizer
