@@ -30,6 +30,21 @@ def test_cached_equals_uncached_greedy(preset):
     assert Engine(model).generate(ids, greedy(19)) == generate(model, ids, greedy(19))  # fills the context exactly
 
 
+@pytest.mark.parametrize("preset", sorted(p for p in PRESETS if PRESETS[p].get("family", "gpt") == "gpt"))
+def test_cached_equals_uncached_past_the_context(preset):
+    """Past the context both read the last context_length tokens at every step (a sliding window)."""
+    model = tiny(preset)
+    with torch.no_grad():  # larger weights: the tokens depend on the whole window, so a cut one shows
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.3)
+    ids = torch.randint(0, 61, (2, 20))
+    gen = GenerateConfig(max_new_tokens=40, seed=1, top_k=10)
+    for cpu_step in ("native", "torch"):
+        assert Engine(model, cpu_step=cpu_step).generate(ids, greedy(40)) == generate(model, ids, greedy(40))
+        assert Engine(model, cpu_step=cpu_step).generate(ids, gen) == generate(model, ids, gen)
+
+
 def test_seeded_sampling_with_every_filter_repeats_and_matches_uncached():
     model = tiny("gpt-mini")
     ids = torch.randint(0, 61, (2, 4))
@@ -49,7 +64,7 @@ def test_a_padded_batch_gives_each_prompt_what_it_gets_alone(preset):
             if p.dim() >= 2:
                 p.normal_(0, 0.3)
     rows = [[5, 9, 2, 7, 1, 3, 8, 10, 20, 30, 40, 50], [4], [11, 12, 13]]
-    for n in (10, 60):  # 60: past the context of 24; each row slides when its own tokens fill it
+    for n in (10, 60):  # 60: past the context of 24; each row's window slides once its own tokens fill it
         for cpu_step in ("native", "torch"):
             batch = Engine(model, cpu_step=cpu_step).generate(rows, greedy(n))
             assert batch == [Engine(model, cpu_step=cpu_step).generate([r], greedy(n))[0] for r in rows]

@@ -74,21 +74,17 @@ class DecodeState:
     def step(self, tokens: torch.Tensor) -> None:
         """Append `tokens` (N,) to every row and compute the logits that follow them."""
         self.history = torch.cat([self.history, tokens.unsqueeze(1)], dim=1)
-        if self.cache.pos == self.context:  # full: slide the rows whose own tokens fill it
+        if self.cache.pos == self.context:  # full: re-encode each row's last `context` tokens
             self._prefill(self._windows())
         else:
             self.logits = self._run(tokens.unsqueeze(1))
 
     def _windows(self) -> list[list[int]]:
-        """Each row's tokens to re-encode when the cache is full, the newest included. A row with no
-        padding left has filled the context with its own tokens: it keeps its last half, as it would
-        decoding alone. A row with padding has not: it keeps every token it had, so that it, too,
-        sees what it would see alone (a batch slides more often, but no row is cut early)."""
-        keep, rows = max(1, self.context // 2), []
-        for row, pad in zip(self.history, self.npad.tolist()):
-            real = row[row != PAD]
-            rows.append(real[-(keep if pad == 0 else self.context - pad + 1):].tolist())
-        return rows
+        """Each row's tokens to re-encode when the cache is full, the newest included: its last
+        `context` tokens, the window the model reads when it re-reads the text at every step (so
+        cached decoding past the context gives the tokens uncached decoding gives). A row with
+        padding has fewer of its own: it keeps every one, and sees what it would see alone."""
+        return [row[row != PAD][-self.context:].tolist() for row in self.history]
 
     def select(self, rows: torch.Tensor) -> None:
         """Row rows[i] becomes row i: for beam search's re-ranking and for sharing one prefill."""

@@ -5,9 +5,10 @@ The engine works on token ids only. Prompts of different lengths share one batch
 
 Every step runs the model on the newest token of each row at cache slot `cache.pos`, reading the
 cached keys/values of everything before it, so a step costs the same at token 10 as at token 1,000.
-When a row's own tokens fill the model's context, the engine keeps the last half of them, prefills
-again and goes on (a sliding window that re-encodes only every context/2 tokens); in a batch, the
-rows that still have padding keep all their tokens, so each row sees what it would see alone.
+Past the model's context the model reads a sliding window, its last `context_length` tokens, as
+the uncached loop (and nanoGPT's) does: each such step re-encodes the window (a prefill, since every
+position in it has moved), so the tokens are the same as uncached decoding's at any length; in a
+batch, a row that still has padding keeps all its tokens, so each row sees what it would see alone.
 n samples per prompt share one prefill: the prompt's cache rows are copied n times.
 """
 
