@@ -191,3 +191,16 @@ def test_a_model_with_a_context_of_one_token_still_decodes():
         out = Engine(model).generate([[5]], gen)
         assert len(out) == gen.num_samples and all(len(row) == 4 for row in out)
     assert Engine(model).generate([[5]], greedy(4)) == generate(model, torch.tensor([[5]]), greedy(4))
+
+
+def test_any_finite_length_penalty_ranks_without_overflow():
+    from lmforge.generate.beam import Hypotheses
+
+    assert Hypotheses(2, 0.5).normalised(-2.0, 4) == pytest.approx(-1.0)  # -2 / 4 ** 0.5
+    assert Hypotheses(2, 400.0).normalised(-2.0, 4) > Hypotheses(2, 400.0).normalised(-2.0, 3)  # -2/4^400 ~ 0-
+    assert Hypotheses(2, -400.0).normalised(-2.0, 4) < 0  # -2 * 4^400: huge but finite
+    model = tiny("gpt-mini")
+    for penalty in (400.0, -400.0):
+        out = beam_search(model, [[1, 2]], greedy(6, num_beams=3, length_penalty=penalty, stop_ids=(5,),
+                                                      early_stopping=False))
+        assert len(out) == 1 and out[0]

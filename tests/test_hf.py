@@ -420,3 +420,33 @@ def test_an_export_of_a_bfloat16_directory_stays_bfloat16(tokenizer, tmp_path):
     back = transformers.AutoModelForCausalLM.from_pretrained(out).state_dict()
     for name, weight in ref.state_dict().items():  # the same bf16 weights, bit for bit
         assert back[name].dtype == torch.bfloat16 and torch.equal(back[name], weight), name
+
+
+def test_beam_search_returns_what_transformers_beam_search_returns(tmp_path):
+    """Random small cases (one or several stop ids, early stopping on and off, every length penalty
+    sign): the same hypotheses, in the same order. A tiny vocabulary makes stop ids crowd the
+    candidates and hypotheses finish on the last step, where the two edge cases live."""
+    import random
+
+    cfg = transformers.GPT2Config(vocab_size=12, n_embd=32, n_layer=1, n_head=2, n_positions=32)
+    torch.manual_seed(3)
+    ref = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    ref.save_pretrained(tmp_path)
+    ours, rng = hf.load_hf(tmp_path), random.Random(0)
+    for _ in range(120):
+        prompt = [rng.randrange(12) for _ in range(rng.randint(1, 4))]
+        stops = rng.sample(range(12), rng.choice([1, 2, 4]))
+        K, lp, early, N = rng.choice([2, 3, 4]), rng.choice([0.0, 1.0, 2.0, -0.5]), rng.random() < 0.5, rng.randint(1, 6)
+        n = rng.randint(1, K)
+        ids = torch.tensor([prompt])
+        out = ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N, do_sample=False, num_beams=K,
+                           length_penalty=lp, early_stopping=early, num_return_sequences=n, eos_token_id=stops,
+                           pad_token_id=stops[0])[:, len(prompt):].tolist()
+        want = [row[:next((i + 1 for i, t in enumerate(row) if t in stops), len(row))] for row in out]
+        got = Engine(ours).generate([prompt], GenerateConfig(max_new_tokens=N, temperature=0, num_beams=K, num_samples=n,
+                                                             length_penalty=lp, early_stopping=early,
+                                                             stop_ids=tuple(stops)))
+        assert got == want, dict(prompt=prompt, stops=stops, K=K, lp=lp, early=early, N=N, n=n)

@@ -18,6 +18,7 @@ still live after max_new_tokens are ranked the same way.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -35,8 +36,14 @@ class Hypotheses:
         self.k, self.alpha = k, length_penalty
         self.items: list[tuple[float, list[int]]] = []
 
+    def normalised(self, score: float, length: int) -> float:
+        """score / length ** length_penalty, in log space so that no finite penalty overflows."""
+        if score == 0 or math.isinf(score):
+            return score
+        return math.copysign(math.exp(min(math.log(abs(score)) - self.alpha * math.log(length), 700.0)), score)
+
     def add(self, score: float, tokens: list[int]) -> None:
-        self.items.append((score / len(tokens) ** self.alpha, tokens))
+        self.items.append((self.normalised(score, len(tokens)), tokens))
         self.items.sort(key=lambda item: -item[0])
         del self.items[self.k:]
 
@@ -44,7 +51,7 @@ class Hypotheses:
         return len(self.items) >= self.k
 
     def cannot_improve(self, best_live: float, length: int) -> bool:
-        return self.full() and self.items[-1][0] >= best_live / length ** self.alpha
+        return self.full() and self.items[-1][0] >= self.normalised(best_live, length)
 
 
 @torch.no_grad()
@@ -64,12 +71,13 @@ def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, na
     found = [Hypotheses(K, gen.length_penalty) for _ in range(B)]
     done = [False] * B
     stop = set(gen.stop_ids)
+    pool = max(2, 1 + len(stop)) * K  # candidates per prompt: K stay live even if every stop id is among them
     for step in range(gen.max_new_tokens):
         logp = adjust_logits(torch.log_softmax(state.logits.float(), dim=-1), state.history, gen)  # (B*K, V)
         logp.masked_fill_(logp.isnan(), float("-inf"))  # a beam with every token ruled out: NaN, not a candidate
         V = logp.size(-1)
         cand = (scores.reshape(-1, 1) + logp).view(B, K * V)
-        top, idx = cand.topk(min(2 * K, K * V), dim=1)  # 2K: enough to leave K live after K stop
+        top, idx = cand.topk(min(pool, K * V), dim=1)
         keep_rows, keep_tok, keep_score = [], [], []
         so_far = tokens.tolist() if ends else None
         for b in range(B):
@@ -86,7 +94,7 @@ def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, na
                 else:
                     live.append((row, t, s))
             live += [(b * K, 0, float("-inf"))] * (K - len(live))  # a prompt with too few candidates
-            if not done[b] and found[b].full():
+            if not done[b] and found[b].full() and step + 1 < gen.max_new_tokens:  # else the live compete below
                 done[b] = gen.early_stopping or found[b].cannot_improve(live[0][2], step + 1)
             for row, t, s in live:
                 keep_rows.append(row), keep_tok.append(t), keep_score.append(s if not done[b] else float("-inf"))
