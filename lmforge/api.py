@@ -195,7 +195,11 @@ class LM:
         unknown = sorted(set(options) - {f.name for f in dataclasses.fields(GenerateConfig)} - {"stop_ids"})
         if unknown:
             raise LmforgeError(f"unknown generation option {unknown[0]!r}; see help(lmforge.GenerateConfig)")
-        stop_ids = (self.end_ids if stop_at_eos else ()) + tuple(options.pop("stop_ids", ()))
+        extra = options.pop("stop_ids", ())
+        extra = [extra] if isinstance(extra, numbers.Integral) else extra  # one id, or several
+        if isinstance(extra, (str, bytes)) or not hasattr(extra, "__iter__"):
+            raise LmforgeError(f"stop_ids is a token id or a list of them, not {extra!r}")
+        stop_ids = (self.end_ids if stop_at_eos else ()) + tuple(extra)
         if any(not isinstance(i, numbers.Integral) or not 0 <= i < self.config.vocab_size for i in stop_ids):
             raise LmforgeError(f"stop_ids must be token ids below the vocabulary size {self.config.vocab_size}")
         return GenerateConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,

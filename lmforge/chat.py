@@ -163,17 +163,21 @@ class Chat:
             text = self.lm.tokenizer.encode(text)
             sampling["stop_ids"] = self.template.stop_ids  # the turn ends at any of them, with the end-of-text
         # the reply is shown as it is kept: without the whitespace it starts or ends with
-        reply, pending, started = [], "", False  # pending: whitespace shown only if more text follows
-        for piece in self.lm.stream(text, self.max_new_tokens, stop=self.template.stops, **sampling):
-            reply.append(piece)
-            if not started:
-                piece = piece.lstrip()
-                started = bool(piece)
-            body = (pending + piece).rstrip()
-            pending = (pending + piece)[len(body):]
-            if body:
-                yield body
-        self.turns += [("user", message), ("assistant", "".join(reply).strip())]
+        reply, pending, started, finished = [], "", False, False  # pending: whitespace shown only if more follows
+        try:
+            for piece in self.lm.stream(text, self.max_new_tokens, stop=self.template.stops, **sampling):
+                reply.append(piece)
+                if not started:
+                    piece = piece.lstrip()
+                    started = bool(piece)
+                body = (pending + piece).rstrip()
+                pending = (pending + piece)[len(body):]
+                if body:
+                    yield body
+            finished = True
+        finally:  # also a reply stopped part-way (Ctrl-C; the generator closed): kept as far as it went
+            if finished or started:
+                self.turns += [("user", message), ("assistant", "".join(reply).strip())]
 
     def reset(self) -> None:
         self.turns = []

@@ -212,6 +212,9 @@ FLAGS = {"max_new_tokens": "--max-new-tokens", "temperature": "--temperature", "
 def _checked_settings(lm, args, **options) -> None:
     """Refuse a bad decoding flag before anything is printed, naming the flag (GenerateConfig's own
     message names its Python field)."""
+    from lmforge.api import stop_list
+
+    stop_list(getattr(args, "stop", None) or None)
     try:
         lm.generate_config(args.max_new_tokens, **_sampling(args), **options)
     except LmforgeError as e:
@@ -231,6 +234,9 @@ def _note_unused_flags(args) -> None:
         why = "without --beams 2 or more"
     if given:
         print(f"lmforge: note: {' and '.join(given)} {'has' if len(given) == 1 else 'have'} no effect {why}",
+              file=sys.stderr)
+    if args.stream and args.json:
+        print("lmforge: note: --stream has no effect with --json (one JSON object is printed at the end)",
               file=sys.stderr)
 
 
@@ -291,12 +297,18 @@ def cmd_chat(args) -> None:
         if not message:
             continue
         print("model> ", end="", flush=True)
+        reply = chat.send(message)
         try:
-            for piece in chat.send(message):
+            for piece in reply:
                 print(piece, end="", flush=True)
         except LmforgeError as e:  # one bad message must not end the conversation
             print(flush=True)
             print(f"lmforge: error: {e}", file=sys.stderr, flush=True)
+            continue
+        except KeyboardInterrupt:  # Ctrl-C stops this reply, not the conversation
+            reply.close()  # keeps the reply as far as it went
+            print(flush=True)
+            print("lmforge: reply stopped; /exit or Ctrl-D ends the chat", file=sys.stderr, flush=True)
             continue
         print()
 
@@ -409,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmforge: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("lmforge: interrupted; the last checkpoint (if any) is intact", file=sys.stderr)
+        trains = args.fn in (cmd_quickstart, cmd_train) or args.command in ("finetune", "cv")
+        print("lmforge: interrupted" + ("; the last checkpoint (if any) is intact" if trains else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`lmforge generate ... | head`): stop quietly
         with contextlib.suppress(OSError, ValueError):

@@ -221,3 +221,50 @@ def test_chat_shows_the_reply_as_it_keeps_it_and_each_error_on_its_own_line(trai
 def test_a_prompt_that_starts_with_a_dash_goes_after_double_dash_as_the_help_says(trained_run, capsys):
     code, out, _ = run(capsys, "generate", "--max-new-tokens", "3", "--temperature", "0", str(trained_run), "--", "-ROMEO")
     assert code == 0 and out.startswith("-ROMEO")
+
+
+def test_ctrl_c_stops_a_chat_reply_not_the_chat_and_keeps_what_was_shown(trained_run, capsys, monkeypatch):
+    from lmforge.api import LM
+
+    stream, calls = LM.stream, []
+
+    def interrupted_once(self, *args, **kwargs):
+        calls.append(1)
+        for i, piece in enumerate(stream(self, *args, **kwargs)):
+            if len(calls) == 1 and i == 2:
+                raise KeyboardInterrupt  # the user presses Ctrl-C while the first reply is being written
+            yield piece
+
+    monkeypatch.setattr(LM, "stream", interrupted_once)
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\nyo\n"))
+    code = main(["chat", str(trained_run), "--max-new-tokens", "8", "--temperature", "0"])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.count("model> ") == 2 and "reply stopped" in err and len(calls) == 2
+    chat = Chat(lmforge.load(trained_run), max_new_tokens=30, sampling=dict(temperature=0))
+    shown, reply = "", chat.send("hi")
+    for piece in reply:
+        shown += piece
+        if shown.strip():
+            break
+    reply.close()  # what the chat loop does on Ctrl-C
+    assert chat.turns == [("user", "hi"), ("assistant", shown.strip())]
+
+
+def test_generate_refuses_a_bad_stop_before_printing_and_notes_stream_with_json(trained_run, capsys, monkeypatch):
+    from lmforge.api import LM
+
+    code, out, err = run(capsys, "generate", str(trained_run), "ROMEO:", "--stream", "--stop=")
+    assert_clear_error(code, err, "stop string must be non-empty")
+    assert out == ""
+    code, out, err = run(capsys, "generate", str(trained_run), "ROMEO:", "--stream", "--json", "--max-new-tokens", "3")
+    assert code == 0 and json.loads(out)["samples"] and "--stream has no effect with --json" in err
+    lm = lmforge.load(trained_run)
+    assert lm.generate("ROMEO:", max_new_tokens=3, stop_ids=5, temperature=0) == \
+        lm.generate("ROMEO:", max_new_tokens=3, stop_ids=[5], temperature=0)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LM, "generate", interrupt)
+    code, out, err = run(capsys, "generate", str(trained_run), "ROMEO:")
+    assert code == 130 and err.strip() == "lmforge: interrupted"  # no word of checkpoints: generate writes none
