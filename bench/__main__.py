@@ -27,11 +27,24 @@ from bench.peers.base import SHAPES
 from bench.peers.nanogpt_peer import find_model_py
 
 
+def whole(least: int):
+    """An argparse type: a whole number of at least `least`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+        return value
+    return parse
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout; the table goes to stderr")
     ap.add_argument("--quick", action="store_true", help="few steps and tokens, one round: a smoke test")
-    ap.add_argument("--only", help="comma list of sections: train, greedy, sample, precision (aliases: decode, bf16)")
+    ap.add_argument("--only", help="comma list of sections: train, greedy, sample, precision (aliases: decode, bf16, memory, all)")
     ap.add_argument("--peers", default="lmforge,transformers,transformers_static_compiled,nanogpt",
                     help="comma list of peers to include (default: all four)")
     ap.add_argument("--nanogpt", help="folder (or model.py) of a nanoGPT checkout; default $NANOGPT_DIR")
@@ -40,20 +53,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--shape", choices=tuple(SHAPES), default="small",
                     help="small (default: 6 x 384, vocabulary 8192, context 256) or gpt2 (124M: 12 x 768, "
                     "vocabulary 50257, context 1024, for a GPU); batch 8 for training")
-    ap.add_argument("--decode-batch", type=int, help="prompts in the sampled decode (default 8; e.g. 32 on a GPU)")
-    ap.add_argument("--steps", type=int, help="timed training steps per job (default 20; --quick 3)")
-    ap.add_argument("--warmup", type=int, help="untimed training steps first (default 3; --quick 1)")
-    ap.add_argument("--windows", type=int, help="timed windows the steps are split into (default 5; --quick 3)")
-    ap.add_argument("--new-tokens", type=int, help="tokens generated per decode (default 200; --quick 48)")
-    ap.add_argument("--repeats", type=int, help="timed generations per decode job (default 3; --quick 1)")
-    ap.add_argument("--rounds", type=int, help="interleaved rounds over all peers (default 2; --quick 1)")
+    ap.add_argument("--decode-batch", type=whole(1), help="prompts in the sampled decode (default 8; e.g. 32 on a GPU)")
+    ap.add_argument("--steps", type=whole(1), help="timed training steps per job (default 20; --quick 3)")
+    ap.add_argument("--warmup", type=whole(0), help="untimed training steps first (default 3; --quick 1)")
+    ap.add_argument("--windows", type=whole(1), help="timed windows the steps are split into (default 5; --quick 3)")
+    ap.add_argument("--new-tokens", type=whole(1), help="tokens generated per decode (default 200; --quick 48)")
+    ap.add_argument("--repeats", type=whole(1), help="timed generations per decode job (default 3; --quick 1)")
+    ap.add_argument("--rounds", type=whole(1), help="interleaved rounds over all peers (default 2; --quick 1)")
     ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                     help="the precision row on CPU: auto (default) runs it when bf16 matmuls are faster than fp32")
     ap.add_argument("--compile", action="store_true",
                     help="on cpu too, every peer trains through torch.compile (default: on cuda only, as "
                     "lmforge's train.compile=auto does)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (the static-cache row; CUDA training)")
-    ap.add_argument("--threads", type=int, help="torch threads in every worker (default: torch's choice)")
+    ap.add_argument("--threads", type=whole(1), help="torch threads in every worker (default: torch's choice)")
     ap.add_argument("--data", type=Path, help=f"text to tokenise (default {data.DEFAULT_TEXT})")
     ap.add_argument("--seed", type=int, default=1337, help="init, batches, prompts and sampling (default 1337)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds before one measurement is abandoned (default 900)")
@@ -119,8 +132,6 @@ def main(argv=None) -> None:
         raise SystemExit(f"--peers: unknown peer {unknown[0]!r}; use a comma list of {', '.join(NAMES)}")
     shape = SHAPES[args.shape]
     decode_batch = args.decode_batch or shape.batch_size
-    if decode_batch < 1:
-        raise SystemExit(f"--decode-batch must be at least 1, got {decode_batch}")
     main_dtype = "bfloat16" if device.type == "cuda" else "float32"
     other_dtype = "float32" if main_dtype == "bfloat16" else "bfloat16"
     skipped: dict = {}

@@ -1,4 +1,5 @@
-"""The benchmark's peers train through torch.compile as they do on a GPU (`--compile` on the CPU)."""
+"""The benchmark: its peers train through torch.compile as they do on a GPU (`--compile` on the CPU), and its
+counts are refused below their least before anything runs."""
 
 import pytest
 import torch
@@ -23,3 +24,14 @@ def test_a_compiled_peer_trains_like_the_eager_one(name):
         assert all(p.grad is not None for p in peer.model.parameters())
         losses.append(loss.item())
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+
+
+@pytest.mark.parametrize("flags", [["--decode-batch", "0"], ["--rounds", "0"], ["--new-tokens", "-1"], ["--steps", "x"],
+                                   ["--warmup", "-1"]])
+def test_counts_below_their_least_are_refused_before_anything_runs(flags, capsys):
+    from bench.__main__ import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args(flags)
+    assert e.value.code == 2 and flags[0] in capsys.readouterr().err
+    assert parse_args(["--warmup", "0", "--decode-batch", "32"]).decode_batch == 32

@@ -160,6 +160,10 @@ def test_hf_dir_without_tokenizer_or_weights(tmp_path):
     hf_model("gpt2").save_pretrained(tmp_path)
     with pytest.raises(LmforgeError, match="no tokenizer.json"):
         lmforge.load(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2",')  # cut short
+    with pytest.raises(LmforgeError, match="neither an lmforge model config nor a Hugging Face one"):
+        lmforge.load(tmp_path)
+    hf_model("gpt2").save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(LmforgeError, match="no model.safetensors"):
         hf.load_hf(tmp_path)
@@ -209,8 +213,17 @@ def test_cli_export_bad_inputs(tokenizer, tmp_path, capsys):
     save_checkpoint(sinus, build_model(cfg), tokenizer)
     refused(sinus, tmp_path / "hf", words=["position='sinusoidal'", "no Hugging Face equivalent"])
     refused(run, busy / "keep.txt" / "hf", words=["cannot write", "choose a directory you can write to"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "run", "sinus"]  # no half-written export
+    classifier = tmp_path / "classifier"
+    cfg = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=16, n_layer=1, n_head=2, d_model=16,
+                      head="classify", labels=["neg", "pos"])
+    save_checkpoint(classifier, build_model(cfg), tokenizer)
+    refused(classifier, tmp_path / "hf", words=["'classify' head", "export the pretrained run"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "classifier", "run", "sinus"]  # nothing half-written
     assert [p.name for p in busy.iterdir()] == ["keep.txt"]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")  # a link to an empty directory: written where it points
+    code, out, err = cli(capsys, "export", run, tmp_path / "link")
+    assert code == 0 and (tmp_path / "empty" / "config.json").is_file() and (tmp_path / "link").is_symlink(), err
 
 
 def test_a_checkpoint_that_wants_bos_gets_it_on_every_prompt(tokenizer, tmp_path):

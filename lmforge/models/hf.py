@@ -120,6 +120,9 @@ def config_from_hf(hf: dict) -> ModelConfig:
 def hf_shape(cfg: ModelConfig) -> str:
     """'gpt2' or 'llama', or an LmforgeError naming the first setting with no Hugging Face equivalent."""
     fixed = dict(family="gpt", causal=True, norm_position="pre")
+    if cfg.family == "gpt" and cfg.head != "none":
+        raise LmforgeError(f"this GPT carries a fine-tuned {cfg.head!r} head, and export writes causal language models "
+                           "(GPT2LMHeadModel, LlamaForCausalLM); export the pretrained run it was fine-tuned from")
     if cfg.position == "learned":
         kind, want = "gpt2", {**fixed, **GPT2_SHAPE, "n_kv_head": cfg.n_head}
         if cfg.activation not in GPT2_ACTIVATIONS.values():
@@ -350,8 +353,9 @@ def load_hf(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
 
 def write_atomically(out: str | Path, fill: Callable[[Path], None]) -> Path:
     """Make the directory `out` with what `fill(tmp)` writes into a temporary folder beside it, which is
-    renamed to `out` at the end, so a failure leaves nothing half-written. `out` must not exist or be empty."""
-    out = Path(out)
+    renamed to `out` at the end, so a failure leaves nothing half-written. `out` must not exist or be empty
+    (a link to an empty directory: the directory it points to is written)."""
+    out = Path(out).resolve() if Path(out).is_symlink() else Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LmforgeError(f"{out} already exists and is not an empty directory; choose a new output directory or remove it")
     tmp = None

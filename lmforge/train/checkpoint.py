@@ -106,7 +106,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     try:
         cfg = ModelConfig.load(path / "config.json")
     except (ValueError, TypeError) as e:
-        raise LmforgeError(f"{path / 'config.json'} is not a valid model config ({e}); restore it from the run") from None
+        raise LmforgeError(f"{path / 'config.json'} is neither an lmforge model config nor a Hugging Face one ({e}); "
+                           "restore the file from where the model came from") from None
     model = build_model(cfg)
     try:
         load_model(model, str(path / "model.safetensors"), strict=True, device=str(device))
