@@ -11,12 +11,18 @@ from lmforge.generate import PAD, Engine, beam_search, generate
 from lmforge.models import build_model
 
 
-def tiny(preset, vocab=61):
+def tiny(preset, vocab=61, scale=None):
+    """scale: redraw the matrices with this std, so that the tokens depend on the whole window (a cut one shows)."""
     llama = "llama" in preset
     cfg = model_config_from_preset(preset, vocab_size=vocab, context_length=24, n_layer=2, d_model=32, n_head=4,
                                    n_kv_head=2 if llama else 4, d_ff=64 if llama else None)
     torch.manual_seed(0)
-    return build_model(cfg).eval()
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if scale is not None and p.dim() >= 2:
+                p.normal_(0, scale)
+    return model
 
 
 def greedy(n, **kw):
@@ -33,11 +39,7 @@ def test_cached_equals_uncached_greedy(preset):
 @pytest.mark.parametrize("preset", sorted(p for p in PRESETS if PRESETS[p].get("family", "gpt") == "gpt"))
 def test_cached_equals_uncached_past_the_context(preset):
     """Past the context both read the last context_length tokens at every step (a sliding window)."""
-    model = tiny(preset)
-    with torch.no_grad():  # larger weights: the tokens depend on the whole window, so a cut one shows
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.3)
+    model = tiny(preset, scale=0.3)
     ids = torch.randint(0, 61, (2, 20))
     gen = GenerateConfig(max_new_tokens=40, seed=1, top_k=10)
     for cpu_step in ("native", "torch"):
@@ -58,11 +60,7 @@ def test_seeded_sampling_with_every_filter_repeats_and_matches_uncached():
 
 @pytest.mark.parametrize("preset", ["gpt-mini", "llama-mini"])  # learned positions and RoPE
 def test_a_padded_batch_gives_each_prompt_what_it_gets_alone(preset):
-    model = tiny(preset)
-    with torch.no_grad():  # larger weights: the tokens depend on the whole window, so a cut one shows
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.3)
+    model = tiny(preset, scale=0.3)
     rows = [[5, 9, 2, 7, 1, 3, 8, 10, 20, 30, 40, 50], [4], [11, 12, 13]]
     for n in (10, 60):  # 60: past the context of 24; each row's window slides once its own tokens fill it
         for cpu_step in ("native", "torch"):
