@@ -148,7 +148,12 @@ def test_export_loads_in_transformers_with_same_outputs(tokenizer, tmp_path):
         assert close(transformers.BertForMaskedLM.from_pretrained(out).eval()(**b).logits, model.mlm_logits(h))
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)  # special tokens are the tokenizer's own strings
     assert hf_tok.cls_token == "<|cls|>" and hf_tok.mask_token_id == tok.mask_id and hf_tok.pad_token_id == tok.pad_id
-    assert hf_tok(SENTENCES[0])["input_ids"] == tok.encode(SENTENCES[0])
+    from lmforge.data.labelled import encode_texts
+
+    for pair in (None, SENTENCES[1:2]):  # AutoTokenizer frames a text (pair) as lmforge does: [CLS] a [SEP] (b [SEP])
+        ours_ = encode_texts(tok, SENTENCES[:1], 64, pairs=pair)
+        theirs = hf_tok(SENTENCES[0], *(pair or []))  # segment ids too, as BERT's model inputs
+        assert theirs["input_ids"] == ours_.ids[0] and theirs["token_type_ids"] == ours_.types[0]
     back = hf.load_hf(out)  # round trip: identical tensors
     assert back.config == model.config
     mine, theirs = model.state_dict(), back.state_dict()

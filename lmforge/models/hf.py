@@ -410,10 +410,12 @@ def save_hf(model: torch.nn.Module, out: str | Path, tokenizer_json: str | None 
 
 
 def write_hf_dir(out: str | Path, hf_config: dict, tensors: dict, tokenizer_json: str | None, specials: dict,
-                 context_length: int, extra: dict[str, dict] | None = None, chat_template: str | list | None = None) -> Path:
+                 context_length: int, extra: dict[str, dict] | None = None, chat_template: str | list | None = None,
+                 tokenizer_settings: dict | None = None) -> Path:
     """A Hugging Face model directory, atomically: config.json, model.safetensors, the `extra` JSON
-    files, and the tokenizer (tokenizer.json, special_tokens_map.json, tokenizer_config.json) that
-    `AutoTokenizer.from_pretrained` loads. `specials` maps a role to (token string, id)."""
+    files, and the tokenizer (tokenizer.json, special_tokens_map.json, tokenizer_config.json, with
+    `tokenizer_settings` added) that `AutoTokenizer.from_pretrained` loads. `specials` maps a role to
+    (token string, id)."""
 
     def fill(tmp: Path) -> None:
         def write(name: str, obj: dict) -> None:
@@ -429,6 +431,7 @@ def write_hf_dir(out: str | Path, hf_config: dict, tensors: dict, tokenizer_json
             write("special_tokens_map.json", tokens)
             write("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **tokens,
                                             "model_max_length": context_length, "clean_up_tokenization_spaces": False,
-                                            **({"chat_template": chat_template} if chat_template else {})})
+                                            **({"chat_template": chat_template} if chat_template else {}),
+                                            **(tokenizer_settings or {})})
 
     return write_atomically(out, fill)

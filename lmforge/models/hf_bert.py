@@ -205,6 +205,21 @@ def with_bert_specials(tokenizer_json: str, specials: dict[str, tuple[str, int]]
     return out
 
 
+def with_bert_template(tokenizer_json: str, specials: dict[str, tuple[str, int]]) -> str:
+    """tokenizer.json with BERT's post-processor, [CLS] A [SEP] and [CLS] A [SEP] B [SEP] (segment 0,
+    then 1), where it has none: lmforge frames every encoder input so, and AutoTokenizer then does too."""
+    from tokenizers import Tokenizer, processors
+
+    tok = Tokenizer.from_str(tokenizer_json)
+    if tok.post_processor is not None or "cls" not in specials or "sep" not in specials:
+        return tokenizer_json
+    (cls, cls_id), (sep, sep_id) = specials["cls"], specials["sep"]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, cls_id), (sep, sep_id)])
+    return tok.to_str()
+
+
 def save_bert(model: nn.Module, out: str | Path, tokenizer_json: str | None = None,
               special_tokens: dict[str, tuple[str, int]] | None = None) -> Path:
     """Write a Bert (or a TaskModel over one) and its tokenizer as a Hugging Face directory, atomically
@@ -212,7 +227,9 @@ def save_bert(model: nn.Module, out: str | Path, tokenizer_json: str | None = No
     specials = dict(special_tokens or {})
     if tokenizer_json is not None:
         specials = with_bert_specials(tokenizer_json, specials)
+        tokenizer_json = with_bert_template(tokenizer_json, specials)
     cfg = model.config
     hf_config = config_to_hf(cfg, {r: i for r, (_, i) in specials.items()}, next(model.parameters()).dtype)
 
-    return write_hf_dir(out, hf_config, state_dict_to_hf(model), tokenizer_json, specials, cfg.context_length)
+    return write_hf_dir(out, hf_config, state_dict_to_hf(model), tokenizer_json, specials, cfg.context_length,
+                        tokenizer_settings={"model_input_names": ["input_ids", "token_type_ids", "attention_mask"]})
