@@ -138,6 +138,40 @@ def test_time_limit_measures_again_after_a_slow_start(tmp_path, small_corpus):
     assert result.steps == ends[-1] > 60
 
 
+def test_a_slowdown_mid_run_shortens_the_schedule_so_it_still_anneals(tmp_path, small_corpus):
+    """Steps that become slow after a fast start, with no evaluation to measure them again: the speed
+    is measured every 5% of the limit, so the schedule (warmup included) ends in time and the
+    learning rate reaches its floor instead of being cut off at its peak."""
+    import time
+
+    recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=100000, eval_every=100000,
+                                          warmup_steps=2000, time_limit_minutes=0.1, log_every=1)))
+    trainer = Trainer(recipe, tmp_path / "run", log=lambda *a: None)
+    real, calls = trainer.task.loss, []
+
+    def slow_later(model, batch):
+        calls.append(1)
+        if len(calls) > 30:
+            time.sleep(0.03)
+        return real(model, batch)
+
+    trainer.task.loss = slow_later
+    result = trainer.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if "lr" in r]
+    assert result.steps == trainer.horizon < 100000  # the schedule's end, not the limit, ended the run
+    assert lrs[-1] < 0.1 * max(lrs)  # annealed to near its floor (lr 3e-3, min_lr 1e-4) after a shortened warmup
+
+
+def test_a_run_ended_by_its_time_limit_can_be_continued(tmp_path, small_corpus):
+    recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=100000, time_limit_minutes=0.01)))
+    first = Trainer(recipe, tmp_path / "run", log=lambda *a: None).fit()
+    assert first.stopped_early and first.steps < 100000
+    recipe.train.time_limit_minutes, recipe.train.max_steps = 0, first.steps + 10
+    again = Trainer(recipe, tmp_path / "run", resume=True, log=lambda *a: None).fit()
+    assert again.steps == first.steps + 10
+
+
 def test_killed_between_state_and_weights_still_resumes(tmp_path, monkeypatch):
     """A save stopped after the new trainer state but before the new weights leaves a resumable run."""
     from lmforge.config import ModelConfig

@@ -105,6 +105,7 @@ class Trainer:
             state["best"], state["best_eval"] = self.best, self.best_eval
         if self.horizon < self.recipe.train.max_steps:  # shrunk to fit the time limit
             state["horizon"] = self.horizon
+            state["horizon_for"] = [self.recipe.train.max_steps, self.recipe.train.time_limit_minutes]
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         return state
@@ -122,8 +123,12 @@ class Trainer:
         self.step = int(state["step"])
         self.best, self.best_eval = state.get("best"), state.get("best_eval")
         self.evals_without_gain = int(state.get("evals_without_gain", 0))
-        if "horizon" in state:
-            self.horizon = min(int(state["horizon"]), self.recipe.train.max_steps)
+        # a run killed mid-way goes on along the schedule it had; one that ended at its time limit, or is
+        # resumed with another max_steps or time limit, gets a schedule fitted afresh (it would train 0 steps)
+        tcfg = self.recipe.train
+        if "horizon" in state and state.get("horizon_for") == [tcfg.max_steps, tcfg.time_limit_minutes] \
+                and self.step < int(state["horizon"]):
+            self.horizon = int(state["horizon"])
 
     def save(self) -> None:
         ckpt.save_checkpoint(self.run_dir, self.model, self.data.tokenizer, self.recipe, self._state(), self.step)
@@ -151,13 +156,16 @@ class Trainer:
         t_start = t_log = time.perf_counter()
         step_at_start = self.step
         speed_from = (self.step, 0.0)  # (step, training seconds) where the speed is next measured from
+        refit_every = max(2.0, 0.05 * 60 * cfg.time_limit_minutes)  # with a time limit: measure the speed this often
+        next_fit = math.inf  # from the first measurement, after 20 steps
         tokens_done = tokens_at_log = 0
         try:
             while self.step < self.horizon:
-                if cfg.time_limit_minutes > 0 and self.step == step_at_start + 20:
+                if cfg.time_limit_minutes > 0 and (self.step == step_at_start + 20 or time.perf_counter() >= next_fit):
                     speed_from = self._fit_schedule_to_time(t_start, speed_from, result.eval_seconds
                                                             + result.compile_seconds, bar)
-                lr = lr_at(self.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_steps,
+                    next_fit = time.perf_counter() + refit_every
+                lr = lr_at(self.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=self._warmup(),
                            total=self.horizon, kind=cfg.schedule)
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -207,6 +215,7 @@ class Trainer:
                         speed_from = self._fit_schedule_to_time(t_start, speed_from, result.eval_seconds
                                                                 + result.compile_seconds
                                                                 + time.perf_counter() - t_eval, bar)
+                        next_fit = time.perf_counter() + refit_every
                     if cfg.patience and self.evals_without_gain >= cfg.patience and not last:
                         self.log(f"no better {self.task.headline} in {cfg.patience} evaluations; stopping early at "
                                  f"step {self.step}")
@@ -258,12 +267,22 @@ class Trainer:
                 loss_sum += loss.item()
         return loss_sum
 
+    def _warmup(self) -> int:
+        """The warmup steps: train.warmup_steps, shortened in proportion where the time limit has
+        shortened the schedule (warmup_steps x horizon / max_steps), so that a run cut to a few steps
+        still leaves warmup and anneals instead of ending while the learning rate still climbs."""
+        cfg = self.recipe.train
+        if self.horizon >= cfg.max_steps or cfg.warmup_steps == 0:
+            return cfg.warmup_steps
+        return max(1, round(cfg.warmup_steps * self.horizon / cfg.max_steps))
+
     def _fit_schedule_to_time(self, t_start: float, speed_from: tuple[int, float], eval_seconds: float,
                               bar) -> tuple[int, float]:
         """With a time limit, end the schedule (and the run) at the step the measured speed reaches in
         time, so the learning rate still anneals instead of being cut off mid-schedule. Called after
-        20 steps and again after every evaluation, each time with the speed since the last call, so a
-        start slowed by another program is corrected later. The end moves (up to train.max_steps)
+        20 steps, after every evaluation and every 5% of the time limit (2 s at least), each time with the speed
+        since the last call, so a start slowed by another program is corrected later, and a slowdown
+        later on shortens the schedule before the limit cuts it. The end moves (up to train.max_steps)
         only when it shifts by more than 5%: each move bends the learning-rate curve.
 
             seconds per step = training seconds since the last fit / steps since it
