@@ -27,10 +27,20 @@ def _log(args):
 
 
 # --- quickstart ------------------------------------------------------------------------------------
+def quickstart_dir(corpus: str) -> str:
+    """runs/quickstart, or runs/quickstart-NAME for another corpus: its name, or its file's or folder's
+    stem (a path or glob must not make nested folders)."""
+    if corpus == "shakespeare":
+        return "runs/quickstart"
+    plain = [part for part in Path(corpus).parts if not any(c in part for c in "*?[")]  # a glob's folder
+    name = re.sub(r"[^\w.-]+", "-", Path(plain[-1]).stem if plain else "").strip("-.") or "corpus"
+    return f"runs/quickstart-{name}"
+
+
 def cmd_quickstart(args) -> None:
     from lmforge.quickstart import run_quickstart
 
-    out = args.out or ("runs/quickstart" if args.corpus == "shakespeare" else f"runs/quickstart-{args.corpus}")
+    out = args.out or quickstart_dir(args.corpus)
     r = run_quickstart(args.corpus, out, args.set, log=_log(args), progress=not args.json)
     lines = [
         "",

@@ -413,8 +413,15 @@ def load_recipe(spec: str, overrides: list[str] | None = None) -> Recipe:
 
 
 def _resolve_corpus_path(corpus: str, recipe_dir: Path) -> str:
-    """A relative corpus path is taken from the working directory, else from the recipe's folder."""
-    if Path(corpus).exists() or any(c in corpus for c in "*?[") or "/" not in corpus:
+    """A relative corpus path is taken from the working directory, else from the recipe's folder, and
+    kept absolute, so that the run's recipe.yaml finds it from anywhere (eval, --resume). A built-in
+    corpus name stays a name."""
+    from lmforge.data.corpora import BUILTIN
+
+    if not isinstance(corpus, str) or corpus in BUILTIN:
         return corpus
+    here = Path(corpus).expanduser()
+    if here.exists() or any(c in corpus for c in "*?["):
+        return str(here.absolute()) if here.exists() else str(Path.cwd() / here)
     beside = recipe_dir / corpus
-    return str(beside) if beside.exists() else corpus
+    return str(beside.absolute()) if "/" in corpus and beside.exists() else corpus

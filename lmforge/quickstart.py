@@ -38,7 +38,7 @@ def run_quickstart(corpus: str = "shakespeare", out: str | Path = "runs/quicksta
     log(f"validation perplexity after training {trained['perplexity']:.1f} "
         f"({trained['bits_per_byte']:.3f} bits per byte) at {result.tokens_per_s:,.0f} tokens/s")
     lm = LM(model.eval(), data.tokenizer, Path(out))
-    language = "zh" if corpus in ("peoples-daily", "chinese-reviews") else "en"
+    language = "zh" if data.meta.get("language") == "zh" else "en"
     texts = [{"prompt": p, "text": lm.generate(p, max_new_tokens=sample_tokens, temperature=0.8, top_k=50, seed=i)}
              for i, p in zip(range(samples), PROMPTS[language] * samples)]
     return {

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -204,3 +205,22 @@ def test_stream_holds_back_incomplete_characters():
 
     pieces = list(LM(Scripted(), tok).stream("人", max_new_tokens=len(script), temperature=0, stop_at_eos=False))
     assert pieces == ["民", "主", "a"]
+
+
+def test_a_run_finds_its_corpus_from_any_directory_and_quickstart_names_its_folder(tmp_path, monkeypatch, capsys):
+    from lmforge.cli import quickstart_dir
+    from lmforge.config import load_recipe
+
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "mine.txt").write_text("ab " * 50)
+    monkeypatch.chdir(tmp_path)
+    for given in ("texts/mine.txt", "texts", "texts/*.txt"):  # relative: stored absolute in the run's recipe
+        corpus = load_recipe("quickstart", [f"data.corpus={given}"]).data.corpus
+        assert Path(corpus).is_absolute() and corpus.endswith(given.lstrip("./")), corpus
+    assert load_recipe("quickstart", ["data.corpus=peoples-daily"]).data.corpus == "peoples-daily"
+    assert [quickstart_dir(c) for c in ("shakespeare", "peoples-daily", "/data/zh.txt", "my texts/", "a/**/*.txt")] \
+        == ["runs/quickstart", "runs/quickstart-peoples-daily", "runs/quickstart-zh", "runs/quickstart-my-texts",
+            "runs/quickstart-a"]
+    code, out, err = run(capsys, "data", "prepare", "texts/mine.txt", "--tokenizer", "wordpiece", "--vocab-size",
+                         "300", "--json")
+    assert code == 0 and json.loads(out)["corpus"] == "texts/mine.txt", err

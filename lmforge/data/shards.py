@@ -128,10 +128,10 @@ def _atomic_dir(final: Path, write) -> None:
 
 
 def get_tokenizer(cfg: DataConfig, train_docs: list[str]) -> Tokenizer:
-    """Load a given tokenizer.json, or train (once, then cache) a BPE / char tokenizer on `train_docs`."""
-    if cfg.tokenizer not in ("bpe", "char"):
+    """Load a given tokenizer.json, or train (once, then cache) a BPE / WordPiece / char tokenizer on `train_docs`."""
+    if cfg.tokenizer not in ("bpe", "wordpiece", "char"):
         return Tokenizer.load(cfg.tokenizer)
-    vocab = cfg.vocab_size if cfg.tokenizer == "bpe" else 0
+    vocab = cfg.vocab_size if cfg.tokenizer != "char" else 0
     folder = cache_dir("tokenizers") / f"{cfg.tokenizer}-{vocab}-{_fingerprint(train_docs)}"
     if not (folder / "tokenizer.json").is_file():
         tok = train_tokenizer(cfg.tokenizer, train_docs, cfg.vocab_size)
@@ -170,6 +170,7 @@ def prepare(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=print) -> T
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))  # written last: the commit marker
 
         _atomic_dir(folder, write)
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = {**json.loads((folder / "meta.json").read_text()), "corpus": corpus.name,  # the shards may have been
+            "language": corpus.language}  # made from another file with the same text
     arrays = {s: np.memmap(folder / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in ("train", "val")}
     return TokenData(tok, arrays["train"], arrays["val"], meta)
