@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import sys
@@ -19,7 +20,18 @@ from lmforge.errors import LmforgeError
 
 
 def _emit(args, obj: dict, text: str) -> None:
-    print(json.dumps(obj, ensure_ascii=False) if args.json else text)
+    print(json.dumps(_finite(obj), ensure_ascii=False, allow_nan=False) if args.json else text)
+
+
+def _finite(obj):
+    """`obj` with NaN and infinities as null: strict JSON has no such numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _log(args):
@@ -141,15 +153,26 @@ def cmd_eval(args) -> None:
     import lmforge
     from lmforge.evaluate.perplexity import evaluate_lm
 
+    if args.batch_size < 1:
+        raise LmforgeError(f"--batch-size must be 1 or more, not {args.batch_size}")
     lm = lmforge.load(args.run)
     ctx = lm.config.context_length
+    if lm.config.head != "none":
+        raise LmforgeError(f"{args.run} is fine-tuned for {lm.config.head!r}: eval scores language models and "
+                           "pretrained encoders; score it on labelled rows with `lmforge predict RUN --file FILE` "
+                           "(its test figures are in report.json)")
     if not lm.config.causal:
         return _eval_encoder(args, lm)
     if args.file:
+        from lmforge.config import load_recipe
+        from lmforge.data.clean import clean_documents
         from lmforge.data.corpora import load_corpus
         from lmforge.data.shards import encode_documents
 
         docs = load_corpus(args.file, column=args.column).documents
+        recipe = Path(args.run) / "recipe.yaml"  # text is cleaned as the run's training text was
+        if recipe.is_file() and load_recipe(str(recipe)).data.clean:
+            docs = clean_documents(docs, dedupe=False)[0]
         tokens = encode_documents(lm.tokenizer, docs)
         n_bytes = sum(len(d.encode("utf-8", "surrogatepass")) for d in docs)
         source = args.file

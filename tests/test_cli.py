@@ -224,3 +224,38 @@ def test_a_run_finds_its_corpus_from_any_directory_and_quickstart_names_its_fold
     code, out, err = run(capsys, "data", "prepare", "texts/mine.txt", "--tokenizer", "wordpiece", "--vocab-size",
                          "300", "--json")
     assert code == 0 and json.loads(out)["corpus"] == "texts/mine.txt", err
+
+
+def test_eval_file_is_cleaned_as_training_text_was_and_bad_weights_or_runs_are_refused(trained_run, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from lmforge.cli import _finite
+
+    wide, narrow = tmp_path / "wide.txt", tmp_path / "narrow.txt"
+    wide.write_text("ＲＯＭＥＯ： Ｏ， ｓｐｅａｋ ａｇａｉｎ． " * 20)  # full width: NFKC makes it the narrow text
+    narrow.write_text("ROMEO: O, speak again. " * 20)
+    scores = [json.loads(run(capsys, "eval", str(trained_run), "--file", str(f), "--json")[1])["loss"]
+              for f in (wide, narrow)]
+    assert scores[0] == pytest.approx(scores[1])
+    assert_clear_error(*run(capsys, "eval", str(trained_run), "--batch-size", "0")[::2], "--batch-size must be 1")
+    assert _finite({"a": [float("nan"), 1.0], "b": float("inf"), "c": "x"}) == {"a": [None, 1.0], "b": None, "c": "x"}
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(trained_run, broken)
+    weights = load_file(str(broken / "model.safetensors"))
+    name = next(iter(weights))
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, str(broken / "model.safetensors"))
+    assert_clear_error(*run(capsys, "eval", str(broken), "--json")[::2], "not finite numbers")
+    from lmforge.config import ModelConfig
+    from lmforge.models import build_model
+    from lmforge.train.checkpoint import save_checkpoint
+
+    tok = lmforge.load(trained_run).tokenizer
+    cfg = ModelConfig(vocab_size=tok.vocab_size, context_length=16, n_layer=1, n_head=2, d_model=16, head="classify",
+                      labels=["a", "b"])
+    save_checkpoint(tmp_path / "classifier", build_model(cfg), tok)
+    assert_clear_error(*run(capsys, "eval", str(tmp_path / "classifier"))[::2], "fine-tuned for 'classify'",
+                       "lmforge predict")

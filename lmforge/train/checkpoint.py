@@ -117,6 +117,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             f"{path / 'model.safetensors'} is truncated, corrupted or does not match config.json ({first[:200]}); "
             "restore it from a copy or retrain"
         ) from None
+    if not all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()):
+        raise LmforgeError(f"{path / 'model.safetensors'} holds weights that are not finite numbers (damaged, or "
+                           "saved from a diverged run); restore it from a copy or retrain")
     model.to(device).eval()
     return model, Tokenizer.load(path / "tokenizer.json")
 
