@@ -218,6 +218,10 @@ class TrainConfig:
                 raise LmforgeError(f"train.{name} must be a positive integer, got {getattr(self, name)}")
         if self.lr <= 0:
             raise LmforgeError(f"train.lr must be positive, got {self.lr}")
+        for name in ("warmup_steps", "save_every", "patience", "min_lr", "weight_decay", "grad_clip",
+                     "time_limit_minutes"):
+            if getattr(self, name) < 0:
+                raise LmforgeError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
         if self.objective not in ("auto", "clm", "mlm", "mlm+nsp", "rtd"):
             raise LmforgeError(f"train.objective={self.objective!r} is not supported; use auto, clm, mlm, mlm+nsp or rtd")
         if not 0.0 < self.mask_prob < 1.0:
@@ -301,10 +305,15 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        if not isinstance(d or {}, dict):
+            raise LmforgeError("a recipe is a mapping with model, data and train sections, not "
+                               f"{type(d).__name__} {str(d)[:40]!r}; fix the file")
         d = dict(d or {})
         unknown = set(d) - {"model", "data", "train"}
         if unknown:
             raise LmforgeError(f"unknown recipe section(s) {', '.join(sorted(unknown))}; a recipe has model, data and train")
+        if not isinstance(d.get("model") or {}, dict):
+            raise LmforgeError("recipe section 'model' must be a mapping of key: value")
         model = dict(d.get("model") or {"preset": "gpt-mini"})
         allowed = {f.name for f in fields(ModelConfig)} | {"preset"}
         bad = set(model) - allowed
@@ -353,21 +362,32 @@ def auto_or_bool(value: Any, where: str) -> str | bool:
 def _coerce(value: Any, type_name: Any, where: str) -> Any:
     t = str(type_name)
     if value is None:
-        return None
+        if "None" in t or "Any" in t:
+            return None
+        raise LmforgeError(f"{where} needs a value; give one after the = sign or leave the key out")
     try:
         if t.startswith("bool"):
             if isinstance(value, str):
                 if value.lower() in YES or value.lower() in NO:
                     return value.lower() in YES
                 raise ValueError(value)
+            if not isinstance(value, (bool, int)):
+                raise ValueError(value)
             return bool(value)
         if t.startswith("int"):
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(float(value)) if isinstance(value, str) else int(value)
         if t.startswith("float"):
+            if isinstance(value, bool) or not math.isfinite(float(value)):
+                raise ValueError(value)
             return float(value)
-    except (TypeError, ValueError):
+        if t.startswith("str"):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)  # YAML reads a folder named 2024 as a number
+            if not isinstance(value, str):
+                raise ValueError(value)
+    except (TypeError, ValueError, OverflowError):
         raise LmforgeError(f"{where}={value!r} is not a valid {t.split(' ')[0]}; give a value of that type") from None
     return value
 
@@ -385,6 +405,8 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if not isinstance(base, dict) or any(not isinstance(v or {}, dict) for v in base.values()):
+        return base  # not a recipe's shape: Recipe.from_dict says what is wrong
     merged = {k: dict(v or {}) for k, v in base.items()}
     for section, values in overrides.items():
         merged.setdefault(section, {}).update(values)

@@ -1,5 +1,7 @@
 """Recipes: shipped ones load, --set overrides with types, and every wrong key is a clear error."""
 
+import re
+
 import pytest
 
 from lmforge.config import Recipe, load_recipe, parse_set
@@ -62,3 +64,29 @@ def test_schedules_by_hand():
     assert lr_at(60, **kw, kind="linear") == pytest.approx(0.55)
     assert lr_at(35, **kw, kind="linear") == pytest.approx(1.0 - 0.9 * 0.25)
     assert lr_at(100, **kw, kind="constant") == 1.0
+
+
+@pytest.mark.parametrize("sets, words", [
+    (["data.corpus="], "data.corpus needs a value"),
+    (["train.lr=nan"], "train.lr='nan' is not a valid float"),
+    (["train.batch_size=yes"], "train.batch_size=True is not a valid int"),
+    (["train.warmup_steps=-5"], "train.warmup_steps must be 0 or more"),
+    (["train.time_limit_minutes=-1"], "train.time_limit_minutes must be 0 or more"),
+    (["data.corpus=[a, b]"], "data.corpus=['a', 'b'] is not a valid str"),
+])
+def test_bad_set_values_are_one_sentence(sets, words):
+    with pytest.raises(LmforgeError, match=re.escape(words)):
+        load_recipe("quickstart", sets)
+
+
+@pytest.mark.parametrize("text, words", [("- a\n", "a recipe is a mapping"), ("model: 5\n", "section 'model' must be"),
+                                         ("train: 3\n", "section 'train' must be"),
+                                         ("data: {corpus: [a.txt, b.txt]}\n", "data.corpus=")])
+def test_recipe_files_of_the_wrong_shape_are_one_sentence(text, words, tmp_path):
+    (tmp_path / "r.yaml").write_text(text)
+    with pytest.raises(LmforgeError, match=re.escape(words)):
+        load_recipe(str(tmp_path / "r.yaml"))
+
+
+def test_a_folder_named_like_a_number_is_a_corpus_path():
+    assert load_recipe("quickstart", ["data.corpus=2024"]).data.corpus == "2024"
