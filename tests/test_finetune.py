@@ -410,3 +410,35 @@ def test_first_piece_of_each_word_carries_its_tag():
         ex = encode_tagged(tok, words, [[1, 2, 3, 4]], 32, encoder=tok.cls_id is not None)
         tagged = [t for t in ex.targets[0] if t != -100]
         assert tagged == [1, 2, 3, 4], (tok.kind, ex.targets[0])
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(max_length=2), "--max-length 2 is too short"),
+    (dict(max_length=-5), "--max-length -5 is too short"),
+    (dict(max_length=0), "--max-length 0 is too short"),
+    (dict(evals_per_epoch=0), "--evals-per-epoch 0 cannot be used; give 1 or more"),
+    (dict(epochs=float("nan")), "--epochs nan cannot be used"),
+    (dict(lr=float("inf")), "--lr inf cannot be used"),
+    (dict(patience=-1), "--patience -1 cannot be used"),
+    (dict(val_fraction=0.6, test_fraction=0.5), "leave no rows to train on"),
+])
+def test_bad_settings_are_refused_before_any_work(setting, message):
+    with pytest.raises(LmforgeError, match=message):
+        quick(**setting)
+
+
+def test_qa_with_a_tiny_max_length_is_refused_and_short_rows_still_end(base_run, tmp_path, capsys):
+    from lmforge.data.labelled import encode_qa
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "warm?", "context": "sun warm day", "answer": "warm"}) + "\n")
+    code = main(["finetune", str(base_run), "--task", "qa", "--data", str(data), "--max-length", "2",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--max-length 2 is too short" in err[0]
+    assert not (tmp_path / "run").exists()
+    tok = train_char(["abcdefghij klmnopqrstuvwxyz?"])
+    with pytest.raises(LmforgeError, match="--max-length 4 is too short"):
+        encode_qa(tok, ["q?"], ["abc"], ["abc"], max_len=4)
+    ex, _ = encode_qa(tok, ["a long question?" * 3], ["abcdefghij"], ["c"], max_len=5)  # one question token a window
+    assert ex.truncated == 1 and len(ex) == 10 and all(len(ids) == 5 for ids in ex.ids)

@@ -38,6 +38,16 @@ class Examples:
         return len(self.ids)
 
 
+MIN_LENGTH = 5  # [CLS] a [SEP] b [SEP], or [CLS] question [SEP] context [SEP], with one token of each
+
+
+def check_length(max_len: int) -> None:
+    """Refuse a row length too short to hold any row with its special tokens."""
+    if max_len < MIN_LENGTH:
+        raise LmforgeError(f"--max-length {max_len} is too short to hold a row with its special tokens; give "
+                           f"{MIN_LENGTH} or more, or leave it out to use the model's context")
+
+
 def _fit_pair(a: list[int], b: list[int], room: int) -> tuple[list[int], list[int]]:
     """Cut the longer of a and b one token at a time until both fit in `room` (BERT's rule)."""
     a, b = list(a), list(b)
@@ -51,6 +61,7 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], max_len: int, encoder: 
     """Token ids (with the family's special tokens) of each text, or text pair, cut to `max_len`."""
     if truncation not in ("warn", "error"):
         raise LmforgeError(f"truncation={truncation!r} is not supported; use warn or error")
+    check_length(max_len)
     if encoder and (tokenizer.cls_id is None or tokenizer.sep_id is None):
         raise LmforgeError("the tokenizer has no [CLS]/[SEP] token, which an encoder's input needs; use the "
                            "tokenizer the model was trained with")
@@ -110,6 +121,7 @@ def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], a
     character spans, to turn a predicted span back into text. Without answers (to be predicted),
     every target is (0, 0).
     """
+    check_length(max_len)  # room for a question token and a context token: the windows always move on
     out = Examples([], [])
     offsets_per_window = []
     room = max_len - 3
@@ -189,6 +201,7 @@ def encode_tagged(tokenizer: Tokenizer, words: list[list[str]], tags: list[list[
                   encoder: bool = True, truncation: str = "warn") -> Examples:
     """The words joined by spaces and tokenised; each word's tag sits on its first token (the
     other pieces of the word get -100, so every word is scored once), mapped by character offsets."""
+    check_length(max_len)
     out = Examples([], [])
     room = max_len - (2 if encoder else 0)
     for i, (ws, ts) in enumerate(zip(words, tags)):

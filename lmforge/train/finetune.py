@@ -22,8 +22,8 @@ import torch
 
 from lmforge.config import DataConfig, ModelConfig, Recipe, TrainConfig, auto_or_bool
 from lmforge.data.corpora import load_corpus
-from lmforge.data.labelled import (Examples, ShuffledBatches, answer_span, encode_qa, encode_tagged, encode_texts,
-                                   read_tagged)
+from lmforge.data.labelled import (Examples, ShuffledBatches, answer_span, check_length, encode_qa, encode_tagged,
+                                   encode_texts, read_tagged)
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.classification import classification_report, majority_baseline, plot_confusion_matrix
 from lmforge.evaluate.crossval import stratified_kfold, stratified_split, summarize_folds
@@ -81,8 +81,32 @@ class FinetuneConfig:
         self.compile = auto_or_bool(self.compile, "--compile")
         if self.doc_stride is not None and self.doc_stride < 0:
             raise LmforgeError(f"--doc-stride {self.doc_stride} is negative; give the overlap in tokens (0 or more)")
-        if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
-            raise LmforgeError("--epochs, --batch-size and --lr must be positive")
+        if self.max_length is not None:
+            check_length(self.max_length)
+        for flag, value, ok, need in (
+                ("--epochs", self.epochs, _finite(self.epochs) and self.epochs > 0, "a positive number, e.g. 3"),
+                ("--lr", self.lr, _finite(self.lr) and self.lr > 0, "a positive number, e.g. 5e-5"),
+                ("--batch-size", self.batch_size, self.batch_size >= 1, "1 or more"),
+                ("--evals-per-epoch", self.evals_per_epoch, self.evals_per_epoch >= 1, "1 or more"),
+                ("--patience", self.patience, self.patience >= 0, "0 (never stop early) or more"),
+                ("--val-fraction", self.val_fraction, _finite(self.val_fraction) and 0 < self.val_fraction < 1,
+                 "a share between 0 and 1, e.g. 0.1"),
+                ("--test-fraction", self.test_fraction, _finite(self.test_fraction) and 0 < self.test_fraction < 1,
+                 "a share between 0 and 1, e.g. 0.1"),
+                ("warmup_fraction", self.warmup_fraction, _finite(self.warmup_fraction)
+                 and 0 <= self.warmup_fraction <= 1, "a share between 0 and 1, e.g. 0.1"),
+                ("weight_decay", self.weight_decay, _finite(self.weight_decay) and self.weight_decay >= 0,
+                 "0 or more, e.g. 0.01")):
+            if not ok:
+                named = f"{flag} {value}" if flag.startswith("--") else f"{flag}={value}"
+                raise LmforgeError(f"{named} cannot be used; give {need}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise LmforgeError(f"--val-fraction {self.val_fraction} and --test-fraction {self.test_fraction} leave no "
+                               "rows to train on; make their sum less than 1, e.g. 0.1 each")
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -124,7 +148,8 @@ def read_rows(data: str, cfg: FinetuneConfig) -> dict[str, list[str]]:
 
 def row_length(model, cfg: FinetuneConfig) -> int:
     """Tokens per row: --max-length, within the model's context."""
-    return min(cfg.max_length or model.config.context_length, model.config.context_length)
+    context = model.config.context_length
+    return context if cfg.max_length is None else min(cfg.max_length, context)
 
 
 def label_names(labels: list[str]) -> list[str]:
