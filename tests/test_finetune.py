@@ -442,3 +442,17 @@ def test_qa_with_a_tiny_max_length_is_refused_and_short_rows_still_end(base_run,
         encode_qa(tok, ["q?"], ["abc"], ["abc"], max_len=4)
     ex, _ = encode_qa(tok, ["a long question?" * 3], ["abcdefghij"], ["c"], max_len=5)  # one question token a window
     assert ex.truncated == 1 and len(ex) == 10 and all(len(ids) == 5 for ids in ex.ids)
+
+
+def test_truncation_error_names_the_row_of_the_file_for_every_task(base_run, tmp_path):
+    """Rows are encoded split by split; the message still counts rows in the file (as predict does)."""
+    data = rows(30)
+    data[5] = (" ".join(["sun warm"] * 40), data[5][1])
+    classify = write_csv(tmp_path / "long.csv", data)
+    token, qa = tmp_path / "long.jsonl", tmp_path / "qa.jsonl"
+    token.write_text("".join(json.dumps({"tokens": t.split(), "tags": [lab] * len(t.split())}) + "\n" for t, lab in data))
+    qa.write_text("".join(json.dumps({"question": ("warm?" * 20 if i == 5 else "warm?"), "context": t,
+                                      "answer": t.split()[0]}) + "\n" for i, (t, _) in enumerate(data)))
+    for task, path in (("classify", classify), ("token", token), ("qa", qa)):
+        with pytest.raises(LmforgeError, match=r"^row 6\b"):
+            finetune(base_run, str(path), tmp_path / task, quick(task=task, truncation="error"), log=lambda *a: None)

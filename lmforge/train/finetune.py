@@ -23,7 +23,7 @@ import torch
 from lmforge.config import DataConfig, ModelConfig, Recipe, TrainConfig, auto_or_bool
 from lmforge.data.corpora import load_corpus
 from lmforge.data.labelled import (Examples, ShuffledBatches, answer_span, check_length, encode_qa, encode_tagged,
-                                   encode_texts, read_tagged)
+                                   encode_texts, least_length, read_tagged)
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.classification import classification_report, majority_baseline, plot_confusion_matrix
 from lmforge.evaluate.crossval import stratified_kfold, stratified_split, summarize_folds
@@ -82,7 +82,7 @@ class FinetuneConfig:
         if self.doc_stride is not None and self.doc_stride < 0:
             raise LmforgeError(f"--doc-stride {self.doc_stride} is negative; give the overlap in tokens (0 or more)")
         if self.max_length is not None:
-            check_length(self.max_length)
+            check_length(self.max_length, least_length(self.task == "qa" or bool(self.text_pair_column)))
         for flag, value, ok, need in (
                 ("--epochs", self.epochs, _finite(self.epochs) and self.epochs > 0, "a positive number, e.g. 3"),
                 ("--lr", self.lr, _finite(self.lr) and self.lr > 0, "a positive number, e.g. 5e-5"),
@@ -274,12 +274,12 @@ def _encode(tokenizer, rows: dict, idx, cfg: FinetuneConfig, max_len: int, encod
     pick = lambda col: [rows[col][i] for i in idx]  # noqa: E731
     if cfg.task == "token":
         tags = [[label_ids[t] for t in ts] for ts in pick("tags")]
-        return encode_tagged(tokenizer, pick("words"), tags, max_len, encoder, cfg.truncation), None
+        return encode_tagged(tokenizer, pick("words"), tags, max_len, encoder, cfg.truncation, idx), None
     if cfg.task == "qa":
         return encode_qa(tokenizer, pick("question"), pick("context"), pick("answer"), max_len, cfg.truncation,
-                         cfg.doc_stride)
+                         cfg.doc_stride, idx)
     ex = encode_texts(tokenizer, pick("text"), max_len, encoder, pick("pair") if "pair" in rows else None,
-                      cfg.truncation)
+                      cfg.truncation, idx)
     ex.targets = [label_ids[rows["label"][i]] for i in idx]
     return ex, None
 
