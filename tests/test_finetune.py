@@ -456,3 +456,27 @@ def test_truncation_error_names_the_row_of_the_file_for_every_task(base_run, tmp
     for task, path in (("classify", classify), ("token", token), ("qa", qa)):
         with pytest.raises(LmforgeError, match=r"^row 6\b"):
             finetune(base_run, str(path), tmp_path / task, quick(task=task, truncation="error"), log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def classifier_run(base_run, tmp_path_factory):
+    """An untrained classifier over cold / warm, saved as a fine-tuned run is (no finetune.json: default columns)."""
+    import dataclasses
+
+    from lmforge.train.checkpoint import load_checkpoint
+
+    base, tok = load_checkpoint(base_run)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("classifier")
+    save_checkpoint(out, build_model(dataclasses.replace(base.config, head="classify", labels=["cold", "warm"])), tok)
+    return out
+
+
+def test_predict_on_a_plain_text_file_labels_the_one_document(classifier_run, tmp_path, capsys):
+    one = tmp_path / "one.txt"
+    one.write_text("The cat loved the garden.\n")
+    code = main(["predict", str(classifier_run), "--file", str(one)])
+    assert code == 0, capsys.readouterr().err
+    lines = [json.loads(x) for x in (tmp_path / "one.predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["label"] in ("cold", "warm") and lines[0]["text"].startswith("The cat")
+

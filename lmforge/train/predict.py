@@ -26,8 +26,14 @@ from lmforge.train.finetune import FinetuneConfig, row_length
 from lmforge.train.inference import answer_spans, padding_id, predict_probs, tag_words
 
 
+COLUMNAR = (".csv", ".tsv", ".jsonl")  # files of rows with named columns; any other file is one document
+
+
 def _column(data: str, column: str, required: bool = True) -> list[str] | None:
-    """One column of a rows file, or None when it is absent and not required."""
+    """One column of a rows file, or None when it is absent and not required (a plain text file
+    is one document: its text, and no other column)."""
+    if not required and Path(data).suffix.lower() not in COLUMNAR:
+        return None
     try:
         return load_corpus(data, column=column).documents
     except LmforgeError:
@@ -50,6 +56,7 @@ def _classify(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log)
     lines = [{"text": t[:200], "label": c, "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)}}
              for t, c, p in zip(texts, chosen, probs)]
     return lines, (classification_report(gold, chosen, labels=labels) if gold is not None else None)
+
 
 
 def _tag(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log):
