@@ -480,3 +480,14 @@ def test_predict_on_a_plain_text_file_labels_the_one_document(classifier_run, tm
     lines = [json.loads(x) for x in (tmp_path / "one.predictions.jsonl").read_text().splitlines()]
     assert len(lines) == 1 and lines[0]["label"] in ("cold", "warm") and lines[0]["text"].startswith("The cat")
 
+
+def test_predict_scores_the_rows_it_can_and_names_gold_labels_the_run_never_saw(classifier_run, tmp_path):
+    data = write_csv(tmp_path / "new.csv", rows(8) + [("sun day", "maybe"), ("rain night", "")])
+    said = []
+    out, report = predict_file(classifier_run, str(data), log=said.append)
+    assert len(out.read_text().splitlines()) == 10  # every row gets its prediction
+    assert report["n"] == 8 and report["unscored"] == {"rows": 2, "labels": ["", "maybe"]}
+    assert any("2 rows have a gold label the run was not trained on (an empty cell, 'maybe'" in s for s in said), said
+    only_new = write_csv(tmp_path / "unknown.csv", [("sun day", "maybe")])
+    out, report = predict_file(classifier_run, str(only_new), log=said.append)
+    assert report is None and len(out.read_text().splitlines()) == 1

@@ -55,8 +55,25 @@ def _classify(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log)
     chosen = [labels[int(p.argmax())] for p in probs]
     lines = [{"text": t[:200], "label": c, "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)}}
              for t, c, p in zip(texts, chosen, probs)]
-    return lines, (classification_report(gold, chosen, labels=labels) if gold is not None else None)
+    return lines, (_scored(gold, chosen, labels, log) if gold is not None else None)
 
+
+def _scored(gold: list[str], chosen: list[str], labels: list[str], log) -> dict | None:
+    """The report over the rows whose gold label is one of the run's classes; the others (a label
+    the run never saw, or an empty cell) are named in a warning and under "unscored"."""
+    known = [i for i, g in enumerate(gold) if g in labels]
+    unknown = sorted({g for g in gold if g not in labels})
+    if unknown:
+        names = ", ".join(repr(g) if g.strip() else "an empty cell" for g in unknown[:5])
+        log(f"warning: {len(gold) - len(known)} rows have a gold label the run was not trained on ({names}"
+            f"{', ...' if len(unknown) > 5 else ''}; it knows {', '.join(labels[:8])}), so the report scores "
+            f"only the other {len(known)} rows")
+    if not known:
+        return None
+    report = classification_report([gold[i] for i in known], [chosen[i] for i in known], labels=labels)
+    if unknown:
+        report["unscored"] = {"rows": len(gold) - len(known), "labels": unknown}
+    return report
 
 
 def _tag(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log):
