@@ -112,6 +112,20 @@ def test_cross_validation_reports_mean_and_std(base_run, tmp_path):
     assert (tmp_path / "cv" / "cv.json").is_file()
 
 
+def test_cross_validation_never_overwrites_an_earlier_one(base_run, tmp_path):
+    import shutil
+
+    data = write_csv(tmp_path / "d.csv", rows(60))
+    shutil.copytree(base_run, tmp_path / "cv" / "fold-2")  # a fold of an earlier cross-validation, stopped midway
+    with pytest.raises(LmforgeError, match="already holds a cross-validation, which this one would overwrite"):
+        cross_validate(base_run, str(data), tmp_path / "cv", quick(epochs=1), folds=3, log=lambda *a: None)
+    assert sorted(p.name for p in (tmp_path / "cv").iterdir()) == ["fold-2"]
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "cv.json").write_text("{}")
+    with pytest.raises(LmforgeError, match="already holds a cross-validation"):
+        cross_validate(base_run, str(data), tmp_path / "done", quick(epochs=1), folds=3, log=lambda *a: None)
+
+
 def test_cross_validation_of_tagging_and_reading(base_run, tmp_path, capsys):
     rng = random.Random(2)
     tagged, qa = tmp_path / "ner.jsonl", tmp_path / "qa.jsonl"

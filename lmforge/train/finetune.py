@@ -390,10 +390,13 @@ def cross_validate(base_path: str | Path, data: str, out: str | Path, cfg: Finet
     """`lmforge cv`: k folds (stratified by label for classify); each is the test split once, while the
     other k - 1 train (a validation part of them picks the epoch). Mean and standard deviation over
     the folds of the task's test figures: accuracy and macro F1 (token: also entity F1 for BIO
-    tags), or exact match and F1 (qa)."""
+    tags), or exact match and F1 (qa). An `out` that holds a cross-validation already is refused."""
     if folds < 2:
         raise LmforgeError(f"--folds {folds} cannot cross-validate; use 2 or more (5 is usual)")
     out = Path(out)
+    if (out / "cv.json").exists() or any(is_checkpoint(fold) for fold in out.glob("fold-*")):
+        raise LmforgeError(f"{out} already holds a cross-validation, which this one would overwrite; choose another "
+                           "--out, or remove that one first")
     base, tokenizer = load_base(base_path)
     rows = read_rows(data, cfg)
     key = rows["label"] if cfg.task == "classify" else ["all"] * len(next(iter(rows.values())))
