@@ -142,7 +142,8 @@ def add_commands(sub, command, json_flag) -> None:
     task_flags(cv)
     cv.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
     p = command("predict", cmd_predict, "apply a fine-tuned run to every row of a file: labels, word tags or answers")
-    p.add_argument("run", help="a run made by `lmforge finetune`")
+    p.add_argument("run", help="a run made by `lmforge finetune`, or a Hugging Face directory of a fine-tuned "
+                   "classifier, tagger or QA model (BERT)")
     p.add_argument("--file", required=True, help="rows: .csv, .tsv, .jsonl (or .txt: one document); token: .jsonl "
                    "word lists; qa: question and context columns")
     p.add_argument("--text-column", help="column with the text (default: the one the model was fine-tuned on)")

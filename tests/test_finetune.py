@@ -505,3 +505,16 @@ def test_predict_scores_the_rows_it_can_and_names_gold_labels_the_run_never_saw(
     only_new = write_csv(tmp_path / "unknown.csv", [("sun day", "maybe")])
     out, report = predict_file(classifier_run, str(only_new), log=said.append)
     assert report is None and len(out.read_text().splitlines()) == 1
+
+
+def test_predict_reads_a_hugging_face_classifier_and_refuses_a_bare_encoder(classifier_run, base_run, tmp_path):
+    from lmforge.api import export_hf
+
+    hf_classifier, hf_base = export_hf(classifier_run, tmp_path / "hf"), export_hf(base_run, tmp_path / "hf-base")
+    data = write_csv(tmp_path / "d.csv", rows(8))
+    mine, _ = predict_file(classifier_run, str(data), tmp_path / "mine.jsonl")
+    theirs, report = predict_file(hf_classifier, str(data), tmp_path / "theirs.jsonl")
+    assert report["n"] == 8 and [json.loads(x)["label"] for x in theirs.read_text().splitlines()] == \
+        [json.loads(x)["label"] for x in mine.read_text().splitlines()]
+    with pytest.raises(LmforgeError, match="is not a fine-tuned model .*; fine-tune one with `lmforge finetune`"):
+        predict_file(hf_base, str(data))

@@ -21,7 +21,7 @@ from lmforge.errors import LmforgeError
 from lmforge.evaluate.classification import classification_report
 from lmforge.evaluate.entities import entity_report, entity_spans, is_chunk_tagset
 from lmforge.evaluate.qa import qa_scores
-from lmforge.train.checkpoint import load_checkpoint
+from lmforge.train.checkpoint import load_pretrained
 from lmforge.train.finetune import FinetuneConfig, row_length
 from lmforge.train.inference import answer_spans, padding_id, predict_probs, tag_words
 
@@ -131,10 +131,11 @@ def predict_file(run: str | Path, data: str, out: str | Path | None = None, text
                  truncation: str = "warn", log=print) -> tuple[Path, dict | None]:
     """Predictions of the fine-tuned `run` for every row of `data`, written as JSON lines to `out`
     (default: DATA with the suffix .predictions.jsonl); and the report when the file has gold."""
-    model, tokenizer = load_checkpoint(run)
+    model, tokenizer = load_pretrained(run)  # a Hugging Face classifier, tagger or reader works too
     task = model.config.head
     if task not in TASKS:
-        raise LmforgeError(f"{run} is not a fine-tuned model; fine-tune one with `lmforge finetune`")
+        raise LmforgeError(f"{run} is not a fine-tuned model (it has no classification, tagging or QA head); "
+                           "fine-tune one with `lmforge finetune` and give that run")
     saved_file = Path(run) / "finetune.json"
     saved = json.loads(saved_file.read_text(encoding="utf-8")) if saved_file.is_file() else {}
     cfg = FinetuneConfig(**{**saved.get("config", {}), "task": task, "progress": False})
