@@ -518,3 +518,16 @@ def test_predict_reads_a_hugging_face_classifier_and_refuses_a_bare_encoder(clas
         [json.loads(x)["label"] for x in mine.read_text().splitlines()]
     with pytest.raises(LmforgeError, match="is not a fine-tuned model .*; fine-tune one with `lmforge finetune`"):
         predict_file(hf_base, str(data))
+
+
+def test_a_nan_loss_in_finetuning_names_the_flag_to_lower(base_run, tmp_path, capsys, monkeypatch):
+    from lmforge.train import finetune as finetune_module
+    from tests.test_cli import assert_clear_error, run
+
+    data = write_csv(tmp_path / "d.csv", rows(40))
+    nan_loss = lambda self, model, batch: model.head.weight.sum() * float("nan")  # noqa: E731
+    monkeypatch.setattr(finetune_module.Classification, "loss", nan_loss)
+    code, _, err = run(capsys, "finetune", str(base_run), "--data", str(data), "--epochs", "1", "--out", str(tmp_path / "n"),
+                       "--json")  # (no progress bar on stderr)
+    assert_clear_error(code, err, "the training loss became nan", "lower --lr (e.g. --lr 1e-5)")
+    assert "--set" not in err and "train.lr" not in err

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -319,7 +320,11 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
     if settings is not None:
         write_json(out / "finetune.json", settings)  # before any checkpoint: a stopped run can be resumed
     trainer = Trainer(recipe, out, resume=resume, log=log, model=model, task=task)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except LmforgeError as e:  # the loop's advice names pretraining's settings; fine-tuning's are these
+        raise LmforgeError(re.sub(r"lower train\.lr \(.*\) or raise train\.warmup_steps, then start again",
+                                  "lower --lr (e.g. --lr 1e-5) and start again with another --out", str(e))) from None
     best, _ = load_checkpoint(out, trainer.device)  # the kept (best-on-validation) weights
     report: dict = {"task": cfg.task, "base_params": base.num_params(), "train_rows": len(train_idx),
                     "validation_rows": len(val_idx), "test_rows": len(test_idx), "truncated": cut, "steps": result.steps,
