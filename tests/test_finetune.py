@@ -520,6 +520,16 @@ def test_predict_reads_a_hugging_face_classifier_and_refuses_a_bare_encoder(clas
         predict_file(hf_base, str(data))
 
 
+def test_finetune_refuses_a_file_without_columns_before_any_work(base_run, tmp_path, capsys):
+    from tests.test_cli import assert_clear_error, run
+
+    for name in ("d.txt", "d.json"):
+        (tmp_path / name).write_text("sun warm day\n")
+        code, _, err = run(capsys, "finetune", str(base_run), "--data", str(tmp_path / name), "--out", str(tmp_path / "c"))
+        assert_clear_error(code, err, "is not a file of rows with named columns; give the labelled rows as a .csv")
+    assert "label column" not in err and not (tmp_path / "c").exists()
+
+
 def test_a_nan_loss_in_finetuning_names_the_flag_to_lower(base_run, tmp_path, capsys, monkeypatch):
     from lmforge.train import finetune as finetune_module
     from tests.test_cli import assert_clear_error, run

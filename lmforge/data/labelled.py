@@ -23,6 +23,9 @@ from lmforge.errors import LmforgeError
 from lmforge.tokenizer import Tokenizer
 
 
+COLUMNAR = (".csv", ".tsv", ".jsonl")  # files of rows with named columns; any other file is one document
+
+
 @dataclass
 class Examples:
     """Tokenised rows: ids and token types per row, and one target per row (or per token / a span)."""

@@ -23,8 +23,8 @@ import torch
 
 from lmforge.config import DataConfig, ModelConfig, Recipe, TrainConfig, auto_or_bool
 from lmforge.data.corpora import load_corpus
-from lmforge.data.labelled import (Examples, ShuffledBatches, answer_span, check_length, encode_qa, encode_tagged,
-                                   encode_texts, least_length, read_tagged)
+from lmforge.data.labelled import (COLUMNAR, Examples, ShuffledBatches, answer_span, check_length, encode_qa,
+                                   encode_tagged, encode_texts, least_length, read_tagged)
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.classification import classification_report, majority_baseline, plot_confusion_matrix
 from lmforge.evaluate.crossval import stratified_kfold, stratified_split, summarize_folds
@@ -128,6 +128,9 @@ def read_rows(data: str, cfg: FinetuneConfig) -> dict[str, list[str]]:
     if cfg.task == "token":
         words, tags = read_tagged(data, cfg.tokens_column, cfg.tags_column)
         return {"words": words, "tags": tags}
+    if Path(data).is_file() and Path(data).suffix.lower() not in COLUMNAR:
+        raise LmforgeError(f"{data} is not a file of rows with named columns; give the labelled rows as a .csv, .tsv "
+                           "or .jsonl file")
     if cfg.task == "qa":
         cols = {"question": cfg.question_column, "context": cfg.context_column, "answer": cfg.answer_column}
     else:

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from lmforge.data.corpora import load_corpus
-from lmforge.data.labelled import answer_span, encode_qa, encode_tagged, encode_texts, read_tagged
+from lmforge.data.labelled import COLUMNAR, answer_span, encode_qa, encode_tagged, encode_texts, read_tagged
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.classification import classification_report
 from lmforge.evaluate.entities import entity_report, entity_spans, is_chunk_tagset
@@ -24,9 +24,6 @@ from lmforge.evaluate.qa import qa_scores
 from lmforge.train.checkpoint import load_pretrained
 from lmforge.train.finetune import FinetuneConfig, row_length
 from lmforge.train.inference import answer_spans, padding_id, predict_probs, tag_words
-
-
-COLUMNAR = (".csv", ".tsv", ".jsonl")  # files of rows with named columns; any other file is one document
 
 
 def _column(data: str, column: str, required: bool = True) -> list[str] | None:
