@@ -520,6 +520,20 @@ def test_predict_reads_a_hugging_face_classifier_and_refuses_a_bare_encoder(clas
         predict_file(hf_base, str(data))
 
 
+def test_cli_column_errors_name_the_flag_that_sets_the_column(base_run, classifier_run, tmp_path, capsys):
+    from tests.test_cli import assert_clear_error, run
+
+    data = write_csv(tmp_path / "d.csv", rows(40))
+    assert_clear_error(*run(capsys, "finetune", str(base_run), "--data", str(data), "--label-column", "y",
+                            "--out", str(tmp_path / "a"))[::2], "no column 'y'", "choose one with --label-column")
+    lines = tmp_path / "d.jsonl"
+    lines.write_text(json.dumps({"review": "sun", "label": "warm"}) + "\n")
+    assert_clear_error(*run(capsys, "cv", str(base_run), "--data", str(lines), "--out", str(tmp_path / "b"))[::2],
+                       "no field 'text'", "choose one with --text-column")
+    assert_clear_error(*run(capsys, "predict", str(classifier_run), "--file", str(lines))[::2],
+                       "no field 'text'", "choose one with --text-column")
+
+
 def test_finetune_refuses_a_file_without_columns_before_any_work(base_run, tmp_path, capsys):
     from tests.test_cli import assert_clear_error, run
 
@@ -541,3 +555,21 @@ def test_a_nan_loss_in_finetuning_names_the_flag_to_lower(base_run, tmp_path, ca
                        "--json")  # (no progress bar on stderr)
     assert_clear_error(code, err, "the training loss became nan", "lower --lr (e.g. --lr 1e-5)")
     assert "--set" not in err and "train.lr" not in err
+
+
+def test_predict_help_names_the_file_it_writes(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "data.csv -> data.predictions.jsonl" in help_text and "FILE.predictions.jsonl" not in help_text
+
+
+def test_cli_qa_finetune_names_only_the_files_it_writes(base_run, tmp_path, capsys):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": "warm?", "context": f"rain {w} snow", "answer": w}) + "\n"
+                            for w in WARM * 3))
+    code = main(["finetune", str(base_run), "--task", "qa", "--data", str(data), "--epochs", "1", "--out",
+                 str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0 and "report.json are in" in out and "confusion.png" not in out
+    assert not (tmp_path / "run" / "confusion.png").exists()
