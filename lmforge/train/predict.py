@@ -1,13 +1,17 @@
 """`lmforge predict RUN --file F`: a fine-tuned run applied to new rows, written as JSON lines.
 
-What a line holds depends on the run's task:
-    classify  {"text", "label", "probabilities"}          (a .csv, .tsv or .jsonl file of texts)
+RUN is an lmforge fine-tuning run or a Hugging Face directory of a fine-tuned BERT (a classifier's
+class names come from its config.json id2label). What a line holds depends on the run's task:
+    classify  {"text", "label", "probabilities"}          (a .csv, .tsv or .jsonl file of texts, or a
+                                                           .txt file: one document)
     token     {"tokens", "tags"[, "entities"]}             (a .jsonl file of word lists)
     qa        {"question", "answer"}                       (rows with a question and a context)
 
-The columns are the ones the run was fine-tuned with (its finetune.json), unless given. When the
-file also holds the gold labels, tags or answers, the evaluation report comes back too, computed
-as fine-tuning computes it on its test split.
+The columns are the ones the run was fine-tuned with (its finetune.json; the defaults for a Hugging
+Face directory), unless given. When the file also holds the gold labels, tags or answers, the
+evaluation report comes back too, computed as fine-tuning computes it on its test split; rows whose
+gold label the run does not know (or is empty) still get their prediction and are left out of the
+report, which names them under "unscored".
 """
 
 from __future__ import annotations
