@@ -149,13 +149,18 @@ class LM:
     def attention(self, text: str, return_tokens: bool = False):
         """The attention weights of every layer for `text`: a list (one per layer) of (heads, T, T)
         tensors, row i holding how query token i spreads its attention over the keys (each row
-        sums to 1). Encoders see [CLS] text [SEP]; decoders only look left. With `return_tokens`,
+        sums to 1). Encoders see [CLS] text [SEP]; decoders only look left. Text that does not fit
+        in the context is refused, never cut. With `return_tokens`,
         also the tokens as strings, for labelling a plot."""
         tok, cfg = self.tokenizer, self.config
         if cfg.causal:
             ids = self.encode_prompt(text)
         else:
-            ids = [tok.cls_id] + tok.encode(text)[:cfg.context_length - 2] + [tok.sep_id]
+            ids = tok.encode(text)
+            if len(ids) > cfg.context_length - 2:  # refused, as a decoder's prompt is: a cut map would mislead
+                raise LmforgeError(f"the text is {len(ids)} tokens, more than the {cfg.context_length - 2} that the "
+                                   f"model's context of {cfg.context_length} holds beside [CLS] and [SEP]; shorten the text")
+            ids = [tok.cls_id] + ids + [tok.sep_id]
         x = torch.tensor([ids], device=self.device)
         self.model.eval()
         weights = [w[0].float().cpu() for w in self.model(x, need_weights=True)[1]]

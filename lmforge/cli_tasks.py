@@ -3,8 +3,12 @@ looking inside a model, kept beside cli.py so each file stays short."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 from pathlib import Path
+
+from lmforge.errors import LmforgeError
 
 
 def _config(args):
@@ -15,6 +19,28 @@ def _config(args):
     if args.json:
         values["progress"] = False
     return FinetuneConfig(**values)
+
+
+@contextlib.contextmanager
+def _column_flags(columns: dict[str, str], fallback: str):
+    """Errors from reading a file name the column arguments of the Python API (column= /
+    label_column=): here they name the flag that sets the missing column (`columns`: its name ->
+    the flag), or `fallback`."""
+    try:
+        yield
+    except LmforgeError as e:
+        msg = str(e)
+        if "column= / label_column=" not in msg:
+            raise
+        name = re.search(r"(?:column|field) '([^']*)'", msg)
+        flag = columns.get(name.group(1), fallback) if name else fallback
+        raise LmforgeError(msg.replace("column= / label_column=", flag)) from None
+
+
+def _finetune_columns(cfg) -> dict[str, str]:
+    """The columns a fine-tuning run reads, each with the flag that names it."""
+    return {getattr(cfg, f.name): "--" + f.name.replace("_", "-") for f in dataclasses.fields(cfg)
+            if f.name.endswith("_column") and getattr(cfg, f.name)}
 
 
 def _entities(report: dict, lead: str) -> str:
@@ -48,9 +74,12 @@ def cmd_finetune(args) -> None:
     from lmforge.train.finetune import finetune
 
     out = Path(args.out or f"runs/finetune-{Path(args.data).stem}")
-    report = finetune(args.base, args.data, out, _config(args), log=_log(args), resume=args.resume)
+    cfg = _config(args)
+    with _column_flags(_finetune_columns(cfg), "--text-column / --label-column"):
+        report = finetune(args.base, args.data, out, cfg, log=_log(args), resume=args.resume)
     report["run_dir"] = str(out)
-    _emit(args, report, _summary(report) + f"\nthe best checkpoint, report.json and confusion.png are in {out}")
+    files = "report.json" if report["task"] == "qa" else "report.json and confusion.png"  # QA has no classes to confuse
+    _emit(args, report, _summary(report) + f"\nthe best checkpoint, {files} are in {out}")
 
 
 def cmd_cv(args) -> None:
@@ -58,7 +87,9 @@ def cmd_cv(args) -> None:
     from lmforge.train.finetune import cross_validate
 
     out = Path(args.out or f"runs/cv-{Path(args.data).stem}")
-    r = cross_validate(args.base, args.data, out, _config(args), folds=args.folds, log=_log(args))
+    cfg = _config(args)
+    with _column_flags(_finetune_columns(cfg), "--text-column / --label-column"):
+        r = cross_validate(args.base, args.data, out, cfg, folds=args.folds, log=_log(args))
     lines = [f"{args.folds}-fold cross-validation of {args.base} on {args.data}:"]
     for key in r["mean"]:
         lines.append(f"  {key:11s} {r['mean'][key]:.4f} +- {r['std'][key]:.4f}   "
@@ -70,7 +101,9 @@ def cmd_predict(args) -> None:
     from lmforge.cli import _emit, _log
     from lmforge.train.predict import predict_file
 
-    out, report = predict_file(args.run, args.file, args.out, args.text_column, args.truncation, log=_log(args))
+    with _column_flags({args.text_column: "--text-column"} if args.text_column else {},
+                       "--text-column (or give the file the columns the run was fine-tuned on)"):
+        out, report = predict_file(args.run, args.file, args.out, args.text_column, args.truncation, log=_log(args))
     r = {"predictions": str(out), "report": report}
     text = f"predictions written to {out}"
     if report and "exact_match" in report:
@@ -142,11 +175,13 @@ def add_commands(sub, command, json_flag) -> None:
     task_flags(cv)
     cv.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
     p = command("predict", cmd_predict, "apply a fine-tuned run to every row of a file: labels, word tags or answers")
-    p.add_argument("run", help="a run made by `lmforge finetune`")
+    p.add_argument("run", help="a run made by `lmforge finetune`, or a Hugging Face directory of a fine-tuned "
+                   "classifier, tagger or QA model (BERT)")
     p.add_argument("--file", required=True, help="rows: .csv, .tsv, .jsonl (or .txt: one document); token: .jsonl "
                    "word lists; qa: question and context columns")
     p.add_argument("--text-column", help="column with the text (default: the one the model was fine-tuned on)")
-    p.add_argument("--out", help="where to write JSON lines (default: FILE.predictions.jsonl)")
+    p.add_argument("--out", help="where to write JSON lines (default: beside FILE, named after it without its "
+                   "suffix: data.csv -> data.predictions.jsonl)")
     p.add_argument("--truncation", choices=["warn", "error"], default="warn")
     json_flag(p)
     a = command("attention", cmd_attention, "draw the attention weights of one layer and head as a heatmap")

@@ -112,6 +112,20 @@ def test_cross_validation_reports_mean_and_std(base_run, tmp_path):
     assert (tmp_path / "cv" / "cv.json").is_file()
 
 
+def test_cross_validation_never_overwrites_an_earlier_one(base_run, tmp_path):
+    import shutil
+
+    data = write_csv(tmp_path / "d.csv", rows(60))
+    shutil.copytree(base_run, tmp_path / "cv" / "fold-2")  # a fold of an earlier cross-validation, stopped midway
+    with pytest.raises(LmforgeError, match="already holds a cross-validation, which this one would overwrite"):
+        cross_validate(base_run, str(data), tmp_path / "cv", quick(epochs=1), folds=3, log=lambda *a: None)
+    assert sorted(p.name for p in (tmp_path / "cv").iterdir()) == ["fold-2"]
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "cv.json").write_text("{}")
+    with pytest.raises(LmforgeError, match="already holds a cross-validation"):
+        cross_validate(base_run, str(data), tmp_path / "done", quick(epochs=1), folds=3, log=lambda *a: None)
+
+
 def test_cross_validation_of_tagging_and_reading(base_run, tmp_path, capsys):
     rng = random.Random(2)
     tagged, qa = tmp_path / "ner.jsonl", tmp_path / "qa.jsonl"
@@ -410,3 +424,152 @@ def test_first_piece_of_each_word_carries_its_tag():
         ex = encode_tagged(tok, words, [[1, 2, 3, 4]], 32, encoder=tok.cls_id is not None)
         tagged = [t for t in ex.targets[0] if t != -100]
         assert tagged == [1, 2, 3, 4], (tok.kind, ex.targets[0])
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(max_length=2), "--max-length 2 is too short"),
+    (dict(max_length=-5), "--max-length -5 is too short"),
+    (dict(max_length=0), "--max-length 0 is too short"),
+    (dict(evals_per_epoch=0), "--evals-per-epoch 0 cannot be used; give 1 or more"),
+    (dict(epochs=float("nan")), "--epochs nan cannot be used"),
+    (dict(lr=float("inf")), "--lr inf cannot be used"),
+    (dict(patience=-1), "--patience -1 cannot be used"),
+    (dict(val_fraction=0.6, test_fraction=0.5), "leave no rows to train on"),
+])
+def test_bad_settings_are_refused_before_any_work(setting, message):
+    with pytest.raises(LmforgeError, match=message):
+        quick(**setting)
+
+
+def test_qa_with_a_tiny_max_length_is_refused_and_short_rows_still_end(base_run, tmp_path, capsys):
+    from lmforge.data.labelled import encode_qa
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "warm?", "context": "sun warm day", "answer": "warm"}) + "\n")
+    code = main(["finetune", str(base_run), "--task", "qa", "--data", str(data), "--max-length", "2",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--max-length 2 is too short" in err[0]
+    assert not (tmp_path / "run").exists()
+    tok = train_char(["abcdefghij klmnopqrstuvwxyz?"])
+    with pytest.raises(LmforgeError, match="--max-length 4 is too short"):
+        encode_qa(tok, ["q?"], ["abc"], ["abc"], max_len=4)
+    ex, _ = encode_qa(tok, ["a long question?" * 3], ["abcdefghij"], ["c"], max_len=5)  # one question token a window
+    assert ex.truncated == 1 and len(ex) == 10 and all(len(ids) == 5 for ids in ex.ids)
+
+
+def test_truncation_error_names_the_row_of_the_file_for_every_task(base_run, tmp_path):
+    """Rows are encoded split by split; the message still counts rows in the file (as predict does)."""
+    data = rows(30)
+    data[5] = (" ".join(["sun warm"] * 40), data[5][1])
+    classify = write_csv(tmp_path / "long.csv", data)
+    token, qa = tmp_path / "long.jsonl", tmp_path / "qa.jsonl"
+    token.write_text("".join(json.dumps({"tokens": t.split(), "tags": [lab] * len(t.split())}) + "\n" for t, lab in data))
+    qa.write_text("".join(json.dumps({"question": ("warm?" * 20 if i == 5 else "warm?"), "context": t,
+                                      "answer": t.split()[0]}) + "\n" for i, (t, _) in enumerate(data)))
+    for task, path in (("classify", classify), ("token", token), ("qa", qa)):
+        with pytest.raises(LmforgeError, match=r"^row 6\b"):
+            finetune(base_run, str(path), tmp_path / task, quick(task=task, truncation="error"), log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def classifier_run(base_run, tmp_path_factory):
+    """An untrained classifier over cold / warm, saved as a fine-tuned run is (no finetune.json: default columns)."""
+    import dataclasses
+
+    from lmforge.train.checkpoint import load_checkpoint
+
+    base, tok = load_checkpoint(base_run)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("classifier")
+    save_checkpoint(out, build_model(dataclasses.replace(base.config, head="classify", labels=["cold", "warm"])), tok)
+    return out
+
+
+def test_predict_on_a_plain_text_file_labels_the_one_document(classifier_run, tmp_path, capsys):
+    one = tmp_path / "one.txt"
+    one.write_text("The cat loved the garden.\n")
+    code = main(["predict", str(classifier_run), "--file", str(one)])
+    assert code == 0, capsys.readouterr().err
+    lines = [json.loads(x) for x in (tmp_path / "one.predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["label"] in ("cold", "warm") and lines[0]["text"].startswith("The cat")
+
+
+def test_predict_scores_the_rows_it_can_and_names_gold_labels_the_run_never_saw(classifier_run, tmp_path):
+    data = write_csv(tmp_path / "new.csv", rows(8) + [("sun day", "maybe"), ("rain night", "")])
+    said = []
+    out, report = predict_file(classifier_run, str(data), log=said.append)
+    assert len(out.read_text().splitlines()) == 10  # every row gets its prediction
+    assert report["n"] == 8 and report["unscored"] == {"rows": 2, "labels": ["", "maybe"]}
+    assert any("2 rows have a gold label the run was not trained on (an empty cell, 'maybe'" in s for s in said), said
+    only_new = write_csv(tmp_path / "unknown.csv", [("sun day", "maybe")])
+    out, report = predict_file(classifier_run, str(only_new), log=said.append)
+    assert report is None and len(out.read_text().splitlines()) == 1
+
+
+def test_predict_reads_a_hugging_face_classifier_and_refuses_a_bare_encoder(classifier_run, base_run, tmp_path):
+    from lmforge.api import export_hf
+
+    hf_classifier, hf_base = export_hf(classifier_run, tmp_path / "hf"), export_hf(base_run, tmp_path / "hf-base")
+    data = write_csv(tmp_path / "d.csv", rows(8))
+    mine, _ = predict_file(classifier_run, str(data), tmp_path / "mine.jsonl")
+    theirs, report = predict_file(hf_classifier, str(data), tmp_path / "theirs.jsonl")
+    assert report["n"] == 8 and [json.loads(x)["label"] for x in theirs.read_text().splitlines()] == \
+        [json.loads(x)["label"] for x in mine.read_text().splitlines()]
+    with pytest.raises(LmforgeError, match="is not a fine-tuned model .*; fine-tune one with `lmforge finetune`"):
+        predict_file(hf_base, str(data))
+
+
+def test_cli_column_errors_name_the_flag_that_sets_the_column(base_run, classifier_run, tmp_path, capsys):
+    from tests.test_cli import assert_clear_error, run
+
+    data = write_csv(tmp_path / "d.csv", rows(40))
+    assert_clear_error(*run(capsys, "finetune", str(base_run), "--data", str(data), "--label-column", "y",
+                            "--out", str(tmp_path / "a"))[::2], "no column 'y'", "choose one with --label-column")
+    lines = tmp_path / "d.jsonl"
+    lines.write_text(json.dumps({"review": "sun", "label": "warm"}) + "\n")
+    assert_clear_error(*run(capsys, "cv", str(base_run), "--data", str(lines), "--out", str(tmp_path / "b"))[::2],
+                       "no field 'text'", "choose one with --text-column")
+    assert_clear_error(*run(capsys, "predict", str(classifier_run), "--file", str(lines))[::2],
+                       "no field 'text'", "choose one with --text-column")
+
+
+def test_finetune_refuses_a_file_without_columns_before_any_work(base_run, tmp_path, capsys):
+    from tests.test_cli import assert_clear_error, run
+
+    for name in ("d.txt", "d.json"):
+        (tmp_path / name).write_text("sun warm day\n")
+        code, _, err = run(capsys, "finetune", str(base_run), "--data", str(tmp_path / name), "--out", str(tmp_path / "c"))
+        assert_clear_error(code, err, "is not a file of rows with named columns; give the labelled rows as a .csv")
+    assert "label column" not in err and not (tmp_path / "c").exists()
+
+
+def test_a_nan_loss_in_finetuning_names_the_flag_to_lower(base_run, tmp_path, capsys, monkeypatch):
+    from lmforge.train import finetune as finetune_module
+    from tests.test_cli import assert_clear_error, run
+
+    data = write_csv(tmp_path / "d.csv", rows(40))
+    nan_loss = lambda self, model, batch: model.head.weight.sum() * float("nan")  # noqa: E731
+    monkeypatch.setattr(finetune_module.Classification, "loss", nan_loss)
+    code, _, err = run(capsys, "finetune", str(base_run), "--data", str(data), "--epochs", "1", "--out", str(tmp_path / "n"),
+                       "--json")  # (no progress bar on stderr)
+    assert_clear_error(code, err, "the training loss became nan", "lower --lr (e.g. --lr 1e-5)")
+    assert "--set" not in err and "train.lr" not in err
+
+
+def test_predict_help_names_the_file_it_writes(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "data.csv -> data.predictions.jsonl" in help_text and "FILE.predictions.jsonl" not in help_text
+
+
+def test_cli_qa_finetune_names_only_the_files_it_writes(base_run, tmp_path, capsys):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": "warm?", "context": f"rain {w} snow", "answer": w}) + "\n"
+                            for w in WARM * 3))
+    code = main(["finetune", str(base_run), "--task", "qa", "--data", str(data), "--epochs", "1", "--out",
+                 str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0 and "report.json are in" in out and "confusion.png" not in out
+    assert not (tmp_path / "run" / "confusion.png").exists()

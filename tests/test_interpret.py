@@ -110,3 +110,7 @@ def test_cli_attention_draws_one_head_of_a_run(tmp_path, capsys):
     assert all(abs(sum(row) - 1) < 1e-4 for row in r["weights"])  # each query's weights sum to 1
     assert main(["attention", str(tmp_path / "run"), "cat", "--layer", "5", "--out", str(out)]) == 2
     assert "layer 5 does not exist; the model has 2 layers (0-1)" in capsys.readouterr().err
+    code = main(["attention", str(tmp_path / "run"), "the cat " * 4, "--out", str(tmp_path / "long.png")])
+    err = capsys.readouterr().err.strip().splitlines()  # 32 tokens: an encoder refuses, as a decoder does
+    assert code == 2 and len(err) == 1 and "the text is 32 tokens, more than the 30 that the model's context" in err[0]
+    assert not (tmp_path / "long.png").exists()

@@ -65,3 +65,26 @@ def test_killed_bert_run_resumes_bit_exact(tmp_path, small_corpus):
     assert 40 <= stopped_at < 100, "the run was not killed part-way"
     a, b = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_validation_split_too_small_for_nsp_is_refused_before_training(tmp_path, capsys):
+    """12 documents, 5% for validation: one document, from which NSP cannot draw a random B."""
+    import csv
+
+    from lmforge.cli import main
+
+    corpus = tmp_path / "zh.csv"
+    with corpus.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["评论"])
+        for i in range(12):
+            w.writerow([f"这家店的菜很好吃。服务也不错{i}。下次还会再来。价格有点贵。"])
+    out = tmp_path / "p"
+    code = main(["train", "--recipe", "bert-pretrain", "--set", f"data.corpus={corpus}", "--set", "data.column=评论",
+                 "--set", "model.context_length=64", "--set", "data.vocab_size=200", "--set", "data.val_fraction=0.05",
+                 "--out", str(out)])
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert code == 2 and len(err) == 1, captured.err
+    assert "needs at least two documents in the validation split" in err[0] and "data.val_fraction" in err[0]
+    assert "training" not in captured.out and not out.exists()

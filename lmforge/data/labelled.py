@@ -23,6 +23,9 @@ from lmforge.errors import LmforgeError
 from lmforge.tokenizer import Tokenizer
 
 
+COLUMNAR = (".csv", ".tsv", ".jsonl")  # files of rows with named columns; any other file is one document
+
+
 @dataclass
 class Examples:
     """Tokenised rows: ids and token types per row, and one target per row (or per token / a span)."""
@@ -38,6 +41,25 @@ class Examples:
         return len(self.ids)
 
 
+def least_length(pair: bool, encoder: bool = True) -> int:
+    """The shortest row that holds one token of each text with its special tokens: [CLS] a [SEP]
+    (3), [CLS] a [SEP] b [SEP] or [CLS] question [SEP] context [SEP] (5), a [EOS] (2), a [EOS] b [EOS] (4)."""
+    return (2 + encoder) if not pair else (4 + encoder)
+
+
+def check_length(max_len: int, least: int) -> None:
+    """Refuse a row length too short to hold any row with its special tokens."""
+    if max_len < least:
+        raise LmforgeError(f"--max-length {max_len} is too short to hold a row with its special tokens; give "
+                           f"{least} or more, or leave it out to use the model's context")
+
+
+def _row(i: int, numbers) -> int:
+    """The 1-based number, in its file, of the i-th row given (`numbers`: each row's 0-based index
+    in the file, when the rows are a part of it such as a training split)."""
+    return int(numbers[i] if numbers is not None else i) + 1
+
+
 def _fit_pair(a: list[int], b: list[int], room: int) -> tuple[list[int], list[int]]:
     """Cut the longer of a and b one token at a time until both fit in `room` (BERT's rule)."""
     a, b = list(a), list(b)
@@ -47,10 +69,12 @@ def _fit_pair(a: list[int], b: list[int], room: int) -> tuple[list[int], list[in
 
 
 def encode_texts(tokenizer: Tokenizer, texts: list[str], max_len: int, encoder: bool = True,
-                 pairs: list[str] | None = None, truncation: str = "warn") -> Examples:
-    """Token ids (with the family's special tokens) of each text, or text pair, cut to `max_len`."""
+                 pairs: list[str] | None = None, truncation: str = "warn", numbers=None) -> Examples:
+    """Token ids (with the family's special tokens) of each text, or text pair, cut to `max_len`.
+    `numbers`: each row's index in its file, so that an error names the file's row."""
     if truncation not in ("warn", "error"):
         raise LmforgeError(f"truncation={truncation!r} is not supported; use warn or error")
+    check_length(max_len, least_length(pairs is not None, encoder))
     if encoder and (tokenizer.cls_id is None or tokenizer.sep_id is None):
         raise LmforgeError("the tokenizer has no [CLS]/[SEP] token, which an encoder's input needs; use the "
                            "tokenizer the model was trained with")
@@ -76,7 +100,7 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], max_len: int, encoder: 
             cut = len(joined) > max_len - 1
         if cut:
             if truncation == "error":
-                raise LmforgeError(f"row {i + 1} is {len(a) + len(b or [])} tokens, longer than the model's context "
+                raise LmforgeError(f"row {_row(i, numbers)} is {len(a) + len(b or [])} tokens, longer than the model's context "
                                    f"of {max_len}; shorten it or allow truncation (--truncation warn)")
             out.truncated += 1
         out.ids.append(ids)
@@ -94,7 +118,7 @@ def answer_span(context: str, answer: str, row: int) -> tuple[int, int]:
 
 
 def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], answers: list[str] | None,
-              max_len: int, truncation: str = "warn", stride: int | None = None
+              max_len: int, truncation: str = "warn", stride: int | None = None, numbers=None
               ) -> tuple[Examples, list[list[tuple[int, int]]]]:
     """[CLS] question [SEP] context window [SEP], one example per window, with the answer's token
     span in that window as the target.
@@ -108,19 +132,20 @@ def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], a
     (or, with truncation="error", refused) when its question is longer than half the room and is
     cut, or when no window holds its whole answer. Also returns each window's context tokens'
     character spans, to turn a predicted span back into text. Without answers (to be predicted),
-    every target is (0, 0).
+    every target is (0, 0). `numbers`: as for encode_texts.
     """
+    check_length(max_len, least_length(True))  # room for a question token and a context token: the windows always move on
     out = Examples([], [])
     offsets_per_window = []
     room = max_len - 3
     for i, (q, c) in enumerate(zip(questions, contexts)):
-        start_char, end_char = answer_span(c, answers[i], i) if answers is not None else (0, 0)
+        start_char, end_char = answer_span(c, answers[i], _row(i, numbers) - 1) if answers is not None else (0, 0)
         q_ids = tokenizer.encode(q)
         c_ids, offsets = tokenizer.encode_offsets(c)
         fq = q_ids if len(q_ids) + len(c_ids) <= room or len(q_ids) <= room // 2 else q_ids[:room // 2]
         if len(fq) < len(q_ids):
             if truncation == "error":
-                raise LmforgeError(f"row {i + 1}: the question is longer than half of the {max_len} tokens a row may "
+                raise LmforgeError(f"row {_row(i, numbers)}: the question is longer than half of the {max_len} tokens a row may "
                                    "have; shorten it or allow truncation (--truncation warn)")
             out.truncated += 1
         width = room - len(fq)
@@ -143,7 +168,7 @@ def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], a
             start += step
         if not held and len(fq) == len(q_ids):  # (a row whose question was cut is counted already)
             if truncation == "error":
-                raise LmforgeError(f"row {i + 1}: no window of {width} passage tokens holds the whole answer; raise "
+                raise LmforgeError(f"row {_row(i, numbers)}: no window of {width} passage tokens holds the whole answer; raise "
                                    "--doc-stride (windows share up to half their tokens) or --max-length, or allow "
                                    "truncation (--truncation warn)")
             out.truncated += 1
@@ -186,9 +211,11 @@ def read_tagged(path: str, tokens_key: str = "tokens", tags_key: str = "tags",
 
 
 def encode_tagged(tokenizer: Tokenizer, words: list[list[str]], tags: list[list[int]], max_len: int,
-                  encoder: bool = True, truncation: str = "warn") -> Examples:
+                  encoder: bool = True, truncation: str = "warn", numbers=None) -> Examples:
     """The words joined by spaces and tokenised; each word's tag sits on its first token (the
-    other pieces of the word get -100, so every word is scored once), mapped by character offsets."""
+    other pieces of the word get -100, so every word is scored once), mapped by character offsets.
+    `numbers`: as for encode_texts."""
+    check_length(max_len, least_length(False, encoder))
     out = Examples([], [])
     room = max_len - (2 if encoder else 0)
     for i, (ws, ts) in enumerate(zip(words, tags)):
@@ -206,7 +233,7 @@ def encode_tagged(tokenizer: Tokenizer, words: list[list[str]], tags: list[list[
             scored += [word] if first else []
         if len(ids) > room:
             if truncation == "error":
-                raise LmforgeError(f"row {i + 1} is {len(ids)} tokens, longer than the model's context of {max_len}; "
+                raise LmforgeError(f"row {_row(i, numbers)} is {len(ids)} tokens, longer than the model's context of {max_len}; "
                                    "shorten it or allow truncation (--truncation warn)")
             out.truncated += 1
             ids, labels = ids[:room], labels[:room]

@@ -41,30 +41,38 @@ def fit_pair(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
     return len_a - excess // 2, len_b - (excess - excess // 2)  # then they alternate, B first
 
 
+def check_split(split: EncoderSplit, max_len: int, nsp: bool, name: str = "training") -> None:
+    """Refuse a split that cannot give batches (`name`: which split, for the message): before any
+    training, so that a validation split too small fails at the start, not at the first evaluation."""
+    fix = "give more text" + (" or a larger data.val_fraction" if name == "validation" else "")
+    if split.n_sentences == 0:
+        raise LmforgeError(f"the {name} split has no sentences to build batches from; {fix}")
+    if max_len < (5 if nsp else 3):
+        raise LmforgeError(f"a context of {max_len} tokens leaves no room for "
+                           f"{'[CLS] A [SEP] B [SEP]' if nsp else '[CLS] text [SEP]'}; use a longer model.context_length")
+    if nsp and split.n_documents < 2:
+        raise LmforgeError(f"next-sentence prediction needs at least two documents in the {name} split (a random B "
+                           f"comes from another one), and it has {split.n_documents}; {fix}, or use "
+                           "train.objective=mlm")
+    sent_doc = split.sent_doc
+    if nsp and not (sent_doc[:-1] == sent_doc[1:]).any():
+        raise LmforgeError(f"next-sentence prediction needs documents of two or more sentences, and every document of "
+                           f"the {name} split has one; {fix} with longer documents, or use train.objective=mlm")
+
+
 class PairBatches:
     """Endless seeded batches from one split; `next()` gives a dict of (B, T) tensors, T = max_len:
     input_ids, token_type_ids, attention_mask (bool, True at real tokens), word_ids (-1 at specials
     and padding), and with nsp next_sentence_label (B,) (0 = B follows A, 1 = B is random)."""
 
     def __init__(self, split: EncoderSplit, batch_size: int, max_len: int, *, cls_id: int, sep_id: int,
-                 pad_id: int, nsp: bool = True, seed: int = 0):
-        if split.n_sentences == 0:
-            raise LmforgeError("the split has no sentences to build batches from; give more text or a larger "
-                               "data.val_fraction")
-        if max_len < (5 if nsp else 3):
-            raise LmforgeError(f"a context of {max_len} tokens leaves no room for "
-                               f"{'[CLS] A [SEP] B [SEP]' if nsp else '[CLS] text [SEP]'}; use a longer model.context_length")
+                 pad_id: int, nsp: bool = True, seed: int = 0, name: str = "training"):
+        check_split(split, max_len, nsp, name)
         self.split, self.batch_size, self.max_len, self.nsp = split, batch_size, max_len, nsp
         self.cls_id, self.sep_id, self.pad_id = cls_id, sep_id, pad_id
         self.doc_offsets = split.doc_offsets  # (D + 1,) sentence ranges of the documents
         doc = split.sent_doc
         self.followed = np.flatnonzero(doc[:-1] == doc[1:])  # sentences with a next one in their document
-        if nsp and split.n_documents < 2:
-            raise LmforgeError("next-sentence prediction needs at least two documents (a random B comes from "
-                               "another one); give more documents or use train.objective=mlm")
-        if nsp and len(self.followed) == 0:
-            raise LmforgeError("next-sentence prediction needs documents of two or more sentences, and every "
-                               "document here has one; give longer documents or use train.objective=mlm")
         self.generator = torch.Generator().manual_seed(seed)
 
     # -------------------------------------------------------------------- one row
@@ -160,7 +168,8 @@ def eval_batches(split: EncoderSplit, batch_size: int, max_len: int, *, cls_id: 
     pieces of max_len - 2 tokens, so every token is scored once (or `n_batches` batches of pieces
     spread evenly over the split). With NSP: pairs drawn with a fresh generator seeded by `seed`,
     `n_batches` batches, or by default enough to cover the split's tokens about once."""
-    src = PairBatches(split, batch_size, max_len, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id, nsp=nsp, seed=seed)
+    src = PairBatches(split, batch_size, max_len, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id, nsp=nsp, seed=seed,
+                      name="validation")
     if nsp:
         n = n_batches if n_batches is not None else max(1, -(-len(split.tokens) // (batch_size * (max_len - 3))))
         for _ in range(n):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,8 +23,8 @@ import torch
 
 from lmforge.config import DataConfig, ModelConfig, Recipe, TrainConfig, auto_or_bool
 from lmforge.data.corpora import load_corpus
-from lmforge.data.labelled import (Examples, ShuffledBatches, answer_span, encode_qa, encode_tagged, encode_texts,
-                                   read_tagged)
+from lmforge.data.labelled import (COLUMNAR, Examples, ShuffledBatches, answer_span, check_length, encode_qa,
+                                   encode_tagged, encode_texts, least_length, read_tagged)
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.classification import classification_report, majority_baseline, plot_confusion_matrix
 from lmforge.evaluate.crossval import stratified_kfold, stratified_split, summarize_folds
@@ -81,8 +82,32 @@ class FinetuneConfig:
         self.compile = auto_or_bool(self.compile, "--compile")
         if self.doc_stride is not None and self.doc_stride < 0:
             raise LmforgeError(f"--doc-stride {self.doc_stride} is negative; give the overlap in tokens (0 or more)")
-        if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
-            raise LmforgeError("--epochs, --batch-size and --lr must be positive")
+        if self.max_length is not None:
+            check_length(self.max_length, least_length(self.task == "qa" or bool(self.text_pair_column)))
+        for flag, value, ok, need in (
+                ("--epochs", self.epochs, _finite(self.epochs) and self.epochs > 0, "a positive number, e.g. 3"),
+                ("--lr", self.lr, _finite(self.lr) and self.lr > 0, "a positive number, e.g. 5e-5"),
+                ("--batch-size", self.batch_size, self.batch_size >= 1, "1 or more"),
+                ("--evals-per-epoch", self.evals_per_epoch, self.evals_per_epoch >= 1, "1 or more"),
+                ("--patience", self.patience, self.patience >= 0, "0 (never stop early) or more"),
+                ("--val-fraction", self.val_fraction, _finite(self.val_fraction) and 0 < self.val_fraction < 1,
+                 "a share between 0 and 1, e.g. 0.1"),
+                ("--test-fraction", self.test_fraction, _finite(self.test_fraction) and 0 < self.test_fraction < 1,
+                 "a share between 0 and 1, e.g. 0.1"),
+                ("warmup_fraction", self.warmup_fraction, _finite(self.warmup_fraction)
+                 and 0 <= self.warmup_fraction <= 1, "a share between 0 and 1, e.g. 0.1"),
+                ("weight_decay", self.weight_decay, _finite(self.weight_decay) and self.weight_decay >= 0,
+                 "0 or more, e.g. 0.01")):
+            if not ok:
+                named = f"{flag} {value}" if flag.startswith("--") else f"{flag}={value}"
+                raise LmforgeError(f"{named} cannot be used; give {need}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise LmforgeError(f"--val-fraction {self.val_fraction} and --test-fraction {self.test_fraction} leave no "
+                               "rows to train on; make their sum less than 1, e.g. 0.1 each")
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -103,6 +128,9 @@ def read_rows(data: str, cfg: FinetuneConfig) -> dict[str, list[str]]:
     if cfg.task == "token":
         words, tags = read_tagged(data, cfg.tokens_column, cfg.tags_column)
         return {"words": words, "tags": tags}
+    if Path(data).is_file() and Path(data).suffix.lower() not in COLUMNAR:
+        raise LmforgeError(f"{data} is not a file of rows with named columns; give the labelled rows as a .csv, .tsv "
+                           "or .jsonl file")
     if cfg.task == "qa":
         cols = {"question": cfg.question_column, "context": cfg.context_column, "answer": cfg.answer_column}
     else:
@@ -124,7 +152,8 @@ def read_rows(data: str, cfg: FinetuneConfig) -> dict[str, list[str]]:
 
 def row_length(model, cfg: FinetuneConfig) -> int:
     """Tokens per row: --max-length, within the model's context."""
-    return min(cfg.max_length or model.config.context_length, model.config.context_length)
+    context = model.config.context_length
+    return context if cfg.max_length is None else min(cfg.max_length, context)
 
 
 def label_names(labels: list[str]) -> list[str]:
@@ -249,12 +278,12 @@ def _encode(tokenizer, rows: dict, idx, cfg: FinetuneConfig, max_len: int, encod
     pick = lambda col: [rows[col][i] for i in idx]  # noqa: E731
     if cfg.task == "token":
         tags = [[label_ids[t] for t in ts] for ts in pick("tags")]
-        return encode_tagged(tokenizer, pick("words"), tags, max_len, encoder, cfg.truncation), None
+        return encode_tagged(tokenizer, pick("words"), tags, max_len, encoder, cfg.truncation, idx), None
     if cfg.task == "qa":
         return encode_qa(tokenizer, pick("question"), pick("context"), pick("answer"), max_len, cfg.truncation,
-                         cfg.doc_stride)
+                         cfg.doc_stride, idx)
     ex = encode_texts(tokenizer, pick("text"), max_len, encoder, pick("pair") if "pair" in rows else None,
-                      cfg.truncation)
+                      cfg.truncation, idx)
     ex.targets = [label_ids[rows["label"][i]] for i in idx]
     return ex, None
 
@@ -294,7 +323,11 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
     if settings is not None:
         write_json(out / "finetune.json", settings)  # before any checkpoint: a stopped run can be resumed
     trainer = Trainer(recipe, out, resume=resume, log=log, model=model, task=task)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except LmforgeError as e:  # the loop's advice names pretraining's settings; fine-tuning's are these
+        raise LmforgeError(re.sub(r"lower train\.lr \(.*\) or raise train\.warmup_steps, then start again",
+                                  "lower --lr (e.g. --lr 1e-5) and start again with another --out", str(e))) from None
     best, _ = load_checkpoint(out, trainer.device)  # the kept (best-on-validation) weights
     report: dict = {"task": cfg.task, "base_params": base.num_params(), "train_rows": len(train_idx),
                     "validation_rows": len(val_idx), "test_rows": len(test_idx), "truncated": cut, "steps": result.steps,
@@ -365,10 +398,13 @@ def cross_validate(base_path: str | Path, data: str, out: str | Path, cfg: Finet
     """`lmforge cv`: k folds (stratified by label for classify); each is the test split once, while the
     other k - 1 train (a validation part of them picks the epoch). Mean and standard deviation over
     the folds of the task's test figures: accuracy and macro F1 (token: also entity F1 for BIO
-    tags), or exact match and F1 (qa)."""
+    tags), or exact match and F1 (qa). An `out` that holds a cross-validation already is refused."""
     if folds < 2:
         raise LmforgeError(f"--folds {folds} cannot cross-validate; use 2 or more (5 is usual)")
     out = Path(out)
+    if (out / "cv.json").exists() or any(is_checkpoint(fold) for fold in out.glob("fold-*")):
+        raise LmforgeError(f"{out} already holds a cross-validation, which this one would overwrite; choose another "
+                           "--out, or remove that one first")
     base, tokenizer = load_base(base_path)
     rows = read_rows(data, cfg)
     key = rows["label"] if cfg.task == "classify" else ["all"] * len(next(iter(rows.values())))

@@ -1,13 +1,17 @@
 """`lmforge predict RUN --file F`: a fine-tuned run applied to new rows, written as JSON lines.
 
-What a line holds depends on the run's task:
-    classify  {"text", "label", "probabilities"}          (a .csv, .tsv or .jsonl file of texts)
+RUN is an lmforge fine-tuning run or a Hugging Face directory of a fine-tuned BERT (a classifier's
+class names come from its config.json id2label). What a line holds depends on the run's task:
+    classify  {"text", "label", "probabilities"}          (a .csv, .tsv or .jsonl file of texts, or a
+                                                           .txt file: one document)
     token     {"tokens", "tags"[, "entities"]}             (a .jsonl file of word lists)
     qa        {"question", "answer"}                       (rows with a question and a context)
 
-The columns are the ones the run was fine-tuned with (its finetune.json), unless given. When the
-file also holds the gold labels, tags or answers, the evaluation report comes back too, computed
-as fine-tuning computes it on its test split.
+The columns are the ones the run was fine-tuned with (its finetune.json; the defaults for a Hugging
+Face directory), unless given. When the file also holds the gold labels, tags or answers, the
+evaluation report comes back too, computed as fine-tuning computes it on its test split; rows whose
+gold label the run does not know (or is empty) still get their prediction and are left out of the
+report, which names them under "unscored".
 """
 
 from __future__ import annotations
@@ -16,18 +20,21 @@ import json
 from pathlib import Path
 
 from lmforge.data.corpora import load_corpus
-from lmforge.data.labelled import answer_span, encode_qa, encode_tagged, encode_texts, read_tagged
+from lmforge.data.labelled import COLUMNAR, answer_span, encode_qa, encode_tagged, encode_texts, read_tagged
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.classification import classification_report
 from lmforge.evaluate.entities import entity_report, entity_spans, is_chunk_tagset
 from lmforge.evaluate.qa import qa_scores
-from lmforge.train.checkpoint import load_checkpoint
+from lmforge.train.checkpoint import load_pretrained
 from lmforge.train.finetune import FinetuneConfig, row_length
 from lmforge.train.inference import answer_spans, padding_id, predict_probs, tag_words
 
 
 def _column(data: str, column: str, required: bool = True) -> list[str] | None:
-    """One column of a rows file, or None when it is absent and not required."""
+    """One column of a rows file, or None when it is absent and not required (a plain text file
+    is one document: its text, and no other column)."""
+    if not required and Path(data).suffix.lower() not in COLUMNAR:
+        return None
     try:
         return load_corpus(data, column=column).documents
     except LmforgeError:
@@ -49,7 +56,25 @@ def _classify(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log)
     chosen = [labels[int(p.argmax())] for p in probs]
     lines = [{"text": t[:200], "label": c, "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)}}
              for t, c, p in zip(texts, chosen, probs)]
-    return lines, (classification_report(gold, chosen, labels=labels) if gold is not None else None)
+    return lines, (_scored(gold, chosen, labels, log) if gold is not None else None)
+
+
+def _scored(gold: list[str], chosen: list[str], labels: list[str], log) -> dict | None:
+    """The report over the rows whose gold label is one of the run's classes; the others (a label
+    the run never saw, or an empty cell) are named in a warning and under "unscored"."""
+    known = [i for i, g in enumerate(gold) if g in labels]
+    unknown = sorted({g for g in gold if g not in labels})
+    if unknown:
+        names = ", ".join(repr(g) if g.strip() else "an empty cell" for g in unknown[:5])
+        log(f"warning: {len(gold) - len(known)} rows have a gold label the run was not trained on ({names}"
+            f"{', ...' if len(unknown) > 5 else ''}; it knows {', '.join(labels[:8])}), so the report scores "
+            f"only the other {len(known)} rows")
+    if not known:
+        return None
+    report = classification_report([gold[i] for i in known], [chosen[i] for i in known], labels=labels)
+    if unknown:
+        report["unscored"] = {"rows": len(gold) - len(known), "labels": unknown}
+    return report
 
 
 def _tag(model, tokenizer, data, cfg: FinetuneConfig, pad, truncation, log):
@@ -107,10 +132,11 @@ def predict_file(run: str | Path, data: str, out: str | Path | None = None, text
                  truncation: str = "warn", log=print) -> tuple[Path, dict | None]:
     """Predictions of the fine-tuned `run` for every row of `data`, written as JSON lines to `out`
     (default: DATA with the suffix .predictions.jsonl); and the report when the file has gold."""
-    model, tokenizer = load_checkpoint(run)
+    model, tokenizer = load_pretrained(run)  # a Hugging Face classifier, tagger or reader works too
     task = model.config.head
     if task not in TASKS:
-        raise LmforgeError(f"{run} is not a fine-tuned model; fine-tune one with `lmforge finetune`")
+        raise LmforgeError(f"{run} is not a fine-tuned model (it has no classification, tagging or QA head); "
+                           "fine-tune one with `lmforge finetune` and give that run")
     saved_file = Path(run) / "finetune.json"
     saved = json.loads(saved_file.read_text(encoding="utf-8")) if saved_file.is_file() else {}
     cfg = FinetuneConfig(**{**saved.get("config", {}), "task": task, "progress": False})

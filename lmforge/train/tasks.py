@@ -22,7 +22,7 @@ import torch
 from lmforge.config import ModelConfig, Recipe
 from lmforge.data.batches import RandomWindows
 from lmforge.data.masking import mask_tokens
-from lmforge.data.pairs import PairBatches, eval_batches
+from lmforge.data.pairs import PairBatches, check_split, eval_batches
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.perplexity import evaluate_lm, perplexity
 from lmforge.objectives.clm import clm_loss
@@ -115,6 +115,7 @@ class EncoderPretraining:
         self.max_len = model_config.context_length
         self.batches = PairBatches(data.train, tcfg.batch_size, self.max_len, nsp=self.nsp, seed=tcfg.seed,
                                    **self.specials)
+        check_split(data.val, self.max_len, self.nsp, "validation")  # now, not at the first evaluation
         self.masker = torch.Generator().manual_seed(tcfg.seed + 1)
         self.sampler = torch.Generator().manual_seed(tcfg.seed + 2)  # ELECTRA's generator samples
         self.headline = {"rtd": "rtd_accuracy"}.get(objective, "mlm_accuracy")
