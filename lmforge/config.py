@@ -383,7 +383,9 @@ def _coerce(value: Any, type_name: Any, where: str) -> Any:
                 raise ValueError(value)
             return float(value)
         if t.startswith("str"):
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, bool):
+                return "true" if value else "false"  # YAML reads `compile: true` as a bool
+            if isinstance(value, (int, float)):
                 return str(value)  # YAML reads a folder named 2024 as a number
             if not isinstance(value, str):
                 raise ValueError(value)
