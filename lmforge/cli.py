@@ -104,10 +104,14 @@ def cmd_tokenizer_train(args) -> None:
     docs, _ = clean_documents(load_corpus(args.corpus, column=args.column).documents)
     tok = train_tokenizer(args.kind, docs, args.vocab_size)
     out = Path(args.out)
-    if out.is_dir() or not out.suffix:
-        out.mkdir(parents=True, exist_ok=True)
-        out = out / "tokenizer.json"
-    tok.save(out)
+    try:
+        if out.is_dir() or not out.suffix:
+            out.mkdir(parents=True, exist_ok=True)
+            out = out / "tokenizer.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tok.save(out)
+    except OSError as e:
+        raise LmforgeError(f"cannot write {out}: {e.strerror or e}; choose a --out you can write to") from None
     sample = docs[0][:200]
     ids = tok.encode(sample)
     r = {"path": str(out), "kind": tok.kind, "vocab_size": tok.vocab_size,
@@ -126,7 +130,13 @@ def cmd_train(args) -> None:
     if args.resume:
         if not is_checkpoint(out):
             raise LmforgeError(f"{out} holds no checkpoint to resume; run without --resume, or give the run with --out")
+        fixed = [s for s in args.set if not s.strip().startswith("train.")]
+        if fixed:  # the weights and token shards are the model's and the data's as they were
+            raise LmforgeError(f"--set {fixed[0]} would change the model or its data, which a resumed run keeps; "
+                               "change only train.* settings with --resume, or start a new run with another --out")
         recipe = load_recipe(str(out / "recipe.yaml"), args.set)  # the run's own recipe (+ --set)
+        if not any(s.strip().startswith("train.progress") for s in args.set):
+            recipe.train.progress = True  # an earlier --json run saved it off
     else:
         if is_checkpoint(out):
             raise LmforgeError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")

@@ -104,8 +104,12 @@ class Tokenizer:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        self.hf.save(str(tmp))
-        tmp.replace(path)
+        try:
+            self.hf.save(str(tmp))  # the Rust library raises a plain Exception for a folder it cannot write
+            tmp.replace(path)
+        except Exception as e:
+            raise LmforgeError(f"cannot write {path}: {str(e).splitlines()[0] if str(e) else e!r}; choose a place "
+                               "you can write to") from None
 
     def use_llama_rules(self, legacy: bool = False, add_prefix_space: bool = True) -> None:
         """Split and join text as transformers' Llama tokenizer class does over a BPE tokenizer.json

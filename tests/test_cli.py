@@ -118,6 +118,9 @@ def test_resume_and_overwrite_guards(trained_run, tmp_path, capsys):
     assert_clear_error(*run(capsys, "train", "--out", str(tmp_path / "x"), "--resume")[::2], "no checkpoint to resume")
     assert_clear_error(*run(capsys, "train", "--recipe", "shakespeare-char", "--out", str(trained_run))[::2],
                        "already holds a checkpoint")
+    for change in ("model.d_model=128", "data.vocab_size=300"):  # refused before anything is loaded or written
+        assert_clear_error(*run(capsys, "train", "--out", str(trained_run), "--resume", "--set", change)[::2],
+                           f"--set {change} would change the model or its data", "only train.*")
 
 
 def test_subprocess_error_has_no_traceback(tmp_path):
@@ -259,3 +262,19 @@ def test_eval_file_is_cleaned_as_training_text_was_and_bad_weights_or_runs_are_r
     save_checkpoint(tmp_path / "classifier", build_model(cfg), tok)
     assert_clear_error(*run(capsys, "eval", str(tmp_path / "classifier"))[::2], "fine-tuned for 'classify'",
                        "lmforge predict")
+
+
+def test_tokenizer_out_in_a_new_folder_or_under_a_file_and_a_torn_metrics_line(tmp_path, capsys):
+    from lmforge.train.logging import MetricsLog
+
+    text = tmp_path / "t.txt"
+    text.write_text("some words to learn from " * 30)
+    code, out, err = run(capsys, "tokenizer", "train", str(text), "--kind", "char", "--out",
+                         str(tmp_path / "new" / "deeper" / "tok.json"))
+    assert code == 0 and (tmp_path / "new" / "deeper" / "tok.json").is_file(), err
+    assert_clear_error(*run(capsys, "tokenizer", "train", str(text), "--kind", "char", "--out",
+                            str(text / "tok.json"))[::2], "cannot write")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')  # killed mid-line
+    log = MetricsLog(tmp_path / "run", resume_step=5)
+    assert log.read() == [{"step": 1, "loss": 2.0}]

@@ -22,9 +22,19 @@ class MetricsLog:
             f.write(json.dumps(row) + "\n")
 
     def read(self) -> list[dict]:
+        """Every row; a line that is not whole JSON (the run was killed while writing it, or the disk
+        filled up) is skipped."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
 
 
 def plot_losses(metrics: list[dict], out: Path, title: str = "") -> Path | None:
