@@ -41,13 +41,12 @@ import numpy as np
 from lmforge.config import DataConfig
 from lmforge.data.clean import clean_documents
 from lmforge.data.corpora import load_corpus
-from lmforge.data.shards import _atomic_dir, _fingerprint, get_tokenizer
+from lmforge.data.shards import get_tokenizer
 from lmforge.errors import LmforgeError
-from lmforge.paths import cache_dir
-from lmforge.tokenizer import Tokenizer, train_tokenizer
+from lmforge.tokenizer import Tokenizer
 
 __all__ = ["EncoderSplit", "EncoderData", "prepare_encoder", "encode_split", "split_sentences",
-           "split_by_document", "get_encoder_tokenizer"]
+           "split_by_document"]
 
 _CLOSE = re.escape("\"'”’」』》）)]")  # closing quotes and brackets stay with their sentence
 _SENTENCE_END = {
@@ -211,18 +210,6 @@ def _word_sep(language: str) -> str:
 # ---------------------------------------------------------------------------- the pipeline
 
 
-def get_encoder_tokenizer(cfg: DataConfig, train_docs: list[str]) -> Tokenizer:
-    """A trained (once, then cached) WordPiece tokenizer for data.tokenizer=wordpiece; bpe, char or a
-    tokenizer.json path as for GPT data (data/shards.py)."""
-    if cfg.tokenizer != "wordpiece":
-        return get_tokenizer(cfg, train_docs)
-    folder = cache_dir("tokenizers") / f"wordpiece-{cfg.vocab_size}-{_fingerprint(train_docs)}"
-    if not (folder / "tokenizer.json").is_file():
-        tok = train_tokenizer("wordpiece", train_docs, cfg.vocab_size)
-        _atomic_dir(folder, lambda tmp: tok.save(tmp / "tokenizer.json"))
-    return Tokenizer.load(folder / "tokenizer.json")
-
-
 def _clean(corpus, do_clean: bool) -> tuple[list[str], list[list[str]] | None, object]:
     """Cleaned documents (and their words when the corpus is pre-segmented) and the clean report."""
     if corpus.words is None:
@@ -255,7 +242,7 @@ def prepare_encoder(data_cfg: DataConfig, tokenizer: Tokenizer | None = None, lo
         raise LmforgeError(f"corpus {cfg.corpus!r} has no text left after cleaning; check the file's contents")
     k = split_by_document(docs, cfg.val_fraction)
     train_docs, val_docs = docs[:k], docs[k:]
-    tok = tokenizer or get_encoder_tokenizer(cfg, train_docs)
+    tok = tokenizer or get_tokenizer(cfg, train_docs)
 
     if whole_word is False:
         method = "tokens"
