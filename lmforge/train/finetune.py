@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -322,12 +321,9 @@ def train_and_test(base, tokenizer, rows: dict, split: tuple, cfg: FinetuneConfi
     recipe = _recipe(cfg, model.config, data, len(parts[0][0]))
     if settings is not None:
         write_json(out / "finetune.json", settings)  # before any checkpoint: a stopped run can be resumed
-    trainer = Trainer(recipe, out, resume=resume, log=log, model=model, task=task)
-    try:
-        result = trainer.fit()
-    except LmforgeError as e:  # the loop's advice names pretraining's settings; fine-tuning's are these
-        raise LmforgeError(re.sub(r"lower train\.lr \(.*\) or raise train\.warmup_steps, then start again",
-                                  "lower --lr (e.g. --lr 1e-5) and start again with another --out", str(e))) from None
+    trainer = Trainer(recipe, out, resume=resume, log=log, model=model, task=task,
+                      diverged_fix="lower --lr (e.g. --lr 1e-5) and start again with another --out")
+    result = trainer.fit()
     best, _ = load_checkpoint(out, trainer.device)  # the kept (best-on-validation) weights
     report: dict = {"task": cfg.task, "base_params": base.num_params(), "train_rows": len(train_idx),
                     "validation_rows": len(val_idx), "test_rows": len(test_idx), "truncated": cut, "steps": result.steps,

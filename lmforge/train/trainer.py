@@ -62,9 +62,13 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
 class Trainer:
     """Pretrains the recipe's model on its data, or trains a given `model` on a given `task`."""
 
+    # what a diverged run advises, in the settings of the command that runs it (fine-tuning has its own)
+    DIVERGED_FIX = "lower train.lr (e.g. --set train.lr=3e-4) or raise train.warmup_steps, then start again"
+
     def __init__(self, recipe: Recipe, run_dir: str | Path, resume: bool = False, log=print,
-                 data=None, model: torch.nn.Module | None = None, task=None):
+                 data=None, model: torch.nn.Module | None = None, task=None, diverged_fix: str | None = None):
         self.recipe, self.run_dir, self.resume, self.log = recipe, Path(run_dir), resume, log
+        self.diverged_fix = diverged_fix or self.DIVERGED_FIX
         tcfg = recipe.train
         self.device = pick_device(tcfg.device, "--set train.device=cpu")
         self.amp_dtype = autocast_dtype(self.device, tcfg.dtype)
@@ -176,8 +180,7 @@ class Trainer:
                 if not math.isfinite(loss_sum):
                     raise LmforgeError(
                         f"the training loss became {loss_sum} at step {self.step + 1}; the last good checkpoint "
-                        f"(step {ckpt.checkpoint_step(self.run_dir)}) is kept in {self.run_dir}: lower train.lr "
-                        "(e.g. --set train.lr=3e-4) or raise train.warmup_steps, then start again"
+                        f"(step {ckpt.checkpoint_step(self.run_dir)}) is kept in {self.run_dir}: {self.diverged_fix}"
                     )
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
