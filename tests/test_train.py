@@ -249,3 +249,16 @@ def test_compile_setting_is_checked(tmp_path, small_corpus):
 
     assert should_compile("auto", torch.device("cuda")) and not should_compile("auto", torch.device("cpu"))
     assert should_compile(True, torch.device("cpu")) and not should_compile(False, torch.device("cuda"))
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_directory(tmp_path, small_corpus):
+    recipe = load_recipe(str(write_recipe(tmp_path, small_corpus)))
+    trainer = Trainer(recipe, tmp_path / "run", log=lambda *a: None)
+
+    def broken(*args, **kwargs):
+        raise LmforgeError("the validation split cannot be scored")
+
+    trainer.task.evaluate = broken
+    with pytest.raises(LmforgeError, match="cannot be scored"):
+        trainer.fit()
+    assert not (tmp_path / "run").exists()

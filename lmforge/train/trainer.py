@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,13 +148,19 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg = self.recipe.train
         model, opt = self.model, self.optimizer
+        new_dir = not self.run_dir.exists()
         metrics = MetricsLog(self.run_dir, self.step if self.resume else None)
         result = TrainResult(self.run_dir, self.step, n_params=model.num_params(),
                              flops_per_token=model.flops_per_token())
         result.best = dict(self.best_eval) if self.best_eval else None  # a resumed run's kept evaluation
         if self.step == 0:
-            self._record_eval(metrics, result)
-            self.save()
+            try:
+                self._record_eval(metrics, result)
+                self.save()
+            except BaseException:  # nothing was trained: leave no run directory behind
+                if new_dir and not ckpt.is_checkpoint(self.run_dir):
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                raise
         model.train()
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
                    dynamic_ncols=True, leave=False)
