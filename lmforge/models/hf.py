@@ -203,10 +203,10 @@ def tokenizer_rules(path: Path) -> tuple[str, dict] | None:
     tokenizer.json's vocabulary, merges, special tokens and post-processor, but the Llama and GPT-2
     classes set their own normalizer, pre-tokenizer and decoder. A Llama class over a byte-level
     tokenizer.json (Llama 3's) is read as it is, as transformers does."""
-    config = read_tokenizer_config(path)
-    name = config.get("tokenizer_class") or read_hf_config(path).get("tokenizer_class")
+    config, model_config = read_tokenizer_config(path), read_hf_config(path)
+    name = config.get("tokenizer_class") or model_config.get("tokenizer_class")
     if name is None:
-        name = {"gpt2": "GPT2Tokenizer"}.get(read_hf_config(path).get("model_type"))
+        name = {"gpt2": "GPT2Tokenizer"}.get(model_config.get("model_type"))
     name = name.removesuffix("Fast") if isinstance(name, str) else None
     if name == "LlamaTokenizer":
         try:
