@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from lmforge.errors import LmforgeError
-from lmforge.paths import cache_dir
+from lmforge.io import cache_dir
 
 __all__ = [
     "Corpus", "CorpusInfo", "BUILTIN", "list_corpora", "load_corpus", "corpus_fingerprint",

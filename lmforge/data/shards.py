@@ -25,7 +25,7 @@ from lmforge.config import DataConfig
 from lmforge.data.clean import clean_documents
 from lmforge.data.corpora import load_corpus
 from lmforge.errors import LmforgeError
-from lmforge.paths import cache_dir
+from lmforge.io import cache_dir
 from lmforge.tokenizer import Tokenizer, train_tokenizer
 
 SHARD_FORMAT = 1
