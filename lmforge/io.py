@@ -233,3 +233,31 @@ class RunLock:
                 os.ftruncate(self.fd, 0)
             os.close(self.fd)  # closing releases the flock
             self.fd = None
+
+
+# --- safetensors headers ------------------------------------------------------------------------------------
+def safetensors_header(path: str | Path) -> dict[str, dict]:
+    """The tensor table of a .safetensors file ({name: {"dtype", "shape", "data_offsets"}}), read from its
+    header alone (8 bytes of little-endian length, then that much JSON) so that shapes can be checked
+    before any tensor is allocated. A file that is not safetensors is one error."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or n > min(size - 8, 100 * 2**20):
+                raise ValueError("header size")
+            table = json.loads(f.read(n))
+    except OSError as e:
+        raise os_error(e, path, "read") from None
+    except (ValueError, UnicodeDecodeError):
+        raise LmforgeError(f"{path} is not a safetensors file (its header is damaged or truncated); restore it from "
+                           "a copy") from None
+    if not isinstance(table, dict):
+        raise LmforgeError(f"{path} is not a safetensors file (its header is not a table); restore it from a copy")
+    table.pop("__metadata__", None)
+    for name, info in table.items():
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise LmforgeError(f"{path} has a damaged entry for {name!r} in its header; restore it from a copy")
+    return table
