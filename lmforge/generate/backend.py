@@ -6,10 +6,11 @@ the reason for the choice (`engine.backend`, `engine.backend_reason`).
             fast_linear.py measures (PyTorch's or NumPy's BLAS, row- or column-major weights)
     auto    native where it builds and covers the model, else torch
 
-Why a hand-written step rather than torch.compile over lmforge's own static-cache step: measured
-side by side (`python -m bench --only decode-compile`, bench/results/), batch-1 greedy on the
-bench's 6 x 384 GPT on a 2-core CPU, the native step decoded 2.2x as fast as the compiled step
-(which was slower than eager PyTorch there), so "auto" stays native.
+Why a hand-written step rather than torch.compile over lmforge's own KV-cache step: measured side
+by side (`python -m bench --only decode-compile --peers lmforge,lmforge_compiled`), batch-1 greedy
+on the bench's 6 x 384 GPT on a 2-core CPU, the native step decoded 2.2x as fast as the compiled
+step (651 vs 291 tokens/s; eager PyTorch 375), and 4.6x in the quick bench on a busy machine
+(bench/results/2026-12-03-cpu-amd-epyc-decode-compile-quick-busy.json). So "auto" stays native.
 
 Asking for a GEMV library (gemv="numpy" or "torch", or LMFORGE_GEMV) asks for the torch backend,
 as it always has; LMFORGE_NATIVE=0 keeps "auto" off the native step (generate/environment.py).
