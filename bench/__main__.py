@@ -45,8 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout; the table goes to stderr")
     ap.add_argument("--quick", action="store_true", help="few steps and tokens, one round: a smoke test")
     ap.add_argument("--only", help="comma list of sections: train, greedy, sample, precision (aliases: decode, bf16, memory, all)")
-    ap.add_argument("--peers", default="lmforge,transformers,transformers_static_compiled,nanogpt",
-                    help="comma list of peers to include (default: all four)")
+    ap.add_argument("--peers", default="lmforge,transformers,transformers_static_compiled,nanogpt,lmforge_compiled",
+                    help="comma list of peers to include (default: all five); --only decode-compile with "
+                    "--peers lmforge,lmforge_compiled times the native step beside torch.compile alone")
     ap.add_argument("--nanogpt", help="folder (or model.py) of a nanoGPT checkout; default $NANOGPT_DIR")
     ap.add_argument("--device", default="auto", help="auto (default: cuda when present), cpu or cuda; "
                     "on cuda every peer trains with bf16 autocast and torch.compile")
@@ -141,9 +142,10 @@ def main(argv=None) -> None:
         where = args.nanogpt or "$NANOGPT_DIR (unset)"
         skipped["nanogpt"] = f"no nanoGPT model.py at {where}; pass --nanogpt PATH to a checkout to add its rows"
         peers.remove("nanogpt")
-    if args.no_compile and "transformers_static_compiled" in peers:
-        skipped["transformers_static_compiled"] = "--no-compile"
-        peers.remove("transformers_static_compiled")
+    for compiled in ("transformers_static_compiled", "lmforge_compiled"):
+        if args.no_compile and compiled in peers:
+            skipped[compiled] = "--no-compile"
+            peers.remove(compiled)
 
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     log("probing the machine (matmul, memory copy, bf16) ...")
@@ -198,7 +200,7 @@ def main(argv=None) -> None:
     model["params_by_peer"] = {p: c["params"] for (s, p), c in cells.items() if "params" in c and "@" not in p}
     hf = next((c.get("attention") for (s, p), c in cells.items() if c.get("attention")), None)
     meta["transformers_attention"] = hf
-    meta["lmforge_decode_step"] = next((c["decode_step"] for (s, p), c in cells.items() if c.get("decode_step")), None)
+    meta["lmforge_decode_step"] = next((c["decode_step"] for (s, p), c in cells.items() if p == "lmforge" and c.get("decode_step")), None)
     meta["loadavg_1min"] = {"start": load_start, "end": os.getloadavg()[0] if load_start is not None else None}
     out = report.build(cells, sections, probe, model, meta, skipped, (main_dtype, other_dtype))
     out["warnings"] = warnings

@@ -18,11 +18,11 @@ from bench.data import REPO
 # section -> (worker task, peers that take part); "precision" is lmforge's other-dtype training row
 SECTIONS = {
     "train": ("train", ("lmforge", "transformers", "nanogpt")),
-    "greedy": ("greedy", ("lmforge", "transformers", "transformers_static_compiled", "nanogpt")),
+    "greedy": ("greedy", ("lmforge", "transformers", "transformers_static_compiled", "nanogpt", "lmforge_compiled")),
     "sample": ("sample", ("lmforge", "transformers", "nanogpt")),
     "precision": ("train", ("lmforge",)),
 }
-ALIASES = {"decode": ("greedy", "sample"), "bf16": ("precision",), "memory": ("train", "greedy", "sample"),
+ALIASES = {"decode": ("greedy", "sample"), "decode-compile": ("greedy",), "bf16": ("precision",), "memory": ("train", "greedy", "sample"),
            "all": tuple(SECTIONS)}
 
 

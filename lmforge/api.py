@@ -13,6 +13,7 @@ from lmforge.chat import ChatTemplate
 from lmforge.config import GenerateConfig
 from lmforge.errors import LmforgeError
 from lmforge.generate import PAD, Engine
+from lmforge.generate.backend import BACKENDS
 from lmforge.runtime import pick_device
 from lmforge.models import hf
 from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer
@@ -71,8 +72,9 @@ class LM:
     """A trained model with its tokenizer, ready to generate text and score it."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, path: Path | None = None, add_bos: bool = False,
-                 end_ids: tuple[int, ...] = ()):
+                 end_ids: tuple[int, ...] = (), backend: str = "auto"):
         self.model, self.tokenizer, self.path = model, tokenizer, path
+        self._backend, self._engine = backend, None  # the decoding engine, made on first use
         self.add_bos = add_bos  # start every prompt with the bos token (Llama checkpoints are trained so)
         ends = ((tokenizer.eos_id,) if tokenizer.eos_id is not None else ()) + tuple(end_ids)
         self.end_ids = tuple(i for i in dict.fromkeys(ends) if 0 <= i < model.config.vocab_size)  # stop at any
@@ -80,6 +82,22 @@ class LM:
     @property
     def config(self):
         return self.model.config
+
+    @property
+    def engine(self) -> Engine:
+        """The decoding engine (made once per model: its backend is chosen then; see generate/backend.py)."""
+        if self._engine is None or self._engine.model is not self.model:
+            self._engine = Engine(self.model, self._backend)
+        return self._engine
+
+    @property
+    def backend(self) -> str:
+        """How the one-token decode steps run: "native" (the compiled CPU step) or "torch"."""
+        return self.engine.backend
+
+    @property
+    def backend_reason(self) -> str:
+        return self.engine.backend_reason
 
     @property
     def device(self) -> torch.device:
@@ -139,7 +157,7 @@ class LM:
                 pass
         else:  # beams: a hypothesis ends at a stop string as at a stop id
             ends = (lambda b, ids: cut_at_stop(self.continuation(rows[b], ids), stops)[1]) if stops else None
-            outs = Engine(self.model).generate(rows, gen, ends)
+            outs = self.engine.generate(rows, gen, ends)
             texts = [cut_at_stop(self.continuation(rows[r // gen.num_samples], t), stops)[0] for r, t in enumerate(outs)]
         n = gen.num_samples
         per_prompt = [texts[i * n:(i + 1) * n] if n > 1 else texts[i] for i in range(len(prompts))]
@@ -227,7 +245,7 @@ class LM:
         tokens: list[list[int]] = []
         texts: list[str] = []
         ended: list[bool] = []
-        for step in Engine(self.model).stream(rows, gen):
+        for step in self.engine.stream(rows, gen):
             if not tokens:
                 tokens, texts, ended = [[] for _ in step], [""] * len(step), [False] * len(step)
             for r, t in enumerate(step.tolist()):
@@ -247,14 +265,17 @@ class LM:
                 f"vocab={c.vocab_size}, params={self.model.num_params():,})")
 
 
-def load(path: str | Path, device: str = "auto") -> LM:
+def load(path: str | Path, device: str = "auto", backend: str = "auto") -> LM:
     """Load a run directory (config.json + model.safetensors + tokenizer.json), or a Hugging Face
-    GPT-2 / Llama / BERT directory, which needs its tokenizer.json too (see lmforge.models.hf)."""
+    GPT-2 / Llama / BERT directory, which needs its tokenizer.json too (see lmforge.models.hf).
+    backend: how decoding runs, "auto", "native" or "torch" (lmforge.generate.Engine)."""
+    if backend not in BACKENDS:
+        raise LmforgeError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     model, tokenizer = load_pretrained(path, pick_device(device))
     if not hf.is_hf_dir(path):
-        return LM(model, tokenizer, Path(path))
+        return LM(model, tokenizer, Path(path), backend=backend)
     return LM(model, tokenizer, Path(path), add_bos=_post_processor_adds_bos(tokenizer),
-              end_ids=hf.end_ids(path))
+              end_ids=hf.end_ids(path), backend=backend)
 
 
 def _post_processor_adds_bos(tokenizer: Tokenizer) -> bool:

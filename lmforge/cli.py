@@ -310,7 +310,8 @@ def cmd_generate(args) -> None:
                        **beam_options, **options)
     outs = outs if isinstance(outs, list) else [outs]
     if args.json:
-        print(json.dumps({"prompt": args.prompt, "samples": outs}, ensure_ascii=False))
+        print(json.dumps({"prompt": args.prompt, "samples": outs, "backend": lm.backend,
+                          "backend_reason": lm.backend_reason}, ensure_ascii=False))
     else:
         print("\n\n".join(args.prompt + o for o in outs))
 

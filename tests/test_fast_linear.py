@@ -8,7 +8,7 @@ import torch
 
 from lmforge.config import GenerateConfig, model_config_from_preset
 from lmforge.generate import Engine
-from lmforge.generate.fast_linear import decode_linears, is_columns, plan_decode, set_layout
+from lmforge.generate.fast_linear import LinearRoutes, decode_linears, is_columns, plan_decode, set_layout
 from lmforge.models import build_model
 
 
@@ -70,16 +70,17 @@ def test_column_major_weights_keep_their_values_and_save_contiguous(tmp_path):
     assert w.is_contiguous() and torch.equal(w, before["blocks.0.mlp.fc.weight"])
 
 
-def test_plan_measures_once_per_model_and_again_when_a_layout_changes():
+def test_plan_measures_once_per_model_on_copies_and_again_when_weights_are_replaced():
     model = small_gpt()
+    before = {k: (v.data_ptr(), v.stride()) for k, v in model.state_dict().items()}
     plan = plan_decode(model)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert {id(m.weight) for m in linears} == set(plan.backend) and set(plan.backend.values()) <= {"torch", "numpy"}
-    assert all(is_columns(m.weight) == plan.columns[id(m.weight)] for m in linears)  # laid out as planned
+    assert {k: (v.data_ptr(), v.stride()) for k, v in model.state_dict().items()} == before  # measured on copies
     assert len(plan.seconds) == 4 * len({tuple(m.weight.shape) for m in linears})  # 2 backends x 2 layouts
     assert plan_decode(model) is plan
     w = linears[0].weight
-    set_layout(w, not is_columns(w))
+    w.data = w.data.clone()  # new storage: measured again
     assert plan_decode(model) is not plan
     forced = plan_decode(model, "torch")
     assert set(forced.backend.values()) == {"torch"}
@@ -87,14 +88,42 @@ def test_plan_measures_once_per_model_and_again_when_a_layout_changes():
         plan_decode(model, "blas")
 
 
-def test_environment_forces_pytorch(monkeypatch):
+def test_environment_asks_for_pytorch_and_its_library(monkeypatch):
     model = small_gpt()
     monkeypatch.setenv("LMFORGE_GEMV", "torch")
-    assert set(plan_decode(model).backend.values()) == {"torch"}
-    with decode_linears(model):  # nothing is routed, threads untouched
+    engine = Engine(model)
+    assert (engine.backend, engine.gemv) == ("torch", "torch") and "LMFORGE_GEMV" in engine.backend_reason
+    with LinearRoutes(model, engine.gemv).active():  # nothing is routed, threads untouched
         assert all("forward" not in m.__dict__ for m in model.modules())
     assert not any(p.dtype == torch.float32 for p in model.to(torch.float64).parameters())
     assert plan_decode(model).backend == {}  # only float32 goes through NumPy
+
+
+def test_generation_leaves_the_parameters_and_the_thread_count_as_they_were(monkeypatch):
+    model = small_gpt()
+    threads = torch.get_num_threads()
+    before = {k: (v.data_ptr(), v.stride(), v.clone()) for k, v in model.state_dict().items()}
+    gen = GenerateConfig(max_new_tokens=20, temperature=0)
+    import lmforge.generate.fast_linear as fl
+
+    real = fl.plan_decode
+    monkeypatch.setattr(fl, "plan_decode", lambda m, choice="auto", repeats=3: _columns_plan(real(m, choice, repeats)))
+    for engine in (Engine(model, backend="torch"), Engine(model, gemv="numpy"), Engine(model)):
+        engine.generate([[1, 2, 3]], gen)
+        stream = engine.stream([[1, 2, 3]], gen)
+        next(stream), next(stream)  # a paused stream: nothing may stay changed meanwhile
+        assert torch.get_num_threads() == threads and all("forward" not in m.__dict__ for m in model.modules())
+        stream.close()
+    after = model.state_dict()
+    assert all(after[k].data_ptr() == p and after[k].stride() == s and torch.equal(after[k], v)
+               for k, (p, s, v) in before.items())
+
+
+def _columns_plan(plan):
+    """Every weight through NumPy from a column-major copy: the case that used to re-lay parameters."""
+    plan.backend = {k: "numpy" for k in plan.backend}
+    plan.columns = {k: True for k in plan.columns}
+    return plan
 
 
 def test_overlapping_streams_on_one_model_keep_the_routing_until_the_last_leaves():
@@ -122,12 +151,14 @@ def test_engine_gives_the_same_tokens_every_way():
     gen = GenerateConfig(max_new_tokens=40, temperature=0)
     rows = [[1, 2, 3], [4, 5, 6, 7, 8]]
     ref = Engine(model, cpu_step="torch").generate(rows, gen)
-    from lmforge.generate.native import native_reason
+    from lmforge.errors import LmforgeError
+    from lmforge.generate.cpu import native_reason
 
     for step in ("numpy", "auto") + (("native",) if native_reason(model.eval()) is None else ()):  # native needs cc
         assert Engine(model, cpu_step=step).generate(rows, gen) == ref, step
-    with pytest.raises(ValueError, match="cpu_step must be one of auto, native, torch, numpy"):
-        Engine(model, cpu_step="blas")
+    assert Engine(model, backend="torch", gemv="numpy").generate(rows, gen) == ref
+    with pytest.raises(LmforgeError, match="backend must be one of auto, native, torch"):
+        Engine(model, backend="blas")
 
 
 def test_two_models_decoding_in_turn_give_the_thread_count_back():

@@ -1,4 +1,4 @@
-"""The native decode step (generate/native_step.c): the same logits and cache as the PyTorch model for
+"""The native decode step (generate/cpu/decode_step.c): the same logits and cache as the PyTorch model for
 every GPT shape it covers, left padding included; the same tokens through the engine; a clear reason
 and the PyTorch path wherever it does not apply."""
 
@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from lmforge.config import ModelConfig, GenerateConfig
-from lmforge.generate import Engine, native
+from lmforge.errors import LmforgeError
+from lmforge.generate import Engine
 from lmforge.generate.batch import DecodeState
-from lmforge.generate.native import NativeDecoder, native_reason
+from lmforge.generate.cpu import NativeDecoder, build, native_reason, step as native, tuner
 from lmforge.models.gpt import GPT
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
@@ -70,11 +71,19 @@ def test_what_the_native_step_does_not_cover_falls_back_with_a_reason(monkeypatc
     assert "float32 on the CPU" in native_reason(model_of().double())
     handle = model.blocks[0].mlp.register_forward_hook(lambda *a: None)
     assert "hooked" in native_reason(model)
-    with pytest.raises(ValueError, match="cpu_step='native' cannot run here: .*hooked"):
-        Engine(model, cpu_step="native").generate([[1, 2]], GenerateConfig(max_new_tokens=2))
+    with pytest.raises(LmforgeError, match="backend='native' cannot run here: .*hooked"):
+        Engine(model, backend="native")
+    engine = Engine(model)
+    assert engine.backend == "torch" and "hooked" in engine.backend_reason
+    handle.remove()
+    engine = Engine(model, backend="native")
+    handle = model.blocks[0].mlp.register_forward_hook(lambda *a: None)  # hooked after the choice: refused at the call
+    with pytest.raises(LmforgeError, match="cannot run here: .*hooked"):
+        engine.generate([[1, 2]], GenerateConfig(max_new_tokens=2))
     handle.remove()
     monkeypatch.setenv("LMFORGE_NATIVE", "0")
-    assert "LMFORGE_NATIVE" in native_reason(model)
+    assert Engine(model).backend == "torch" and "LMFORGE_NATIVE" in Engine(model).backend_reason
+    assert Engine(model, backend="native").backend == "native"  # asked for by name: the variable is for auto
     monkeypatch.delenv("LMFORGE_NATIVE")
     decoder = NativeDecoder(model)
     state = DecodeState(model, [[1]] * 17)
@@ -94,22 +103,24 @@ def test_without_a_compiler_the_engine_decodes_in_pytorch(monkeypatch, tmp_path)
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
     assert native.library() is None
     assert "no-such-cc" in native_reason(model)
-    assert Engine(model).generate([[1, 2, 3]], gen) == ref
-    with pytest.raises(ValueError, match="cannot run here"):
-        Engine(model, cpu_step="native").generate([[1, 2, 3]], gen)
+    engine = Engine(model)
+    assert engine.backend == "torch" and "no-such-cc" in engine.backend_reason
+    assert engine.generate([[1, 2, 3]], gen) == ref
+    with pytest.raises(LmforgeError, match="cannot run here"):
+        Engine(model, backend="native")
 
 
 def test_the_compiled_step_is_cached_per_machine(monkeypatch, tmp_path):
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))
     compiler = shutil.which("cc") or shutil.which("gcc")
-    native._compile(compiler)
+    build.build(compiler)
     built = list((tmp_path / "native").glob("decode-*.so"))
     assert len(built) == 1
     stamp = built[0].stat().st_mtime_ns
-    native._compile(compiler)  # found, not compiled again
+    build.build(compiler)  # found, not compiled again
     assert [p.stat().st_mtime_ns for p in (tmp_path / "native").iterdir()] == [stamp]
     with pytest.raises(OSError, match="could not compile"):
-        native._compile("false")
+        build.build("false")
 
 
 def test_weights_replaced_mid_stream_are_read_safely_and_swapped_parts_fall_back(monkeypatch):
@@ -133,9 +144,10 @@ def test_weights_replaced_mid_stream_are_read_safely_and_swapped_parts_fall_back
     swapped.blocks[1].mlp.fc = torch.nn.Sequential(swapped.blocks[1].mlp.fc)
     assert "plain GPT parts" in native_reason(swapped)
     assert Engine(swapped).generate([[1, 2, 3]], gen) == Engine(swapped, cpu_step="torch").generate([[1, 2, 3]], gen)
-    assert Engine(model, gemv="numpy").gemv == "numpy"  # the earlier name of cpu_step
+    assert Engine(model, gemv="numpy").gemv == "numpy" and Engine(model, gemv="numpy").backend == "torch"
     monkeypatch.setenv("LMFORGE_GEMV", "torch")
-    assert Engine(model)._native(1) is None and Engine(model, cpu_step="native")._native(1) is not None
+    assert Engine(model).backend == "torch" and "LMFORGE_GEMV" in Engine(model).backend_reason
+    assert Engine(model, backend="native")._native(1) is not None
 
 
 def test_the_native_step_refuses_a_cache_or_padding_that_does_not_fit():
@@ -166,26 +178,26 @@ def run_tuner(tuner, seconds_at, steps):
 def test_the_thread_tuner_keeps_the_faster_count_and_notices_a_change_in_load():
     idle, busy = (lambda t: 1.0 if t == 2 else 1.5), (lambda t: 5.0 if t == 2 else 2.0)
 
-    settled = native.ThreadTuner(2)  # two threads 1.5x faster: trials of one thread lose, and grow apart
+    settled = tuner.ThreadTuner(2)  # two threads 1.5x faster: trials of one thread lose, and grow apart
     used = run_tuner(settled, lambda t, i: idle(t), 10000)
     starts = [i for i in range(1, len(used)) if used[i] == 1 and used[i - 1] == 2]
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert set(used[:32]) == {2} and settled.threads == 2 and settled.interval == settled.LONGEST
     assert gaps == sorted(gaps) and gaps[-1] > 3 * gaps[0] and used.count(1) < 0.01 * len(used)
 
-    crowded = native.ThreadTuner(2)  # busy from the start: one thread is kept at the first trial, early on
+    crowded = tuner.ThreadTuner(2)  # busy from the start: one thread is kept at the first trial, early on
     used = run_tuner(crowded, lambda t, i: busy(t), 3000)
     assert set(used[32:48]) == {1} and crowded.threads == 1 and used.count(2) < 0.05 * len(used)
 
-    changing = native.ThreadTuner(2)  # another program runs from step 1000 to 3000
+    changing = tuner.ThreadTuner(2)  # another program runs from step 1000 to 3000
     used = run_tuner(changing, lambda t, i: busy(t) if 1000 <= i < 3000 else idle(t), 6000)
     assert used[999] == 2 and used[1000:3000].count(1) > 0.9 * 2000 and set(used[-500:]) == {2}
 
-    wandering = native.ThreadTuner(2)  # both counts slow down together now and then: one thread never wins
+    wandering = tuner.ThreadTuner(2)  # both counts slow down together now and then: one thread never wins
     used = run_tuner(wandering, lambda t, i: (1.0 if t == 2 else 1.5) * (1.4 if i // 100 % 3 == 0 else 1.0), 10000)
     assert wandering.threads == 2 and used.count(1) < 0.03 * len(used)
 
-    lone = native.ThreadTuner(1)
+    lone = tuner.ThreadTuner(1)
     assert set(run_tuner(lone, lambda t, i: 1.0, 200)) == {1}
 
 
@@ -195,7 +207,7 @@ def test_the_step_gives_the_same_logits_on_any_thread_count():
     logits = []
     for threads in (1, 2, 3):
         decoder = NativeDecoder(model)
-        decoder.tuner = native.ThreadTuner(threads)
+        decoder.tuner = tuner.ThreadTuner(threads)
         state = DecodeState(model, rows, decoder)
         for tok in ([1, 2], [3, 4], [5, 6]):
             state.step(torch.tensor(tok))

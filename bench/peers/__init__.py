@@ -8,8 +8,9 @@ import torch
 
 from bench.peers.base import Peer, Shape
 
-# name -> what it measures; "transformers_static_compiled" runs only the decoding rows
-NAMES = ("lmforge", "transformers", "transformers_static_compiled", "nanogpt")
+# name -> what it measures; "transformers_static_compiled" runs only the decoding rows, "lmforge_compiled"
+# (torch.compile over lmforge's own decode step, beside its native step) only the greedy one
+NAMES = ("lmforge", "transformers", "transformers_static_compiled", "nanogpt", "lmforge_compiled")
 
 
 def build_peer(name: str, shape: Shape, device: torch.device, nanogpt_model_py: str | None = None) -> Peer:
@@ -17,6 +18,10 @@ def build_peer(name: str, shape: Shape, device: torch.device, nanogpt_model_py: 
         from bench.peers.lmforge_peer import LmforgePeer
 
         return LmforgePeer(shape, device)
+    if name == "lmforge_compiled":
+        from bench.peers.lmforge_peer import LmforgeCompiledPeer
+
+        return LmforgeCompiledPeer(shape, device)
     if name in ("transformers", "transformers_static_compiled"):
         from bench.peers.hf_peer import HFPeer
 

@@ -25,13 +25,8 @@ class LmforgePeer(Peer):
         self.engine = Engine(self.model)
 
     def decode_step(self) -> str:
-        """How the engine runs its one-token steps here: "native" (generate/native.py) or why not."""
-        from lmforge.generate.native import native_reason
-
-        if self.device.type != "cpu":
-            return "pytorch"
-        reason = native_reason(self.model.eval())
-        return "native" if reason is None else f"pytorch ({reason})"
+        """How the engine runs its one-token steps here: its backend and why (generate/backend.py)."""
+        return f"{self.engine.backend} ({self.engine.backend_reason})"
 
     def compile_for_training(self) -> None:
         """As lmforge's trainer does with train.compile: each Transformer layer, not the whole model."""
@@ -58,3 +53,42 @@ class LmforgePeer(Peer):
 
     def flops_per_token(self) -> float:
         return float(self.model.flops_per_token())
+
+
+class LmforgeCompiledPeer(LmforgePeer):
+    """The same model decoding through `torch.compile` over lmforge's own decode step (the model's
+    forward on one token against the preallocated KVCache, positions as symbolic sizes), beside the
+    engine's native step: the measurement behind generate/backend.py's "auto" default. Greedy only;
+    compilation lands in the first (warm-up) call."""
+
+    name = "lmforge_compiled"
+
+    def __init__(self, shape: Shape, device: torch.device):
+        super().__init__(shape, device)
+        self.model.eval()
+        self.step = torch.compile(self._step, dynamic=True)
+
+    def _step(self, tok, pos, cache):
+        return self.model(tok, start_pos=pos, cache=cache)[:, -1]
+
+    def decode_step(self) -> str:
+        return "torch.compile over lmforge's static-cache decode step"
+
+    @torch.no_grad()
+    def greedy(self, ids, n):
+        from lmforge.generate.kv_cache import KVCache
+
+        cache = KVCache.for_model(self.model, ids.size(0), max_len=ids.size(1) + n)
+        logits = self.model(ids, cache=cache)[:, -1]  # prefill in eager PyTorch, as the engine does
+        cache.advance(ids.size(1))
+        out = [ids]
+        for i in range(n):
+            tok = logits.argmax(-1, keepdim=True)
+            out.append(tok)
+            if i + 1 < n:
+                logits = self.step(tok, cache.pos, cache)
+                cache.advance(1)
+        return torch.cat(out, dim=1)
+
+    def sample(self, ids, n, temperature, top_k, seed):
+        raise NotImplementedError("the compiled-step row is greedy only")

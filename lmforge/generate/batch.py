@@ -40,12 +40,15 @@ def pad_left(rows: list[list[int]], device: torch.device) -> torch.Tensor:
 class DecodeState:
     """The rows being decoded: their histories (N, L) with PAD at the left, their KV cache, the key
     mask over the cache, and the logits for each row's next token. `native`: a NativeDecoder
-    (generate/native.py) that runs the one-token steps; the prompts' prefill stays with the model."""
+    (generate/cpu/) that runs the one-token steps; the prompts' prefill stays with the model.
+    `reserve`: the new tokens to make room for; the cache then holds the longest prompt and them, at
+    most the context (None: the whole context)."""
 
-    def __init__(self, model: nn.Module, rows: list[list[int]], native=None):
+    def __init__(self, model: nn.Module, rows: list[list[int]], native=None, reserve: int | None = None):
         self.model = model
         self.native = native
         self.context = model.config.context_length
+        self.reserve = reserve
         self.device = next(model.parameters()).device
         self.history = pad_left(rows, self.device)
         self._prefill(rows)
@@ -53,8 +56,9 @@ class DecodeState:
     def _prefill(self, rows: list[list[int]]) -> None:
         ids = pad_left(rows, self.device)
         B, T = ids.shape
-        self.cache = KVCache.for_model(self.model, B)
-        self.keys = torch.ones(B, self.context, dtype=torch.bool, device=self.device)  # False at padding
+        slots = self.context if self.reserve is None else max(1, min(self.context, T + self.reserve))
+        self.cache = KVCache.for_model(self.model, B, max_len=slots)
+        self.keys = torch.ones(B, slots, dtype=torch.bool, device=self.device)  # False at padding
         self.keys[:, :T] = ids != PAD
         self.padded = not bool(self.keys[:, :T].all())  # no padding: the model's plain causal path
         self.npad = (ids == PAD).sum(1, dtype=torch.int32)  # (B,) padding slots before each row's prompt
@@ -67,14 +71,20 @@ class DecodeState:
             self.cache.advance(1)
             return logits
         mask = self.keys[:, :pos + t] if self.padded else None
-        logits = self.model(ids, start_pos=pos, cache=self.cache, attention_mask=mask)[:, -1]  # (N, V)
+        head = getattr(self.model, "lm_head", None)
+        if t > 1 and isinstance(head, nn.Linear) and not self.model._forward_hooks:  # a prefill: the head on
+            h = self.model(ids, start_pos=pos, cache=self.cache, attention_mask=mask, features_only=True)
+            logits = head(h[:, -1])  # the last position only, never (N, T, V) logits for a long prompt
+        else:
+            logits = self.model(ids, start_pos=pos, cache=self.cache, attention_mask=mask)[:, -1]  # (N, V)
         self.cache.advance(t)
         return logits
 
     def step(self, tokens: torch.Tensor) -> None:
         """Append `tokens` (N,) to every row and compute the logits that follow them."""
         self.history = torch.cat([self.history, tokens.unsqueeze(1)], dim=1)
-        if self.cache.pos == self.context:  # full: re-encode each row's last `context` tokens
+        if self.cache.pos == self.keys.size(1):  # full: re-encode each row's last `context` tokens
+            self.reserve = None  # past the context: every later step needs the whole window
             self._prefill(self._windows())
         else:
             self.logits = self._run(tokens.unsqueeze(1))

@@ -62,7 +62,7 @@ def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, na
     tokens): whether an extension also finishes its hypothesis, like a stop id (the caller's stop strings)."""
     model.eval()
     K, B, n = gen.num_beams, len(rows), gen.num_samples
-    state = DecodeState(model, rows, native)
+    state = DecodeState(model, rows, native, reserve=gen.max_new_tokens)
     device = state.device
     state.select(torch.arange(B, device=device).repeat_interleave(K))  # row b*K + k is beam k of prompt b
     scores = torch.full((B, K), float("-inf"), device=device)

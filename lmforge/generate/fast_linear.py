@@ -10,19 +10,17 @@ depends on who multiplies and on how the matrix lies in memory, and no choice wi
   or `columns`, the same matrix column-major (y = sum_j x_j W_:,j, a sweep of scaled columns).
   NumPy reads a column-major (out, in) tensor as a Fortran-ordered array, with no copy.
 
-`plan_decode(model)` measures every (who, layout) pair on the model's own weights, in the order a
-decode step reads them, and keeps the fastest for each weight shape; it then lays each weight out
-as its plan says, once. A column-major weight is the same parameter with the same values and other
-strides: training, saving and export read it as before, and only their speed can change (a tied
-embedding, re-strided with its output projection, gathers its rows with a stride). `decode_linears`
-routes the nn.Linear layers through the plan for small batches without gradients (the decode steps)
-and leaves everything else, training included, to PyTorch.
+`plan_decode(model)` measures every (who, layout) pair on copies of the model's own weights, in the
+order a decode step reads them, and keeps the fastest for each weight shape. `LinearRoutes` carries a
+plan out for one generation: it holds its own column-major copies where the plan wants them (made
+when the generation starts, so they are never stale) and, while it is entered, routes the nn.Linear
+layers of small gradient-free batches through them. The model's parameters are never changed: its
+state_dict is the same before and after, and training, saving and export see nothing of decoding.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 import weakref
@@ -60,11 +58,19 @@ def is_columns(w: torch.Tensor) -> bool:
     return w.dim() == 2 and min(w.shape) > 1 and w.stride() == (1, w.size(0))
 
 
+def laid_out(w: torch.Tensor, columns: bool) -> torch.Tensor:
+    """`w`'s values stored row-major or column-major: `w` itself when it already is, else a copy."""
+    if columns == is_columns(w) and (columns or w.is_contiguous()):
+        return w
+    return w.t().contiguous().t() if columns else w.contiguous()
+
+
 @torch.no_grad()
 def set_layout(p: torch.Tensor, columns: bool) -> None:
-    """Store parameter `p` row-major or column-major in place: same values, other strides."""
+    """Store tensor `p` row-major or column-major in place: same values, other strides. (Decoding
+    never calls this on a model's parameters; it keeps copies of its own.)"""
     if columns != is_columns(p):
-        p.data = p.data.t().contiguous().t() if columns else p.data.contiguous()
+        p.data = laid_out(p.data, columns)
 
 
 def _linears(model: nn.Module) -> list[nn.Linear]:
@@ -74,14 +80,15 @@ def _linears(model: nn.Module) -> list[nn.Linear]:
 
 @dataclass
 class DecodePlan:
-    """Who multiplies each weight (by id) in decode steps, and whether it is laid out column-major."""
+    """Who multiplies each weight (by id) in decode steps, and whether from a column-major copy."""
     backend: dict[int, str] = field(default_factory=dict)
     columns: dict[int, bool] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # per "shape backend layout": one decode step's GEMVs
+    storage: dict[int, int] = field(default_factory=dict)  # id -> data_ptr when planned
 
     def holds_for(self, linears: list[nn.Linear]) -> bool:
-        """The plan covers these weights and they still lie as it laid them out."""
-        return all(id(m.weight) in self.backend and is_columns(m.weight) == self.columns[id(m.weight)] for m in linears)
+        """The plan covers these very weights (the same tensors on the same memory)."""
+        return all(self.storage.get(id(m.weight)) == m.weight.data_ptr() for m in linears)
 
 
 _PLANS: "weakref.WeakKeyDictionary[nn.Module, DecodePlan]" = weakref.WeakKeyDictionary()
@@ -92,49 +99,69 @@ def _time_pass(weights: list[tuple[nn.Linear, torch.Tensor]], backend: str, repe
     the cache state of a decode step), the best of `repeats` passes."""
     best: dict[int, float] = {}
     xs = {m.in_features: torch.full((1, m.in_features), 0.5) for m, _ in weights}  # no draw from the global RNG
-    arrays = [(m, w.detach().numpy(), None if m.bias is None else m.bias.detach().numpy()) for m, w in weights]
+    arrays = [(m, w, w.numpy(), None if m.bias is None else m.bias.detach().numpy()) for m, w in weights]
     for r in range(repeats + 1):  # the first pass warms up (and pages in) everything
-        for m, w, b in arrays:
+        for m, w, a, b in arrays:
             x = xs[m.in_features]
             t = time.perf_counter()
             if backend == "numpy":
-                _numpy_linear(x, w, b)
+                _numpy_linear(x, a, b)
             else:
-                F.linear(x, m.weight, m.bias)
+                F.linear(x, w, m.bias)
             if r:
                 best[id(m.weight)] = min(best.get(id(m.weight), float("inf")), time.perf_counter() - t)
     return best
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """PyTorch on one thread within the block, its count restored on leaving, however many blocks
+    (in any Python thread) overlap: the first to enter saves it, the last to leave restores it.
+
+    Why one: PyTorch's idle OpenMP workers spin for a while after each operation, and spinning
+    threads beside NumPy's own BLAS threads on the same cores make both many times slower."""
+    with _LOCK:
+        if _THREADS["users"] == 0:
+            _THREADS["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _THREADS["users"] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _THREADS["users"] -= 1
+            if _THREADS["users"] == 0:
+                torch.set_num_threads(_THREADS["saved"])
+
+
+def _measure(unique: list[nn.Linear], repeats: int) -> dict[tuple[int, str, bool], float]:
+    times: dict[tuple[int, str, bool], float] = {}
+    with _one_thread():  # as in decode
+        for columns in (False, True):
+            weights = [(m, laid_out(m.weight.detach(), columns)) for m in unique]  # copies: the model is not touched
+            for backend in BACKENDS:
+                for key, s in _time_pass(weights, backend, repeats).items():
+                    times[key, backend, columns] = s
+            del weights
+    return times
+
+
 def plan_decode(model: nn.Module, choice: str = "auto", repeats: int = 3) -> DecodePlan:
     """The plan for `model`'s float32 CPU linears: `choice` "torch" or "numpy" routes all through one
-    (layouts untouched); "auto" measures, on the model's weights, PyTorch and NumPy on both layouts
-    and keeps the fastest per weight shape. LMFORGE_GEMV=torch|numpy overrides "auto". The plan is
-    kept per model and measured again only when the model's weights change layout or identity."""
+    (row-major, as stored); "auto" measures, on copies of the model's weights, PyTorch and NumPy on
+    both layouts and keeps the fastest per weight shape. The plan is kept per model and measured
+    again only when its weights are replaced."""
     check_choice(choice)
-    forced = os.environ.get("LMFORGE_GEMV", "").lower()
-    if choice == "auto" and forced in BACKENDS:
-        choice = forced
     linears = _linears(model)
     unique = list({id(m.weight): m for m in linears}.values())  # tied weights are planned once
+    storage = {id(m.weight): m.weight.data_ptr() for m in unique}
     if choice != "auto":
-        return DecodePlan({id(m.weight): choice for m in unique}, {id(m.weight): is_columns(m.weight) for m in unique})
+        return DecodePlan({id(m.weight): choice for m in unique}, {id(m.weight): False for m in unique}, {}, storage)
     plan = _PLANS.get(model)
     if plan is not None and plan.holds_for(unique):
         return plan
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in decode (see decode_linears)
-    try:
-        times: dict[tuple[int, str, bool], float] = {}
-        for columns in (False, True):
-            for m in unique:
-                set_layout(m.weight, columns)
-            for backend in BACKENDS:
-                for key, s in _time_pass([(m, m.weight) for m in unique], backend, repeats).items():
-                    times[key, backend, columns] = s
-    finally:
-        torch.set_num_threads(threads)
-    plan = DecodePlan()
+    times = _measure(unique, repeats)
+    plan = DecodePlan(storage=storage)
     for shape in {tuple(m.weight.shape) for m in unique}:
         group = [m for m in unique if tuple(m.weight.shape) == shape]
         total = {(b, c): sum(times[id(m.weight), b, c] for m in group) for b in BACKENDS for c in (False, True)}
@@ -145,71 +172,87 @@ def plan_decode(model: nn.Module, choice: str = "auto", repeats: int = 3) -> Dec
             plan.backend[id(m.weight)] = cols if columns else rows
             plan.columns[id(m.weight)] = columns
         plan.seconds.update({f"{shape[0]}x{shape[1]} {b} {'columns' if c else 'rows'}": s for (b, c), s in total.items()})
-    for m in unique:
-        set_layout(m.weight, plan.columns[id(m.weight)])
     _PLANS[model] = plan
     return plan
 
 
 _ACTIVE: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()  # model -> [users, routed]
 _THREADS = {"users": 0, "saved": 1}  # PyTorch's thread count is one per process, whichever models decode
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
+
+
+class LinearRoutes:
+    """One generation's way of running `model`'s small products: `plan_decode(model, gemv)` carried
+    out with this object's own weight arrays (column-major copies where the plan wants them, made
+    now, so later changes to the parameters are never missed: build one per generation).
+
+    `with routes.active():` around each decode step routes the nn.Linear layers through them and
+    runs PyTorch on one thread; both are undone on leaving, so nothing stays changed between steps
+    (a paused stream leaves the model and the thread count as they were). Blocks may nest or
+    overlap across threads on one model: the routing is set up by the first to enter and taken down
+    by the last to leave."""
+
+    def __init__(self, model: nn.Module, gemv: str = "auto"):
+        self.model = model
+        linears = _linears(model)
+        plan = plan_decode(model, gemv) if linears else DecodePlan()
+        self.arrays: dict[nn.Linear, tuple[np.ndarray, np.ndarray | None]] = {}
+        for m in linears:
+            if plan.backend.get(id(m.weight)) == "numpy":
+                w = laid_out(m.weight.detach(), plan.columns[id(m.weight)])  # the array keeps its tensor alive
+                self.arrays[m] = (w.numpy(), None if m.bias is None else m.bias.detach().numpy())
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        if not self.arrays:  # PyTorch does it all: nothing to route, threads untouched
+            yield
+            return
+        with _one_thread(), self._routed():
+            yield
+
+    @contextlib.contextmanager
+    def _routed(self) -> Iterator[None]:
+        with _LOCK:
+            active = _ACTIVE.get(self.model)
+            if active is None:
+                routed = [m for m, (w, b) in self.arrays.items() if _route(m, w, b)]
+                _ACTIVE[self.model] = active = [0, routed]
+            active[0] += 1
+        try:
+            yield
+        finally:
+            with _LOCK:
+                active[0] -= 1
+                if active[0] == 0:
+                    del _ACTIVE[self.model]
+                    for m in active[1]:
+                        m.__dict__.pop("forward", None)
 
 
 @contextlib.contextmanager
 def decode_linears(model: nn.Module, enabled: bool = True, gemv: str = "auto") -> Iterator[None]:
-    """Within the block, every float32 CPU nn.Linear of `model` computes batches of up to
-    SMALL_BATCH rows without gradients as `plan_decode(model, gemv)` says; on leaving, each is restored
-    (the layouts the plan chose stay). Blocks may nest or overlap across threads on one model: the
-    routing is set up by the first to enter and taken down by the last to leave.
-
-    PyTorch runs one thread meanwhile: its idle OpenMP workers spin for a while after each
-    operation, and spinning threads beside NumPy's own BLAS threads on the same cores make both
-    many times slower. The thread count is restored on leaving too.
-    """
-    linears = _linears(model)
-    with _LOCK:
-        active = _ACTIVE.get(model)
-        if active is None and enabled and linears:
-            plan = plan_decode(model, gemv)
-            if "numpy" in plan.backend.values():  # else PyTorch does it all: nothing to route
-                routed = [m for m in linears if _route(m, plan.backend[id(m.weight)])]
-                _ACTIVE[model] = active = [0, routed]
-        if active is not None:
-            active[0] += 1
-            if _THREADS["users"] == 0:
-                _THREADS["saved"] = torch.get_num_threads()
-                torch.set_num_threads(1)
-            _THREADS["users"] += 1
-    try:
+    """Within the block, `model`'s float32 CPU nn.Linear layers compute batches of up to SMALL_BATCH
+    rows without gradients as `plan_decode(model, gemv)` says (see LinearRoutes); all is restored on
+    leaving."""
+    if not enabled:
         yield
-    finally:
-        if active is not None:
-            with _LOCK:
-                active[0] -= 1
-                if active[0] == 0:
-                    del _ACTIVE[model]
-                    for m in active[1]:
-                        m.__dict__.pop("forward", None)
-                _THREADS["users"] -= 1
-                if _THREADS["users"] == 0:
-                    torch.set_num_threads(_THREADS["saved"])
+        return
+    with LinearRoutes(model, gemv).active():
+        yield
 
 
-def _route(m: nn.Linear, backend: str) -> bool:
+def _route(m: nn.Linear, w: np.ndarray, b: np.ndarray | None) -> bool:
     """Give `m` an instance forward (nn.Module.__call__ finds it before the class's) that sends
-    small gradient-free float32 batches to `backend`; whether it did. A module that already has an
-    instance forward (a hook of the user's or of another library) is left as it is."""
-    if backend != "numpy" or "forward" in m.__dict__:
+    small gradient-free float32 batches to NumPy with `w`, `b`; whether it did. A module that
+    already has an instance forward (a hook of the user's or of another library) is left as it is."""
+    if "forward" in m.__dict__:
         return False
-    w = m.weight.detach().numpy()  # a view: column-major weights give a Fortran-ordered array
-    b = None if m.bias is None else m.bias.detach().numpy()
 
     def forward(x, m=m, w=w, b=b):
         if torch.is_grad_enabled() or x.dtype != torch.float32 or x.numel() > SMALL_BATCH * x.size(-1):
             return F.linear(x, m.weight, m.bias)
         return _numpy_linear(x, w, b)
 
-    forward.lmforge_decode_route = True  # lets generate/native.py tell this from a user's replaced forward
+    forward.lmforge_decode_route = True  # lets generate/cpu/step.py tell this from a user's replaced forward
     m.forward = forward
     return True

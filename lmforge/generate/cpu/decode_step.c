@@ -204,3 +204,24 @@ int lmf_decode_step(const Model *m, int N, const long long *tokens, const int *n
     }
     return 0;
 }
+
+/* The layout of the structs above, for the loader to compare with its ctypes mirrors before the first
+   step (a mismatch would have the step read one field as another): sizeof(Layer), the offset of
+   each Layer field in order, sizeof(Model), the offset of each Model field in order. Writes at most
+   n values to out and returns how many there are. */
+int lmf_layout(long long *out, int n) {
+    const long long v[] = {
+        sizeof(Layer), offsetof(Layer, norm1_w), offsetof(Layer, norm1_b), offsetof(Layer, qkv_w),
+        offsetof(Layer, qkv_b), offsetof(Layer, proj_w), offsetof(Layer, proj_b), offsetof(Layer, norm2_w),
+        offsetof(Layer, norm2_b), offsetof(Layer, fc_w), offsetof(Layer, fc_b), offsetof(Layer, up_w),
+        offsetof(Layer, up_b), offsetof(Layer, out_w), offsetof(Layer, out_b),
+        sizeof(Model), offsetof(Model, n_layer), offsetof(Model, d_model), offsetof(Model, n_head),
+        offsetof(Model, n_kv_head), offsetof(Model, head_dim), offsetof(Model, d_ff), offsetof(Model, vocab),
+        offsetof(Model, norm), offsetof(Model, act), offsetof(Model, position), offsetof(Model, eps),
+        offsetof(Model, tok_emb), offsetof(Model, pos_table), offsetof(Model, rope_cos), offsetof(Model, rope_sin),
+        offsetof(Model, norm_w), offsetof(Model, norm_b), offsetof(Model, head_w), offsetof(Model, layers),
+    };
+    const int count = (int)(sizeof v / sizeof v[0]);
+    for (int i = 0; i < count && i < n; i++) out[i] = v[i];
+    return count;
+}
