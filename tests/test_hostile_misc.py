@@ -1,0 +1,28 @@
+"""Faults a user can cause in chat templates, tokenizer files and corpus text: each is one
+LmforgeError (or simply harmless), never a traceback, a hang or a silently changed text."""
+
+import time
+
+import pytest
+
+from lmforge.data.clean import clean_text
+
+MB = 1_000_000
+
+
+# --- cleaning is linear in its input -------------------------------------------------------------------
+@pytest.mark.parametrize("unit", ["<!--", "<?", "<", "&#", "<![CDATA[", "<!a", "<script>", "<style",
+                                  "<!--<?<script><![CDATA[<!x<style"])
+def test_cleaning_a_megabyte_of_unclosed_markup_takes_seconds(unit):
+    text = "<p>x</p>" + unit * (MB // len(unit))  # with evidence of markup, so every stripping step runs
+    start = time.perf_counter()
+    out, _ = clean_text(text)
+    assert time.perf_counter() - start < 5, unit  # quadratic took minutes to hours here
+    if unit in ("<!--", "<?"):
+        assert out == "\nx\n" + text[8:]  # an opener never closed is text, as before
+
+
+def test_closed_spans_are_still_removed_leftmost_first():
+    text, counts = clean_text("<p>a<!-- c --> b <?pi ?> c<![CDATA[x]]><!DOCTYPE html> d<script>s</SCRIPT > e</p>")
+    assert text.split() == ["a", "b", "c", "d", "e"] and counts["markup_removed"] == 7
+    assert clean_text("<p>x</p><?a <![CDATA[ ?> ]]>")[0].split() == ["x", "]]>"]  # the first opener wins
