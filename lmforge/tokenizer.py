@@ -143,6 +143,10 @@ class Tokenizer:
             hf = HFTokenizer.from_file(str(path))
         except Exception as e:  # the Rust library raises plain Exception on bad JSON
             raise LmforgeError(f"{path} is not a valid tokenizer.json ({str(e).splitlines()[0]}); retrain or restore it") from None
+        # A tokenizer.json may pad or cut every text to a fixed length (MiniLM's: 128). lmforge encodes
+        # whole corpora and prompts and pads batches itself, so both go at load, as transformers drops them.
+        hf.no_padding()
+        hf.no_truncation()
         return cls(hf, _kind_of(hf))
 
 
