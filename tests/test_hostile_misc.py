@@ -46,3 +46,84 @@ def test_a_tokenizer_json_with_padding_and_truncation_neither_pads_nor_cuts_corp
     data = prepare(DataConfig(corpus=str(corpus), tokenizer=str(path), clean=False), log=lambda *_: None)
     assert len(data.train) + len(data.val) == len("abcdefgh " * 500) + 2  # every character, one eos per split
     assert tok.pad_id not in set(data.train.tolist()) | set(data.val.tolist())
+
+
+# --- chat templates: any fault is one error, rendering is bounded ----------------------------------------
+FAULTS = {
+    "division by zero": "{{ 1/0 }}",
+    "include without a loader": "{% include 'x' %}",
+    "huge range": "{{ range(10**9)|list }}",
+    "endless recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    "syntax": "{% if %}",
+    "undefined attribute": "{{ messages[7].content.x }}",
+}
+TOO_BIG = {
+    "output": "{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
+    "string doubled by ~": "{% set ns = namespace(s='x') %}{% for i in range(26) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+    "string multiplied": "{{ ('ab' * 10**8)|length }}",
+    "format width": "{{ '%99999999s'|format(1) }}{{ '{:>99999999}'.format(1) }}",
+    "replace that multiplies": "{{ (('x' * 10000)|replace('x', 'y' * 10000))|length }}",
+    "captured block": "{% set x %}{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}{% endset %}{{ x|length }}",
+    "one string many times in a list": "{% set a = 'x' * 500000 %}{% set b = [a, a, a, a, a, a, a, a] %}{{ b|length }}{{ b }}",
+}
+
+
+@pytest.mark.parametrize("source", list(FAULTS.values()) + list(TOO_BIG.values()), ids=list(FAULTS) + list(TOO_BIG))
+def test_a_chat_template_that_fails_or_grows_too_big_is_one_error(source):
+    from lmforge.chat import HFChatTemplate
+    from lmforge.errors import LmforgeError
+
+    with pytest.raises(LmforgeError, match="chat template"):
+        HFChatTemplate(source).render([("user", "hi")])
+
+
+def test_a_chat_template_that_runs_too_long_is_stopped_in_time(monkeypatch):
+    from lmforge import chat_jinja
+    from lmforge.chat import HFChatTemplate
+    from lmforge.errors import LmforgeError
+
+    monkeypatch.setattr(chat_jinja, "RENDER_SECONDS", 0.2)
+    for source in ("{% for a in range(100000) %}{% for b in range(100) %}{% endfor %}{% endfor %}",  # 10^7 steps
+                   "{% set l = range(1000)|list %}{% for a in l %}{% for b in l %}{% for c in l[:10] %}{% endfor %}"
+                   "{% endfor %}{% endfor %}"):
+        start = time.perf_counter()
+        with pytest.raises(LmforgeError, match="ran for over 0.2 s"):
+            HFChatTemplate(source).render([("user", "hi")])
+        assert time.perf_counter() - start < 1.5
+
+
+def test_a_template_error_leaves_the_chat_going():
+    from types import SimpleNamespace
+
+    from lmforge.chat import Chat, HFChatTemplate
+    from lmforge.errors import LmforgeError
+    from lmforge.tokenizer import train_char
+
+    class LM:  # what Chat asks of an lmforge.api.LM
+        config, tokenizer = SimpleNamespace(context_length=64), train_char(["abcdefghijklmnopqrstuvwxyz "])
+
+        def generate_config(self, *args, **kwargs):
+            pass
+
+        def stream(self, ids, max_new_tokens, stop=(), **sampling):
+            yield "fine"
+
+    chat = Chat(LM(), template=HFChatTemplate("{{ 1/0 if messages[-1].content == 'boom' }}{{ messages[-1].content }}"))
+    with pytest.raises(LmforgeError, match="ZeroDivisionError"):
+        list(chat.send("boom"))
+    assert "".join(chat.send("hello")) == "fine" and chat.turns == [("user", "hello"), ("assistant", "fine")]
+
+
+@pytest.mark.parametrize("name, content, error", [
+    ("tokenizer_config.json", b"[1, 2]", "not an object"),
+    ("tokenizer_config.json", b'"chat"', "not an object"),
+    ("tokenizer_config.json", b'{"chat_template": "\xff"}', "not UTF-8"),
+    ("chat_template.jinja", b"\xff\xfe{{ messages }}", "not UTF-8"),
+])
+def test_a_template_file_that_is_not_what_it_should_be_is_one_error(tmp_path, name, content, error):
+    from lmforge.chat import hf_chat_template
+    from lmforge.errors import LmforgeError
+
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(LmforgeError, match=error):
+        hf_chat_template(tmp_path)
