@@ -67,7 +67,7 @@ def _size(value, cap: int) -> int:
 # (that would cost a pass over `messages` at every `messages|length`).
 _STRUCTURAL = {"length", "count", "list", "first", "last", "selectattr", "rejectattr", "select", "reject",
                "map", "sort", "unique", "reverse", "batch", "slice", "groupby", "dictsort", "items", "attr",
-               "default", "d", "min", "max", "sum", "random", "abs", "int", "float", "round", "_each"}
+               "default", "d", "min", "max", "sum", "random", "abs", "int", "float", "round"}
 
 
 class _Budget:
