@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
@@ -58,32 +57,35 @@ class ChatTemplate:
 @dataclass
 class HFChatTemplate:
     """A Hugging Face chat template: `source` is its Jinja text, `tokens` the special-token strings
-    it may use (bos_token, eos_token, ...). Rendered in a sandbox, as transformers renders it."""
+    it may use (bos_token, eos_token, ...). Rendered in a sandbox, as transformers renders it, and
+    within bounds of time and size (lmforge/chat_jinja.py)."""
     source: str
     tokens: dict = field(default_factory=dict)
     stop_ids: tuple[int, ...] = ()  # every end-of-text / end-of-turn id the model's configs name
 
     def render(self, turns: list[tuple[str, str]], system: str | None = None) -> str:
-        import jinja2.ext  # jinja2 is a dependency of torch
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        from lmforge.chat_jinja import render  # jinja2 (a dependency of torch) only when a model brings a template
 
-        def raise_exception(message):
-            raise LmforgeError(f"the model's chat template refused the conversation: {message}")
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
-        env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
-        env.globals.update(raise_exception=raise_exception, strftime_now=lambda f: datetime.now().strftime(f))
         messages = ([{"role": "system", "content": system}] if system else []) + \
                    [{"role": role, "content": text} for role, text in turns]
-        try:
-            return env.from_string(self.source).render(messages=messages, add_generation_prompt=True, **self.tokens)
-        except jinja2.TemplateError as e:
-            raise LmforgeError(f"the model's chat template fails ({type(e).__name__}: {e}); fix chat_template in "
-                               "tokenizer_config.json or remove it to use User:/Assistant: turns") from None
+        size = sum(len(m["content"]) for m in messages)
+        return render(self.source, dict(messages=messages, add_generation_prompt=True, **self.tokens), size)
 
     @property
     def stops(self) -> list[str]:
         return []  # the turn ends at the end-of-text token
+
+
+def _read(file: Path, parse):
+    """`parse` of a UTF-8 text file, or one LmforgeError naming what is wrong with it."""
+    try:
+        return parse(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise LmforgeError(f"{file} is not UTF-8 text; save it as UTF-8 or remove it") from None
+    except json.JSONDecodeError as e:
+        raise LmforgeError(f"{file} is not valid JSON ({e}); fix or remove it") from None
+    except OSError as e:
+        raise LmforgeError(f"cannot read {file} ({e.strerror or e}); check the file or remove it") from None
 
 
 def hf_chat_template(path: str | Path) -> ChatTemplate | HFChatTemplate | None:
@@ -92,10 +94,9 @@ def hf_chat_template(path: str | Path) -> ChatTemplate | HFChatTemplate | None:
     lmforge's own template, as an export writes it, comes back as a ChatTemplate with its stop."""
     path = Path(path)
     config_file = path / "tokenizer_config.json"
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise LmforgeError(f"{config_file} is not valid JSON; fix or remove it") from None
+    config = _read(config_file, json.loads) if config_file.is_file() else {}
+    if not isinstance(config, dict):
+        raise LmforgeError(f"{config_file} holds a JSON {type(config).__name__}, not an object of settings; fix or remove it")
     source = config.get("chat_template")
     if isinstance(source, list):
         named = {t.get("name"): t.get("template") for t in source if isinstance(t, dict)}
@@ -104,7 +105,7 @@ def hf_chat_template(path: str | Path) -> ChatTemplate | HFChatTemplate | None:
                                "'default'; name the one to chat with 'default'")
         source = named.get("default")
     if (path / "chat_template.jinja").is_file():
-        source = (path / "chat_template.jinja").read_text(encoding="utf-8")
+        source = _read(path / "chat_template.jinja", str)
     if not isinstance(source, str) or not source.strip():
         return None
     if source == ChatTemplate().jinja():

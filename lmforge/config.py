@@ -436,13 +436,16 @@ def load_recipe(spec: str, overrides: list[str] | None = None) -> Recipe:
     return recipe
 
 
+# The corpora a recipe may name instead of giving a path (data/corpora.py describes, fetches and loads
+# them, keyed by these names): here so that config knows a name from a path without importing data.
+BUILTIN_CORPORA = ("shakespeare", "peoples-daily", "chinese-reviews", "bbc-news")
+
+
 def _resolve_corpus_path(corpus: str, recipe_dir: Path) -> str:
     """A relative corpus path is taken from the working directory, else from the recipe's folder, and
     kept absolute, so that the run's recipe.yaml finds it from anywhere (eval, --resume). A built-in
     corpus name stays a name."""
-    from lmforge.data.corpora import BUILTIN
-
-    if not isinstance(corpus, str) or corpus in BUILTIN:
+    if not isinstance(corpus, str) or corpus in BUILTIN_CORPORA:
         return corpus
     here = Path(corpus).expanduser()
     if here.exists() or any(c in corpus for c in "*?["):

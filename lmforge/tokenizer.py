@@ -26,6 +26,16 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from lmforge.errors import LmforgeError
 
+# The scripts written without spaces between words, as bodies of a regex character class, for every
+# module that splits or recognises such text:
+#   HAN       ideographs as BERT's tokenizer counts them (its _is_chinese_char): unified, extension A,
+#             compatibility, and the supplementary planes (extensions B on, compatibility supplement);
+#   CJK       Han, kana and hangul: each character is a word of its own (word splitting, QA scoring);
+#   CJK_WIDE  CJK, CJK punctuation and full-width forms: the text that needs a CJK font to be shown.
+HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
+CJK = "\u3040-\u30ff\uac00-\ud7af" + HAN
+CJK_WIDE = "\u3000-\u303f\uff00-\uffef" + CJK
+
 # One set of special tokens for every family (GPT uses bos/eos/pad; BERT adds cls/sep/mask).
 SPECIAL_TOKENS: dict[str, str] = {
     "pad": "<|pad|>",
@@ -143,6 +153,10 @@ class Tokenizer:
             hf = HFTokenizer.from_file(str(path))
         except Exception as e:  # the Rust library raises plain Exception on bad JSON
             raise LmforgeError(f"{path} is not a valid tokenizer.json ({str(e).splitlines()[0]}); retrain or restore it") from None
+        # A tokenizer.json may pad or cut every text to a fixed length (MiniLM's: 128). lmforge encodes
+        # whole corpora and prompts and pads batches itself, so both go at load, as transformers drops them.
+        hf.no_padding()
+        hf.no_truncation()
         return cls(hf, _kind_of(hf))
 
 

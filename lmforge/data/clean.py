@@ -21,6 +21,7 @@ import sys
 import unicodedata
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import Callable, Iterator
 
 __all__ = ["CleanReport", "clean_text", "clean_documents"]
 
@@ -32,10 +33,30 @@ _ATTR = r"""(?:\s+[^\s"'<>/=]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)"""
 # A tag starts right after '<' with a letter (or '/' + letter): "a < b and c > d" has a space
 # after '<' and so is never a tag.
 _TAG = re.compile(rf"<(?:{_NAME}{_ATTR}*\s*/?|/{_NAME}\s*)>")
-# Blocks whose content is not text at all.
-_BLOCK = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-_DECL = re.compile(r"<!\[CDATA\[.*?\]\]>|<![A-Za-z][^>]*>|<\?.*?\?>", re.DOTALL)
+# Spans removed whole, each an opener and what closes it (the nearest closer after the opener):
+# blocks whose content is not text at all, comments, then declarations (CDATA, <!DOCTYPE ...>,
+# processing instructions <?...?>). `_spans` finds them, not one regex each such as "<!--.*?-->":
+# a regex engine retries an unclosed opener at every later opener and scans to the end each time,
+# so 1 MB of "<!--" took hours.
+Closer = Callable[[str, int], "int | None"]  # (text, end of the opener) -> end of the span, or None
+
+
+def _closed_by(pattern: str) -> Closer:
+    found = re.compile(pattern, re.IGNORECASE).search
+    return lambda text, pos: (m := found(text, pos)) and m.end()
+
+
+def _element(name: str) -> tuple[re.Pattern[str], Closer]:
+    """<name ...> ... </name >: the opening tag ends at the first '>', the block at the first closing tag."""
+    closing = _closed_by(rf"</{name}\s*>")
+    return re.compile(rf"<{name}\b", re.IGNORECASE), lambda text, pos: (
+        None if (gt := text.find(">", pos)) < 0 else closing(text, gt + 1))
+
+
+_BLOCKS = [_element("script"), _element("style")]
+_COMMENTS = [(re.compile("<!--"), _closed_by("-->"))]
+_DECLS = [(re.compile(r"<!\[CDATA\["), _closed_by(r"\]\]>")), (re.compile("<![A-Za-z]"), _closed_by(">")),
+          (re.compile(r"<\?"), _closed_by(r"\?>"))]
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 # Tags that separate blocks of text: replaced by a newline so that paragraphs do not run together.
 _BREAKING = re.compile(
@@ -103,17 +124,49 @@ def _control_re() -> re.Pattern[str]:
     return re.compile("[" + "".join(parts) + "]")
 
 
+def _spans(text: str, kinds: list[tuple[re.Pattern[str], Closer]]) -> Iterator[tuple[int, int]]:
+    """(start, end) of each span that one of `kinds` opens and the nearest closer after it ends,
+    leftmost first, not overlapping. Linear: each kind's next opener is searched for once per
+    span, and when a kind's closer is missing after one opener it is missing after every later
+    one too, so that kind is searched no further."""
+    pos, ahead = 0, {i: None for i in range(len(kinds))}  # kind -> its next opener at or after pos
+    while ahead:
+        for i, m in list(ahead.items()):
+            if m is None or m.start() < pos:
+                ahead[i] = kinds[i][0].search(text, pos)
+                if ahead[i] is None:
+                    del ahead[i]
+        if not ahead:
+            return
+        i = min(ahead, key=lambda k: (ahead[k].start(), k))
+        end = kinds[i][1](text, ahead[i].end())
+        if end is None:
+            del ahead[i]
+            continue
+        yield ahead[i].start(), end
+        pos = end
+
+
+def _remove_spans(text: str, kinds: list[tuple[re.Pattern[str], Closer]]) -> tuple[str, int]:
+    """`text` without the spans of `_spans`, and how many there were."""
+    parts, pos, n = [], 0, 0
+    for start, end in _spans(text, kinds):
+        parts.append(text[pos:start])
+        pos, n = end, n + 1
+    return "".join(parts) + text[pos:], n
+
+
 def looks_like_markup(text: str) -> bool:
     """True when the text holds a convincing HTML/XML tag, a comment or a declaration."""
-    return bool(_EVIDENCE.search(text) or _COMMENT.search(text) or _DECL.search(text))
+    return bool(_EVIDENCE.search(text) or any(next(_spans(text, k), None) for k in (_COMMENTS, _DECLS)))
 
 
 def _strip_markup(text: str) -> tuple[str, int]:
     """Remove tags, script/style blocks, comments and declarations; decode entities."""
     removed = 0
     if looks_like_markup(text):
-        for pattern in (_BLOCK, _COMMENT, _DECL):
-            text, n = pattern.subn("", text)
+        for kinds in (_BLOCKS, _COMMENTS, _DECLS):
+            text, n = _remove_spans(text, kinds)
             removed += n
 
         def tag(m: re.Match[str]) -> str:

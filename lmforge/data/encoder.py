@@ -43,7 +43,7 @@ from lmforge.data.clean import clean_documents
 from lmforge.data.corpora import load_corpus
 from lmforge.data.shards import get_tokenizer
 from lmforge.errors import LmforgeError
-from lmforge.tokenizer import Tokenizer
+from lmforge.tokenizer import HAN, Tokenizer
 
 __all__ = ["EncoderSplit", "EncoderData", "prepare_encoder", "encode_split", "split_sentences",
            "split_by_document"]
@@ -53,8 +53,7 @@ _SENTENCE_END = {
     "en": re.compile(rf"[.!?]+[{_CLOSE}]*(?=\s)|\n+"),
     "zh": re.compile(rf"[。！？；…!?;]+[{_CLOSE}]*|\n+"),
 }
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
-_WORD = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+|[^\w\s]|_")  # rule (c) for tokenizers other than WordPiece
+_WORD = re.compile(rf"[{HAN}]|[^\W_{HAN}]+|[^\w\s]|_")  # rule (c) for tokenizers other than WordPiece
 
 
 @dataclass

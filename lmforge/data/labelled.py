@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from lmforge.data import IGNORE
 from lmforge.errors import LmforgeError
 from lmforge.tokenizer import Tokenizer
 
@@ -229,7 +230,7 @@ def encode_tagged(tokenizer: Tokenizer, words: list[list[str]], tags: list[list[
             while word + 1 < len(starts) and e > starts[word + 1]:  # this token reaches into the next word
                 word += 1
             first = s <= starts[word] < e  # the piece holding the word's first character
-            labels.append(ts[word] if first else -100)
+            labels.append(ts[word] if first else IGNORE)
             scored += [word] if first else []
         if len(ids) > room:
             if truncation == "error":
@@ -237,10 +238,10 @@ def encode_tagged(tokenizer: Tokenizer, words: list[list[str]], tags: list[list[
                                    "shorten it or allow truncation (--truncation warn)")
             out.truncated += 1
             ids, labels = ids[:room], labels[:room]
-            scored = scored[:sum(t != -100 for t in labels)]
+            scored = scored[:sum(t != IGNORE for t in labels)]
         out.words.append(scored)
         if encoder:
-            ids, labels = [tokenizer.cls_id] + ids + [tokenizer.sep_id], [-100] + labels + [-100]
+            ids, labels = [tokenizer.cls_id] + ids + [tokenizer.sep_id], [IGNORE] + labels + [IGNORE]
         out.ids.append(ids)
         out.types.append([0] * len(ids))
         out.targets.append(labels)

@@ -19,7 +19,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 
-IGNORE = -100  # label of the positions that are not scored (F.cross_entropy's ignore_index)
+from lmforge.data import IGNORE
 
 
 def _ordinary_ids(vocab_size: int, excluded: torch.Tensor) -> torch.Tensor:

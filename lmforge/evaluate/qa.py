@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import LmforgeError
+from lmforge.tokenizer import CJK
 
-_CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f]")
+_CJK = re.compile(f"[{CJK}]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
@@ -39,7 +40,7 @@ def normalize(text: str) -> str:
 def _tokens(text: str, per_char: bool) -> list[str]:
     if not per_char:
         return text.split()
-    return re.findall(f"{_CJK.pattern}|[^\\s{_CJK.pattern[1:-1]}]+", text)  # one CJK char, or a run of others
+    return re.findall(f"[{CJK}]|[^\\s{CJK}]+", text)  # one CJK char, or a run of others
 
 
 def exact_match(pred: str, gold: str) -> float:

@@ -18,10 +18,9 @@ import torch
 from torch import nn
 
 from lmforge.errors import LmforgeError
+from lmforge.tokenizer import CJK_WIDE
 
-# Han ideographs (and extension A, compatibility), kana, hangul, CJK punctuation, full-width forms.
-CJK = re.compile("[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
-                 "\U00020000-\U0002fa1f]")
+CJK = re.compile(f"[{CJK_WIDE}]")  # text that needs a CJK font
 
 # Fonts that cover CJK, best first: Linux packages, then the macOS and Windows system fonts.
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK KR",

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE = -100
+from lmforge.data import IGNORE
 
 
 def logits_of(model: nn.Module, batch: dict) -> torch.Tensor:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from lmforge.data import IGNORE
+
 CHUNK_LOGITS = 1 << 22  # logits per chunk: 16 MB in float32 (measured best of 2 to 32 MB)
 
 
@@ -71,7 +73,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str = "mean",
-                         ignore_index: int = -100, chunk_logits: int = CHUNK_LOGITS) -> torch.Tensor:
+                         ignore_index: int = IGNORE, chunk_logits: int = CHUNK_LOGITS) -> torch.Tensor:
     """cross_entropy(h @ weight.T, targets) for h (N, C), weight (V, C), targets (N,), without ever
     holding all N x V logits. reduction "mean" (over targets not ignored) or "sum"."""
     if reduction not in ("mean", "sum"):

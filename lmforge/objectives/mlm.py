@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE = -100  # label of a position that is not predicted
+from lmforge.data import IGNORE
 
 
 def encode(model: nn.Module, batch: dict) -> torch.Tensor:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.objectives.mlm import IGNORE, masked_lm_loss
+from lmforge.data import IGNORE
+from lmforge.objectives.mlm import masked_lm_loss
 
 
 def rtd_loss(model: nn.Module, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:

@@ -14,7 +14,7 @@ from lmforge.data.labelled import Examples, pad_batch
 from lmforge.evaluate.qa import best_span
 from lmforge.objectives.classify import sequence_loss, span_loss
 
-IGNORE = -100  # the target of a token that is not scored (a word's later pieces, specials, padding)
+from lmforge.data import IGNORE
 
 
 def padding_id(tokenizer) -> int:
