@@ -10,7 +10,7 @@ Why a hand-written step rather than torch.compile over lmforge's own KV-cache st
 by side (`python -m bench --only decode-compile --peers lmforge,lmforge_compiled`), batch-1 greedy
 on the bench's 6 x 384 GPT on a 2-core CPU, the native step decoded 2.2x as fast as the compiled
 step (651 vs 291 tokens/s; eager PyTorch 375), and 4.6x in the quick bench on a busy machine
-(bench/results/2026-12-03-cpu-amd-epyc-decode-compile-quick-busy.json). So "auto" stays native.
+(bench/results/2026-12-02-cpu-amd-epyc-decode-compile-quick-busy.json). So "auto" stays native.
 
 Asking for a GEMV library (gemv="numpy" or "torch", or LMFORGE_GEMV) asks for the torch backend,
 as it always has; LMFORGE_NATIVE=0 keeps "auto" off the native step (generate/environment.py).
