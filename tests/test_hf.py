@@ -212,7 +212,7 @@ def test_cli_export_bad_inputs(tokenizer, tmp_path, capsys):
                       position="sinusoidal")
     save_checkpoint(sinus, build_model(cfg), tokenizer)
     refused(sinus, tmp_path / "hf", words=["position='sinusoidal'", "no Hugging Face equivalent"])
-    refused(run, busy / "keep.txt" / "hf", words=["cannot write", "choose a directory you can write to"])
+    refused(run, busy / "keep.txt" / "hf", words=["cannot write", "keep.txt"])
     classifier = tmp_path / "classifier"
     cfg = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=16, n_layer=1, n_head=2, d_model=16,
                       head="classify", labels=["neg", "pos"])

@@ -1,0 +1,63 @@
+"""Weights checked against a config before anything is allocated.
+
+A config names sizes; a safetensors file's header names the shapes it holds. Building the model on
+PyTorch's meta device (shapes, no storage) and comparing its state dict with the header refuses a
+config.json that disagrees with its weights (or a hostile one that asks for 10^6 layers) in one
+sentence, before a real tensor exists. Lmforge run directories and Hugging Face ones both use it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from lmforge.config import ModelConfig
+from lmforge.errors import LmforgeError
+from lmforge.io import safetensors_header
+from lmforge.models.registry import build_model
+
+
+def meta_model(cfg: ModelConfig) -> nn.Module:
+    """The model `cfg` describes, with shapes but no storage (cheap at any size)."""
+    with torch.device("meta"):
+        return build_model(cfg)
+
+
+def _shape(x) -> tuple[int, ...]:
+    """A shape from a tensor, a header entry ({"shape": [...]}) or a sequence of sizes."""
+    if isinstance(x, torch.Tensor):
+        return tuple(x.shape)
+    return tuple(x["shape"] if isinstance(x, Mapping) else x)
+
+
+def check_weight_shapes(model: nn.Module, found: Mapping[str, object], where: str,
+                        may_lack: Iterable[str] = ()) -> None:
+    """Every tensor in `found` (name -> tensor, header entry or shape, e.g. `io.safetensors_header`'s
+    table) is one of `model`'s with its shape, and every one of `model`'s is there, except names that
+    start with a prefix in `may_lack` (parts that keep their fresh initialisation). Tied parameters
+    (one tensor under two names) need only one of their names. `where` names the weights' file."""
+    expected = model.state_dict(keep_vars=True)
+    for name, value in found.items():
+        if name not in expected:
+            raise LmforgeError(f"{where} holds a tensor {name} that the model its config.json describes does not "
+                               "have; fix config.json or save the model again")
+        have, want = _shape(value), tuple(expected[name].shape)
+        if have != want:
+            raise LmforgeError(f"the weights in {where} do not match its config.json ({name} has shape {list(have)}, "
+                               f"the config needs {list(want)}); fix config.json or save the model again")
+    groups: dict[int, list[str]] = {}  # one entry per distinct tensor: its names
+    for name, t in expected.items():
+        groups.setdefault(id(t), []).append(name)
+    may_lack = tuple(may_lack)
+    for names in groups.values():
+        if not any(n in found for n in names) and not names[0].startswith(may_lack or ("\0",)):
+            raise LmforgeError(f"{where} has no tensor {names[0]}; it is incomplete or not the model its config.json "
+                               "describes")
+
+
+def check_checkpoint(cfg: ModelConfig, weights: str | Path) -> None:
+    """An lmforge run's model.safetensors against its config, from the header alone."""
+    check_weight_shapes(meta_model(cfg), safetensors_header(weights), str(weights))
