@@ -8,6 +8,8 @@ sentence, before a real tensor exists. Lmforge run directories and Hugging Face 
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -21,9 +23,29 @@ from lmforge.models.registry import build_model
 
 
 def meta_model(cfg: ModelConfig) -> nn.Module:
-    """The model `cfg` describes, with shapes but no storage (cheap at any size)."""
+    """The model `cfg` describes, with shapes but no storage."""
     with torch.device("meta"):
         return build_model(cfg)
+
+
+LAYER = re.compile(r"(^|\.)blocks\.0\.")  # a parameter of the first layer of a stack
+
+
+def expected_shapes(cfg: ModelConfig) -> tuple[dict[str, tuple[int, ...]], list[list[str]]]:
+    """Every state-dict name of the model `cfg` describes -> its shape, and the names that share one tensor
+    (tied embeddings). Built on the meta device with one layer, whose names are repeated for each of
+    n_layer (blocks.0. -> blocks.{i}.): constructing thousands of layers, even without storage, takes
+    seconds, and a config.json may ask for thousands."""
+    one = meta_model(dataclasses.replace(cfg, n_layer=1)).state_dict(keep_vars=True)
+    shapes: dict[str, tuple[int, ...]] = {}
+    groups: dict[tuple[int, int], list[str]] = {}
+    for name, t in one.items():
+        layers = range(cfg.n_layer) if LAYER.search(name) else [None]
+        for i in layers:
+            full = name if i is None else LAYER.sub(lambda m: f"{m.group(1)}blocks.{i}.", name, count=1)
+            shapes[full] = tuple(t.shape)
+            groups.setdefault((id(t), i or 0), []).append(full)
+    return shapes, list(groups.values())
 
 
 def _shape(x) -> tuple[int, ...]:
@@ -33,31 +55,29 @@ def _shape(x) -> tuple[int, ...]:
     return tuple(x["shape"] if isinstance(x, Mapping) else x)
 
 
-def check_weight_shapes(model: nn.Module, found: Mapping[str, object], where: str,
+def check_weight_shapes(cfg: ModelConfig, found: Mapping[str, object], where: str,
                         may_lack: Iterable[str] = ()) -> None:
     """Every tensor in `found` (name -> tensor, header entry or shape, e.g. `io.safetensors_header`'s
-    table) is one of `model`'s with its shape, and every one of `model`'s is there, except names that
-    start with a prefix in `may_lack` (parts that keep their fresh initialisation). Tied parameters
-    (one tensor under two names) need only one of their names. `where` names the weights' file."""
-    expected = model.state_dict(keep_vars=True)
+    table) is one of the model's that `cfg` describes, with its shape, and every one of the model's is
+    there, except names that start with a prefix in `may_lack` (parts that keep their fresh
+    initialisation). Tied parameters (one tensor under two names) need only one of their names.
+    `where` names the weights' file or directory. Nothing is allocated."""
+    expected, groups = expected_shapes(cfg)
     for name, value in found.items():
         if name not in expected:
             raise LmforgeError(f"{where} holds a tensor {name} that the model its config.json describes does not "
                                "have; fix config.json or save the model again")
-        have, want = _shape(value), tuple(expected[name].shape)
+        have, want = _shape(value), expected[name]
         if have != want:
             raise LmforgeError(f"the weights in {where} do not match its config.json ({name} has shape {list(have)}, "
                                f"the config needs {list(want)}); fix config.json or save the model again")
-    groups: dict[int, list[str]] = {}  # one entry per distinct tensor: its names
-    for name, t in expected.items():
-        groups.setdefault(id(t), []).append(name)
-    may_lack = tuple(may_lack)
-    for names in groups.values():
-        if not any(n in found for n in names) and not names[0].startswith(may_lack or ("\0",)):
+    may_lack = tuple(may_lack) or ("\0",)
+    for names in groups:
+        if not any(n in found for n in names) and not names[0].startswith(may_lack):
             raise LmforgeError(f"{where} has no tensor {names[0]}; it is incomplete or not the model its config.json "
                                "describes")
 
 
 def check_checkpoint(cfg: ModelConfig, weights: str | Path) -> None:
     """An lmforge run's model.safetensors against its config, from the header alone."""
-    check_weight_shapes(meta_model(cfg), safetensors_header(weights), str(weights))
+    check_weight_shapes(cfg, safetensors_header(weights), str(weights))

@@ -28,7 +28,6 @@ keeps their fresh initialisation, and `hf.load_hf` says which.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 from torch import nn

@@ -23,7 +23,7 @@ from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.models.hf.io import HFDir
 from lmforge.models.registry import build_model
-from lmforge.models.shapes import check_weight_shapes, meta_model
+from lmforge.models.shapes import check_weight_shapes
 
 # Hugging Face's activation names (GPT-2's activation_function, BERT's and Llama's hidden_act) -> lmforge's.
 # silu names Llama's gated MLP (SwiGLU); the others an ungated one.
@@ -83,7 +83,7 @@ def load_mapped(mapping: ModuleType, d: HFDir) -> tuple[nn.Module, list[str]]:
     except RuntimeError as e:  # tensors stacked or transposed that cannot be: shapes at odds with the config
         raise LmforgeError(f"the weights in {d.path} do not match its config.json ({str(e).splitlines()[0][:160]}); "
                            "fix config.json or save the model again") from None
-    check_weight_shapes(meta_model(cfg), meta_sd, str(d.path), mapping.keep_fresh(cfg, absent))
+    check_weight_shapes(cfg, meta_sd, str(d.path), mapping.keep_fresh(cfg, absent))
     sd, absent = mapping.state_dict_from_hf(d.read_weights(), cfg)
     model = build_model(cfg)
     try:
