@@ -7,6 +7,8 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 
 import lmforge
 from lmforge.api import LM, export_hf
-from lmforge.config import ModelConfig
+from lmforge.config import ModelConfig, model_config_from_preset
 from lmforge.errors import LmforgeError
 from lmforge.models import build_model, hf
 from lmforge.models.shapes import check_checkpoint
@@ -99,6 +101,29 @@ def test_an_lmforge_config_at_odds_with_its_weights_is_refused_from_the_header(c
     cfg = ModelConfig.from_dict({**json.loads((tmp_path / "config.json").read_text()), **change})
     check_checkpoint(ModelConfig.load(tmp_path / "config.json"), tmp_path / "model.safetensors")  # as saved: fine
     refused_quickly(lambda: check_checkpoint(cfg, tmp_path / "model.safetensors"), *words)
+
+
+@pytest.mark.parametrize("preset, change", [
+    ("gpt-micro", {}), ("gpt-micro", {"position": "sinusoidal"}), ("gpt-micro", {"head": "qa"}), ("llama-mini", {}),
+    ("bert-mini", {}), ("bert-mini", {"head": "classify", "labels": ["a", "b"]}), ("electra-mini", {}),
+])
+def test_every_familys_saved_run_matches_its_config_from_the_header(preset, change, tokenizer, tmp_path):
+    cfg = model_config_from_preset(preset, vocab_size=tokenizer.vocab_size, **change)
+    save_checkpoint(tmp_path, build_model(cfg), tokenizer)
+    check_checkpoint(cfg, tmp_path / "model.safetensors")
+
+
+def test_shapes_are_checked_without_importing_the_compiler(exports, tmp_path):
+    """PyTorch's Python meta kernels import torch._dynamo on first use: seconds of a one-second budget."""
+    path = edited(exports["llama"], tmp_path / "llama", {"hidden_size": 8192, "num_attention_heads": 64,
+                                                         "head_dim": 128, "intermediate_size": 28672})
+    code = ("import sys; from lmforge.config import model_config_from_preset as p; "
+            "from lmforge.models.shapes import expected_shapes as e; from lmforge.models import hf; "
+            "[e(p(n)) for n in ('llama-1b', 'bert-base', 'electra-small')]; "
+            "e(p('gpt-micro', position='sinusoidal'))\n"
+            f"try: hf.load_hf({str(path)!r})\nexcept Exception as x: assert 'do not match' in str(x), x\n"
+            "assert 'torch._dynamo' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
 # --- Hugging Face config.json --------------------------------------------------------------------------------

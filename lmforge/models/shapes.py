@@ -15,6 +15,7 @@ from typing import Iterable, Mapping
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
@@ -22,9 +23,44 @@ from lmforge.io import safetensors_header
 from lmforge.models.registry import build_model
 
 
+class MetaOps(TorchFunctionMode):
+    """Meta-device work without the operations whose meta versions PyTorch writes in Python (their first
+    use in a process imports its compiler: seconds): normal_ is skipped (a meta tensor has no values to
+    fill), cat of meta tensors is worked out here, and arange yields one position, on the CPU. arange
+    only builds position tables (RoPE, sinusoidal), which are not weights: they stay out of the state
+    dict, whose shapes are all a check reads (test_hostile_configs checks a saved run of every family)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.nn.init.normal_, torch.Tensor.normal_):
+            tensor = args[0] if args else kwargs.get("tensor")
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+        if func is torch.arange:
+            return func(*args, **{**kwargs, "device": "cpu"})[:1]
+        if func is torch.cat:
+            tensors = args[0] if args else kwargs.get("tensors")
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+            if tensors and all(isinstance(t, torch.Tensor) and t.is_meta for t in tensors):
+                return _meta_cat(list(tensors), dim)
+        return func(*args, **kwargs)
+
+
+def _meta_cat(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """torch.cat's result shape (all sizes equal but along `dim`, where they add up), as a meta tensor."""
+    first = tensors[0].shape
+    if not first or any(len(t.shape) != len(first) for t in tensors):
+        raise RuntimeError(f"cannot stack tensors of shapes {[list(t.shape) for t in tensors]}")
+    dim %= len(first)
+    if any(t.shape[k] != first[k] for t in tensors for k in range(len(first)) if k != dim):
+        raise RuntimeError(f"cannot stack tensors of shapes {[list(t.shape) for t in tensors]} along dimension {dim}")
+    size = [*first[:dim], sum(t.shape[dim] for t in tensors), *first[dim + 1:]]
+    return torch.empty(size, dtype=tensors[0].dtype, device="meta")
+
+
 def meta_model(cfg: ModelConfig) -> nn.Module:
-    """The model `cfg` describes, with shapes but no storage."""
-    with torch.device("meta"):
+    """The model `cfg` describes, with its weights' shapes but no storage (see MetaOps)."""
+    with torch.device("meta"), MetaOps():
         return build_model(cfg)
 
 
@@ -40,11 +76,13 @@ def expected_shapes(cfg: ModelConfig) -> tuple[dict[str, tuple[int, ...]], list[
     shapes: dict[str, tuple[int, ...]] = {}
     groups: dict[tuple[int, int], list[str]] = {}
     for name, t in one.items():
-        layers = range(cfg.n_layer) if LAYER.search(name) else [None]
-        for i in layers:
-            full = name if i is None else LAYER.sub(lambda m: f"{m.group(1)}blocks.{i}.", name, count=1)
-            shapes[full] = tuple(t.shape)
-            groups.setdefault((id(t), i or 0), []).append(full)
+        m = LAYER.search(name)
+        head, tail = (name[:m.end() - 2], name[m.end():]) if m else (name, None)  # "...blocks.", "attn.qkv.weight"
+        shape = tuple(t.shape)
+        for i in range(cfg.n_layer if m else 1):
+            full = name if tail is None else f"{head}{i}.{tail}"
+            shapes[full] = shape
+            groups.setdefault((id(t), i), []).append(full)
     return shapes, list(groups.values())
 
 

@@ -23,7 +23,7 @@ from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.models.hf.io import HFDir
 from lmforge.models.registry import build_model
-from lmforge.models.shapes import check_weight_shapes
+from lmforge.models.shapes import MetaOps, check_weight_shapes
 
 # Hugging Face's activation names (GPT-2's activation_function, BERT's and Llama's hidden_act) -> lmforge's.
 # silu names Llama's gated MLP (SwiGLU); the others an ungated one.
@@ -79,7 +79,8 @@ def load_mapped(mapping: ModuleType, d: HFDir) -> tuple[nn.Module, list[str]]:
     first, so a config.json at odds with its weights is refused before anything is allocated."""
     cfg = mapping.config_from_hf(d.config)
     try:
-        meta_sd, absent = mapping.state_dict_from_hf(_meta_tensors(d.weight_header()), cfg)  # shapes, no storage
+        with MetaOps():  # shapes, no storage
+            meta_sd, absent = mapping.state_dict_from_hf(_meta_tensors(d.weight_header()), cfg)
     except RuntimeError as e:  # tensors stacked or transposed that cannot be: shapes at odds with the config
         raise LmforgeError(f"the weights in {d.path} do not match its config.json ({str(e).splitlines()[0][:160]}); "
                            "fix config.json or save the model again") from None
