@@ -18,7 +18,7 @@ import math
 import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 import yaml
 
@@ -55,11 +55,26 @@ class ModelConfig:
     head: str = "none"  # a task head over the model: none | classify | token | qa (models/heads.py)
     labels: list[str] = field(default_factory=list)  # the head's class names (classify, token)
 
+    # Upper bounds on each size: far above any real model, low enough that a typo or a hostile
+    # config.json (10^6 layers, a 2*10^9 vocabulary) is refused before anything is allocated.
+    LIMITS: ClassVar[dict[str, int]] = {
+        "vocab_size": 2**24, "context_length": 2**20, "n_layer": 4096, "n_head": 2**14, "n_kv_head": 2**14,
+        "d_model": 2**16, "d_ff": 2**20, "type_vocab_size": 2**16, "embedding_size": 2**16,
+    }
+    MAX_PARAMS: ClassVar[int] = 2**40  # about 10^12
+    FLOATS: ClassVar[tuple[str, ...]] = ("dropout", "rope_theta", "norm_eps", "init_std", "generator_scale",
+                                         "rtd_weight")
+    BOOLS: ClassVar[tuple[str, ...]] = ("bias", "tie_embeddings", "causal")
+
     def __post_init__(self) -> None:
+        self.check_values({k: getattr(self, k) for k in (*self.LIMITS, *self.FLOATS, *self.BOOLS)
+                           if getattr(self, k) is not None})  # before any arithmetic on them
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         if self.embedding_size is None:
             self.embedding_size = self.d_model
+        if not isinstance(self.labels, (list, tuple)):
+            raise LmforgeError(f"model.labels={self.labels!r} must be a list of class names")
         self.labels = [str(label) for label in self.labels]
         if self.d_ff is None:
             if self.activation == "swiglu":  # Llama: 2/3 of 4d, rounded up to a multiple of 64
@@ -67,6 +82,27 @@ class ModelConfig:
             else:
                 self.d_ff = 4 * self.d_model
         self.validate()
+
+    @classmethod
+    def check_values(cls, values: dict[str, Any], name: Callable[[str], str] = "model.{}".format) -> None:
+        """The type and range of each size, float and switch in `values` (ModelConfig field -> value), each
+        error naming the key by `name(field)`, so a Hugging Face config.json is told its own key names:
+        sizes are whole numbers in [1, LIMITS], floats finite (rope_theta and norm_eps > 0, the others
+        >= 0), switches true or false."""
+        for key, value in values.items():
+            where = f"{name(key)}={value!r}"
+            if key in cls.BOOLS and not isinstance(value, bool):
+                raise LmforgeError(f"{where} must be true or false")
+            if key in cls.LIMITS:
+                if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                    raise LmforgeError(f"{where} must be a whole number, not {type(value).__name__}")
+                if not 1 <= value <= cls.LIMITS[key]:
+                    raise LmforgeError(f"{where} must be between 1 and {cls.LIMITS[key]:,}")
+            if key in cls.FLOATS:
+                if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                    raise LmforgeError(f"{where} must be a finite number")
+                if value < 0 or (value == 0 and key in ("rope_theta", "norm_eps")):
+                    raise LmforgeError(f"{where} must be {'positive' if key in ('rope_theta', 'norm_eps') else '0 or more'}")
 
     def validate(self) -> None:
         choices = {
@@ -78,13 +114,11 @@ class ModelConfig:
             "head": ("none", "classify", "token", "qa"),
         }
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
                 raise LmforgeError(
                     f"model.{name}={getattr(self, name)!r} is not supported; use one of {', '.join(allowed)}"
                 )
-        for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
-            if int(getattr(self, name)) < 1:
-                raise LmforgeError(f"model.{name} must be a positive integer, got {getattr(self, name)}")
+        self.check_values({k: getattr(self, k) for k in (*self.LIMITS, *self.FLOATS, *self.BOOLS)})
         if self.d_model % self.n_head:
             raise LmforgeError(
                 f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}; pick sizes where it is"
@@ -98,12 +132,25 @@ class ModelConfig:
             raise LmforgeError("RoPE needs an even head size (d_model / n_head); change d_model or n_head")
         if not 0.0 <= self.dropout < 1.0:
             raise LmforgeError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.approx_params() > self.MAX_PARAMS:
+            raise LmforgeError(f"model.n_layer={self.n_layer}, d_model={self.d_model}, d_ff={self.d_ff} and "
+                               f"vocab_size={self.vocab_size} make about {self.approx_params():.1e} parameters, more "
+                               f"than lmforge builds ({self.MAX_PARAMS:.1e}); choose smaller sizes")
         if self.family != "gpt" and self.causal:
             raise LmforgeError(f"model.family={self.family} is a bidirectional encoder; set model.causal=false")
         if self.family == "electra" and self.generator_width_heads()[0] < 1:
             raise LmforgeError(f"model.generator_scale={self.generator_scale} leaves the ELECTRA generator no width; raise it")
         if self.head in ("classify", "token") and len(self.labels) < 2:
             raise LmforgeError(f"a {self.head} head needs at least two labels, got {len(self.labels)}")
+
+    def approx_params(self) -> int:
+        """Parameters, to within biases and norms: embeddings (vocab x embedding_size, positions x d) and,
+        per layer, attention (d^2 for q and the output, 2 d^2 n_kv_head / n_head for k and v) plus the
+        MLP (2 d d_ff, 3 d d_ff with SwiGLU's gate)."""
+        d, kv = self.d_model, self.d_model * self.n_kv_head // self.n_head
+        mlp = (3 if self.activation == "swiglu" else 2) * d * self.d_ff
+        emb = self.vocab_size * self.embedding_size * (1 if self.tie_embeddings else 2) + self.context_length * d
+        return emb + self.n_layer * (2 * d * d + 2 * d * kv + mlp)
 
     def generator_width_heads(self) -> tuple[int, int]:
         """ELECTRA's generator: d_model and heads scaled by generator_scale, head size kept."""
@@ -118,7 +165,15 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any], typed: bool = False) -> "ModelConfig":
+        """From a recipe's model section (text from YAML or --set is converted to each field's type), or with
+        typed=True from a config.json, where a number written as text is refused, not guessed at."""
+        if typed and isinstance(d, dict):
+            text = next((k for k, v in d.items() if isinstance(v, str) and k in (*cls.LIMITS, *cls.FLOATS, *cls.BOOLS)),
+                        None)
+            if text is not None:
+                raise LmforgeError(f"model.{text}={d[text]!r} is text where a {'switch' if text in cls.BOOLS else 'number'} "
+                                   "belongs; write it without quotes")
         return cls(**_checked(cls, d, "model"))
 
     def save(self, path: str | Path) -> None:
@@ -126,7 +181,7 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(Path(path).read_text()), typed=True)
 
 
 _ENCODER = dict(causal=False, norm_position="post", norm_eps=1e-12, activation="gelu", dropout=0.1)

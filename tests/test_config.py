@@ -1,5 +1,6 @@
 """Recipes: shipped ones load, --set overrides with types, and every wrong key is a clear error."""
 
+import json
 import re
 
 import pytest
@@ -90,3 +91,30 @@ def test_recipe_files_of_the_wrong_shape_are_one_sentence(text, words, tmp_path)
 
 def test_a_folder_named_like_a_number_is_a_corpus_path():
     assert load_recipe("quickstart", ["data.corpus=2024"]).data.corpus == "2024"
+
+
+def test_recipes_and_set_keep_converting_text_but_refuse_absurd_model_sizes():
+    # YAML reads 1e-6 (no dot) as text: a recipe or --set converts it, as before
+    assert load_recipe("quickstart", ["model.norm_eps=1e-6"]).model_config(100).norm_eps == 1e-6
+    for item, words in [("model.n_layer=1000000", "model.n_layer=1000000 must be between 1 and 4,096"),
+                        ("model.norm_eps=0", "model.norm_eps=0.0 must be positive"),
+                        ("model.n_kv_head=0", "model.n_kv_head=0 must be between 1")]:
+        with pytest.raises(LmforgeError, match=re.escape(words)):
+            load_recipe("quickstart", [item]).model_config(100)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"n_layer": "4"}, "model.n_layer='4' is text where a number belongs"),
+    ({"bias": "true"}, "model.bias='true' is text where a switch belongs"),
+    ({"rope_theta": -1.0}, "model.rope_theta=-1.0 must be positive"),
+    ({"init_std": float("nan")}, "model.init_std=nan"),
+    ({"labels": "ab"}, "model.labels='ab' must be a list"),
+])
+def test_a_config_json_is_read_as_written(change, words, tmp_path):
+    from lmforge.config import ModelConfig
+
+    ModelConfig().save(tmp_path / "config.json")
+    assert ModelConfig.load(tmp_path / "config.json") == ModelConfig()
+    (tmp_path / "config.json").write_text(json.dumps({**ModelConfig().to_dict(), **change}))
+    with pytest.raises(LmforgeError, match=re.escape(words)):
+        ModelConfig.load(tmp_path / "config.json")

@@ -212,7 +212,7 @@ def test_cli_export_bad_inputs(tokenizer, tmp_path, capsys):
                       position="sinusoidal")
     save_checkpoint(sinus, build_model(cfg), tokenizer)
     refused(sinus, tmp_path / "hf", words=["position='sinusoidal'", "no Hugging Face equivalent"])
-    refused(run, busy / "keep.txt" / "hf", words=["cannot write", "choose a directory you can write to"])
+    refused(run, busy / "keep.txt" / "hf", words=["cannot write", "keep.txt"])
     classifier = tmp_path / "classifier"
     cfg = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=16, n_layer=1, n_head=2, d_model=16,
                       head="classify", labels=["neg", "pos"])
@@ -463,3 +463,19 @@ def test_beam_search_returns_what_transformers_beam_search_returns(tmp_path):
                                                              length_penalty=lp, early_stopping=early,
                                                              stop_ids=tuple(stops)))
         assert got == want, dict(prompt=prompt, stops=stops, K=K, lp=lp, early=early, N=N, n=n)
+
+
+def test_a_directory_is_read_once_and_every_reader_takes_what_was_read(tmp_path, monkeypatch):
+    from lmforge.models.hf import io as hf_io
+
+    hf_model("llama-gqa").save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [EOS, 7]}))
+    read = []
+    parse = hf_io.read_json
+    monkeypatch.setattr(hf_io, "read_json", lambda path: read.append(path.name) or parse(path))
+    d = hf.HFDir.read(tmp_path)
+    assert sorted(read) == ["config.json", "generation_config.json", "special_tokens_map.json", "tokenizer_config.json"]
+    model = hf.load_hf(d)
+    assert model.config.n_kv_head == 2 and hf.end_ids(d) == (EOS, 7) and hf.stored_dtype(d) == torch.float32
+    assert hf.tokenizer_rules(d) is None and hf.special_ids_from_hf(d, lambda token: None)["eos"] == EOS
+    assert len(read) == 4  # nothing parsed twice

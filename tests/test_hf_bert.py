@@ -17,7 +17,7 @@ import lmforge  # noqa: E402
 from lmforge.api import LM, export_hf  # noqa: E402
 from lmforge.config import ModelConfig  # noqa: E402
 from lmforge.errors import LmforgeError  # noqa: E402
-from lmforge.models import build_model, hf, hf_bert  # noqa: E402
+from lmforge.models import build_model, hf  # noqa: E402
 from lmforge.models.bert import Bert  # noqa: E402
 from lmforge.models.heads import TaskModel  # noqa: E402
 from lmforge.tokenizer import train_bpe  # noqa: E402
@@ -75,7 +75,7 @@ def test_pretraining_checkpoint_loads_with_same_outputs(tmp_path):
     ref = hf_bert_model()
     ref.save_pretrained(tmp_path, max_shard_size="40KB")  # sharded, "bert." prefix, tied decoder not stored
     assert (tmp_path / "model.safetensors.index.json").is_file()
-    model, fresh = hf_bert.load_bert(tmp_path)
+    model, fresh = hf.read_model(tmp_path)
     assert isinstance(model, Bert) and fresh == [] and not model.training
     assert model.config.family == "bert" and not model.config.causal and model.config.norm_position == "post"
     assert_pretraining_outputs_match(ref, model, batch())
@@ -87,7 +87,7 @@ def test_bare_encoder_keeps_fresh_heads_and_says_so(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="lmforge.models.hf"):
         model = hf.load_hf(tmp_path)
     assert "no mlm head or nsp head" in caplog.text
-    assert hf_bert.load_bert(tmp_path)[1] == ["mlm head", "nsp head"]
+    assert hf.read_model(tmp_path)[1] == ["mlm head", "nsp head"]
     b = batch()
     with torch.no_grad():
         out = ref.bert(**b)
@@ -97,7 +97,7 @@ def test_bare_encoder_keeps_fresh_heads_and_says_so(tmp_path, caplog):
 def test_masked_lm_checkpoint_without_pooler(tmp_path):
     ref = hf_bert_model("BertForMaskedLM")
     ref.save_pretrained(tmp_path)
-    model, fresh = hf_bert.load_bert(tmp_path)
+    model, fresh = hf.read_model(tmp_path)
     assert fresh == ["pooler", "nsp head"]
     b = batch()
     with torch.no_grad():

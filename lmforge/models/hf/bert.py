@@ -1,4 +1,4 @@
-"""Hugging Face BERT checkpoints in and out: `BertModel`, `BertForPreTraining`, `BertForMaskedLM` load into
+"""The Hugging Face mapping of BERT, both ways: `BertModel`, `BertForPreTraining`, `BertForMaskedLM` load into
 `Bert`; `BertForSequenceClassification`, `BertForTokenClassification` and `BertForQuestionAnswering` load
 into a `TaskModel` (models/heads.py) over a Bert. Export writes the same shapes back. The mapping
 ({i} = layer; a bare `BertModel` saves its tensors without the `bert.` prefix):
@@ -22,23 +22,23 @@ into a `TaskModel` (models/heads.py) over a Bert. Export writes the same shapes 
     classifier.* | qa_outputs.*                                head.*          (the Bert above sits under base.*)
 
 The pooler and the pretraining heads are optional: a checkpoint without them (MiniLM has no MLM head)
-keeps their fresh initialisation, and `load_bert` says which.
+keeps their fresh initialisation, and `hf.load_hf` says which.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.models.hf import read_hf_config, read_hf_weights, write_hf_dir
-from lmforge.models.registry import build_model
+from lmforge.models.hf.common import activation_from_hf, read_values, unsupported
+from lmforge.models.hf.io import HFExport
 
-ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+MODEL_TYPES = {"bert": "Bert"}  # model_type -> the architecture class prefix naming it
+FAMILIES = ("bert", "electra")  # an ELECTRA is refused by name (hf_architecture), not as an unknown family
 TASKS = {"BertForSequenceClassification": ("classify", "classifier"),  # architecture -> (our head, HF name)
          "BertForTokenClassification": ("token", "classifier"), "BertForQuestionAnswering": ("qa", "qa_outputs")}
 OPTIONAL = ("pooler", "mlm head", "nsp head")  # groups a checkpoint may leave out
@@ -46,9 +46,17 @@ BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
 DECODER = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")  # tied copies, not stored by us
 
 
+# ModelConfig field -> (config.json key, default), as transformers' BertConfig names them
+KEYS = {"vocab_size": ("vocab_size", 30522), "context_length": ("max_position_embeddings", 512),
+        "n_layer": ("num_hidden_layers", 12), "n_head": ("num_attention_heads", 12), "d_model": ("hidden_size", 768),
+        "d_ff": ("intermediate_size", 3072), "dropout": ("hidden_dropout_prob", 0.1),
+        "norm_eps": ("layer_norm_eps", 1e-12), "init_std": ("initializer_range", 0.02),
+        "type_vocab_size": ("type_vocab_size", 2)}
+MAX_LABELS = 2**16
+
+
 def _unsupported(what: str) -> LmforgeError:
-    return LmforgeError(f"this Hugging Face BERT uses {what}, which lmforge's Bert cannot express; "
-                        "convert a plain BERT checkpoint without it")
+    return unsupported(what, "BERT", "a plain BERT checkpoint")
 
 
 # --- config -------------------------------------------------------------------------------------------
@@ -58,25 +66,27 @@ def config_from_hf(hf: dict) -> ModelConfig:
         raise _unsupported(f"position_embedding_type={hf['position_embedding_type']!r} (only 'absolute' is supported)")
     if hf.get("is_decoder") or hf.get("add_cross_attention"):
         raise _unsupported("is_decoder or add_cross_attention (a causal or cross-attending BERT)")
-    act = hf.get("hidden_act", "gelu")
-    if act not in ACTIVATIONS:
-        raise _unsupported(f"hidden_act={act!r} (supported: {', '.join(ACTIVATIONS)})")
-    arch = (hf.get("architectures") or ["BertModel"])[0]
-    head, labels = TASKS.get(arch, ("none", None))[0], []
-    if head in ("classify", "token"):
-        id2label = hf.get("id2label") or {str(i): f"LABEL_{i}" for i in range(hf.get("num_labels", 2))}
-        labels = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(len(id2label))]
-        if len(labels) < 2:
-            raise _unsupported(f"{len(labels)} label (regression), while lmforge's {head} head needs two or more")
-    return ModelConfig(
-        family="bert", vocab_size=hf.get("vocab_size", 30522), context_length=hf.get("max_position_embeddings", 512),
-        n_layer=hf.get("num_hidden_layers", 12), n_head=hf.get("num_attention_heads", 12),
-        d_model=hf.get("hidden_size", 768), d_ff=hf.get("intermediate_size", 3072),
-        dropout=hf.get("hidden_dropout_prob", 0.1), position="learned", norm="layernorm",
-        norm_eps=hf.get("layer_norm_eps", 1e-12), norm_position="post", activation=ACTIVATIONS[act], bias=True,
-        causal=False, init_std=hf.get("initializer_range", 0.02), type_vocab_size=hf.get("type_vocab_size", 2),
-        head=head, labels=labels,
-    )
+    act = activation_from_hf(hf.get("hidden_act", "gelu"), "hidden_act", False, "BERT", "a plain BERT checkpoint")
+    archs = hf.get("architectures")
+    arch = archs[0] if isinstance(archs, list) and archs else "BertModel"
+    head = TASKS.get(arch, ("none", None))[0]
+    labels = _labels(hf) if head in ("classify", "token") else []
+    if head in ("classify", "token") and len(labels) < 2:
+        raise _unsupported(f"{len(labels)} label (regression), while lmforge's {head} head needs two or more")
+    return ModelConfig(family="bert", **read_values(hf, KEYS), position="learned", norm="layernorm",
+                       norm_position="post", activation=act, bias=True, causal=False, head=head, labels=labels)
+
+
+def _labels(hf: dict) -> list[str]:
+    """The class names of a classifier: id2label in id order, else LABEL_0 .. for num_labels classes."""
+    id2label, n = hf.get("id2label"), hf.get("num_labels", 2)
+    if id2label is None:
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_LABELS:
+            raise LmforgeError(f"config.json's num_labels={n!r} must be a whole number from 0 to {MAX_LABELS:,}")
+        id2label = {str(i): f"LABEL_{i}" for i in range(n)}
+    if not isinstance(id2label, dict) or len(id2label) > MAX_LABELS:
+        raise LmforgeError(f"config.json's id2label must map at most {MAX_LABELS:,} class ids to names; fix config.json")
+    return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))]
 
 
 def hf_architecture(cfg: ModelConfig) -> str:
@@ -153,7 +163,7 @@ def state_dict_from_hf(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> tuple[d
             sd[lm] = torch.cat([hf[key(n)] for n in hf_names], dim=0) if len(hf_names) > 1 else hf[key(hf_names[0])]
             used.update(key(n) for n in hf_names)
     tok = sd["base.embeddings.tok.weight" if cfg.head != "none" else "embeddings.tok.weight"]
-    if DECODER[0] in hf and not torch.equal(hf[DECODER[0]], tok):
+    if DECODER[0] in hf and not tok.is_meta and not torch.equal(hf[DECODER[0]], tok):
         raise _unsupported("an MLM decoder that is not tied to the word embeddings")
     extra = [k for k in hf if k not in used and k not in DECODER and not k.endswith("embeddings.position_ids")]
     if extra:
@@ -173,27 +183,13 @@ def state_dict_to_hf(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-# --- directories ------------------------------------------------------------------------------------------
-def load_bert(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, list[str]]:
-    """A Hugging Face BERT directory -> (Bert or TaskModel in eval mode, float32; the optional parts the
-    checkpoint lacked and that keep their fresh initialisation, e.g. ["mlm head", "nsp head"])."""
-    path = Path(path)
-    cfg = config_from_hf(read_hf_config(path))
-    sd, fresh = state_dict_from_hf(read_hf_weights(path), cfg)
-    model = build_model(cfg)
-    try:
-        bad = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
-    except RuntimeError as e:  # a tensor of the wrong shape
-        bad = e
-    fresh_ok = ("base.mlm_head.", "base.nsp_head.", *(lm for g, _, lm in _names(cfg) if g in fresh))
-    wrong = [str(bad).splitlines()[-1].strip()] if isinstance(bad, RuntimeError) else \
-        [k for k in bad.missing_keys if not k.startswith(fresh_ok)] + bad.unexpected_keys
-    if wrong:
-        raise LmforgeError(f"the weights in {path} do not match its config.json ({wrong[0][:160]}); "
-                           "fix config.json or save the model again")
-    return model.to(device).eval(), fresh
+def keep_fresh(cfg: ModelConfig, absent: list[str]) -> tuple[str, ...]:
+    """Prefixes of the parameters that keep their fresh initialisation: the optional parts the checkpoint
+    lacks, and a task model's pretraining heads (its Bert has them; a BertFor* task checkpoint does not)."""
+    return ("base.mlm_head.", "base.nsp_head.", *(lm for g, _, lm in _names(cfg) if g in absent))
 
 
+# --- export ---------------------------------------------------------------------------------------------
 def with_bert_specials(tokenizer_json: str, specials: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
     """`specials` (role -> (token, id)) plus BERT's [PAD] [UNK] [CLS] [SEP] [MASK] where the tokenizer has
     them as added tokens and no other token holds that role."""
@@ -220,16 +216,17 @@ def with_bert_template(tokenizer_json: str, specials: dict[str, tuple[str, int]]
     return tok.to_str()
 
 
-def save_bert(model: nn.Module, out: str | Path, tokenizer_json: str | None = None,
-              special_tokens: dict[str, tuple[str, int]] | None = None) -> Path:
-    """Write a Bert (or a TaskModel over one) and its tokenizer as a Hugging Face directory, atomically
-    (see hf.save_hf). `AutoModel`, the BertFor* class in config.json, and `AutoTokenizer` read it."""
-    specials = dict(special_tokens or {})
+def export(model: nn.Module, tokenizer_json: str | None, specials: dict[str, tuple[str, int]],
+           chat_template: str | list | None = None, end_ids: tuple[int, ...] = (),
+           dtype: torch.dtype | None = None) -> HFExport:
+    """A Bert (or a TaskModel over one) as a BERT directory's contents, in the model's own dtype, that
+    `AutoModel`, the BertFor* class in config.json, and `AutoTokenizer` read. An encoder has no chat
+    template or end ids; those are ignored."""
     if tokenizer_json is not None:
         specials = with_bert_specials(tokenizer_json, specials)
         tokenizer_json = with_bert_template(tokenizer_json, specials)
     cfg = model.config
     hf_config = config_to_hf(cfg, {r: i for r, (_, i) in specials.items()}, next(model.parameters()).dtype)
-
-    return write_hf_dir(out, hf_config, state_dict_to_hf(model), tokenizer_json, specials, cfg.context_length,
-                        tokenizer_settings={"model_input_names": ["input_ids", "token_type_ids", "attention_mask"]})
+    return HFExport(hf_config, state_dict_to_hf(model), cfg.context_length, tokenizer_json=tokenizer_json,
+                    specials=specials,
+                    tokenizer_settings={"model_input_names": ["input_ids", "token_type_ids", "attention_mask"]})
