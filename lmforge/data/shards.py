@@ -149,7 +149,8 @@ def prepare(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=print) -> T
                     "val_bytes": sum(len(d.encode("utf-8", "surrogatepass")) for d in val_docs)}
             for split, part in (("train", train_docs), ("val", val_docs)):
                 arr = encode_documents(tok, part)
-                arr.tofile(tmp / f"{split}.bin")
+                with open(tmp / f"{split}.bin", "wb") as f:  # not arr.tofile: a full disk is then ENOSPC, not a
+                    f.write(memoryview(arr))  # count of bytes short
                 meta[f"{split}_tokens"] = int(len(arr))
                 meta["dtype"] = arr.dtype.name
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))  # written last: the commit marker
