@@ -17,7 +17,7 @@ from lmforge.generate.backend import BACKENDS
 from lmforge.runtime import pick_device
 from lmforge.models import hf
 from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer
-from lmforge.train.checkpoint import load_pretrained
+from lmforge.checkpoint import load_pretrained
 
 
 PROMPT_KINDS = "a prompt is text, a list of token ids, or a list of those"

@@ -123,7 +123,7 @@ def cmd_tokenizer_train(args) -> None:
 # --- train / eval / generate ---------------------------------------------------------------------------
 def cmd_train(args) -> None:
     from lmforge.config import load_recipe
-    from lmforge.train.checkpoint import is_checkpoint
+    from lmforge.checkpoint import is_checkpoint
     from lmforge.train.trainer import Trainer
 
     out = Path(args.out or f"runs/{Path(args.recipe).stem}")

@@ -251,8 +251,8 @@ def safetensors_header(path: str | Path) -> dict[str, dict]:
     except OSError as e:
         raise os_error(e, path, "read") from None
     except (ValueError, UnicodeDecodeError):
-        raise LmforgeError(f"{path} is not a safetensors file (its header is damaged or truncated); restore it from "
-                           "a copy") from None
+        raise LmforgeError(f"{path} is truncated, corrupted or not a safetensors file (its header cannot be read); "
+                           "restore it from a copy") from None
     if not isinstance(table, dict):
         raise LmforgeError(f"{path} is not a safetensors file (its header is not a table); restore it from a copy")
     table.pop("__metadata__", None)

@@ -25,6 +25,7 @@ from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, tra
 from tokenizers import Tokenizer as HFTokenizer
 
 from lmforge.errors import LmforgeError
+from lmforge.io import atomic_write
 
 # The scripts written without spaces between words, as bodies of a regex character class, for every
 # module that splits or recognises such text:
@@ -111,15 +112,14 @@ class Tokenizer:
     def fingerprint(self) -> str:
         return hashlib.sha256(self.hf.to_str().encode()).hexdigest()[:16]
 
+    def to_json(self) -> str:
+        """The tokenizer.json text (what `save` writes)."""
+        return self.hf.to_str(pretty=True)
+
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            self.hf.save(str(tmp))  # the Rust library raises a plain Exception for a folder it cannot write
-            tmp.replace(path)
-        except Exception as e:
-            raise LmforgeError(f"cannot write {path}: {str(e).splitlines()[0] if str(e) else e!r}; choose a place "
-                               "you can write to") from None
+        """Write tokenizer.json through the atomic writer: a full disk or an unwritable place is one
+        error and leaves nothing behind."""
+        atomic_write(path, self.to_json())
 
     def use_llama_rules(self, legacy: bool = False, add_prefix_space: bool = True) -> None:
         """Split and join text as transformers' Llama tokenizer class does over a BPE tokenizer.json

@@ -134,7 +134,7 @@ def test_head_configs_are_checked():
 
 def test_fine_tuned_checkpoint_round_trips(tmp_path):
     from lmforge.tokenizer import train_char
-    from lmforge.train.checkpoint import load_checkpoint, save_checkpoint
+    from lmforge.checkpoint import load_checkpoint, save_checkpoint
 
     model = tiny(head="classify", labels=["x", "y"])
     save_checkpoint(tmp_path, model, train_char(["abc"]))

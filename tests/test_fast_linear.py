@@ -47,7 +47,7 @@ def test_column_major_weights_keep_their_values_and_save_contiguous(tmp_path):
     from safetensors.torch import load_file
 
     from lmforge.tokenizer import train_char
-    from lmforge.train.checkpoint import save_checkpoint
+    from lmforge.checkpoint import save_checkpoint
 
     model = small_gpt()
     x = torch.randint(0, 97, (2, 9))

@@ -11,7 +11,7 @@ from lmforge.config import model_config_from_preset
 from lmforge.errors import LmforgeError
 from lmforge.models import build_model
 from lmforge.tokenizer import train_char
-from lmforge.train.checkpoint import save_checkpoint
+from lmforge.checkpoint import save_checkpoint
 from lmforge.train.finetune import FinetuneConfig, cross_validate, finetune
 from lmforge.train.predict import predict_file
 
@@ -271,7 +271,7 @@ def test_every_tag_lands_on_its_own_word():
 
 def test_qa_finds_answers_past_the_first_window(base_run, tmp_path):
     from lmforge.data.labelled import encode_qa
-    from lmforge.train.checkpoint import load_pretrained
+    from lmforge.checkpoint import load_pretrained
 
     rng = random.Random(0)
     rows = []
@@ -302,7 +302,7 @@ def test_qa_finds_answers_past_the_first_window(base_run, tmp_path):
 def test_a_stopped_finetune_resumes_to_the_same_result(base_run, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from lmforge.train.checkpoint import checkpoint_step
+    from lmforge.checkpoint import checkpoint_step
     from lmforge.train.finetune import Classification
 
     data = write_csv(tmp_path / "d.csv", rows())
@@ -477,7 +477,7 @@ def classifier_run(base_run, tmp_path_factory):
     """An untrained classifier over cold / warm, saved as a fine-tuned run is (no finetune.json: default columns)."""
     import dataclasses
 
-    from lmforge.train.checkpoint import load_checkpoint
+    from lmforge.checkpoint import load_checkpoint
 
     base, tok = load_checkpoint(base_run)
     torch.manual_seed(0)

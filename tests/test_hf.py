@@ -17,7 +17,7 @@ from lmforge.errors import LmforgeError  # noqa: E402
 from lmforge.generate import Engine  # noqa: E402
 from lmforge.models import build_model, hf  # noqa: E402
 from lmforge.tokenizer import train_bpe  # noqa: E402
-from lmforge.train.checkpoint import save_checkpoint  # noqa: E402
+from lmforge.checkpoint import save_checkpoint  # noqa: E402
 
 V, EOS = 301, 1
 TEXT = "The quick brown fox jumps over the lazy dog. Über Straße, 人民 and naïve café! " * 20

@@ -95,7 +95,7 @@ def test_cli_attention_draws_one_head_of_a_run(tmp_path, capsys):
     from lmforge.config import model_config_from_preset
     from lmforge.models import build_model
     from lmforge.tokenizer import train_char
-    from lmforge.train.checkpoint import save_checkpoint
+    from lmforge.checkpoint import save_checkpoint
 
     tok = train_char(["the cat sat on the mat", "人民日报"])
     cfg = model_config_from_preset("bert-mini", vocab_size=tok.vocab_size, context_length=32, n_layer=2, d_model=32,

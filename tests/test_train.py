@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from lmforge.config import load_recipe
 from lmforge.errors import LmforgeError
-from lmforge.train import checkpoint as ckpt
+from lmforge import checkpoint as ckpt
 from lmforge.train.trainer import Trainer
 
 

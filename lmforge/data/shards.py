@@ -6,16 +6,14 @@ validation text is seen in training. The tokenizer is trained on the training pa
 
 Each document ends with the end-of-text token. Token files hold uint16 when the vocabulary fits
 (< 65,536 ids), else uint32. Everything is cached under the corpus + tokenizer fingerprint and
-written to a temporary folder first, so an interrupted run never leaves a half-written shard.
+written to a temporary folder first (`lmforge.io.atomic_dir`), so an interrupted run or a full disk
+never leaves a half-written shard, and processes preparing the same corpus at once all succeed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from lmforge.config import DataConfig
 from lmforge.data.clean import clean_documents
 from lmforge.data.corpora import load_corpus
 from lmforge.errors import LmforgeError
-from lmforge.io import cache_dir
+from lmforge.io import atomic_dir, cache_dir
 from lmforge.tokenizer import Tokenizer, train_tokenizer
 
 SHARD_FORMAT = 1
@@ -113,20 +111,6 @@ def encode_documents(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=dtype)
 
 
-def _atomic_dir(final: Path, write) -> None:
-    """Run write(tmpdir), then move tmpdir to `final` in one rename."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        write(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def get_tokenizer(cfg: DataConfig, train_docs: list[str]) -> Tokenizer:
     """Load a given tokenizer.json, or train (once, then cache) a BPE / WordPiece / char tokenizer on `train_docs`."""
     if cfg.tokenizer not in ("bpe", "wordpiece", "char"):
@@ -135,7 +119,8 @@ def get_tokenizer(cfg: DataConfig, train_docs: list[str]) -> Tokenizer:
     folder = cache_dir("tokenizers") / f"{cfg.tokenizer}-{vocab}-{_fingerprint(train_docs)}"
     if not (folder / "tokenizer.json").is_file():
         tok = train_tokenizer(cfg.tokenizer, train_docs, cfg.vocab_size)
-        _atomic_dir(folder, lambda tmp: tok.save(tmp / "tokenizer.json"))
+        with atomic_dir(folder) as tmp:  # a concurrent writer that got there first wins; its folder is kept
+            tok.save(tmp / "tokenizer.json")
     return Tokenizer.load(folder / "tokenizer.json")
 
 
@@ -164,13 +149,18 @@ def prepare(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=print) -> T
                     "val_bytes": sum(len(d.encode("utf-8", "surrogatepass")) for d in val_docs)}
             for split, part in (("train", train_docs), ("val", val_docs)):
                 arr = encode_documents(tok, part)
-                arr.tofile(tmp / f"{split}.bin")
+                with open(tmp / f"{split}.bin", "wb") as f:  # not arr.tofile: a full disk is then ENOSPC, not a
+                    f.write(memoryview(arr))  # count of bytes short
                 meta[f"{split}_tokens"] = int(len(arr))
                 meta["dtype"] = arr.dtype.name
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))  # written last: the commit marker
 
-        _atomic_dir(folder, write)
-    meta = {**json.loads((folder / "meta.json").read_text()), "corpus": corpus.name,  # the shards may have been
-            "language": corpus.language}  # made from another file with the same text
+        with atomic_dir(folder) as tmp:
+            write(tmp)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        raise LmforgeError(f"the token cache {folder} is damaged; delete that folder and run again") from None
+    meta = {**meta, "corpus": corpus.name, "language": corpus.language}  # the shards may come from another file
     arrays = {s: np.memmap(folder / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in ("train", "val")}
     return TokenData(tok, arrays["train"], arrays["val"], meta)

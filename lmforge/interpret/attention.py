@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lmforge.errors import LmforgeError
+from lmforge.io import atomic_path
 from lmforge.tokenizer import CJK_WIDE
 
 CJK = re.compile(f"[{CJK_WIDE}]")  # text that needs a CJK font
@@ -61,16 +62,10 @@ def find_cjk_font() -> str | None:
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Write `fig` as a PNG at `path` through a temporary file and os.replace: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """Write `fig` as a PNG at `path` through the atomic writer: never half a file."""
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def heatmap(values: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], path: str | os.PathLike,

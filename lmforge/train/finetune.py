@@ -32,7 +32,8 @@ from lmforge.evaluate.entities import entity_report, is_chunk_tagset
 from lmforge.models import build_model
 from lmforge.objectives.classify import balanced_class_weights, sequence_loss, span_loss
 from lmforge.tokenizer import Tokenizer
-from lmforge.train.checkpoint import is_checkpoint, load_checkpoint, load_pretrained, write_json
+from lmforge.checkpoint import is_checkpoint, load_checkpoint, load_pretrained
+from lmforge.io import write_json
 from lmforge.train.inference import (answer_spans, class_batch, padding_id, predict_probs, span_batch, tag_words,
                                      token_batch)
 from lmforge.train.trainer import Trainer

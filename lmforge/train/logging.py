@@ -1,30 +1,28 @@
 """Progress on the terminal and metrics on disk: `metrics.jsonl` (one JSON object a line) and a
-loss-curve PNG drawn from it at the end of a run."""
+loss-curve PNG drawn from it at the end of a run. Both are written through `lmforge.io`, so a
+symlink planted in the run directory is replaced, never written through."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from lmforge.io import append_line, atomic_path, atomic_write
+
 
 class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int | None = None):
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
         self.path = Path(run_dir) / "metrics.jsonl"
-        if resume_step is None:
-            self.path.write_text("")
-        else:  # drop rows a killed run wrote after the checkpoint it resumes from
-            rows = [r for r in self.read() if r.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        rows = [] if resume_step is None else [r for r in self.read() if r.get("step", 0) <= resume_step]
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in rows))  # a killed run's later rows dropped
 
     def write(self, **row) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_line(self.path, json.dumps(row))
 
     def read(self) -> list[dict]:
         """Every row; a line that is not whole JSON (the run was killed while writing it, or the disk
         filled up) is skipped."""
-        if not self.path.exists():
+        if not self.path.is_file() or self.path.is_symlink():  # a planted link is not this run's log
             return []
         rows = []
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -59,6 +57,9 @@ def plot_losses(metrics: list[dict], out: Path, title: str = "") -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
     return out

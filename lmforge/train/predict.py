@@ -25,7 +25,7 @@ from lmforge.errors import LmforgeError
 from lmforge.evaluate.classification import classification_report
 from lmforge.evaluate.entities import entity_report, entity_spans, is_chunk_tagset
 from lmforge.evaluate.qa import qa_scores
-from lmforge.train.checkpoint import load_pretrained
+from lmforge.checkpoint import load_pretrained
 from lmforge.train.finetune import FinetuneConfig, row_length
 from lmforge.train.inference import answer_spans, padding_id, predict_probs, tag_words
 

@@ -25,7 +25,7 @@ from lmforge.errors import LmforgeError
 from lmforge.models import build_model
 from lmforge.runtime import autocast, autocast_dtype, pick_device
 from lmforge.tokenizer import Tokenizer
-from lmforge.train import checkpoint as ckpt
+from lmforge import checkpoint as ckpt
 from lmforge.train.distributed import CompiledLayers, should_compile
 from lmforge.train.logging import MetricsLog, plot_losses
 from lmforge.train.schedule import lr_at

@@ -1,0 +1,263 @@
+"""Checkpoints: a run directory is a model anyone can load, and a training run that can resume.
+
+    config.json          the ModelConfig
+    model.safetensors    the weights (no pickle), with the step in its metadata
+    tokenizer.json       the tokenizer
+    recipe.yaml          the full recipe of the run
+    trainer_state.pt     optimizer, scheduler, RNG and data position (tensors only; loaded weights_only)
+
+Every file goes through `lmforge.io.atomic_path` (temp file, fsync, rename, directory fsync; a
+symlink planted in the run directory is replaced, never written through). All temporary files are
+written before the first rename, so a full disk changes nothing. The trainer state is renamed in
+before the weights, and the state it replaces is kept as trainer_state.prev.pt: a run killed at any
+point while saving still has weights and a trainer state of one step (`load_trainer_state` takes
+whichever state matches the weights), so it resumes.
+
+Loading reads the safetensors header first and checks every shape against a model built on the
+meta device (no memory), so a config.json with absurd sizes is refused before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model, save_file
+from tokenizers.models import BPE
+from torch import nn
+
+from lmforge.config import ModelConfig
+from lmforge.errors import LmforgeError
+from lmforge.io import atomic_path, os_error, safetensors_header
+from lmforge.models import build_model
+from lmforge.tokenizer import Tokenizer
+
+FILES = ("model.safetensors", "trainer_state.pt", "recipe.yaml", "config.json", "tokenizer.json")  # renamed last first
+STATES = ("trainer_state.pt", "trainer_state.prev.pt")  # the newest first
+
+
+# --- writing -------------------------------------------------------------------------------------------
+def save_checkpoint(run_dir: str | Path, model: nn.Module, tokenizer: Tokenizer, recipe=None,
+                    trainer_state: dict | None = None, step: int = 0) -> None:
+    run_dir = Path(run_dir)
+    _remove_leftovers(run_dir)
+    tensors, shared = weights_to_save(model)
+    writers = {
+        "model.safetensors": lambda p: save_weights(p, tensors, {"format": "pt", "step": str(step), **shared}),
+        "trainer_state.pt": None if trainer_state is None else lambda p: _save_state({**trainer_state, "step": step}, p),
+        "recipe.yaml": None if recipe is None else recipe.save,
+        "config.json": model.config.save,
+        "tokenizer.json": lambda p: p.write_text(tokenizer.to_json(), encoding="utf-8"),
+    }
+
+    def keep_previous_state(failed, *_) -> None:  # runs just before the new state is renamed in
+        if failed is None:
+            _keep_previous_state(run_dir)
+
+    with contextlib.ExitStack() as renames:  # leaving it renames every temp file in, the last entered first
+        for name, write in writers.items():
+            if write is not None:
+                write(renames.enter_context(atomic_path(run_dir / name)))
+            if write is not None and name == STATES[0]:
+                renames.push(keep_previous_state)
+
+
+def _keep_previous_state(run_dir: Path) -> None:
+    """trainer_state.pt -> trainer_state.prev.pt: the state that matches the weights still in place."""
+    try:
+        if (run_dir / STATES[0]).exists():
+            os.replace(run_dir / STATES[0], run_dir / STATES[1])
+    except OSError as e:
+        raise os_error(e, run_dir / STATES[1]) from None
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """Temporary files of a save that was killed (SIGKILL, power cut): never trusted, never kept."""
+    if not run_dir.is_dir():
+        return
+    for stale in run_dir.glob(".checkpoint-*"):  # the temporary folders of older lmforge versions
+        shutil.rmtree(stale, ignore_errors=True)
+    for name in (*FILES, STATES[1]):
+        for stale in run_dir.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, with its I/O failures (a full disk) raised as the OSError they are."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        found = re.search(r"os error (\d+)", str(e))  # the Rust library words an I/O error this way
+        code = int(found[1]) if found else errno.EIO
+        raise OSError(code, os.strerror(code) if found else str(e), str(path)) from None
+
+
+def _save_state(state: dict, path: Path) -> None:
+    with open(path, "wb") as f:  # a file object: torch reports a failed write as the OSError it is
+        torch.save(state, f)
+
+
+def weights_to_save(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The state dict as safetensors stores it: a tensor shared under several names (tied
+    embeddings) once, under its first name, plus {other name: first name}; every tensor contiguous
+    (decoding may have laid weights out column-major, see generate/fast_linear.py). `load_model`
+    restores the shared names from the model it loads into."""
+    tensors: dict[str, torch.Tensor] = {}
+    shared: dict[str, str] = {}
+    first: dict[tuple, str] = {}
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        if key in first and t.numel():
+            shared[name] = first[key]
+        else:
+            first[key] = name
+            tensors[name] = t.contiguous()
+    return tensors, shared
+
+
+# --- reading -------------------------------------------------------------------------------------------
+def is_checkpoint(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def checkpoint_step(path: str | Path) -> int:
+    weights = Path(path) / "model.safetensors"
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return int((f.metadata() or {}).get("step", 0))
+    except (SafetensorError, OSError, ValueError):
+        raise LmforgeError(f"{weights} is truncated or corrupted; restore it from a copy or retrain") from None
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Tokenizer]:
+    """A run directory -> (model in eval mode, tokenizer). Every failure is one clear LmforgeError."""
+    path = Path(path)
+    if not path.exists():
+        raise LmforgeError(f"{path} does not exist; give the directory of a run made by `lmforge train` or `lmforge quickstart`")
+    if not is_checkpoint(path):
+        raise LmforgeError(
+            f"{path} is not an lmforge checkpoint (it needs config.json and model.safetensors); "
+            "give the directory of a run made by `lmforge train` or `lmforge quickstart`, or a Hugging Face model directory"
+        )
+    try:
+        cfg = ModelConfig.load(path / "config.json")
+    except (ValueError, TypeError) as e:
+        raise LmforgeError(f"{path / 'config.json'} is neither an lmforge model config nor a Hugging Face one ({e}); "
+                           "restore the file from where the model came from") from None
+    check_shapes(cfg, path / "model.safetensors")
+    model = build_model(cfg)
+    try:
+        load_model(model, str(path / "model.safetensors"), strict=True, device=str(device))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LmforgeError(
+            f"{path / 'model.safetensors'} is truncated, corrupted or does not match config.json ({first[:200]}); "
+            "restore it from a copy or retrain"
+        ) from None
+    if not all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()):
+        raise _not_finite(path / "model.safetensors", "restore it from a copy or retrain")
+    model.to(device).eval()
+    return model, Tokenizer.load(path / "tokenizer.json")
+
+
+def check_shapes(cfg: ModelConfig, weights: Path) -> None:
+    """Refuse a config.json and model.safetensors that disagree, before allocating anything: the
+    model is built on the meta device (shapes, no memory) and compared with the file's header. Names
+    tied to one tensor (the embeddings and the output layer) may be stored once."""
+    table = safetensors_header(weights)
+    if cfg.n_layer > len(table):  # every layer holds a tensor: refused before even a meta build
+        raise _mismatch(weights, f"config.json asks for {cfg.n_layer} layers, the file holds {len(table)} tensors")
+    try:
+        with torch.device("meta"):
+            wanted = build_model(cfg).state_dict(keep_vars=True)
+    except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as e:
+        raise LmforgeError(f"{weights.parent / 'config.json'} describes a model that cannot be built "
+                           f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); restore it") from None
+    for name, info in table.items():
+        if name not in wanted:
+            raise _mismatch(weights, f"it holds {name!r}, which the model of config.json lacks")
+        if tuple(info["shape"]) != tuple(wanted[name].shape):
+            raise _mismatch(weights, f"{name!r} is {tuple(info['shape'])} there, {tuple(wanted[name].shape)} in "
+                                     "the model of config.json")
+    stored = {id(wanted[name]) for name in table}
+    missing = [name for name, t in wanted.items() if name not in table and id(t) not in stored]
+    if missing:
+        raise _mismatch(weights, f"it lacks {missing[0]!r}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+
+
+def _mismatch(weights: Path, detail: str) -> LmforgeError:
+    return LmforgeError(f"{weights} does not match config.json ({detail}); restore the two files from one run, "
+                        "or retrain")
+
+
+def _not_finite(weights: Path, fix: str) -> LmforgeError:
+    return LmforgeError(f"{weights} holds weights that are not finite numbers (damaged, or saved from a diverged "
+                        f"run); {fix}")
+
+
+def check_finite(weights: Path, fix: str) -> None:
+    """Refuse a weights file holding NaN or infinity, reading one tensor at a time."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            for name in f.keys():
+                t = f.get_tensor(name)
+                if t.is_floating_point() and not torch.isfinite(t).all():
+                    raise _not_finite(weights, fix)
+    except (SafetensorError, OSError, ValueError):
+        raise LmforgeError(f"{weights} is truncated or corrupted; {fix}") from None
+
+
+def load_trainer_state(path: str | Path) -> dict:
+    """The trainer state saved with the run's weights: trainer_state.pt, or the previous one when a run
+    was killed between writing the new state and the new weights. Weights that are not finite are
+    refused: resuming from them would train on NaN."""
+    path = Path(path)
+    found = [path / name for name in STATES if (path / name).is_file()]
+    if not found or not is_checkpoint(path):
+        raise LmforgeError(f"{path} has no checkpoint with a trainer_state.pt to resume from; start a new run "
+                           "without --resume")
+    check_finite(path / "model.safetensors", "start a new run without --resume (with a lower train.lr if it diverged)")
+    step = checkpoint_step(path)
+    for f in found:
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several kinds on a damaged file
+            raise LmforgeError(f"{f} is damaged ({type(e).__name__}); start a new run without --resume") from None
+        if state.get("step") == step:
+            return state
+    raise LmforgeError(
+        f"{path} holds weights and trainer state from different steps (the run was stopped while saving); "
+        "start a new run without --resume"
+    )
+
+
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Tokenizer]:
+    """An lmforge run or a Hugging Face model directory -> (model in eval mode, tokenizer)."""
+    from lmforge.models import hf
+
+    path = Path(path)
+    if not hf.is_hf_dir(path):
+        return load_checkpoint(path, device)
+    if not (path / "tokenizer.json").is_file():
+        raise LmforgeError(f"{path} has no tokenizer.json, which lmforge needs to turn text into tokens; save the "
+                           "tokenizer there (tokenizer.save_pretrained) or load the bare model with lmforge.models.hf.load_hf")
+    model = hf.load_hf(path, device)
+    tokenizer = Tokenizer.load(path / "tokenizer.json")
+    tokenizer.hf.no_padding()  # a saved tokenizer.json may pad / cut every text to a fixed length (MiniLM: 128);
+    tokenizer.hf.no_truncation()  # transformers drops both on load, and so does lmforge
+    rules = hf.tokenizer_rules(path)
+    if rules is not None and isinstance(tokenizer.hf.model, BPE):  # the tokenizer class sets its own text rules
+        kind, settings = rules
+        {"llama": tokenizer.use_llama_rules, "gpt2": tokenizer.use_gpt2_rules}[kind](**settings)
+    for role, i in hf.special_ids_from_hf(path, tokenizer.hf.token_to_id).items():  # the model's own, not lmforge's
+        if 0 <= i < model.config.vocab_size:
+            setattr(tokenizer, f"{role}_id", i)
+    return model.eval(), tokenizer
