@@ -34,8 +34,9 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.io import atomic_path, os_error, safetensors_header
+from lmforge.io import atomic_path, os_error
 from lmforge.models import build_model
+from lmforge.models.shapes import check_checkpoint
 from lmforge.tokenizer import Tokenizer
 
 FILES = ("model.safetensors", "trainer_state.pt", "recipe.yaml", "config.json", "tokenizer.json")  # renamed last first
@@ -152,7 +153,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except (ValueError, TypeError) as e:
         raise LmforgeError(f"{path / 'config.json'} is neither an lmforge model config nor a Hugging Face one ({e}); "
                            "restore the file from where the model came from") from None
-    check_shapes(cfg, path / "model.safetensors")
+    check_checkpoint(cfg, path / "model.safetensors")  # shapes from the header, before allocating
     model = build_model(cfg)
     try:
         load_model(model, str(path / "model.safetensors"), strict=True, device=str(device))
@@ -166,36 +167,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise _not_finite(path / "model.safetensors", "restore it from a copy or retrain")
     model.to(device).eval()
     return model, Tokenizer.load(path / "tokenizer.json")
-
-
-def check_shapes(cfg: ModelConfig, weights: Path) -> None:
-    """Refuse a config.json and model.safetensors that disagree, before allocating anything: the
-    model is built on the meta device (shapes, no memory) and compared with the file's header. Names
-    tied to one tensor (the embeddings and the output layer) may be stored once."""
-    table = safetensors_header(weights)
-    if cfg.n_layer > len(table):  # every layer holds a tensor: refused before even a meta build
-        raise _mismatch(weights, f"config.json asks for {cfg.n_layer} layers, the file holds {len(table)} tensors")
-    try:
-        with torch.device("meta"):
-            wanted = build_model(cfg).state_dict(keep_vars=True)
-    except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as e:
-        raise LmforgeError(f"{weights.parent / 'config.json'} describes a model that cannot be built "
-                           f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); restore it") from None
-    for name, info in table.items():
-        if name not in wanted:
-            raise _mismatch(weights, f"it holds {name!r}, which the model of config.json lacks")
-        if tuple(info["shape"]) != tuple(wanted[name].shape):
-            raise _mismatch(weights, f"{name!r} is {tuple(info['shape'])} there, {tuple(wanted[name].shape)} in "
-                                     "the model of config.json")
-    stored = {id(wanted[name]) for name in table}
-    missing = [name for name, t in wanted.items() if name not in table and id(t) not in stored]
-    if missing:
-        raise _mismatch(weights, f"it lacks {missing[0]!r}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-
-
-def _mismatch(weights: Path, detail: str) -> LmforgeError:
-    return LmforgeError(f"{weights} does not match config.json ({detail}); restore the two files from one run, "
-                        "or retrain")
 
 
 def _not_finite(weights: Path, fix: str) -> LmforgeError:

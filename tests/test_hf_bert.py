@@ -210,7 +210,7 @@ def edit_weights(path: Path, change) -> None:
     ({}, lambda sd: sd.pop("bert.encoder.layer.1.attention.self.key.bias"), ["no tensor", "layer.1.attention.self.key"]),
     ({}, lambda sd: sd.pop("cls.seq_relationship.bias"), ["no tensor cls.seq_relationship.bias"]),
     ({}, lambda sd: sd.update({"cls.predictions.decoder.weight": torch.zeros(V, 32)}), ["not tied"]),
-    ({"hidden_size": 64}, None, ["do not match", "64"]),
+    ({"hidden_size": 64}, None, ["not match", "64"]),
 ])
 def test_unsupported_or_broken_checkpoints_are_clear_errors(config, weights, words, tmp_path):
     hf_bert_model().save_pretrained(tmp_path)

@@ -135,7 +135,7 @@ def test_requests_too_large_for_memory_are_refused_up_front(trained_run, monkeyp
 
 def test_the_cache_holds_the_prompt_and_the_reply_not_the_whole_context(tmp_path, monkeypatch):
     from lmforge.tokenizer import train_char
-    from lmforge.train.checkpoint import save_checkpoint
+    from lmforge.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "run", tiny(context_length=131072, position="rope"), train_char(["abcdef "]))
     lm = lmforge.load(tmp_path / "run")

@@ -107,8 +107,8 @@ def check_weight_shapes(cfg: ModelConfig, found: Mapping[str, object], where: st
                                "have; fix config.json or save the model again")
         have, want = _shape(value), expected[name]
         if have != want:
-            raise LmforgeError(f"the weights in {where} do not match its config.json ({name} has shape {list(have)}, "
-                               f"the config needs {list(want)}); fix config.json or save the model again")
+            raise LmforgeError(f"{where} does not match config.json ({name!r} is {have} there, {want} in the model "
+                               "of config.json); restore the two files from one run, or save the model again")
     may_lack = tuple(may_lack) or ("\0",)
     for names in groups:
         if not any(n in found for n in names) and not names[0].startswith(may_lack):
