@@ -290,7 +290,7 @@ class TaskConfig:
 
 # the settings of `lmforge finetune` (its flags, FinetuneConfig's arguments) -> the recipe keys they set
 SHORTHANDS = {
-    "task": "task.kind", **{name: f"task.{name}" for name in (
+    "task": "task.kind", "base": "task.base", "data": "task.data", **{name: f"task.{name}" for name in (
         "text_column", "text_pair_column", "label_column", "question_column", "context_column", "answer_column",
         "doc_stride", "tokens_column", "tags_column", "val_fraction", "test_fraction", "max_length", "truncation",
         "class_weights", "metric", "epochs", "evals_per_epoch", "warmup_fraction")},
@@ -322,36 +322,36 @@ class GenerateConfig:
         for name in ("max_new_tokens", "top_k", "no_repeat_ngram_size", "num_samples", "num_beams"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-                raise LmforgeError(f"{name} must be a whole number, not {value!r}")
+                raise LmforgeError(f"{{field}} must be a whole number, not {value!r}", name, value)
         for name in ("max_new_tokens", "temperature", "repetition_penalty", "no_repeat_ngram_size", "num_samples",
                      "num_beams", "length_penalty"):
             if getattr(self, name) is None:
-                raise LmforgeError(f"{name} must be given a value, not None")
+                raise LmforgeError("{field} must be given a value, not None", name)
         for name in ("temperature", "top_p", "min_p", "repetition_penalty", "length_penalty"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value)):
-                raise LmforgeError(f"{name} must be a finite number, not {value!r}")
+                raise LmforgeError(f"{{field}} must be a finite number, not {value!r}", name, value)
         if not isinstance(self.early_stopping, bool):
-            raise LmforgeError(f"early_stopping must be True or False, not {self.early_stopping!r}")
+            raise LmforgeError(f"{{field}} must be True or False, not {self.early_stopping!r}", "early_stopping")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
                                       or not -2**63 <= self.seed < 2**64):
-            raise LmforgeError(f"seed must be a whole number that fits in 64 bits, not {self.seed!r}")
+            raise LmforgeError(f"{{field}} must be a whole number that fits in 64 bits, not {self.seed!r}", "seed")
         checks = [
-            (self.max_new_tokens >= 0, "max_new_tokens must be 0 or more"),
-            (self.temperature >= 0, "temperature must be 0 (greedy) or more"),
-            (self.top_k is None or self.top_k > 0, "top_k must be a positive integer"),
-            (self.top_p is None or 0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (self.min_p is None or 0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
-            (self.repetition_penalty > 0, "repetition_penalty must be positive (1 is off)"),
-            (self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size must be 0 (off) or more"),
-            (self.num_samples >= 1, "num_samples must be 1 or more"),
-            (self.num_beams >= 1, "num_beams must be 1 or more"),
+            (self.max_new_tokens >= 0, "max_new_tokens", "must be 0 or more"),
+            (self.temperature >= 0, "temperature", "must be 0 (greedy) or more"),
+            (self.top_k is None or self.top_k > 0, "top_k", "must be a positive integer"),
+            (self.top_p is None or 0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
+            (self.min_p is None or 0 <= self.min_p <= 1, "min_p", "must be in [0, 1]"),
+            (self.repetition_penalty > 0, "repetition_penalty", "must be positive (1 is off)"),
+            (self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "must be 0 (off) or more"),
+            (self.num_samples >= 1, "num_samples", "must be 1 or more"),
+            (self.num_beams >= 1, "num_beams", "must be 1 or more"),
             (self.num_beams == 1 or self.num_samples <= self.num_beams,
-             "num_samples cannot exceed num_beams with beam search; raise the number of beams"),
+             "num_samples", "cannot exceed the number of beams with beam search; raise the number of beams"),
         ]
-        for ok, message in checks:
+        for ok, name, rest in checks:
             if not ok:
-                raise LmforgeError(message)
+                raise LmforgeError("{field} " + rest, name, getattr(self, name))
 
 
 @dataclass
@@ -522,12 +522,9 @@ def read_recipe(spec: str) -> tuple[dict[str, Any], Path]:
         raise LmforgeError(f"recipe {path} is not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
 
 
-def load_recipe(spec: str, overrides: list[str] | None = None, base: str | None = None) -> Recipe:
-    """A shipped recipe by name (`quickstart`), or a path to a YAML file, over the shipped recipe
-    `base` when given (`finetune`: the fine-tuning defaults); then `--set` overrides."""
+def load_recipe(spec: str, overrides: list[str] | None = None) -> Recipe:
+    """A shipped recipe by name (`quickstart`), or a path to a YAML file; then `--set` overrides."""
     raw, path = read_recipe(spec)
-    if base is not None:
-        raw = merge(read_recipe(base)[0], raw if isinstance(raw, dict) else {}) if isinstance(raw, dict) else raw
     recipe = Recipe.from_dict(merge(raw, parse_set(overrides or [])))
     recipe.data.corpus = _resolve_corpus_path(recipe.data.corpus, path.parent)
     return recipe

@@ -10,7 +10,7 @@ and `{setting}` where it is named with its value. Each front door names it its o
 is ever rewritten by pattern:
 
     a recipe or --set     train.lr          train.lr=inf
-    a Python argument     lr=               lr=inf
+    a Python argument     lr                lr=inf
     a CLI flag            --lr              --lr inf          (cli/ maps keys to flags with one table)
 """
 
@@ -19,36 +19,30 @@ from __future__ import annotations
 import copy
 
 
-def shown(name: str) -> str:
-    """How a field is named when no front door renamed it: a recipe key (`section.key`) as it is,
-    a Python argument as `name=`."""
-    return name if "." in name or name.startswith("-") else f"{name}="
-
-
 class LmforgeError(Exception):
     """A problem the user can fix; the message says what it is and how."""
 
     def __init__(self, message: str, field: str | None = None, value=None):
         self.template, self.field, self.value = message, field, value
-        super().__init__(self._render(shown(field)) if field else message)
+        super().__init__(self._render(field) if field else message)
 
     def _render(self, name: str) -> str:
         if name.startswith("-"):  # a flag and its value, as typed on a command line
             setting = f"{name} {self.value}"
         else:
             value = repr(self.value) if isinstance(self.value, str) else self.value
-            setting = f"{name}{'' if name.endswith('=') else '='}{value}"
+            setting = f"{name}={value}"
         return self.template.format(field=name, setting=setting)
 
     def about(self, field: str) -> "LmforgeError":
         """The same error about another name for the same setting (e.g. `column` -> `task.text_column`)."""
         e = copy.copy(self)
         e.field = field
-        e.args = (e._render(shown(field)),)
+        e.args = (e._render(field),)
         return e
 
     def named(self, name: str) -> "LmforgeError":
-        """The same error with its field named as a front door names it: `--lr`, `lr=` or `train.lr`."""
+        """The same error with its field named as a front door names it: `--lr`, `lr` or `train.lr`."""
         e = copy.copy(self)
         e.args = (e._render(name),)
         return e
@@ -58,12 +52,13 @@ class Diverged(LmforgeError):
     """Training produced a loss or gradient that is not a finite number; the last good checkpoint is kept.
     Each front door adds the fix in its own terms (`advice`)."""
 
-    def __init__(self, what: str, value: float, step: int, kept_step: int | None, run_dir, advice: str = ""):
+    def __init__(self, what: str, value: float, step: int, kept_step: int | None, run_dir,
+                 advice: str = "lower the learning rate or lengthen the warmup, then start again"):
         self.what, self.loss, self.step, self.kept_step, self.run_dir = what, value, step, kept_step, run_dir
         kept = (f"the last good checkpoint (step {kept_step}) is kept in {run_dir}" if kept_step is not None
                 else f"no checkpoint was saved in {run_dir}")
         self.base = f"the training {what} became {value} at step {step}; {kept}"
-        super().__init__(f"{self.base}: {advice}" if advice else self.base)
+        super().__init__(f"{self.base}: {advice}")
 
     def advise(self, advice: str) -> "Diverged":
         e = copy.copy(self)

@@ -13,6 +13,7 @@ FORBIDDEN = {
     "objectives": {"train", "generate", "evaluate", "serve", "cli", "api", "quickstart"},
     "generate": {"tokenizer", "train", "data", "serve", "cli", "api", "quickstart"},
     "evaluate": {"train", "serve", "cli", "api", "quickstart"},
+    "tasks": {"train", "serve", "cli", "api", "quickstart", "generate"},
     "train": {"serve", "cli", "api", "quickstart", "generate"},
 }
 
@@ -30,6 +31,7 @@ def imported_lmforge_modules(path: Path) -> set[str]:
 def test_import_direction():
     problems = []
     for pkg, forbidden in FORBIDDEN.items():
+        assert (PKG / pkg).is_dir(), pkg
         for path in (PKG / pkg).rglob("*.py"):
             bad = imported_lmforge_modules(path) & forbidden
             if bad:
@@ -51,3 +53,10 @@ def test_tokenizer_imports_no_torch():
     mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     mods |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not any(m.split(".")[0] == "torch" for m in mods)
+
+
+def test_nothing_imports_cli():
+    """The command line is the outermost ring: no module of the library imports it."""
+    problems = [str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
+                if not p.relative_to(PKG).parts[0] in ("cli", "__main__.py") and "cli" in imported_lmforge_modules(p)]
+    assert not problems, problems
