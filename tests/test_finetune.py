@@ -10,6 +10,7 @@ import yaml
 from lmforge.cli import main
 from lmforge.config import SHORTHANDS, model_config_from_preset
 from lmforge.errors import LmforgeError
+from lmforge.io import LOCK_NAME
 from lmforge.models import build_model
 from lmforge.tokenizer import train_char
 from lmforge.train.checkpoint import save_checkpoint
@@ -120,7 +121,7 @@ def test_cross_validation_never_overwrites_an_earlier_one(base_run, tmp_path):
     shutil.copytree(base_run, tmp_path / "cv" / "fold-2")  # a fold of an earlier cross-validation, stopped midway
     with pytest.raises(LmforgeError, match="already holds a cross-validation, which this one would overwrite"):
         cross_validate(base_run, str(data), tmp_path / "cv", quick(epochs=1), folds=3, log=lambda *a: None)
-    assert sorted(p.name for p in (tmp_path / "cv").iterdir()) == ["fold-2"]
+    assert sorted(p.name for p in (tmp_path / "cv").iterdir() if p.name != LOCK_NAME) == ["fold-2"]
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "cv.json").write_text("{}")
     with pytest.raises(LmforgeError, match="already holds a cross-validation"):
@@ -433,7 +434,7 @@ def test_first_piece_of_each_word_carries_its_tag():
         assert tagged == [1, 2, 3, 4], (tok.kind, ex.targets[0])
 
 
-@pytest.mark.parametrize("setting, message", [
+@pytest.mark.parametrize("setting, message, flag_message", [
     (dict(max_length=2), "max_length=2 is too short", "--max-length 2 is too short"),
     (dict(max_length=-5), "max_length=-5 is too short", "--max-length -5 is too short"),
     (dict(max_length=0), "max_length=0 is too short", "--max-length 0 is too short"),

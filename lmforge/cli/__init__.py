@@ -47,15 +47,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def flag_for(args, field: str) -> str | None:
-    """How this command line names `field` (a recipe key or an argument): its flag, or None where no
-    flag set it (a recipe file or --set did: the key names it)."""
+    """How this command line names `field` (a recipe key or an argument): its flag, or None where the
+    recipe file or a --set gave it (then its recipe key names it)."""
     from lmforge.config import SHORTHANDS
 
     dest = {key: name for name, key in SHORTHANDS.items()}.get(field, field)
     action = next((a for a in args.parser._actions if a.dest == dest), None)
-    if action is None or (hasattr(args, "set") and getattr(args, dest, None) is None):
+    if action is None or (getattr(args, dest, None) is None and field in _recipe_keys(args)):
         return None
     return max(action.option_strings, key=len) if action.option_strings else dest.upper()
+
+
+def _recipe_keys(args) -> set[str]:
+    """The recipe keys this command line's --recipe file and --set items give."""
+    from lmforge.config import parse_set, read_recipe
+
+    keys: set[str] = set()
+    with contextlib.suppress(LmforgeError):
+        keys |= {f"{s}.{k}" for s, values in parse_set(getattr(args, "set", None) or []).items() for k in values}
+    if getattr(args, "recipe", None):
+        with contextlib.suppress(LmforgeError):
+            raw = read_recipe(args.recipe)[0]
+            keys |= {f"{s}.{k}" for s, values in raw.items() if isinstance(values, dict) for k in values}
+    return keys
 
 
 def main(argv: list[str] | None = None) -> int:
