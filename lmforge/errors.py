@@ -16,8 +16,6 @@ is ever rewritten by pattern:
 
 from __future__ import annotations
 
-import copy
-
 
 class LmforgeError(Exception):
     """A problem the user can fix; the message says what it is and how."""
@@ -34,18 +32,20 @@ class LmforgeError(Exception):
             setting = f"{name}={value}"
         return self.template.format(field=name, setting=setting)
 
+    def _saying(self, message: str, **changes) -> "LmforgeError":
+        """This error (same type and attributes, `changes` applied) with another message."""
+        e = type(self).__new__(type(self))
+        e.__dict__.update(self.__dict__, **changes)
+        e.args = (message,)
+        return e
+
     def about(self, field: str) -> "LmforgeError":
         """The same error about another name for the same setting (e.g. `column` -> `task.text_column`)."""
-        e = copy.copy(self)
-        e.field = field
-        e.args = (e._render(field),)
-        return e
+        return self._saying(self._render(field), field=field)
 
     def named(self, name: str) -> "LmforgeError":
         """The same error with its field named as a front door names it: `--lr`, `lr` or `train.lr`."""
-        e = copy.copy(self)
-        e.args = (e._render(name),)
-        return e
+        return self._saying(self._render(name))
 
 
 class Diverged(LmforgeError):
@@ -61,7 +61,5 @@ class Diverged(LmforgeError):
         super().__init__(f"{self.base}: {advice}")
 
     def advise(self, advice: str) -> "Diverged":
-        e = copy.copy(self)
-        e.args = (f"{self.base}: {advice}",)
-        return e
+        return self._saying(f"{self.base}: {advice}")
 
