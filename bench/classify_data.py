@@ -88,7 +88,8 @@ def _finetune_split(path: Path, seed: int) -> dict:
     from lmforge.evaluate.crossval import stratified_split
 
     try:
-        from lmforge.train.finetune import FinetuneConfig, read_rows
+        from lmforge.tasks.classify import Classification
+        from lmforge.train.finetune import finetune_recipe
     except ImportError as e:  # fine-tuning not importable here: read the CSV as it would
         from lmforge.data.corpora import load_corpus
 
@@ -96,9 +97,10 @@ def _finetune_split(path: Path, seed: int) -> dict:
         rows, val, test = {"text": c.documents, "label": c.labels}, 0.1, 0.1
         how = f"load_corpus (lmforge.train.finetune not importable: {e})"
     else:
-        cfg = FinetuneConfig(seed=seed, progress=False)
-        rows, val, test = read_rows(str(path), cfg), cfg.val_fraction, cfg.test_fraction
-        how = "lmforge.train.finetune.read_rows + FinetuneConfig defaults"
+        task = finetune_recipe(None, {"seed": seed, "data": str(path)}).task
+        read = Classification.read(str(path), task)
+        rows, val, test = {"text": read["text_column"], "label": read["label_column"]}, task.val_fraction, task.test_fraction
+        how = "lmforge.tasks.classify.Classification.read + the finetune recipe's defaults"
     fractions = (1 - val - test, val, test)  # as finetune() writes it
     split = [_as_list(s) for s in stratified_split(rows["label"], fractions, seed=seed)]
     return {"texts": rows["text"], "labels": rows["label"], "split": split, "recomputed_with": how}

@@ -1,13 +1,18 @@
 """Configuration: one `ModelConfig` for every model family, named presets, and the run recipe.
 
-A recipe (YAML) has three sections, each a dataclass below:
+A recipe (YAML) has up to four sections, each a dataclass below:
 
     model: {preset: gpt-mini, n_layer: 4, ...}   # a preset plus field overrides -> ModelConfig
     data:  {corpus: shakespeare, tokenizer: bpe, vocab_size: 4096, ...}        -> DataConfig
     train: {max_steps: 2000, lr: 1e-3, batch_size: 12, ...}                    -> TrainConfig
+    task:  {kind: classify, base: RUN, data: rows.csv, epochs: 3, ...}         -> TaskConfig (fine-tuning)
 
-`lmforge train --set train.lr=3e-4 --set model.n_layer=2` overrides any field by its dotted name.
-Unknown keys are errors that list the valid ones, so a typo never silently does nothing.
+Pretraining and fine-tuning read the same Recipe: a fine-tuning recipe starts from the shipped
+`finetune` recipe (its train: defaults suit fine-tuning) and its run saves the whole recipe as
+recipe.yaml. `lmforge train --set train.lr=3e-4 --set model.n_layer=2` overrides any field by its
+dotted name; `lmforge finetune --lr 1e-5` is a shorthand for `--set train.lr=1e-5` (SHORTHANDS).
+Unknown keys are errors that list the valid ones, so a typo never silently does nothing. An error
+about one value carries its key as `LmforgeError.field`, so each front door names it its own way.
 """
 
 from __future__ import annotations
@@ -261,27 +266,92 @@ class TrainConfig:
     whole_word_mask: bool = False  # mlm / rtd: choose whole words (Chinese: segmented words), not pieces
     patience: int = 0  # > 0: stop after this many evaluations without a better headline metric
     keep_best: bool = False  # save only when the headline metric improves, so the run keeps its best
-    compile: str = "auto"  # auto (on CUDA only) | true | false: torch.compile the training pass (train/distributed.py)
+    compile: str = "auto"  # auto (on CUDA only) | true | false: torch.compile the training pass (train/parallel.py)
 
     def validate(self) -> None:
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise LmforgeError(f"train.schedule={self.schedule!r} is not supported; use cosine, linear or constant")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise LmforgeError(f"train.dtype={self.dtype!r} is not supported; use auto, float32 or bfloat16")
+        _one_of(self, "train", "schedule", ("cosine", "linear", "constant"))
+        _one_of(self, "train", "dtype", ("auto", "float32", "bfloat16"))
+        _one_of(self, "train", "objective", ("auto", "clm", "mlm", "mlm+nsp", "rtd"))
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
             if int(getattr(self, name)) < 1:
-                raise LmforgeError(f"train.{name} must be a positive integer, got {getattr(self, name)}")
+                raise LmforgeError("{setting} cannot be used; give 1 or more", f"train.{name}", getattr(self, name))
         if self.lr <= 0:
-            raise LmforgeError(f"train.lr must be positive, got {self.lr}")
+            raise LmforgeError("{setting} cannot be used; give a positive number, e.g. 5e-5", "train.lr", self.lr)
         for name in ("warmup_steps", "save_every", "patience", "min_lr", "weight_decay", "grad_clip",
                      "time_limit_minutes"):
             if getattr(self, name) < 0:
-                raise LmforgeError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
-        if self.objective not in ("auto", "clm", "mlm", "mlm+nsp", "rtd"):
-            raise LmforgeError(f"train.objective={self.objective!r} is not supported; use auto, clm, mlm, mlm+nsp or rtd")
+                raise LmforgeError("{setting} cannot be used; give 0 or more", f"train.{name}", getattr(self, name))
         if not 0.0 < self.mask_prob < 1.0:
-            raise LmforgeError(f"train.mask_prob must be between 0 and 1, got {self.mask_prob}")
+            raise LmforgeError("{setting} cannot be used; give a share between 0 and 1, e.g. 0.15", "train.mask_prob",
+                               self.mask_prob)
         self.compile = auto_or_bool(self.compile, "train.compile")
+
+
+def _one_of(cfg, section: str, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in allowed:
+        raise LmforgeError(f"{{setting}} is not supported; use {', '.join(allowed[:-1])} or {allowed[-1]}",
+                           f"{section}.{name}", value)
+
+
+@dataclass
+class TaskConfig:
+    """A downstream task to fine-tune on (lmforge/tasks/): which, on what rows, split how, scored how.
+    Optimisation (batch size, learning rate, patience, seed, device, dtype, compile) stays in train:."""
+
+    kind: str = "classify"  # classify | token | qa
+    base: str | None = None  # the pretrained model: an lmforge run or a Hugging Face directory
+    data: str | None = None  # labelled rows: .csv, .tsv or .jsonl
+    text_column: str = "text"
+    text_pair_column: str | None = None  # a second text per row: [CLS] a [SEP] b [SEP]
+    label_column: str = "label"
+    question_column: str = "question"  # qa
+    context_column: str = "context"  # qa
+    answer_column: str = "answer"  # qa: the answer text, copied from the context
+    doc_stride: int | None = None  # qa: tokens shared by neighbouring windows of a long context (None: a quarter)
+    tokens_column: str = "tokens"  # token: a list of words per .jsonl line
+    tags_column: str = "tags"  # token: their tags, one per word
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_length: int | None = None  # tokens per row; None: the model's context
+    truncation: str = "warn"  # warn: cut long rows and say how many | error: refuse them
+    class_weights: bool = False  # weigh each class by n / (C n_c) in the loss
+    metric: str = "accuracy"  # what picks the kept checkpoint: accuracy | f1_macro | entity_f1 (token); qa: f1
+    epochs: float = 3.0
+    evals_per_epoch: int = 1
+    warmup_fraction: float = 0.1  # of the steps; sets train.warmup_steps
+
+    def validate(self) -> None:
+        _one_of(self, "task", "kind", ("classify", "token", "qa"))
+        _one_of(self, "task", "metric", ("accuracy", "f1_macro", "entity_f1"))
+        _one_of(self, "task", "truncation", ("warn", "error"))
+        if self.metric == "entity_f1" and self.kind != "token":
+            raise LmforgeError("{setting} scores tagged entities, which only token classification has; use it with "
+                               "the token task", "task.metric", self.metric)
+        share = "a share between 0 and 1, e.g. 0.1"
+        for name, ok, need in (
+                ("epochs", self.epochs > 0, "a positive number, e.g. 3"),
+                ("evals_per_epoch", self.evals_per_epoch >= 1, "1 or more"),
+                ("doc_stride", self.doc_stride is None or self.doc_stride >= 0, "the overlap in tokens (0 or more)"),
+                ("val_fraction", 0 < self.val_fraction < 1, share),
+                ("test_fraction", 0 < self.test_fraction < 1, share),
+                ("warmup_fraction", 0 <= self.warmup_fraction <= 1, share)):
+            if not ok or (isinstance(getattr(self, name), float) and not math.isfinite(getattr(self, name))):
+                raise LmforgeError(f"{{setting}} cannot be used; give {need}", f"task.{name}", getattr(self, name))
+        if self.val_fraction + self.test_fraction >= 1:
+            raise LmforgeError("{setting} and the test share leave no rows to train on; make the validation and test "
+                               "shares sum to less than 1, e.g. 0.1 each", "task.val_fraction", self.val_fraction)
+
+
+# the settings of `lmforge finetune` (its flags, FinetuneConfig's arguments) -> the recipe keys they set
+SHORTHANDS = {
+    "task": "task.kind", "base": "task.base", "data": "task.data", **{name: f"task.{name}" for name in (
+        "text_column", "text_pair_column", "label_column", "question_column", "context_column", "answer_column",
+        "doc_stride", "tokens_column", "tags_column", "val_fraction", "test_fraction", "max_length", "truncation",
+        "class_weights", "metric", "epochs", "evals_per_epoch", "warmup_fraction")},
+    **{name: f"train.{name}" for name in (
+        "batch_size", "lr", "weight_decay", "patience", "seed", "device", "dtype", "compile", "progress")},
+}
 
 
 @dataclass
@@ -307,45 +377,47 @@ class GenerateConfig:
         for name in ("max_new_tokens", "top_k", "no_repeat_ngram_size", "num_samples", "num_beams"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-                raise LmforgeError(f"{name} must be a whole number, not {value!r}")
+                raise LmforgeError(f"{{field}} must be a whole number, not {value!r}", name, value)
         for name in ("max_new_tokens", "temperature", "repetition_penalty", "no_repeat_ngram_size", "num_samples",
                      "num_beams", "length_penalty"):
             if getattr(self, name) is None:
-                raise LmforgeError(f"{name} must be given a value, not None")
+                raise LmforgeError("{field} must be given a value, not None", name)
         for name in ("temperature", "top_p", "min_p", "repetition_penalty", "length_penalty"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value)):
-                raise LmforgeError(f"{name} must be a finite number, not {value!r}")
+                raise LmforgeError(f"{{field}} must be a finite number, not {value!r}", name, value)
         if not isinstance(self.early_stopping, bool):
-            raise LmforgeError(f"early_stopping must be True or False, not {self.early_stopping!r}")
+            raise LmforgeError(f"{{field}} must be True or False, not {self.early_stopping!r}", "early_stopping")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
                                       or not -2**63 <= self.seed < 2**64):
-            raise LmforgeError(f"seed must be a whole number that fits in 64 bits, not {self.seed!r}")
+            raise LmforgeError(f"{{field}} must be a whole number that fits in 64 bits, not {self.seed!r}", "seed")
         checks = [
-            (self.max_new_tokens >= 0, "max_new_tokens must be 0 or more"),
-            (self.temperature >= 0, "temperature must be 0 (greedy) or more"),
-            (self.top_k is None or self.top_k > 0, "top_k must be a positive integer"),
-            (self.top_p is None or 0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (self.min_p is None or 0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
-            (self.repetition_penalty > 0, "repetition_penalty must be positive (1 is off)"),
-            (self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size must be 0 (off) or more"),
-            (self.num_samples >= 1, "num_samples must be 1 or more"),
-            (self.num_beams >= 1, "num_beams must be 1 or more"),
+            (self.max_new_tokens >= 0, "max_new_tokens", "must be 0 or more"),
+            (self.temperature >= 0, "temperature", "must be 0 (greedy) or more"),
+            (self.top_k is None or self.top_k > 0, "top_k", "must be a positive integer"),
+            (self.top_p is None or 0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
+            (self.min_p is None or 0 <= self.min_p <= 1, "min_p", "must be in [0, 1]"),
+            (self.repetition_penalty > 0, "repetition_penalty", "must be positive (1 is off)"),
+            (self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "must be 0 (off) or more"),
+            (self.num_samples >= 1, "num_samples", "must be 1 or more"),
+            (self.num_beams >= 1, "num_beams", "must be 1 or more"),
             (self.num_beams == 1 or self.num_samples <= self.num_beams,
-             "num_samples cannot exceed num_beams with beam search; raise the number of beams"),
+             "num_samples", "cannot exceed the number of beams with beam search; raise the number of beams"),
         ]
-        for ok, message in checks:
+        for ok, name, rest in checks:
             if not ok:
-                raise LmforgeError(message)
+                raise LmforgeError("{field} " + rest, name, getattr(self, name))
 
 
 @dataclass
 class Recipe:
-    """Everything a training run needs; saved as `recipe.yaml` beside every checkpoint."""
+    """Everything a run needs; saved as `recipe.yaml` beside every checkpoint. `task` is None for
+    pretraining (no task: section is written), a TaskConfig for fine-tuning."""
 
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "gpt-mini"})
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: TaskConfig | None = None
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         spec = dict(self.model)
@@ -356,17 +428,27 @@ class Recipe:
         return model_config_from_preset(preset, **spec)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": dict(self.model), "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train)}
+        d = {"model": dict(self.model), "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train)}
+        if self.task is not None:
+            d["task"] = dataclasses.asdict(self.task)
+        return d
+
+    def get(self, key: str) -> Any:
+        """The value of a dotted key (`train.lr`), or None where the recipe has no such section or key."""
+        section, _, name = key.partition(".")
+        part = getattr(self, section, None) if section in SECTIONS else None
+        return part.get(name) if isinstance(part, dict) else getattr(part, name, None)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
         if not isinstance(d or {}, dict):
-            raise LmforgeError("a recipe is a mapping with model, data and train sections, not "
+            raise LmforgeError("a recipe is a mapping with model, data, train (and task) sections, not "
                                f"{type(d).__name__} {str(d)[:40]!r}; fix the file")
         d = dict(d or {})
-        unknown = set(d) - {"model", "data", "train"}
+        unknown = set(d) - set(SECTIONS)
         if unknown:
-            raise LmforgeError(f"unknown recipe section(s) {', '.join(sorted(unknown))}; a recipe has model, data and train")
+            raise LmforgeError(f"unknown recipe section(s) {', '.join(sorted(unknown))}; a recipe has model, data, "
+                               "train and task")
         if not isinstance(d.get("model") or {}, dict):
             raise LmforgeError("recipe section 'model' must be a mapping of key: value")
         model = dict(d.get("model") or {"preset": "gpt-mini"})
@@ -380,12 +462,18 @@ class Recipe:
             model=model,
             data=DataConfig(**_checked(DataConfig, d.get("data") or {}, "data")),
             train=TrainConfig(**_checked(TrainConfig, d.get("train") or {}, "train")),
+            task=TaskConfig(**_checked(TaskConfig, d["task"] or {}, "task")) if "task" in d else None,
         )
         recipe.train.validate()
+        if recipe.task is not None:
+            recipe.task.validate()
         return recipe
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+SECTIONS = ("model", "data", "train", "task")
 
 
 def _checked(cls: type, d: dict[str, Any], section: str) -> dict[str, Any]:
@@ -411,7 +499,7 @@ def auto_or_bool(value: Any, where: str) -> str | bool:
         return "auto"
     if text in YES or text in NO:
         return text in YES
-    raise LmforgeError(f"{where}={value!r} is not supported; use auto, true or false")
+    raise LmforgeError("{setting} is not supported; use auto, true or false", where, value)
 
 
 def _coerce(value: Any, type_name: Any, where: str) -> Any:
@@ -419,7 +507,7 @@ def _coerce(value: Any, type_name: Any, where: str) -> Any:
     if value is None:
         if "None" in t or "Any" in t:
             return None
-        raise LmforgeError(f"{where} needs a value; give one after the = sign or leave the key out")
+        raise LmforgeError("{field} needs a value; give one after the = sign or leave the key out", where)
     try:
         if t.startswith("bool"):
             if isinstance(value, str):
@@ -445,7 +533,8 @@ def _coerce(value: Any, type_name: Any, where: str) -> Any:
             if not isinstance(value, str):
                 raise ValueError(value)
     except (TypeError, ValueError, OverflowError):
-        raise LmforgeError(f"{where}={value!r} is not a valid {t.split(' ')[0]}; give a value of that type") from None
+        raise LmforgeError(f"{{setting}} is not a valid {t.split(' ')[0]}; give a value of that type", where,
+                           value) from None
     return value
 
 
@@ -473,8 +562,8 @@ def merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[st
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
 
-def load_recipe(spec: str, overrides: list[str] | None = None) -> Recipe:
-    """A shipped recipe by name (`quickstart`), or a path to a YAML file; then `--set` overrides."""
+def read_recipe(spec: str) -> tuple[dict[str, Any], Path]:
+    """The raw mapping of a shipped recipe by name (`quickstart`) or a YAML file, and its path."""
     path = Path(spec)
     if not path.is_file():
         shipped = RECIPE_DIR / f"{spec}.yaml"
@@ -483,9 +572,14 @@ def load_recipe(spec: str, overrides: list[str] | None = None) -> Recipe:
             raise LmforgeError(f"recipe {spec!r} is neither a file nor a shipped recipe; use a path or one of {names}")
         path = shipped
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}, path
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise LmforgeError(f"recipe {path} is not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
+
+
+def load_recipe(spec: str, overrides: list[str] | None = None) -> Recipe:
+    """A shipped recipe by name (`quickstart`), or a path to a YAML file; then `--set` overrides."""
+    raw, path = read_recipe(spec)
     recipe = Recipe.from_dict(merge(raw, parse_set(overrides or [])))
     recipe.data.corpus = _resolve_corpus_path(recipe.data.corpus, path.parent)
     return recipe

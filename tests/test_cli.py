@@ -118,7 +118,7 @@ def test_resume_and_overwrite_guards(trained_run, tmp_path, capsys):
     assert_clear_error(*run(capsys, "train", "--out", str(tmp_path / "x"), "--resume")[::2], "no checkpoint to resume")
     assert_clear_error(*run(capsys, "train", "--recipe", "shakespeare-char", "--out", str(trained_run))[::2],
                        "already holds a checkpoint")
-    for change in ("model.d_model=128", "data.vocab_size=300"):  # refused before anything is loaded or written
+    for change in ("model.d_model=96", "data.vocab_size=300"):  # refused before anything is loaded or written
         assert_clear_error(*run(capsys, "train", "--out", str(trained_run), "--resume", "--set", change)[::2],
                            f"--set {change} would change the model or its data", "only train.*")
 

@@ -71,8 +71,8 @@ def test_schedules_by_hand():
     (["data.corpus="], "data.corpus needs a value"),
     (["train.lr=nan"], "train.lr='nan' is not a valid float"),
     (["train.batch_size=yes"], "train.batch_size=True is not a valid int"),
-    (["train.warmup_steps=-5"], "train.warmup_steps must be 0 or more"),
-    (["train.time_limit_minutes=-1"], "train.time_limit_minutes must be 0 or more"),
+    (["train.warmup_steps=-5"], "train.warmup_steps=-5 cannot be used; give 0 or more"),
+    (["train.time_limit_minutes=-1"], "train.time_limit_minutes=-1.0 cannot be used; give 0 or more"),
     (["data.corpus=[a, b]"], "data.corpus=['a', 'b'] is not a valid str"),
 ])
 def test_bad_set_values_are_one_sentence(sets, words):

@@ -5,14 +5,16 @@ import random
 
 import pytest
 import torch
+import yaml
 
 from lmforge.cli import main
-from lmforge.config import model_config_from_preset
+from lmforge.config import SHORTHANDS, model_config_from_preset
 from lmforge.errors import LmforgeError
+from lmforge.io import LOCK_NAME
 from lmforge.models import build_model
 from lmforge.tokenizer import train_char
 from lmforge.checkpoint import save_checkpoint
-from lmforge.train.finetune import FinetuneConfig, cross_validate, finetune
+from lmforge.train.finetune import FinetuneConfig, cross_validate, finetune, settings
 from lmforge.train.predict import predict_file
 
 WARM = "sun warm bright summer light day".split()
@@ -75,7 +77,7 @@ def test_compiled_finetuning_learns_from_batches_of_every_length(base_run, tmp_p
     said = []
     report = finetune(base_run, str(data), tmp_path / "run", quick(compile="true"), log=said.append)
     assert report["test"]["accuracy"] >= 0.9 and not any("compile failed" in s for s in said), said
-    with pytest.raises(LmforgeError, match="--compile='maybe' is not supported; use auto, true or false"):
+    with pytest.raises(LmforgeError, match="compile='maybe' is not supported; use auto, true or false"):
         quick(compile="maybe")
 
 
@@ -119,7 +121,7 @@ def test_cross_validation_never_overwrites_an_earlier_one(base_run, tmp_path):
     shutil.copytree(base_run, tmp_path / "cv" / "fold-2")  # a fold of an earlier cross-validation, stopped midway
     with pytest.raises(LmforgeError, match="already holds a cross-validation, which this one would overwrite"):
         cross_validate(base_run, str(data), tmp_path / "cv", quick(epochs=1), folds=3, log=lambda *a: None)
-    assert sorted(p.name for p in (tmp_path / "cv").iterdir()) == ["fold-2"]
+    assert sorted(p.name for p in (tmp_path / "cv").iterdir() if p.name != LOCK_NAME) == ["fold-2"]
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "cv.json").write_text("{}")
     with pytest.raises(LmforgeError, match="already holds a cross-validation"):
@@ -303,7 +305,7 @@ def test_a_stopped_finetune_resumes_to_the_same_result(base_run, tmp_path, monke
     from safetensors.torch import load_file
 
     from lmforge.checkpoint import checkpoint_step
-    from lmforge.train.finetune import Classification
+    from lmforge.tasks.classify import Classification
 
     data = write_csv(tmp_path / "d.csv", rows())
     cfg = quick(epochs=5)  # 6 steps an epoch, an evaluation (and maybe a kept checkpoint) after each
@@ -326,9 +328,15 @@ def test_a_stopped_finetune_resumes_to_the_same_result(base_run, tmp_path, monke
         finetune(base_run, str(data), tmp_path / "run", quick(epochs=5, lr=2e-3), log=lambda *a: None, resume=True)
     with pytest.raises(LmforgeError, match="no fine-tuning run to resume"):
         finetune(base_run, str(data), tmp_path / "empty", cfg, log=lambda *a: None, resume=True)
-    saved = json.loads((tmp_path / "run" / "finetune.json").read_text())
-    del saved["config"]["doc_stride"]  # written by a version without the setting: its default, not a difference
-    (tmp_path / "run" / "finetune.json").write_text(json.dumps(saved))
+    assert not (tmp_path / "run" / "finetune.json").exists()  # recipe.yaml is the whole truth
+    recipe = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    assert recipe["task"]["epochs"] == 5 and recipe["train"]["lr"] == 3e-3 and recipe["train"]["max_steps"] == 30
+    # a run of an earlier version: no task: section, its settings in finetune.json (one without doc_stride:
+    # its default, not a difference)
+    old = {"base": str(base_run), "data": str(data), "config": {**settings(cfg.recipe(base_run, data)), "task": "classify"}}
+    del old["config"]["doc_stride"]
+    (tmp_path / "run" / "finetune.json").write_text(json.dumps(old))
+    (tmp_path / "run" / "recipe.yaml").write_text(yaml.safe_dump({k: v for k, v in recipe.items() if k != "task"}))
     resumed = finetune(base_run, str(data), tmp_path / "run", cfg, log=lambda *a: None, resume=True)
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same kept checkpoint: a later evaluation that only ties
@@ -400,7 +408,7 @@ def test_bio_tags_are_scored_as_entities_and_can_pick_the_checkpoint(base_run, t
         plain = tmp_path / "plain.jsonl"
         plain.write_text("".join(json.dumps({"tokens": ["a", "b"], "tags": ["X", "Y"]}) + "\n" for _ in range(12)))
         finetune(base_run, str(plain), tmp_path / "run2", quick(task="token", metric="entity_f1"), log=lambda *a: None)
-    with pytest.raises(LmforgeError, match="use it with --task token"):
+    with pytest.raises(LmforgeError, match="metric='entity_f1' scores tagged entities, which only token classification"):
         quick(metric="entity_f1")
     assert not (tmp_path / "run2").exists()
     assert main(["finetune", str(base_run), "--task", "token", "--data", str(data), "--metric", "entity_f1", "--epochs",
@@ -426,19 +434,29 @@ def test_first_piece_of_each_word_carries_its_tag():
         assert tagged == [1, 2, 3, 4], (tok.kind, ex.targets[0])
 
 
-@pytest.mark.parametrize("setting, message", [
-    (dict(max_length=2), "--max-length 2 is too short"),
-    (dict(max_length=-5), "--max-length -5 is too short"),
-    (dict(max_length=0), "--max-length 0 is too short"),
-    (dict(evals_per_epoch=0), "--evals-per-epoch 0 cannot be used; give 1 or more"),
-    (dict(epochs=float("nan")), "--epochs nan cannot be used"),
-    (dict(lr=float("inf")), "--lr inf cannot be used"),
-    (dict(patience=-1), "--patience -1 cannot be used"),
-    (dict(val_fraction=0.6, test_fraction=0.5), "leave no rows to train on"),
+@pytest.mark.parametrize("setting, message, flag_message", [
+    (dict(max_length=2), "max_length=2 is too short", "--max-length 2 is too short"),
+    (dict(max_length=-5), "max_length=-5 is too short", "--max-length -5 is too short"),
+    (dict(max_length=0), "max_length=0 is too short", "--max-length 0 is too short"),
+    (dict(evals_per_epoch=0), "evals_per_epoch=0 cannot be used; give 1 or more",
+     "--evals-per-epoch 0 cannot be used; give 1 or more"),
+    (dict(epochs=float("nan")), "epochs=nan is not a valid float", "--epochs nan is not a valid float"),
+    (dict(lr=float("inf")), "lr=inf is not a valid float", "--lr inf is not a valid float"),
+    (dict(patience=-1), "patience=-1 cannot be used", "--patience -1 cannot be used"),
+    (dict(val_fraction=0.6, test_fraction=0.5), "leave no rows to train on", "--val-fraction 0.6 and the test share"),
 ])
-def test_bad_settings_are_refused_before_any_work(setting, message):
+def test_bad_settings_are_refused_before_any_work(setting, message, flag_message, base_run, tmp_path, capsys):
+    """Python names the argument, the command line the flag, a recipe the key; nothing is written."""
     with pytest.raises(LmforgeError, match=message):
         quick(**setting)
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in setting.items()]
+    assert main(["finetune", str(base_run), "--data", "x.csv", "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err
+    assert flag_message in err and len(err.strip().splitlines()) == 1, err
+    sets = [x for k, v in setting.items() for x in ("--set", f"{SHORTHANDS[k]}={v}")]
+    assert main(["finetune", str(base_run), "--data", "x.csv", "--out", str(tmp_path / "r"), *sets]) == 2
+    key = SHORTHANDS[next(iter(setting))]
+    assert key in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_qa_with_a_tiny_max_length_is_refused_and_short_rows_still_end(base_run, tmp_path, capsys):
@@ -452,7 +470,7 @@ def test_qa_with_a_tiny_max_length_is_refused_and_short_rows_still_end(base_run,
     assert code == 2 and len(err) == 1 and "--max-length 2 is too short" in err[0]
     assert not (tmp_path / "run").exists()
     tok = train_char(["abcdefghij klmnopqrstuvwxyz?"])
-    with pytest.raises(LmforgeError, match="--max-length 4 is too short"):
+    with pytest.raises(LmforgeError, match="max_length=4 is too short"):
         encode_qa(tok, ["q?"], ["abc"], ["abc"], max_len=4)
     ex, _ = encode_qa(tok, ["a long question?" * 3], ["abcdefghij"], ["c"], max_len=5)  # one question token a window
     assert ex.truncated == 1 and len(ex) == 10 and all(len(ids) == 5 for ids in ex.ids)
@@ -545,12 +563,12 @@ def test_finetune_refuses_a_file_without_columns_before_any_work(base_run, tmp_p
 
 
 def test_a_nan_loss_in_finetuning_names_the_flag_to_lower(base_run, tmp_path, capsys, monkeypatch):
-    from lmforge.train import finetune as finetune_module
+    from lmforge.tasks.classify import Classification
     from tests.test_cli import assert_clear_error, run
 
     data = write_csv(tmp_path / "d.csv", rows(40))
     nan_loss = lambda self, model, batch: model.head.weight.sum() * float("nan")  # noqa: E731
-    monkeypatch.setattr(finetune_module.Classification, "loss", nan_loss)
+    monkeypatch.setattr(Classification, "loss", nan_loss)
     code, _, err = run(capsys, "finetune", str(base_run), "--data", str(data), "--epochs", "1", "--out", str(tmp_path / "n"),
                        "--json")  # (no progress bar on stderr)
     assert_clear_error(code, err, "the training loss became nan", "lower --lr (e.g. --lr 1e-5)")

@@ -61,7 +61,7 @@ def test_cli_generate_bad_settings(trained_run, capsys):
     assert_clear_error(*run(capsys, "generate", str(trained_run), "x", "--top-p", "0")[::2], "--top-p must be in (0, 1]")
     assert_clear_error(*run(capsys, "generate", str(trained_run), "x", "--beams", "2", "--stream")[::2], "cannot stream")
     assert_clear_error(*run(capsys, "generate", str(trained_run), "x", "--beams", "2", "--num-samples", "3")[::2],
-                       "--num-samples cannot exceed --beams")
+                       "--num-samples cannot exceed the number of beams")
 
 
 def test_chat_template_and_context_trimming(trained_run):

@@ -107,9 +107,9 @@ def test_a_run_never_writes_through_a_symlink_planted_in_it(tmp_path):
               "train": {"batch_size": 4, "max_steps": 4, "eval_every": 2, "eval_batches": 1, "progress": False,
                         "log_every": 1}}
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    from lmforge.train.trainer import Trainer
+    from lmforge.train.pretrain import pretrainer
 
-    Trainer(load_recipe(str(tmp_path / "recipe.yaml")), run, log=lambda *a: None).fit()
+    pretrainer(load_recipe(str(tmp_path / "recipe.yaml")), run, log=lambda *a: None).fit()
     assert all((tmp_path / f"victim-{name}").read_text() == "keep me" for name in names)
     assert not any((run / name).is_symlink() for name in names if (run / name).exists())
     assert len((run / "metrics.jsonl").read_text().splitlines()) >= 4

@@ -46,6 +46,7 @@ ALLOWED = {
     # The front doors import anything beneath them; only the CLI starts the server.
     "quickstart": {"lmforge", "api", "train", "tasks", "data", "evaluate", "checkpoint", "models", "tokenizer",
                    "generate", "objectives"} | BOTTOM,
+    "__main__": {"cli"},  # `python -m lmforge`
     "cli": {"lmforge", "quickstart", "serve", "api", "train", "tasks", "data", "evaluate", "checkpoint", "models",
             "tokenizer", "generate", "objectives", "compress", "interpret", "chat"} | BOTTOM,
 }

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from lmforge.config import load_recipe
 from lmforge.errors import LmforgeError
 from lmforge import checkpoint as ckpt
-from lmforge.train.trainer import Trainer
+from lmforge.train.pretrain import pretrainer
 
 
 def write_recipe(tmp_path, corpus, **train):
@@ -33,7 +33,7 @@ def write_recipe(tmp_path, corpus, **train):
 def test_loss_falls_on_real_text(tmp_path, small_corpus):
     recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=150, eval_every=150, eval_batches=8)))
     recipe.data.tokenizer, recipe.data.vocab_size = "bpe", 512
-    result = Trainer(recipe, tmp_path / "run", log=lambda *a: None).fit()
+    result = pretrainer(recipe, tmp_path / "run", log=lambda *a: None).fit()
     first, last = result.evals[0], result.evals[-1]
     assert first["step"] == 0 and last["step"] == 150
     assert first["perplexity"] > 400  # untrained: close to uniform over 512 tokens
@@ -89,7 +89,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, small_corpus):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, small_corpus, monkeypatch):
     recipe = load_recipe(str(write_recipe(tmp_path, small_corpus)))
-    trainer = Trainer(recipe, tmp_path / "run", log=lambda *a: None)
+    trainer = pretrainer(recipe, tmp_path / "run", log=lambda *a: None)
     real = trainer.task.loss
     calls = {"n": 0}
 
@@ -108,7 +108,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, small_corpu
 
 def test_time_limit_stops_evaluates_and_saves(tmp_path, small_corpus):
     recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=100000, time_limit_minutes=0.002)))
-    result = Trainer(recipe, tmp_path / "run", log=lambda *a: None).fit()
+    result = pretrainer(recipe, tmp_path / "run", log=lambda *a: None).fit()
     assert result.stopped_early and 0 < result.steps < 100000
     assert result.evals[-1]["step"] == result.steps == ckpt.checkpoint_step(tmp_path / "run")
 
@@ -122,7 +122,7 @@ def test_time_limit_measures_again_after_a_slow_start(tmp_path, small_corpus):
     recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=120, eval_every=20,
                                           time_limit_minutes=0.05)))
     said = []
-    trainer = Trainer(recipe, tmp_path / "run", log=said.append)
+    trainer = pretrainer(recipe, tmp_path / "run", log=said.append)
     real, calls = trainer.task.loss, []
 
     def busy_at_first(model, batch):
@@ -146,7 +146,7 @@ def test_a_slowdown_mid_run_shortens_the_schedule_so_it_still_anneals(tmp_path, 
 
     recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=100000, eval_every=100000,
                                           warmup_steps=2000, time_limit_minutes=0.1, log_every=1)))
-    trainer = Trainer(recipe, tmp_path / "run", log=lambda *a: None)
+    trainer = pretrainer(recipe, tmp_path / "run", log=lambda *a: None)
     real, calls = trainer.task.loss, []
 
     def slow_later(model, batch):
@@ -165,10 +165,10 @@ def test_a_slowdown_mid_run_shortens_the_schedule_so_it_still_anneals(tmp_path, 
 
 def test_a_run_ended_by_its_time_limit_can_be_continued(tmp_path, small_corpus):
     recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=100000, time_limit_minutes=0.01)))
-    first = Trainer(recipe, tmp_path / "run", log=lambda *a: None).fit()
+    first = pretrainer(recipe, tmp_path / "run", log=lambda *a: None).fit()
     assert first.stopped_early and first.steps < 100000
     recipe.train.time_limit_minutes, recipe.train.max_steps = 0, first.steps + 10
-    again = Trainer(recipe, tmp_path / "run", resume=True, log=lambda *a: None).fit()
+    again = pretrainer(recipe, tmp_path / "run", resume=True, log=lambda *a: None).fit()
     assert again.steps == first.steps + 10
 
 
@@ -206,7 +206,7 @@ def test_compiled_training_follows_eager_training(tmp_path, small_corpus):
         (tmp_path / str(setting)).mkdir()
         path = write_recipe(tmp_path / str(setting), small_corpus, max_steps=30, eval_every=30, compile=setting)
         recipe = load_recipe(str(path), ["model.dropout=0"])
-        trainer = Trainer(recipe, tmp_path / str(setting) / "run", log=lambda *a: None)
+        trainer = pretrainer(recipe, tmp_path / str(setting) / "run", log=lambda *a: None)
         assert (trainer.compiled is not None) == setting
         runs[setting] = trainer.fit()
     assert counters["stats"]["unique_graphs"] > graphs  # something was compiled
@@ -231,7 +231,7 @@ def test_compile_failure_goes_on_without_it(tmp_path, small_corpus, monkeypatch)
                                               compile=setting)),
                              # a shape no other test compiles: kernels built earlier in this process are reused
                              ["model.dropout=0", "model.n_layer=1", "model.d_model=44", "model.n_head=4"])
-        result = Trainer(recipe, tmp_path / str(setting) / "run", log=said.append).fit()
+        result = pretrainer(recipe, tmp_path / str(setting) / "run", log=said.append).fit()
         assert not result.compiled
         losses[setting] = [json.loads(r)["loss"] for r in (tmp_path / str(setting) / "run" / "metrics.jsonl")
                            .read_text().splitlines() if '"loss"' in r and "val_" not in r]
@@ -245,7 +245,7 @@ def test_compile_setting_is_checked(tmp_path, small_corpus):
         assert load_recipe(str(write_recipe(tmp_path, small_corpus)), [f"train.compile={given}"]).train.compile == kept
     with pytest.raises(LmforgeError, match=r"train.compile='sometimes' is not supported; use auto, true or false"):
         load_recipe(str(write_recipe(tmp_path, small_corpus)), ["train.compile=sometimes"])
-    from lmforge.train.distributed import should_compile
+    from lmforge.train.parallel import should_compile
 
     assert should_compile("auto", torch.device("cuda")) and not should_compile("auto", torch.device("cpu"))
     assert should_compile(True, torch.device("cpu")) and not should_compile(False, torch.device("cuda"))
@@ -253,7 +253,7 @@ def test_compile_setting_is_checked(tmp_path, small_corpus):
 
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_directory(tmp_path, small_corpus):
     recipe = load_recipe(str(write_recipe(tmp_path, small_corpus)))
-    trainer = Trainer(recipe, tmp_path / "run", log=lambda *a: None)
+    trainer = pretrainer(recipe, tmp_path / "run", log=lambda *a: None)
 
     def broken(*args, **kwargs):
         raise LmforgeError("the validation split cannot be scored")

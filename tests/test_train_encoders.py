@@ -7,7 +7,7 @@ import yaml
 from safetensors.torch import load_file
 
 from lmforge.config import load_recipe
-from lmforge.train.trainer import Trainer
+from lmforge.train.pretrain import pretrainer
 from tests.test_train import kill_then_resume
 
 
@@ -25,7 +25,7 @@ def write_recipe(tmp_path, corpus, preset="bert-mini", **train):
 
 def fit(tmp_path, corpus, preset="bert-mini", **train):
     recipe = load_recipe(str(write_recipe(tmp_path, corpus, preset, **train)))
-    return Trainer(recipe, tmp_path / "run", log=lambda *a: None).fit()
+    return pretrainer(recipe, tmp_path / "run", log=lambda *a: None).fit()
 
 
 def test_bert_mlm_and_nsp_learn(tmp_path, small_corpus):

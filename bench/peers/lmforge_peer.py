@@ -30,7 +30,7 @@ class LmforgePeer(Peer):
 
     def compile_for_training(self) -> None:
         """As lmforge's trainer does with train.compile: each Transformer layer, not the whole model."""
-        from lmforge.train.distributed import CompiledLayers
+        from lmforge.train.parallel import CompiledLayers
 
         CompiledLayers(self.model).on()
 

@@ -352,18 +352,18 @@ def _decode(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _field(record: dict, key: str, where: str) -> str:
+def _field(record: dict, key: str, where: str, arg: str) -> str:
+    """The text of field `key` (set by load_corpus's argument `arg`, which an error names)."""
     if key not in record:
         have = ", ".join(map(str, record)) or "none"
-        raise LmforgeError(f"{where} has no field '{key}' (it has: {have}); choose one with "
-                           f"column= / label_column=")
+        raise LmforgeError(f"{where} has no field '{key}' (it has: {have}); choose one with {{field}}", arg, key)
     value = record[key]
     if value is None:
         return ""
     if isinstance(value, (str, int, float)):
         return str(value)
-    raise LmforgeError(f"field '{key}' at {where} is a {type(value).__name__}, not text; point "
-                       f"column= / label_column= at a text field")
+    raise LmforgeError(f"field '{key}' at {where} is a {type(value).__name__}, not text; point {{field}} at a text "
+                       "field", arg, key)
 
 
 def _read_file(path: Path, column: str, label_column: str | None) -> tuple[list[str], list[str]]:
@@ -385,9 +385,9 @@ def _read_file(path: Path, column: str, label_column: str | None) -> tuple[list[
             if not isinstance(record, dict):
                 raise LmforgeError(f'{path}:{i} is a JSON {type(record).__name__}, not an object; '
                                    f'write one object per line, e.g. {{"text": "..."}}')
-            docs.append(_field(record, column, f"{path}:{i}"))
+            docs.append(_field(record, column, f"{path}:{i}", "column"))
             if label_column:
-                labels.append(_field(record, label_column, f"{path}:{i}"))
+                labels.append(_field(record, label_column, f"{path}:{i}", "label_column"))
     elif ext in (".csv", ".tsv"):
         # TSV has no quoting (IANA text/tab-separated-values): a '"' is text, not a quote.
         quoting = csv.QUOTE_NONE if ext == ".tsv" else csv.QUOTE_MINIMAL
@@ -396,11 +396,10 @@ def _read_file(path: Path, column: str, label_column: str | None) -> tuple[list[
         csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # whole documents in a cell
         try:
             have = reader.fieldnames or []
-            for key in (column, label_column):
+            for key, arg in ((column, "column"), (label_column, "label_column")):
                 if key and key not in have:
-                    raise LmforgeError(
-                        f"{path} has no column '{key}' (its header has: "
-                        f"{', '.join(have) or 'nothing'}); choose one with column= / label_column=")
+                    raise LmforgeError(f"{path} has no column '{key}' (its header has: {', '.join(have) or 'nothing'}); "
+                                       "choose one with {field}", arg, key)
             for row in reader:
                 docs.append(row[column] or "")
                 if label_column:

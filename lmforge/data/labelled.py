@@ -51,8 +51,8 @@ def least_length(pair: bool, encoder: bool = True) -> int:
 def check_length(max_len: int, least: int) -> None:
     """Refuse a row length too short to hold any row with its special tokens."""
     if max_len < least:
-        raise LmforgeError(f"--max-length {max_len} is too short to hold a row with its special tokens; give "
-                           f"{least} or more, or leave it out to use the model's context")
+        raise LmforgeError(f"{{setting}} is too short to hold a row with its special tokens; give {least} or more, "
+                           "or leave it out to use the model's context", "max_length", max_len)
 
 
 def _row(i: int, numbers) -> int:
@@ -74,7 +74,7 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], max_len: int, encoder: 
     """Token ids (with the family's special tokens) of each text, or text pair, cut to `max_len`.
     `numbers`: each row's index in its file, so that an error names the file's row."""
     if truncation not in ("warn", "error"):
-        raise LmforgeError(f"truncation={truncation!r} is not supported; use warn or error")
+        raise LmforgeError("{setting} is not supported; use warn or error", "truncation", truncation)
     check_length(max_len, least_length(pairs is not None, encoder))
     if encoder and (tokenizer.cls_id is None or tokenizer.sep_id is None):
         raise LmforgeError("the tokenizer has no [CLS]/[SEP] token, which an encoder's input needs; use the "

@@ -1,11 +1,16 @@
 """The training loop: one optimiser step = `grad_accum` micro-batches, clipped, AdamW, scheduled.
 
-The loop knows nothing of the objective: a task (train/tasks.py, train/finetune.py) hands it
-batches, a loss and an evaluation, so pretraining a GPT, a BERT or an ELECTRA and fine-tuning any of
-them run through this one loop, with the same checkpoints, logs, early stopping and resume.
+The loop knows nothing of the objective: a task (lmforge/tasks/) hands it batches, a loss and an
+evaluation, so pretraining a GPT, a BERT or an ELECTRA and fine-tuning any of them run through this
+one loop, with the same checkpoints, logs, early stopping and resume. What the model and the task
+are is the caller's business (train/pretrain.py, train/finetune.py).
 
 AdamW (Loshchilov & Hutter 2019) with weight decay only on matrices (not on biases, norm gains):
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  w -= lr (m_hat / (sqrt(v_hat) + eps) + wd w)
+
+A step whose loss or gradient norm ||g||_2 is not finite is refused before the optimiser sees it
+(AdamW would spread the NaN into every weight and its moments), and the run stops with `Diverged`:
+the last checkpoint on disk stays the last good one.
 """
 
 from __future__ import annotations
@@ -20,16 +25,29 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lmforge.config import Recipe
-from lmforge.errors import LmforgeError
-from lmforge.models import build_model
+from lmforge.config import Recipe, TrainConfig
+from lmforge.errors import Diverged, LmforgeError
+from lmforge.io import LOCK_NAME, RunLock
 from lmforge.runtime import autocast, autocast_dtype, pick_device
-from lmforge.tokenizer import Tokenizer
 from lmforge import checkpoint as ckpt
-from lmforge.train.distributed import CompiledLayers, should_compile
 from lmforge.train.logging import MetricsLog, plot_losses
+from lmforge.train.parallel import CompiledLayers, should_compile
 from lmforge.train.schedule import lr_at
-from lmforge.train.tasks import build_task, objective_for, prepare_data
+
+
+@contextlib.contextmanager
+def held_run_dir(run_dir: str | Path, command: str):
+    """Hold the run directory's lock (io.RunLock) for a whole run, so a second process is refused; a
+    directory this made and left holding nothing but the lock (the run failed before any file) is removed."""
+    run_dir = Path(run_dir)
+    made = not run_dir.exists()
+    with RunLock(run_dir, command):
+        try:
+            yield run_dir
+        except BaseException:
+            if made and run_dir.is_dir() and all(p.name == LOCK_NAME for p in run_dir.iterdir()):
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
 
 
 @dataclass
@@ -48,6 +66,20 @@ class TrainResult:
     compile_seconds: float = 0.0  # the first compiled step, compilation included (left out of tokens_per_s)
 
 
+@dataclass
+class _Clock:
+    """Where a fit() is: its start, the speed measurements (train.time_limit_minutes) and token counts."""
+
+    start: float
+    first_step: int
+    speed_from: tuple[int, float]  # (step, training seconds) where the speed is next measured from
+    refit_every: float  # with a time limit: measure the speed this often (seconds)
+    next_fit: float = math.inf  # from the first measurement, after 20 steps
+    last_log: float = 0.0
+    tokens: int = 0
+    tokens_at_log: int = 0
+
+
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
@@ -61,56 +93,44 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
 
 
 class Trainer:
-    """Pretrains the recipe's model on its data, or trains a given `model` on a given `task`."""
+    """Trains `model` on `task` as `cfg` says, checkpointing into `run_dir` (with `recipe` saved
+    beside the weights as recipe.yaml, when given). resume: go on from the run's last checkpoint."""
 
-    # what a diverged run advises, in the settings of the command that runs it (fine-tuning has its own)
-    DIVERGED_FIX = "lower train.lr (e.g. --set train.lr=3e-4) or raise train.warmup_steps, then start again"
-
-    def __init__(self, recipe: Recipe, run_dir: str | Path, resume: bool = False, log=print,
-                 data=None, model: torch.nn.Module | None = None, task=None, diverged_fix: str | None = None):
-        self.recipe, self.run_dir, self.resume, self.log = recipe, Path(run_dir), resume, log
-        self.diverged_fix = diverged_fix or self.DIVERGED_FIX
-        tcfg = recipe.train
-        self.device = pick_device(tcfg.device, "--set train.device=cpu")
-        self.amp_dtype = autocast_dtype(self.device, tcfg.dtype)
+    def __init__(self, model: torch.nn.Module, task, cfg: TrainConfig, run_dir: str | Path,
+                 recipe: Recipe | None = None, resume: bool = False, log=print):
+        self.task, self.cfg, self.recipe = task, cfg, recipe
+        self.run_dir, self.resume, self.log = Path(run_dir), resume, log
+        self.device = pick_device(cfg.device, "--set train.device=cpu")
+        self.amp_dtype = autocast_dtype(self.device, cfg.dtype)
         self.autocast = autocast(self.device, self.amp_dtype)
         if resume:
             ckpt.load_trainer_state(self.run_dir)  # fail early, before any work, if it cannot resume
-        torch.manual_seed(tcfg.seed)
-        if task is None:
-            family = recipe.model_config(1).family
-            objective = objective_for(recipe, family)
-            tokenizer = Tokenizer.load(self.run_dir / "tokenizer.json") if resume else None
-            data = data or prepare_data(recipe, objective, tokenizer, log)
-            self.model_config = recipe.model_config(data.tokenizer.vocab_size)
-            torch.manual_seed(tcfg.seed)
-            model = build_model(self.model_config)
-            task = build_task(recipe, objective, data, self.model_config)
-        self.task, self.data = task, task.data
+        self.data = task.data
         self.model = model.to(self.device)
         self.model_config = self.model.config
-        self.optimizer = make_optimizer(self.model, tcfg)
+        self.optimizer = make_optimizer(self.model, cfg)
         # train.compile: each Transformer layer compiled for the training steps (compiled at the first)
-        layers = CompiledLayers(self.model) if should_compile(tcfg.compile, self.device) else None
+        layers = CompiledLayers(self.model) if should_compile(cfg.compile, self.device) else None
         self.compiled = layers if layers else None
         self.compile_pending = self.compiled is not None
         self.step = 0
         self.best: float | None = None  # the best headline metric so far (train.keep_best / patience)
         self.best_eval: dict | None = None  # the numbers of the evaluation that set it
         self.evals_without_gain = 0
-        self.horizon = tcfg.max_steps  # where the schedule ends; shrinks to fit train.time_limit_minutes
+        self.horizon = cfg.max_steps  # where the schedule ends; shrinks to fit train.time_limit_minutes
         if resume:
             self._load_state()
 
     # --- state -----------------------------------------------------------------------------------
     def _state(self) -> dict:
+        cfg = self.cfg
         state = {"optimizer": self.optimizer.state_dict(), "data": self.task.state_dict(),
                  "rng_cpu": torch.get_rng_state(), "evals_without_gain": self.evals_without_gain}
         if self.best is not None:  # a resumed run keeps comparing against it (keep_best, patience)
             state["best"], state["best_eval"] = self.best, self.best_eval
-        if self.horizon < self.recipe.train.max_steps:  # shrunk to fit the time limit
+        if self.horizon < cfg.max_steps:  # shrunk to fit the time limit
             state["horizon"] = self.horizon
-            state["horizon_for"] = [self.recipe.train.max_steps, self.recipe.train.time_limit_minutes]
+            state["horizon_for"] = [cfg.max_steps, cfg.time_limit_minutes]
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         return state
@@ -120,6 +140,10 @@ class Trainer:
 
         state = ckpt.load_trainer_state(self.run_dir)
         load_model(self.model, str(self.run_dir / "model.safetensors"), device=str(self.device))
+        if not all(torch.isfinite(p).all() for p in self.model.state_dict().values() if p.is_floating_point()):
+            raise LmforgeError(f"{self.run_dir / 'model.safetensors'} holds weights that are not finite numbers "
+                               "(damaged, or saved from a diverged run), which training cannot go on from; restore "
+                               "it from a copy or start a new run")
         self.optimizer.load_state_dict(state["optimizer"])
         self.task.load_state_dict(state["data"])
         torch.set_rng_state(state["rng_cpu"])
@@ -130,8 +154,8 @@ class Trainer:
         self.evals_without_gain = int(state.get("evals_without_gain", 0))
         # a run killed mid-way goes on along the schedule it had; one that ended at its time limit, or is
         # resumed with another max_steps or time limit, gets a schedule fitted afresh (it would train 0 steps)
-        tcfg = self.recipe.train
-        if "horizon" in state and state.get("horizon_for") == [tcfg.max_steps, tcfg.time_limit_minutes] \
+        cfg = self.cfg
+        if "horizon" in state and state.get("horizon_for") == [cfg.max_steps, cfg.time_limit_minutes] \
                 and self.step < int(state["horizon"]):
             self.horizon = int(state["horizon"])
 
@@ -146,106 +170,125 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        cfg = self.recipe.train
-        model, opt = self.model, self.optimizer
-        new_dir = not self.run_dir.exists()
+        """Train to the end of the schedule, the time limit or early stopping; evaluate and save on the way."""
+        cfg = self.cfg
         metrics = MetricsLog(self.run_dir, self.step if self.resume else None)
-        result = TrainResult(self.run_dir, self.step, n_params=model.num_params(),
-                             flops_per_token=model.flops_per_token())
+        result = TrainResult(self.run_dir, self.step, n_params=self.model.num_params(),
+                             flops_per_token=self.model.flops_per_token())
         result.best = dict(self.best_eval) if self.best_eval else None  # a resumed run's kept evaluation
         if self.step == 0:
-            try:
-                self._record_eval(metrics, result)
-                self.save()
-            except BaseException:  # nothing was trained: leave no run directory behind
-                if new_dir and not ckpt.is_checkpoint(self.run_dir):
-                    shutil.rmtree(self.run_dir, ignore_errors=True)
-                raise
-        model.train()
+            self._first_checkpoint(metrics, result)
+        self.model.train()
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
                    dynamic_ncols=True, leave=False)
-        t_start = t_log = time.perf_counter()
-        step_at_start = self.step
-        speed_from = (self.step, 0.0)  # (step, training seconds) where the speed is next measured from
-        refit_every = max(2.0, 0.05 * 60 * cfg.time_limit_minutes)  # with a time limit: measure the speed this often
-        next_fit = math.inf  # from the first measurement, after 20 steps
-        tokens_done = tokens_at_log = 0
+        now = time.perf_counter()
+        clock = _Clock(now, self.step, (self.step, 0.0), max(2.0, 0.05 * 60 * cfg.time_limit_minutes), last_log=now)
         try:
             while self.step < self.horizon:
-                if cfg.time_limit_minutes > 0 and (self.step == step_at_start + 20 or time.perf_counter() >= next_fit):
-                    speed_from = self._fit_schedule_to_time(t_start, speed_from, result.eval_seconds
-                                                            + result.compile_seconds, bar)
-                    next_fit = time.perf_counter() + refit_every
-                lr = lr_at(self.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=self._warmup(),
-                           total=self.horizon, kind=cfg.schedule)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                batches = [{k: v.to(self.device, non_blocking=True) for k, v in self.task.next_batch().items()}
-                           for _ in range(cfg.grad_accum)]
-                tokens_done += sum(b["input_ids"].numel() for b in batches)
-                loss_sum = self._accumulate(batches, result)
-                if not math.isfinite(loss_sum):
-                    raise LmforgeError(
-                        f"the training loss became {loss_sum} at step {self.step + 1}; the last good checkpoint "
-                        f"(step {ckpt.checkpoint_step(self.run_dir)}) is kept in {self.run_dir}: {self.diverged_fix}"
-                    )
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                self.step += 1
-                bar.update(1)
-                now = time.perf_counter()
-                if self.step % cfg.log_every == 0 or self.step == self.horizon:
-                    tps = (tokens_done - tokens_at_log) / max(now - t_log, 1e-9)
-                    t_log, tokens_at_log = now, tokens_done
-                    metrics.write(step=self.step, loss=loss_sum, lr=lr, tokens_per_s=round(tps, 1),
-                                  elapsed_s=round(now - t_start, 2))
-                    bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
-                out_of_time = cfg.time_limit_minutes > 0 and now - t_start > 60 * cfg.time_limit_minutes
-                last = self.step == self.horizon or out_of_time
-                stop = out_of_time
-                t_eval = time.perf_counter()
-                if self.step % cfg.eval_every == 0 or last:
-                    self._record_eval(metrics, result, full=last)  # the final figure scores every token
-                    ev = result.evals[-1]
-                    improved = self._improved(ev)
-                    self.evals_without_gain = 0 if improved else self.evals_without_gain + 1
-                    if cfg.progress:
-                        head = self.task.headline
-                        bar.write(f"step {self.step}: val loss {ev['loss']:.4f}, {head} {ev[head]:.4f}"
-                                  + (" (best)" if improved and cfg.keep_best else ""))
-                    if cfg.keep_best:
-                        if improved:
-                            result.best = dict(ev)
-                            self.save()
-                    elif cfg.save_every == 0 or last:
-                        self.save()
-                    if cfg.time_limit_minutes > 0 and not last:  # measured again: a busy start misleads
-                        speed_from = self._fit_schedule_to_time(t_start, speed_from, result.eval_seconds
-                                                                + result.compile_seconds
-                                                                + time.perf_counter() - t_eval, bar)
-                        next_fit = time.perf_counter() + refit_every
-                    if cfg.patience and self.evals_without_gain >= cfg.patience and not last:
-                        self.log(f"no better {self.task.headline} in {cfg.patience} evaluations; stopping early at "
-                                 f"step {self.step}")
-                        stop = True
-                elif cfg.save_every and self.step % cfg.save_every == 0 and not cfg.keep_best:
-                    self.save()
-                result.eval_seconds += time.perf_counter() - t_eval
-                t_log += time.perf_counter() - t_eval  # keep the logged tokens/s about training
-                if out_of_time:
-                    self.log(f"time limit of {cfg.time_limit_minutes} minutes reached at step {self.step}; saved")
-                if stop:
+                if self._one_step(clock, metrics, result, bar):
                     break
         finally:
             bar.close()
-        result.seconds = time.perf_counter() - t_start
-        result.tokens_per_s = tokens_done / max(result.seconds - result.eval_seconds - result.compile_seconds, 1e-9)
+        result.seconds = time.perf_counter() - clock.start
+        result.tokens_per_s = clock.tokens / max(result.seconds - result.eval_seconds - result.compile_seconds, 1e-9)
         result.steps = self.step
         result.stopped_early = self.step < cfg.max_steps
         plot_losses(metrics.read(), self.run_dir / "loss.png", title=str(self.run_dir.name))
         return result
+
+    def _first_checkpoint(self, metrics: MetricsLog, result: TrainResult) -> None:
+        """Score and save the untrained model (step 0); a failure here leaves no run directory behind."""
+        fresh = not any(p.name != LOCK_NAME for p in self.run_dir.iterdir()) if self.run_dir.is_dir() else True
+        try:
+            self._record_eval(metrics, result)
+            self.save()
+        except BaseException:
+            if fresh and not ckpt.is_checkpoint(self.run_dir):
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def _one_step(self, clock: _Clock, metrics: MetricsLog, result: TrainResult, bar) -> bool:
+        """One optimiser step, its log line and, when due, an evaluation and a save; True: stop here."""
+        cfg = self.cfg
+        if cfg.time_limit_minutes > 0 and (self.step == clock.first_step + 20 or time.perf_counter() >= clock.next_fit):
+            self._refit(clock, result, bar)
+        lr = lr_at(self.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=self._warmup(), total=self.horizon,
+                   kind=cfg.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batches = [{k: v.to(self.device, non_blocking=True) for k, v in self.task.next_batch().items()}
+                   for _ in range(cfg.grad_accum)]
+        clock.tokens += sum(b["input_ids"].numel() for b in batches)
+        loss_sum = self._accumulate(batches, result)
+        self._apply(loss_sum)
+        self.step += 1
+        bar.update(1)
+        now = time.perf_counter()
+        if self.step % cfg.log_every == 0 or self.step == self.horizon:
+            tps = (clock.tokens - clock.tokens_at_log) / max(now - clock.last_log, 1e-9)
+            clock.last_log, clock.tokens_at_log = now, clock.tokens
+            metrics.write(step=self.step, loss=loss_sum, lr=lr, tokens_per_s=round(tps, 1),
+                          elapsed_s=round(now - clock.start, 2))
+            bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
+        out_of_time = cfg.time_limit_minutes > 0 and now - clock.start > 60 * cfg.time_limit_minutes
+        t_eval = time.perf_counter()
+        stop = self._checkpoint_due(self.step == self.horizon or out_of_time, clock, metrics, result, bar)
+        result.eval_seconds += time.perf_counter() - t_eval
+        clock.last_log += time.perf_counter() - t_eval  # keep the logged tokens/s about training
+        if out_of_time:
+            self.log(f"time limit of {cfg.time_limit_minutes} minutes reached at step {self.step}; saved")
+        return stop or out_of_time
+
+    def _apply(self, loss_sum: float) -> None:
+        """Clip the gradients and step the optimiser, unless the loss or the gradient norm is not
+        finite: then the step is refused and the run stops (Diverged), the weights untouched."""
+        cfg = self.cfg
+        what, value = "loss", loss_sum
+        if math.isfinite(loss_sum):
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            what, value = "gradient norm", float(norm)
+        if not math.isfinite(value):
+            self.optimizer.zero_grad(set_to_none=True)
+            kept = ckpt.checkpoint_step(self.run_dir) if ckpt.is_checkpoint(self.run_dir) else None
+            raise Diverged(what, value, self.step + 1, kept, self.run_dir)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _checkpoint_due(self, last: bool, clock: _Clock, metrics: MetricsLog, result: TrainResult, bar) -> bool:
+        """Evaluate (and keep the best, or save) when due; True when patience has run out."""
+        cfg = self.cfg
+        if not (self.step % cfg.eval_every == 0 or last):
+            if cfg.save_every and self.step % cfg.save_every == 0 and not cfg.keep_best:
+                self.save()
+            return False
+        t_eval = time.perf_counter()
+        self._record_eval(metrics, result, full=last)  # the final figure scores every token
+        ev = result.evals[-1]
+        improved = self._improved(ev)
+        self.evals_without_gain = 0 if improved else self.evals_without_gain + 1
+        if cfg.progress:
+            head = self.task.headline
+            bar.write(f"step {self.step}: val loss {ev['loss']:.4f}, {head} {ev[head]:.4f}"
+                      + (" (best)" if improved and cfg.keep_best else ""))
+        if cfg.keep_best:
+            if improved:
+                result.best = dict(ev)
+                self.save()
+        elif cfg.save_every == 0 or last:
+            self.save()
+        if cfg.time_limit_minutes > 0 and not last:  # measured again: a busy start misleads
+            self._refit(clock, result, bar, time.perf_counter() - t_eval)
+        if cfg.patience and self.evals_without_gain >= cfg.patience and not last:
+            self.log(f"no better {self.task.headline} in {cfg.patience} evaluations; stopping early at "
+                     f"step {self.step}")
+            return True
+        return False
+
+    def _refit(self, clock: _Clock, result: TrainResult, bar, extra: float = 0.0) -> None:
+        clock.speed_from = self._fit_schedule_to_time(clock.start, clock.speed_from,
+                                                      result.eval_seconds + result.compile_seconds + extra, bar)
+        clock.next_fit = time.perf_counter() + clock.refit_every
 
     def _accumulate(self, batches: list[dict], result: TrainResult) -> float:
         """Forward and backward over the step's micro-batches (gradients add up); their summed loss.
@@ -281,7 +324,7 @@ class Trainer:
         """The warmup steps: train.warmup_steps, shortened in proportion where the time limit has
         shortened the schedule (warmup_steps x horizon / max_steps), so that a run cut to a few steps
         still leaves warmup and anneals instead of ending while the learning rate still climbs."""
-        cfg = self.recipe.train
+        cfg = self.cfg
         if self.horizon >= cfg.max_steps or cfg.warmup_steps == 0:
             return cfg.warmup_steps
         return max(1, round(cfg.warmup_steps * self.horizon / cfg.max_steps))
@@ -299,7 +342,7 @@ class Trainer:
             end = step + (0.9 * limit - elapsed) / seconds per step     (10% kept for evaluations)
 
         Returns where the next measurement starts: (this step, training seconds so far)."""
-        cfg = self.recipe.train
+        cfg = self.cfg
         now = time.perf_counter()
         trained = now - t_start - eval_seconds
         steps = self.step - speed_from[0]

@@ -1,16 +1,16 @@
-"""What the training loop trains on: a task joins a data source, an objective and its evaluation.
+"""Pretraining tasks: a token source, an objective and its evaluation, in the shape every task has.
 
-Every task gives the trainer the same five things: `next_batch()` (a dict of tensors), `loss(model,
-batch)`, `evaluate(model, full, autocast)` (a dict with "loss" and the task's metrics), the name of
-its headline metric (what progress shows, early stopping watches and the best checkpoint keeps),
-and `state_dict()` for the data position saved with each checkpoint. Pretraining objectives:
+Every task gives the training loop (train/trainer.py) the same five things: `next_batch()` (a dict
+of tensors), `loss(model, batch)`, `evaluate(model, full, autocast)` (a dict with "loss" and the
+task's metrics), the name of its headline metric (what progress shows, early stopping watches and
+the best checkpoint keeps), and `state_dict()` for the data position saved with each checkpoint.
 
     clm      GPT: next-token prediction on windows of the text              (objectives/clm.py)
     mlm      BERT: masked LM on runs of consecutive sentences                (objectives/mlm.py)
     mlm+nsp  BERT: masked LM on sentence pairs + next-sentence prediction
     rtd      ELECTRA: generator MLM + replaced-token detection               (objectives/rtd.py)
 
-Fine-tuning tasks live in train/finetune.py and follow the same shape.
+Building the data and the model from a recipe is train/pretrain.py's; labelled tasks are beside this file.
 """
 
 from __future__ import annotations
@@ -29,33 +29,9 @@ from lmforge.objectives.clm import clm_loss
 from lmforge.objectives.mlm import mlm_loss
 from lmforge.objectives.rtd import rtd_loss
 
-OBJECTIVES = {"gpt": ("clm",), "bert": ("mlm+nsp", "mlm"), "electra": ("rtd",)}
 
-
-def objective_for(recipe: Recipe, family: str) -> str:
-    """The recipe's train.objective, or the family's own ("auto"); a mismatch is a clear error."""
-    allowed = OBJECTIVES[family]
-    name = recipe.train.objective
-    if name == "auto":
-        return allowed[0]
-    if name not in allowed:
-        raise LmforgeError(f"train.objective={name!r} does not train a {family} model; use one of "
-                           f"{', '.join(allowed)} (or auto)")
-    return name
-
-
-def prepare_data(recipe: Recipe, objective: str, tokenizer=None, log=print):
-    """Token data for an objective: a token stream (clm) or documents cut into sentences (encoders)."""
-    if objective == "clm":
-        from lmforge.data.shards import prepare
-
-        return prepare(recipe.data, tokenizer=tokenizer, log=log)
-    from lmforge.data.encoder import prepare_encoder
-
-    return prepare_encoder(recipe.data, tokenizer=tokenizer, log=log, whole_word=recipe.train.whole_word_mask or None)
-
-
-def build_task(recipe: Recipe, objective: str, data, model_config: ModelConfig):
+def pretraining_task(recipe: Recipe, objective: str, data, model_config: ModelConfig):
+    """The task of a pretraining objective over its prepared data."""
     if objective == "clm":
         return LanguageModelling(recipe, data, model_config)
     return EncoderPretraining(recipe, data, model_config, objective)

@@ -1,0 +1,7 @@
+"""`python -m lmforge`: the `lmforge` command."""
+
+import sys
+
+from lmforge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""`lmforge data list|prepare` and `lmforge tokenizer train`: corpora in, token shards and tokenizers out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmforge.cli.output import emit, logger
+from lmforge.errors import LmforgeError
+
+
+def cmd_data_list(args) -> None:
+    from lmforge.data.corpora import list_corpora
+
+    rows = list_corpora()
+    text = [f"{'name':16} {'lang':5} {'size':36} {'cached':7} licence"]
+    text += [f"{r['name']:16} {r['language']:5} {r['size']:36} {'yes' if r['cached'] else 'no':7} {r['licence']}"
+             for r in rows]
+    emit(args, {"corpora": rows}, "\n".join(text))
+
+
+def cmd_data_prepare(args) -> None:
+    from lmforge.config import DataConfig
+    from lmforge.data.shards import prepare
+
+    cfg = DataConfig(corpus=args.corpus, column=args.column, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                     val_fraction=args.val_fraction)
+    m = dict(prepare(cfg, log=logger(args)).meta)
+    emit(args, m, "\n".join(f"{k}: {v}" for k, v in m.items()))
+
+
+def cmd_tokenizer_train(args) -> None:
+    from lmforge.data.clean import clean_documents
+    from lmforge.data.corpora import load_corpus
+    from lmforge.tokenizer import train_tokenizer
+
+    docs, _ = clean_documents(load_corpus(args.corpus, column=args.column).documents)
+    tok = train_tokenizer(args.kind, docs, args.vocab_size)
+    out = Path(args.out)
+    try:
+        if out.is_dir() or not out.suffix:
+            out.mkdir(parents=True, exist_ok=True)
+            out = out / "tokenizer.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tok.save(out)
+    except OSError as e:
+        raise LmforgeError(f"cannot write {out}: {e.strerror or e}; choose a --out you can write to") from None
+    sample = docs[0][:200]
+    ids = tok.encode(sample)
+    r = {"path": str(out), "kind": tok.kind, "vocab_size": tok.vocab_size,
+         "chars_per_token": round(len(sample) / max(1, len(ids)), 3)}
+    emit(args, r, f"saved a {tok.kind} tokenizer of {tok.vocab_size:,} tokens to {out} "
+                  f"({r['chars_per_token']} characters per token on a sample)")
+
+
+def add_commands(sub, command, json_flag) -> None:
+    d = sub.add_parser("data", help="list and prepare corpora").add_subparsers(dest="data_command", metavar="ACTION",
+                                                                               required=True)
+    dl = command("list", cmd_data_list, "show the built-in corpora: name, language, size, licence, whether cached", d)
+    json_flag(dl)
+    dp = command("prepare", cmd_data_prepare, "clean, split and tokenise a corpus into cached token shards", d)
+    dp.add_argument("corpus", help="built-in corpus name, or a .txt/.jsonl/.csv/.tsv file, folder or glob")
+    dp.add_argument("--tokenizer", default="bpe", help="bpe, wordpiece, char, or a path to a tokenizer.json "
+                    "(default: bpe)")
+    dp.add_argument("--vocab-size", type=int, default=4096, help="vocabulary of a BPE tokenizer (default: 4096)")
+    dp.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus (default: text)")
+    dp.add_argument("--val-fraction", type=float, default=0.1, help="last fraction of the text kept for validation")
+    json_flag(dp)
+    t = sub.add_parser("tokenizer", help="train tokenizers").add_subparsers(dest="tok_command", metavar="ACTION",
+                                                                            required=True)
+    tt = command("train", cmd_tokenizer_train, "train a byte-level BPE or character tokenizer and save tokenizer.json", t)
+    tt.add_argument("corpus", help="built-in corpus name, or a file, folder or glob")
+    tt.add_argument("--kind", choices=["bpe", "wordpiece", "char"], default="bpe",
+                    help="byte-level BPE (GPT), WordPiece (BERT, ELECTRA) or characters (default: bpe)")
+    tt.add_argument("--vocab-size", type=int, default=4096)
+    tt.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus")
+    tt.add_argument("--out", default="tokenizer.json", help="file or directory to write (default: tokenizer.json)")
+    json_flag(tt)

@@ -1,0 +1,23 @@
+"""Downstream tasks: each turns rows into batches, gives the loss, evaluates with its headline
+metric and predicts for new rows (classify.py, token.py, qa.py); pretrain.py holds the pretraining
+objectives in the same shape. Fine-tuning, cross-validation and `lmforge predict` (train/) are thin
+loops over the task that `task_class(kind)` gives."""
+
+from __future__ import annotations
+
+from lmforge.errors import LmforgeError
+
+KINDS = ("classify", "token", "qa")
+
+
+def task_class(kind: str):
+    """The task of `kind` (task.kind in a recipe, a fine-tuned model's head)."""
+    if kind == "classify":
+        from lmforge.tasks.classify import Classification as cls
+    elif kind == "token":
+        from lmforge.tasks.token import TokenClassification as cls
+    elif kind == "qa":
+        from lmforge.tasks.qa import QuestionAnswering as cls
+    else:
+        raise LmforgeError("{setting} is not supported; use classify, token or qa", "task.kind", kind)
+    return cls
