@@ -180,7 +180,7 @@ class Classification:
         self.examples, self.val, self.labels, self.cfg, self.pad_id = examples, val, labels, cfg, pad_id
         self.data = SimpleNamespace(tokenizer=tokenizer)  # what the trainer reports as its data
         self.headline = cfg.metric
-        self.batches = ShuffledBatches(len(examples), cfg.batch_size, cfg.seed)
+        self.batches = ShuffledBatches(len(examples), cfg.batch_size, cfg.seed, [len(r) for r in examples.ids])
         self.class_weights = None
         if cfg.class_weights:
             self.class_weights = balanced_class_weights(np.bincount(examples.targets, minlength=len(labels)).tolist())

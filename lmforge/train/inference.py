@@ -10,7 +10,7 @@ import contextlib
 
 import torch
 
-from lmforge.data.labelled import Examples, pad_batch
+from lmforge.data.labelled import Examples, by_length, pad_batch
 from lmforge.evaluate.qa import best_span
 from lmforge.objectives.classify import sequence_loss, span_loss
 
@@ -55,16 +55,24 @@ def _inference(model):
         model.train(was_training)
 
 
-def _chunks(n: int, size: int):
-    for s in range(0, n, size):
-        yield list(range(s, min(s + size, n)))
+def _chunks(ex: Examples, size: int) -> list[list[int]]:
+    """Batches of rows of similar length (less padding); results are put back in row order."""
+    return by_length([len(r) for r in ex.ids], size)
+
+
+def _in_row_order(items: list, chunks: list[list[int]]) -> list:
+    """Per-row results produced in the order of `chunks`, put back in row order."""
+    out = [None] * len(items)
+    for item, i in zip(items, (i for idx in chunks for i in idx)):
+        out[i] = item
+    return out
 
 
 def predict_probs(model, ex: Examples, pad_id: int, autocast=None, batch_size: int = 64) -> tuple[torch.Tensor, float]:
     """Class probabilities (N, C) for every example, and the mean loss when targets are known."""
-    probs, loss_sum = [], 0.0
+    probs, loss_sum, chunks = [], 0.0, _chunks(ex, batch_size)
     with _inference(model) as device:
-        for idx in _chunks(len(ex), batch_size):
+        for idx in chunks:
             batch = class_batch(ex, idx, pad_id) if ex.targets else pad_batch(
                 [ex.ids[i] for i in idx], [ex.types[i] for i in idx], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -75,16 +83,17 @@ def predict_probs(model, ex: Examples, pad_id: int, autocast=None, batch_size: i
                 else:
                     logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
             probs.append(torch.softmax(logits.float(), -1).cpu())
-    return torch.cat(probs), loss_sum / max(1, len(ex))
+    rows = [i for idx in chunks for i in idx]
+    return torch.cat(probs)[torch.tensor(rows).argsort()], loss_sum / max(1, len(ex))
 
 
 def tag_words(model, ex: Examples, pad_id: int, autocast=None,
               batch_size: int = 64) -> tuple[list[list[int]], list[list[int]], float]:
     """Per row, the predicted tag id of every scored word (the tokens whose target is not IGNORE: a
     word's first piece), the target ids there, and the mean loss over the targets."""
-    pred, true, loss_sum = [], [], 0.0
+    pred, true, loss_sum, chunks = [], [], 0.0, _chunks(ex, batch_size)
     with _inference(model) as device:
-        for idx in _chunks(len(ex), batch_size):
+        for idx in chunks:
             batch = {k: v.to(device) for k, v in token_batch(ex, idx, pad_id).items()}
             with (autocast or contextlib.nullcontext)():
                 loss, logits = sequence_loss(model, batch)
@@ -93,7 +102,7 @@ def tag_words(model, ex: Examples, pad_id: int, autocast=None,
             for j in range(len(idx)):
                 true.append(batch["labels"][j][scored[j]].tolist())
                 pred.append(guess[j][scored[j]].tolist())
-    return pred, true, loss_sum / max(1, len(ex))
+    return _in_row_order(pred, chunks), _in_row_order(true, chunks), loss_sum / max(1, len(ex))
 
 
 def answer_spans(model, ex: Examples, contexts: list[str], offsets: list[list[tuple[int, int]]], pad_id: int,
@@ -104,7 +113,7 @@ def answer_spans(model, ex: Examples, contexts: list[str], offsets: list[list[tu
     best: dict[int, tuple[float, str]] = {}  # row -> (score, text)
     loss_sum = 0.0
     with _inference(model) as device:
-        for idx in _chunks(len(ex), batch_size):
+        for idx in _chunks(ex, batch_size):
             batch = {k: v.to(device) for k, v in span_batch(ex, idx, pad_id).items()}
             loss, logits = span_loss(model, batch)
             loss_sum += loss.item() * len(idx)
