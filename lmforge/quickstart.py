@@ -52,6 +52,8 @@ def run_quickstart(corpus: str = "shakespeare", out: str | Path = "runs/quicksta
         "steps": result.steps,
         "stopped_early": result.stopped_early,
         "tokens_per_s": round(result.tokens_per_s, 1),
+        "dtype": result.dtype,  # float32 or bfloat16 (autocast), as train.dtype=auto chose for this machine
+        "dtype_reason": result.dtype_reason,
         "train_seconds": round(result.seconds, 1),
         "untrained": untrained,
         "bigram": bigram,

@@ -1,17 +1,25 @@
 """Device and precision: chosen by what the machine has, never hard-coded.
 
-CPU defaults to float32 (bfloat16 matmuls are hundreds of times slower on some CPUs and faster on
-others: `bf16_speedup()` measures it); CUDA defaults to bfloat16 autocast.
+dtype "auto" is bfloat16 autocast on CUDA, and on a CPU whose matmul probe (`bf16_speedup()`, run
+once per CPU model and torch version, then read from the cache) shows bfloat16 at least
+BF16_MIN_SPEEDUP times as fast as float32; float32 otherwise (bfloat16 matmuls are hundreds of
+times slower on some CPUs and several times faster on others).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import platform
 import time
 
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.io import cache_dir, write_json
+
+BF16_MIN_SPEEDUP = 1.3  # below this, the casts autocast adds eat what bfloat16 products save
 
 
 def pick_device(name: str = "auto", setting: str = "device='cpu'") -> torch.device:
@@ -31,11 +39,55 @@ def pick_device(name: str = "auto", setting: str = "device='cpu'") -> torch.devi
     return device
 
 
+def choose_dtype(device: torch.device, dtype: str = "auto") -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for train.dtype=`dtype` on `device` (None: plain float32), and why."""
+    if dtype in ("float32", "bfloat16"):
+        return (torch.bfloat16 if dtype == "bfloat16" else None), f"train.dtype={dtype}"
+    if device.type == "cuda":
+        return torch.bfloat16, "bfloat16 autocast is the default on CUDA"
+    if device.type != "cpu":
+        return None, f"float32 is the default on {device.type}"
+    speedup = cached_bf16_speedup()
+    verdict = "at least" if speedup >= BF16_MIN_SPEEDUP else "under"
+    why = (f"this CPU multiplies matrices {speedup:.2f}x as fast in bfloat16 as in float32, {verdict} "
+           f"{BF16_MIN_SPEEDUP}x (probe cached in {cache_dir('probes')}; train.dtype=float32 or bfloat16 overrides)")
+    return (torch.bfloat16 if speedup >= BF16_MIN_SPEEDUP else None), why
+
+
 def autocast_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for `dtype` on `device`, or None for plain float32."""
-    if dtype == "float32" or (dtype == "auto" and device.type != "cuda"):
-        return None
-    return torch.bfloat16
+    """The autocast dtype alone (see choose_dtype), or None for plain float32."""
+    return choose_dtype(device, dtype)[0]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what the platform reports."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cached_bf16_speedup() -> float:
+    """bf16_speedup() of this machine, measured once per CPU model and torch version and kept in
+    the cache (a probe is a second of work; every run reads it back)."""
+    key = f"{cpu_model()} | torch {torch.__version__}"
+    path = cache_dir("probes") / f"bf16-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == key and float(saved["bf16_speedup"]) > 0:
+            return float(saved["bf16_speedup"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # absent, or not whole: measure again
+    speedup = bf16_speedup()
+    try:
+        write_json(path, {"key": key, "bf16_speedup": speedup, "measured": time.strftime("%Y-%m-%d %H:%M:%S")})
+    except LmforgeError:
+        pass  # an unwritable cache costs a probe per run, not the run
+    return speedup
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -45,15 +97,21 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def bf16_speedup(n: int = 512, repeats: int = 10) -> float:
-    """How many times faster a bfloat16 matmul is than float32 here (a short probe)."""
+def bf16_speedup(n: int = 512, repeats: int = 10, budget_s: float = 1.0) -> float:
+    """How many times faster an n x n bfloat16 matmul is than float32 here: the best of `repeats`
+    timings of each (the best, as other programs only ever slow one down), each dtype stopping
+    early after `budget_s` seconds (a CPU without bfloat16 units takes hundreds of times longer)."""
 
-    def rate(dtype):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        a @ b
-        t = time.perf_counter()
+    def best(dtype):
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a @ b  # the first product allocates and packs
+        times, stop = [], time.perf_counter() + budget_s
         for _ in range(repeats):
+            t = time.perf_counter()
             a @ b
-        return time.perf_counter() - t
+            times.append(time.perf_counter() - t)
+            if time.perf_counter() > stop:
+                break
+        return min(times)
 
-    return rate(torch.float32) / rate(torch.bfloat16)
+    return best(torch.float32) / best(torch.bfloat16)

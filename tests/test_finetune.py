@@ -306,7 +306,7 @@ def test_a_stopped_finetune_resumes_to_the_same_result(base_run, tmp_path, monke
     from lmforge.train.finetune import Classification
 
     data = write_csv(tmp_path / "d.csv", rows())
-    cfg = quick(epochs=6)  # 6 steps an epoch, an evaluation (and maybe a kept checkpoint) after each
+    cfg = quick(epochs=6, dtype="float32")  # bit for bit; 6 steps an epoch, an evaluation (and maybe a kept checkpoint) after each
     full = finetune(base_run, str(data), tmp_path / "full", cfg, log=lambda *a: None)
     real, calls = Classification.loss, {"n": 0}
 
@@ -323,7 +323,7 @@ def test_a_stopped_finetune_resumes_to_the_same_result(base_run, tmp_path, monke
     with pytest.raises(LmforgeError, match="already holds a checkpoint; pass --resume"):
         finetune(base_run, str(data), tmp_path / "run", cfg, log=lambda *a: None)
     with pytest.raises(LmforgeError, match="another lr"):
-        finetune(base_run, str(data), tmp_path / "run", quick(epochs=6, lr=2e-3), log=lambda *a: None, resume=True)
+        finetune(base_run, str(data), tmp_path / "run", quick(epochs=6, dtype="float32", lr=2e-3), log=lambda *a: None, resume=True)
     with pytest.raises(LmforgeError, match="no fine-tuning run to resume"):
         finetune(base_run, str(data), tmp_path / "empty", cfg, log=lambda *a: None, resume=True)
     saved = json.loads((tmp_path / "run" / "finetune.json").read_text())

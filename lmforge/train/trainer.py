@@ -23,7 +23,7 @@ from tqdm import tqdm
 from lmforge.config import Recipe
 from lmforge.errors import LmforgeError
 from lmforge.models import build_model
-from lmforge.runtime import autocast, autocast_dtype, pick_device
+from lmforge.runtime import autocast, choose_dtype, pick_device
 from lmforge.tokenizer import Tokenizer
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.distributed import CompiledLayers, should_compile
@@ -46,6 +46,8 @@ class TrainResult:
     best: dict | None = None  # the evaluation of the kept checkpoint, with train.keep_best
     compiled: bool = False  # the training steps ran with compiled layers (train.compile)
     compile_seconds: float = 0.0  # the first compiled step, compilation included (left out of tokens_per_s)
+    dtype: str = "float32"  # what the steps multiplied in: float32, or bfloat16 autocast (train.dtype)
+    dtype_reason: str = ""  # why (train.dtype=auto: the device, or this CPU's bfloat16 probe)
 
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
@@ -72,7 +74,9 @@ class Trainer:
         self.diverged_fix = diverged_fix or self.DIVERGED_FIX
         tcfg = recipe.train
         self.device = pick_device(tcfg.device, "--set train.device=cpu")
-        self.amp_dtype = autocast_dtype(self.device, tcfg.dtype)
+        self.amp_dtype, self.dtype_reason = choose_dtype(self.device, tcfg.dtype)
+        self.dtype = "bfloat16" if self.amp_dtype == torch.bfloat16 else "float32"
+        log(f"precision: {self.dtype}{' autocast' if self.amp_dtype else ''} on {self.device.type} ({self.dtype_reason})")
         self.autocast = autocast(self.device, self.amp_dtype)
         if resume:
             ckpt.load_trainer_state(self.run_dir)  # fail early, before any work, if it cannot resume
@@ -151,7 +155,7 @@ class Trainer:
         new_dir = not self.run_dir.exists()
         metrics = MetricsLog(self.run_dir, self.step if self.resume else None)
         result = TrainResult(self.run_dir, self.step, n_params=model.num_params(),
-                             flops_per_token=model.flops_per_token())
+                             flops_per_token=model.flops_per_token(), dtype=self.dtype, dtype_reason=self.dtype_reason)
         result.best = dict(self.best_eval) if self.best_eval else None  # a resumed run's kept evaluation
         if self.step == 0:
             try:
@@ -328,5 +332,6 @@ class Trainer:
         self.model.train()
         ev["step"] = self.step
         result.evals.append(ev)
-        metrics.write(step=self.step, **{f"val_{k}": v for k, v in ev.items() if isinstance(v, (int, float))
-                                         and k != "step"})
+        first = {"dtype": self.dtype, "dtype_reason": self.dtype_reason} if self.step == 0 else {}  # the run's first row
+        metrics.write(step=self.step, **first, **{f"val_{k}": v for k, v in ev.items() if isinstance(v, (int, float))
+                                                  and k != "step"})
