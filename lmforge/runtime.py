@@ -1,9 +1,10 @@
 """Device and precision: chosen by what the machine has, never hard-coded.
 
-dtype "auto" is bfloat16 autocast on CUDA, and on a CPU whose matmul probe (`bf16_speedup()`, run
-once per CPU model and torch version, then read from the cache) shows bfloat16 at least
-BF16_MIN_SPEEDUP times as fast as float32; float32 otherwise (bfloat16 matmuls are hundreds of
-times slower on some CPUs and several times faster on others).
+dtype "auto" is bfloat16 autocast on CUDA, and on a CPU whose matmul probe (`bf16_speedup()`: a
+training step's products, autocast's casts included; run once per CPU model and torch version, then
+read from the cache) shows bfloat16 at least BF16_MIN_SPEEDUP times as fast as float32; float32
+otherwise (bfloat16 matmuls are hundreds of times slower on some CPUs and several times faster on
+others, and where they are fast the casts around them can still eat the gain).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from lmforge.errors import LmforgeError
 from lmforge.io import cache_dir, write_json
 
 BF16_MIN_SPEEDUP = 1.3  # below this, the casts autocast adds eat what bfloat16 products save
+PROBE = "autocast MLP step 2048x128"  # in the cache key: a changed probe measures again
 
 
 def pick_device(name: str = "auto", setting: str = "device='cpu'") -> torch.device:
@@ -49,7 +51,7 @@ def choose_dtype(device: torch.device, dtype: str = "auto") -> tuple[torch.dtype
         return None, f"float32 is the default on {device.type}"
     speedup = cached_bf16_speedup()
     verdict = "at least" if speedup >= BF16_MIN_SPEEDUP else "under"
-    why = (f"this CPU multiplies matrices {speedup:.2f}x as fast in bfloat16 as in float32, {verdict} "
+    why = (f"this CPU runs a training step's matrix products {speedup:.2f}x as fast in bfloat16 as in float32, {verdict} "
            f"{BF16_MIN_SPEEDUP}x (probe cached in {cache_dir('probes')}; train.dtype=float32 or bfloat16 overrides)")
     return (torch.bfloat16 if speedup >= BF16_MIN_SPEEDUP else None), why
 
@@ -74,7 +76,7 @@ def cpu_model() -> str:
 def cached_bf16_speedup() -> float:
     """bf16_speedup() of this machine, measured once per CPU model and torch version and kept in
     the cache (a probe is a second of work; every run reads it back)."""
-    key = f"{cpu_model()} | torch {torch.__version__}"
+    key = f"{cpu_model()} | torch {torch.__version__} | {PROBE}"
     path = cache_dir("probes") / f"bf16-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -97,21 +99,31 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def bf16_speedup(n: int = 512, repeats: int = 10, budget_s: float = 1.0) -> float:
-    """How many times faster an n x n bfloat16 matmul is than float32 here: the best of `repeats`
-    timings of each (the best, as other programs only ever slow one down), each dtype stopping
-    early after `budget_s` seconds (a CPU without bfloat16 units takes hundreds of times longer)."""
+def bf16_speedup(rows: int = 2048, width: int = 128, repeats: int = 10, budget_s: float = 2.0) -> float:
+    """How many times faster a training step's matrix products run under bfloat16 autocast than in
+    float32 here: forward and backward of x W1 -> GELU -> W2 (x: rows x width, W1: width x 4 width,
+    float32 weights, as in training), so the casts autocast adds are paid as they are in a run. The
+    width is the quick start's, the narrowest model trained by default: a wider model gains more.
+    The best of `repeats` alternated timings of each (other programs only ever slow one down),
+    stopping early after `budget_s` seconds (a CPU without bfloat16 units is hundreds of times slower)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, width, generator=gen)
+    w1 = torch.randn(4 * width, width, generator=gen).requires_grad_()
+    w2 = torch.randn(width, 4 * width, generator=gen).requires_grad_()
 
-    def best(dtype):
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-        a @ b  # the first product allocates and packs
-        times, stop = [], time.perf_counter() + budget_s
-        for _ in range(repeats):
-            t = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - t)
-            if time.perf_counter() > stop:
-                break
-        return min(times)
+    def step(bf16: bool) -> float:
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = torch.nn.functional.linear(torch.nn.functional.gelu(torch.nn.functional.linear(x, w1)), w2)
+        y.float().square().mean().backward()
+        w1.grad = w2.grad = None
+        return time.perf_counter() - t
 
-    return best(torch.float32) / best(torch.bfloat16)
+    step(False), step(True)  # the first steps allocate and pack
+    fp32, bf16, stop = [], [], time.perf_counter() + budget_s
+    for _ in range(repeats):  # alternated, so that a busy moment slows both alike
+        fp32.append(step(False))
+        bf16.append(step(True))
+        if time.perf_counter() > stop:
+            break
+    return min(fp32) / min(bf16)
