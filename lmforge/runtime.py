@@ -1,7 +1,7 @@
 """Device and precision: chosen by what the machine has, never hard-coded.
 
 dtype "auto" is bfloat16 autocast on CUDA, and on a CPU whose matmul probe (`bf16_speedup()`: a
-training step's products, autocast's casts included; run once per CPU model and torch version, then
+Transformer layer's training step, autocast's casts included; run once per CPU model and torch version, then
 read from the cache) shows bfloat16 at least BF16_MIN_SPEEDUP times as fast as float32; float32
 otherwise (bfloat16 matmuls are hundreds of times slower on some CPUs and several times faster on
 others, and where they are fast the casts around them can still eat the gain).
@@ -21,7 +21,7 @@ from lmforge.errors import LmforgeError
 from lmforge.io import cache_dir, write_json
 
 BF16_MIN_SPEEDUP = 1.3  # below this, the casts autocast adds eat what bfloat16 products save
-PROBE = "autocast MLP step 2048x128"  # in the cache key: a changed probe measures again
+PROBE = "autocast Block step 16x128x128"  # in the cache key: a changed probe measures again
 
 
 def pick_device(name: str = "auto", setting: str = "device='cpu'") -> torch.device:
@@ -51,7 +51,7 @@ def choose_dtype(device: torch.device, dtype: str = "auto") -> tuple[torch.dtype
         return None, f"float32 is the default on {device.type}"
     speedup = cached_bf16_speedup()
     verdict = "at least" if speedup >= BF16_MIN_SPEEDUP else "under"
-    why = (f"this CPU runs a training step's matrix products {speedup:.2f}x as fast in bfloat16 as in float32, {verdict} "
+    why = (f"this CPU runs a Transformer layer's training step {speedup:.2f}x as fast in bfloat16 as in float32, {verdict} "
            f"{BF16_MIN_SPEEDUP}x (probe cached in {cache_dir('probes')}; train.dtype=float32 or bfloat16 overrides)")
     return (torch.bfloat16 if speedup >= BF16_MIN_SPEEDUP else None), why
 
@@ -99,24 +99,31 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def bf16_speedup(rows: int = 2048, width: int = 128, repeats: int = 10, budget_s: float = 2.0) -> float:
-    """How many times faster a training step's matrix products run under bfloat16 autocast than in
-    float32 here: forward and backward of x W1 -> GELU -> W2 (x: rows x width, W1: width x 4 width,
-    float32 weights, as in training), so the casts autocast adds are paid as they are in a run. The
-    width is the quick start's, the narrowest model trained by default: a wider model gains more.
+def bf16_speedup(batch: int = 16, seq: int = 128, width: int = 128, repeats: int = 10,
+                 budget_s: float = 2.0) -> float:
+    """How many times faster a training step runs under bfloat16 autocast than in float32 here:
+    forward, backward and an AdamW step of one Transformer layer (nn.Block: attention, MLP, norms)
+    on batch x seq x width activations, with float32 weights as in training, so the casts autocast
+    adds and the work bfloat16 does not speed up weigh as they do in a run. The shape is the quick
+    start's, the narrowest model trained by default (a wider model gains more from bfloat16).
     The best of `repeats` alternated timings of each (other programs only ever slow one down),
     stopping early after `budget_s` seconds (a CPU without bfloat16 units is hundreds of times slower)."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, width, generator=gen)
-    w1 = torch.randn(4 * width, width, generator=gen).requires_grad_()
-    w2 = torch.randn(width, 4 * width, generator=gen).requires_grad_()
+    from lmforge.config import model_config_from_preset
+    from lmforge.nn import Block
+
+    with torch.random.fork_rng():  # the caller's random stream stays where it was
+        torch.manual_seed(0)
+        layer = Block(model_config_from_preset("gpt-mini", d_model=width, n_head=4, context_length=seq, dropout=0.0))
+        x = torch.randn(batch, seq, width)
+    opt = torch.optim.AdamW(layer.parameters())
 
     def step(bf16: bool) -> float:
         t = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            y = torch.nn.functional.linear(torch.nn.functional.gelu(torch.nn.functional.linear(x, w1)), w2)
+            y = layer(x)[0]
         y.float().square().mean().backward()
-        w1.grad = w2.grad = None
+        opt.step()
+        opt.zero_grad(set_to_none=True)
         return time.perf_counter() - t
 
     step(False), step(True)  # the first steps allocate and pack
