@@ -1,6 +1,7 @@
 """Precision by measurement: train.dtype=auto, the cached bfloat16 probe, and what a run records of it."""
 
 import json
+import random
 
 import pytest
 import torch
@@ -58,12 +59,14 @@ def test_the_real_probe_measures_a_positive_ratio():
 
 
 @pytest.mark.parametrize("speedup, chosen", [(0.5, "float32"), (3.0, "bfloat16")])
-def test_a_run_says_its_precision_first_and_records_it(probe, tmp_path, shakespeare_text, speedup, chosen):
+def test_a_run_says_its_precision_first_and_records_it(probe, tmp_path, speedup, chosen):
     from lmforge.train.trainer import Trainer
 
     probe.speedup = speedup
+    rng = random.Random(0)
     corpus = tmp_path / "c.txt"
-    corpus.write_text(shakespeare_text[:20_000], encoding="utf-8")
+    corpus.write_text("\n".join(" ".join(rng.choices("the king and queen of a far land".split(), k=12))
+                                 for _ in range(400)), encoding="utf-8")
     recipe = {"model": {"preset": "gpt-micro", "context_length": 16}, "data": {"corpus": str(corpus),
               "tokenizer": "char"}, "train": {"batch_size": 4, "max_steps": 2, "eval_every": 2, "eval_batches": 1,
                                               "warmup_steps": 1, "progress": False}}
