@@ -49,8 +49,9 @@ def prepare(key: str, args) -> dict:
         raise RuntimeError(f"corpus '{name}' has no labels")
     docs, labels = list(corpus.documents), [str(x) for x in corpus.labels]
     n_corpus = len(docs)
-    if args.quick:
-        keep = _stratified_subset(labels, QUICK_ROWS[key])
+    subset = getattr(args, "rows", None) or (QUICK_ROWS[key] if args.quick else None)  # --rows: bench.finetune
+    if subset and subset < len(docs):
+        keep = _stratified_subset(labels, subset)
         docs, labels = [docs[i] for i in keep], [labels[i] for i in keep]
     args.work.mkdir(parents=True, exist_ok=True)
     path = args.work / f"{key}.csv"

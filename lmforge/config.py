@@ -257,7 +257,7 @@ class TrainConfig:
     save_every: int = 0  # 0: at every evaluation
     log_every: int = 10
     seed: int = 1337
-    dtype: str = "auto"  # auto (float32 on CPU, bfloat16 autocast on CUDA) | float32 | bfloat16
+    dtype: str = "auto"  # auto (bfloat16 autocast where measured faster: runtime.choose_dtype) | float32 | bfloat16
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     time_limit_minutes: float = 0.0  # 0: no limit; else stop (and save) when the time is up
     progress: bool = True

@@ -53,6 +53,7 @@ def run_quickstart(corpus: str = "shakespeare", out: str | Path = "runs/quicksta
         "train_tokens": data.meta["train_tokens"], "val_tokens": data.meta["val_tokens"],
         "parameters": model.num_params(), "flops_per_token": model.flops_per_token(), "steps": result.steps,
         "stopped_early": result.stopped_early, "tokens_per_s": round(result.tokens_per_s, 1),
+        "dtype": result.dtype, "dtype_reason": result.dtype_reason,  # as train.dtype=auto chose for this machine
         "train_seconds": round(result.seconds, 1), "untrained": untrained, "bigram": bigram, "trained": trained,
         "samples": texts, "seconds": round(time.perf_counter() - t0, 1),
     }

@@ -1,17 +1,27 @@
 """Device and precision: chosen by what the machine has, never hard-coded.
 
-CPU defaults to float32 (bfloat16 matmuls are hundreds of times slower on some CPUs and faster on
-others: `bf16_speedup()` measures it); CUDA defaults to bfloat16 autocast.
+dtype "auto" is bfloat16 autocast on CUDA, and on a CPU whose matmul probe (`bf16_speedup()`: a
+Transformer layer's training step, autocast's casts included; run once per CPU model and torch version, then
+read from the cache) shows bfloat16 at least BF16_MIN_SPEEDUP times as fast as float32; float32
+otherwise (bfloat16 matmuls are hundreds of times slower on some CPUs and several times faster on
+others, and where they are fast the casts around them can still eat the gain).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import platform
 import time
 
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.io import cache_dir, write_json
+
+BF16_MIN_SPEEDUP = 1.3  # below this, the casts autocast adds eat what bfloat16 products save
+PROBE = "autocast Block step 16x128x128"  # in the cache key: a changed probe measures again
 
 
 def pick_device(name: str = "auto", setting: str = "device='cpu'") -> torch.device:
@@ -31,11 +41,56 @@ def pick_device(name: str = "auto", setting: str = "device='cpu'") -> torch.devi
     return device
 
 
+def choose_dtype(device: torch.device, dtype: str = "auto") -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for train.dtype=`dtype` on `device` (None: plain float32), and why."""
+    if dtype in ("float32", "bfloat16"):
+        return (torch.bfloat16 if dtype == "bfloat16" else None), f"train.dtype={dtype}"
+    if device.type == "cuda":
+        return torch.bfloat16, "bfloat16 autocast is the default on CUDA"
+    if device.type != "cpu":
+        return None, f"float32 is the default on {device.type}"
+    speedup = cached_bf16_speedup()
+    verdict = "at least" if speedup >= BF16_MIN_SPEEDUP else "under"
+    why = (f"this CPU runs a Transformer layer's step (forward, backward, AdamW) {speedup:.2f}x as fast in bfloat16 "
+           f"as in float32, {verdict} {BF16_MIN_SPEEDUP}x (probe cached in {cache_dir('probes')}; train.dtype=float32 "
+           "or bfloat16 overrides)")
+    return (torch.bfloat16 if speedup >= BF16_MIN_SPEEDUP else None), why
+
+
 def autocast_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for `dtype` on `device`, or None for plain float32."""
-    if dtype == "float32" or (dtype == "auto" and device.type != "cuda"):
-        return None
-    return torch.bfloat16
+    """The autocast dtype alone (see choose_dtype), or None for plain float32."""
+    return choose_dtype(device, dtype)[0]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what the platform reports."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cached_bf16_speedup() -> float:
+    """bf16_speedup() of this machine, measured once per CPU model and torch version and kept in
+    the cache (a probe is a second of work; every run reads it back)."""
+    key = f"{cpu_model()} | torch {torch.__version__} | {PROBE}"
+    path = cache_dir("probes") / f"bf16-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == key and float(saved["bf16_speedup"]) > 0:
+            return float(saved["bf16_speedup"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # absent, or not whole: measure again
+    speedup = bf16_speedup()
+    try:
+        write_json(path, {"key": key, "bf16_speedup": speedup, "measured": time.strftime("%Y-%m-%d %H:%M:%S")})
+    except LmforgeError:
+        pass  # an unwritable cache costs a probe per run, not the run
+    return speedup
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -45,15 +100,38 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def bf16_speedup(n: int = 512, repeats: int = 10) -> float:
-    """How many times faster a bfloat16 matmul is than float32 here (a short probe)."""
+def bf16_speedup(batch: int = 16, seq: int = 128, width: int = 128, repeats: int = 10,
+                 budget_s: float = 2.0) -> float:
+    """How many times faster a training step runs under bfloat16 autocast than in float32 here:
+    forward, backward and an AdamW step of one Transformer layer (nn.Block: attention, MLP, norms)
+    on batch x seq x width activations, with float32 weights as in training, so the casts autocast
+    adds and the work bfloat16 does not speed up weigh as they do in a run. The shape is the quick
+    start's, the narrowest model trained by default (a wider model gains more from bfloat16).
+    The best of `repeats` alternated timings of each (other programs only ever slow one down),
+    stopping early after `budget_s` seconds (a CPU without bfloat16 units is hundreds of times slower)."""
+    from lmforge.config import model_config_from_preset
+    from lmforge.nn import Block
 
-    def rate(dtype):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        a @ b
+    with torch.random.fork_rng():  # the caller's random stream stays where it was
+        torch.manual_seed(0)
+        layer = Block(model_config_from_preset("gpt-mini", d_model=width, n_head=4, context_length=seq, dropout=0.0))
+        x = torch.randn(batch, seq, width)
+    opt = torch.optim.AdamW(layer.parameters())
+
+    def step(bf16: bool) -> float:
         t = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = layer(x)[0]
+        y.float().square().mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
         return time.perf_counter() - t
 
-    return rate(torch.float32) / rate(torch.bfloat16)
+    step(False), step(True)  # the first steps allocate and pack
+    fp32, bf16, stop = [], [], time.perf_counter() + budget_s
+    for _ in range(repeats):  # alternated, so that a busy moment slows both alike
+        fp32.append(step(False))
+        bf16.append(step(True))
+        if time.perf_counter() > stop:
+            break
+    return min(fp32) / min(bf16)

@@ -103,6 +103,27 @@ def test_classification_head_over_every_family(preset):
     assert torch.allclose(logits[2], alone[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("preset", ["bert-mini", "electra-mini"])
+def test_a_batch_without_padding_takes_the_fused_path_and_padding_keeps_its_mask(preset, monkeypatch):
+    model = tiny(preset, head="classify", labels=["a", "b"])
+    masks = []  # the attn_mask each attention call hands the fused kernel
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, attn_mask=None, **kw: masks.append(attn_mask) or sdpa(*a, attn_mask=attn_mask, **kw))
+    ids = torch.randint(5, 50, (3, 9))
+    full = model(ids, attention_mask=torch.ones_like(ids))
+    assert masks and all(m is None for m in masks)
+    assert torch.equal(full, model(ids))  # all ones is no mask at all, bit for bit
+    masks.clear()
+    lengths = [9, 4, 6]
+    pad = torch.arange(9)[None, :] < torch.tensor(lengths)[:, None]
+    padded = model(ids, attention_mask=pad)
+    assert masks and all(m is not None for m in masks)
+    for row, n in enumerate(lengths):  # each padded row scores as it does alone, unpadded
+        alone = model(ids[row:row + 1, :n], attention_mask=torch.ones(1, n, dtype=torch.bool))
+        assert torch.allclose(padded[row], alone[0], atol=1e-5)
+
+
 def test_qa_head_and_span_loss():
     model = tiny(head="qa")
     ids = torch.randint(5, 50, (2, 9))

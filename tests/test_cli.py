@@ -158,6 +158,7 @@ def test_quickstart_on_a_small_local_corpus(small_corpus, tmp_path, capsys):
     assert r["trained"]["perplexity"] < r["untrained"]["perplexity"] / 3
     assert r["bigram"]["perplexity"] < r["untrained"]["perplexity"]
     assert len(r["samples"]) == 3 and all(s["text"] for s in r["samples"])
+    assert r["dtype"] in ("float32", "bfloat16") and "bfloat16 as in float32" in r["dtype_reason"]  # the probe's say
     assert lmforge.load(tmp_path / "qs").generate("The", max_new_tokens=5)
 
 

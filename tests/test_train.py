@@ -74,7 +74,7 @@ def kill_then_resume(recipe, tmp_path, at_least: int) -> tuple:
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, small_corpus):
-    recipe = write_recipe(tmp_path, small_corpus, max_steps=400, eval_every=25)
+    recipe = write_recipe(tmp_path, small_corpus, max_steps=400, eval_every=25, dtype="float32")  # bit for bit
     full, killed, stopped_at = kill_then_resume(recipe, tmp_path, 50)
     assert 50 <= stopped_at < 400, "the run was not killed part-way"
     a, b = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
@@ -204,7 +204,8 @@ def test_compiled_training_follows_eager_training(tmp_path, small_corpus):
     runs, graphs = {}, counters["stats"]["unique_graphs"]
     for setting in (True, False):
         (tmp_path / str(setting)).mkdir()
-        path = write_recipe(tmp_path / str(setting), small_corpus, max_steps=30, eval_every=30, compile=setting)
+        path = write_recipe(tmp_path / str(setting), small_corpus, max_steps=30, eval_every=30, compile=setting,
+                            dtype="float32")  # compared to float32 rounding
         recipe = load_recipe(str(path), ["model.dropout=0"])
         trainer = pretrainer(recipe, tmp_path / str(setting) / "run", log=lambda *a: None)
         assert (trainer.compiled is not None) == setting

@@ -60,7 +60,7 @@ def test_chinese_whole_word_masking_trains(tmp_path):
 
 
 def test_killed_bert_run_resumes_bit_exact(tmp_path, small_corpus):
-    recipe = write_recipe(tmp_path, small_corpus, max_steps=100, eval_every=20)
+    recipe = write_recipe(tmp_path, small_corpus, max_steps=100, eval_every=20, dtype="float32")  # bit for bit
     full, killed, stopped_at = kill_then_resume(recipe, tmp_path, 40)
     assert 40 <= stopped_at < 100, "the run was not killed part-way"
     a, b = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")

@@ -37,6 +37,7 @@ def cmd_quickstart(args) -> None:
         f"  trained GPT      {r['trained']['perplexity']:10.1f}   ({r['trained']['bits_per_byte']:.3f} bits per byte)",
         f"{r['steps']} steps in {r['train_seconds']:.0f} s at {r['tokens_per_s']:,.0f} tokens/s; "
         f"{r['parameters'] / 1e6:.2f}M parameters; total {r['seconds']:.0f} s",
+        f"precision: {r['dtype']} ({r['dtype_reason']})",
         "",
     ]
     for s in r["samples"]:

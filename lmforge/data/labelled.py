@@ -261,20 +261,52 @@ def pad_batch(ids: list[list[int]], types: list[list[int]], pad_id: int) -> dict
     return {"input_ids": input_ids, "token_type_ids": token_types, "attention_mask": mask}
 
 
-class ShuffledBatches:
-    """Endless batches over the examples, a fresh seeded shuffle every epoch (state saved with runs)."""
+def by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of similar length, longest first: for evaluation and prediction,
+    where every row is scored once and the order does not matter (callers put results back)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+
+class ShuffledBatches:
+    """Endless batches over the examples, a fresh seeded shuffle every epoch (state saved with runs).
+
+    With `lengths` (each row's token count), rows of similar length share a batch, so a short row
+    pays for little padding: each epoch shuffles the rows, sorts them by length within pools of
+    POOL batches, cuts the pools into batches and shuffles the order of the batches (the one short
+    batch, when n is not a multiple of batch_size, comes last). Every row is still seen once per
+    epoch; pools keep each batch's members changing from epoch to epoch. The state is the same
+    either way (the epoch's row order and the position in it), so a run saved before bucketing
+    existed resumes, and buckets from its next epoch.
+    """
+
+    POOL = 50  # batches per pool: the larger, the less padding and the more alike the epochs
+
+    def __init__(self, n: int, batch_size: int, seed: int, lengths: list[int] | None = None):
         if n == 0:
             raise LmforgeError("there are no training examples; give a file with rows")
-        self.n, self.batch_size = n, batch_size
+        if lengths is not None and len(lengths) != n:
+            raise ValueError(f"{len(lengths)} lengths for {n} rows")
+        self.n, self.batch_size, self.lengths = n, batch_size, lengths
         self.generator = torch.Generator().manual_seed(seed)
         self.order: list[int] = []
         self.pos = 0
 
+    def _epoch(self) -> list[int]:
+        """The next epoch's rows in the order they are served."""
+        rows = torch.randperm(self.n, generator=self.generator).tolist()
+        if self.lengths is None:
+            return rows
+        pool = self.batch_size * self.POOL
+        rows = [i for s in range(0, self.n, pool) for i in sorted(rows[s:s + pool], key=lambda i: -self.lengths[i])]
+        batches = [rows[s:s + self.batch_size] for s in range(0, self.n, self.batch_size)]
+        whole = len(batches) - (self.n % self.batch_size != 0)  # the short batch, if any, stays last
+        shuffled = [batches[b] for b in torch.randperm(whole, generator=self.generator).tolist()] + batches[whole:]
+        return [i for batch in shuffled for i in batch]
+
     def next_indices(self) -> list[int]:
         if self.pos >= len(self.order):
-            self.order, self.pos = torch.randperm(self.n, generator=self.generator).tolist(), 0
+            self.order, self.pos = self._epoch(), 0
         idx = self.order[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
         return idx

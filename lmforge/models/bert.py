@@ -7,7 +7,7 @@
     MLM:  logits_t = LayerNorm(GELU(W_t h_L,t + b_t)) E_tok^T + b_v    tied to the token embeddings
     NSP:  logits = W_nsp pooled + b_nsp                  (0: B follows A, 1: B is a random sentence)
 
-Padding is hidden from attention by a key mask. With `embedding_size` < d_model the embeddings are
+Padding is hidden from attention by a key mask (none where a batch has no padding). With `embedding_size` < d_model the embeddings are
 factorised (E x V plus an E -> d_model projection), which ELECTRA's generator uses to share the
 discriminator's embeddings. forward(ids) -> hidden states (B, T, d_model); the losses live in
 objectives/.
@@ -87,8 +87,9 @@ class Bert(nn.Module):
         if hasattr(self, "embed_proj"):
             x = self.embed_proj(x)  # (B, T, C)
         mask = None
-        if attention_mask is not None:  # every query may look at every real key
+        if attention_mask is not None and not bool(attention_mask.all()):  # every query may look at every real key
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        # a batch without padding passes no mask: attention then runs on SDPA's fused kernel
         weights = []
         for block in self.blocks:
             x, w = block(x, mask=mask, need_weights=need_weights)

@@ -19,7 +19,7 @@ import torch
 
 from lmforge.config import TaskConfig, TrainConfig
 from lmforge.data.corpora import load_corpus
-from lmforge.data.labelled import COLUMNAR, Examples, ShuffledBatches, pad_batch
+from lmforge.data.labelled import COLUMNAR, Examples, ShuffledBatches, by_length, pad_batch
 from lmforge.errors import LmforgeError
 from lmforge.tokenizer import Tokenizer
 
@@ -79,9 +79,17 @@ def inference(model):
         model.train(was_training)
 
 
-def chunks(n: int, size: int):
-    for s in range(0, n, size):
-        yield list(range(s, min(s + size, n)))
+def chunks(ex: Examples, size: int) -> list[list[int]]:
+    """Evaluation batches of rows of similar length (less padding); `in_row_order` puts results back."""
+    return by_length([len(r) for r in ex.ids], size)
+
+
+def in_row_order(items: list, batches: list[list[int]]) -> list:
+    """Per-row results produced in the order of `batches`, put back in row order."""
+    out = [None] * len(items)
+    for item, i in zip(items, (i for idx in batches for i in idx)):
+        out[i] = item
+    return out
 
 
 def plain_batch(ex: Examples, idx: list[int], pad_id: int) -> dict:
@@ -109,7 +117,8 @@ class LabelledTask:
     def fit_on(self, train: tuple, val: tuple) -> None:
         """Train on the encoded split `train`, validate on `val` (each: examples, row indices, offsets)."""
         self.examples, self.val, self.val_idx, self.val_offsets = train[0], val[0], val[1], val[2]
-        self.batches = ShuffledBatches(len(self.examples), self.train_cfg.batch_size, self.train_cfg.seed)
+        self.batches = ShuffledBatches(len(self.examples), self.train_cfg.batch_size, self.train_cfg.seed,
+                                       [len(r) for r in self.examples.ids])  # rows of similar length together
 
     def next_batch(self) -> dict:
         return self.batch(self.examples, self.batches.next_indices())

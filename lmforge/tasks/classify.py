@@ -30,9 +30,9 @@ def class_batch(ex: Examples, idx: list[int], pad_id: int) -> dict:
 
 def predict_probs(model, ex: Examples, pad_id: int, autocast=None, batch_size: int = 64) -> tuple[torch.Tensor, float]:
     """Class probabilities (N, C) for every example, and the mean loss when targets are known."""
-    probs, loss_sum = [], 0.0
+    probs, loss_sum, batches = [], 0.0, chunks(ex, batch_size)
     with inference(model) as device:
-        for idx in chunks(len(ex), batch_size):
+        for idx in batches:
             batch = class_batch(ex, idx, pad_id) if ex.targets else plain_batch(ex, idx, pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             with (autocast or contextlib.nullcontext)():
@@ -42,7 +42,8 @@ def predict_probs(model, ex: Examples, pad_id: int, autocast=None, batch_size: i
                 else:
                     logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
             probs.append(torch.softmax(logits.float(), -1).cpu())
-    return torch.cat(probs), loss_sum / max(1, len(ex))
+    rows = [i for idx in batches for i in idx]
+    return torch.cat(probs)[torch.tensor(rows).argsort()], loss_sum / max(1, len(ex))
 
 
 def column(path: str, name: str, required: bool = True) -> list[str] | None:

@@ -33,7 +33,7 @@ def answer_spans(model, ex: Examples, contexts: list[str], offsets: list[list[tu
     best: dict[int, tuple[float, str]] = {}  # row -> (score, text)
     loss_sum = 0.0
     with inference(model) as device:
-        for idx in chunks(len(ex), batch_size):
+        for idx in chunks(ex, batch_size):
             batch = {k: v.to(device) for k, v in span_batch(ex, idx, pad_id).items()}
             loss, logits = span_loss(model, batch)
             loss_sum += loss.item() * len(idx)

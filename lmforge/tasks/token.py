@@ -16,8 +16,9 @@ from lmforge.data.labelled import Examples, encode_tagged, read_tagged
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.classification import classification_report
 from lmforge.evaluate.entities import entity_report, entity_spans, is_chunk_tagset
-from lmforge.objectives.classify import IGNORE, sequence_loss
-from lmforge.tasks.base import chunks, inference, label_names, plain_batch
+from lmforge.data import IGNORE
+from lmforge.objectives.classify import sequence_loss
+from lmforge.tasks.base import chunks, in_row_order, inference, label_names, plain_batch
 from lmforge.tasks.classify import Classification
 
 
@@ -34,9 +35,9 @@ def tag_words(model, ex: Examples, pad_id: int, autocast=None,
               batch_size: int = 64) -> tuple[list[list[int]], list[list[int]], float]:
     """Per row, the predicted tag id of every scored word (the tokens whose target is not IGNORE: a
     word's first piece), the target ids there, and the mean loss over the targets."""
-    pred, true, loss_sum = [], [], 0.0
+    pred, true, loss_sum, batches = [], [], 0.0, chunks(ex, batch_size)
     with inference(model) as device:
-        for idx in chunks(len(ex), batch_size):
+        for idx in batches:
             batch = {k: v.to(device) for k, v in token_batch(ex, idx, pad_id).items()}
             with (autocast or contextlib.nullcontext)():
                 loss, logits = sequence_loss(model, batch)
@@ -45,7 +46,7 @@ def tag_words(model, ex: Examples, pad_id: int, autocast=None,
             for j in range(len(idx)):
                 true.append(batch["labels"][j][scored[j]].tolist())
                 pred.append(guess[j][scored[j]].tolist())
-    return pred, true, loss_sum / max(1, len(ex))
+    return in_row_order(pred, batches), in_row_order(true, batches), loss_sum / max(1, len(ex))
 
 
 def tag_report(true: list[list[str]], pred: list[list[str]], labels: list[str]) -> dict:

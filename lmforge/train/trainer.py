@@ -28,7 +28,7 @@ from tqdm import tqdm
 from lmforge.config import Recipe, TrainConfig
 from lmforge.errors import Diverged, LmforgeError
 from lmforge.io import LOCK_NAME, RunLock
-from lmforge.runtime import autocast, autocast_dtype, pick_device
+from lmforge.runtime import autocast, choose_dtype, pick_device
 from lmforge import checkpoint as ckpt
 from lmforge.train.logging import MetricsLog, plot_losses
 from lmforge.train.parallel import CompiledLayers, should_compile
@@ -64,6 +64,8 @@ class TrainResult:
     best: dict | None = None  # the evaluation of the kept checkpoint, with train.keep_best
     compiled: bool = False  # the training steps ran with compiled layers (train.compile)
     compile_seconds: float = 0.0  # the first compiled step, compilation included (left out of tokens_per_s)
+    dtype: str = "float32"  # what the steps multiplied in: float32, or bfloat16 autocast (train.dtype)
+    dtype_reason: str = ""  # why (train.dtype=auto: the device, or this CPU's bfloat16 probe)
 
 
 @dataclass
@@ -101,7 +103,9 @@ class Trainer:
         self.task, self.cfg, self.recipe = task, cfg, recipe
         self.run_dir, self.resume, self.log = Path(run_dir), resume, log
         self.device = pick_device(cfg.device, "--set train.device=cpu")
-        self.amp_dtype = autocast_dtype(self.device, cfg.dtype)
+        self.amp_dtype, self.dtype_reason = choose_dtype(self.device, cfg.dtype)
+        self.dtype = "bfloat16" if self.amp_dtype == torch.bfloat16 else "float32"
+        log(f"precision: {self.dtype}{' autocast' if self.amp_dtype else ''} on {self.device.type} ({self.dtype_reason})")
         self.autocast = autocast(self.device, self.amp_dtype)
         if resume:
             ckpt.load_trainer_state(self.run_dir)  # fail early, before any work, if it cannot resume
@@ -174,7 +178,8 @@ class Trainer:
         cfg = self.cfg
         metrics = MetricsLog(self.run_dir, self.step if self.resume else None)
         result = TrainResult(self.run_dir, self.step, n_params=self.model.num_params(),
-                             flops_per_token=self.model.flops_per_token())
+                             flops_per_token=self.model.flops_per_token(), dtype=self.dtype,
+                             dtype_reason=self.dtype_reason)
         result.best = dict(self.best_eval) if self.best_eval else None  # a resumed run's kept evaluation
         if self.step == 0:
             self._first_checkpoint(metrics, result)
@@ -371,5 +376,6 @@ class Trainer:
         self.model.train()
         ev["step"] = self.step
         result.evals.append(ev)
-        metrics.write(step=self.step, **{f"val_{k}": v for k, v in ev.items() if isinstance(v, (int, float))
-                                         and k != "step"})
+        first = {"dtype": self.dtype, "dtype_reason": self.dtype_reason} if self.step == 0 else {}  # the run's first row
+        metrics.write(step=self.step, **first, **{f"val_{k}": v for k, v in ev.items() if isinstance(v, (int, float))
+                                                  and k != "step"})
