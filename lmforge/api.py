@@ -271,11 +271,16 @@ def load(path: str | Path, device: str = "auto", backend: str = "auto") -> LM:
     backend: how decoding runs, "auto", "native" or "torch" (lmforge.generate.Engine)."""
     if backend not in BACKENDS:
         raise LmforgeError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    model, tokenizer = load_pretrained(path, pick_device(device))
-    if not hf.is_hf_dir(path):
+    try:  # a Hugging Face directory's JSON files are parsed once, for everything below
+        d = hf.HFDir.read(path) if Path(path).is_dir() else None
+    except LmforgeError:
+        d = None  # not readable as one: load_pretrained says what is wrong with it as a run
+    if d is None or not hf.is_hf_dir(d):
+        model, tokenizer = load_pretrained(path, pick_device(device))
         return LM(model, tokenizer, Path(path), backend=backend)
+    model, tokenizer = load_pretrained(d, pick_device(device))
     return LM(model, tokenizer, Path(path), add_bos=_post_processor_adds_bos(tokenizer),
-              end_ids=hf.end_ids(path), backend=backend)
+              end_ids=hf.end_ids(d), backend=backend)
 
 
 def _post_processor_adds_bos(tokenizer: Tokenizer) -> bool:

@@ -210,25 +210,24 @@ def load_trainer_state(path: str | Path) -> dict:
     )
 
 
-def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Tokenizer]:
-    """An lmforge run or a Hugging Face model directory -> (model in eval mode, tokenizer)."""
+def load_pretrained(path, device: str | torch.device = "cpu") -> tuple[nn.Module, Tokenizer]:
+    """An lmforge run or a Hugging Face model directory (a path, or an `hf.HFDir` already read, so its
+    files are parsed once) -> (model in eval mode, tokenizer)."""
     from lmforge.models import hf
 
-    path = Path(path)
     if not hf.is_hf_dir(path):
-        return load_checkpoint(path, device)
-    if not (path / "tokenizer.json").is_file():
-        raise LmforgeError(f"{path} has no tokenizer.json, which lmforge needs to turn text into tokens; save the "
+        return load_checkpoint(path.path if isinstance(path, hf.HFDir) else path, device)
+    d = hf.as_dir(path)
+    if not (d.path / "tokenizer.json").is_file():
+        raise LmforgeError(f"{d.path} has no tokenizer.json, which lmforge needs to turn text into tokens; save the "
                            "tokenizer there (tokenizer.save_pretrained) or load the bare model with lmforge.models.hf.load_hf")
-    model = hf.load_hf(path, device)
-    tokenizer = Tokenizer.load(path / "tokenizer.json")
-    tokenizer.hf.no_padding()  # a saved tokenizer.json may pad / cut every text to a fixed length (MiniLM: 128);
-    tokenizer.hf.no_truncation()  # transformers drops both on load, and so does lmforge
-    rules = hf.tokenizer_rules(path)
+    model = hf.load_hf(d, device)
+    tokenizer = Tokenizer.load(d.path / "tokenizer.json")  # without a saved padding / truncation (MiniLM: 128)
+    rules = hf.tokenizer_rules(d)
     if rules is not None and isinstance(tokenizer.hf.model, BPE):  # the tokenizer class sets its own text rules
         kind, settings = rules
         {"llama": tokenizer.use_llama_rules, "gpt2": tokenizer.use_gpt2_rules}[kind](**settings)
-    for role, i in hf.special_ids_from_hf(path, tokenizer.hf.token_to_id).items():  # the model's own, not lmforge's
+    for role, i in hf.special_ids_from_hf(d, tokenizer.hf.token_to_id).items():  # the model's own, not lmforge's
         if 0 <= i < model.config.vocab_size:
             setattr(tokenizer, f"{role}_id", i)
     return model.eval(), tokenizer

@@ -261,7 +261,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     time_limit_minutes: float = 0.0  # 0: no limit; else stop (and save) when the time is up
     progress: bool = True
-    objective: str = "auto"  # auto (the model family's own) | clm | mlm | mlm+nsp | rtd (train/tasks.py)
+    objective: str = "auto"  # auto (the model family's own) | clm | mlm | mlm+nsp | rtd (train/pretrain.py)
     mask_prob: float = 0.15  # mlm / rtd: the fraction of tokens chosen for prediction
     whole_word_mask: bool = False  # mlm / rtd: choose whole words (Chinese: segmented words), not pieces
     patience: int = 0  # > 0: stop after this many evaluations without a better headline metric

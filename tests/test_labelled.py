@@ -5,7 +5,8 @@ import random
 import torch
 
 from lmforge.data.labelled import Examples, ShuffledBatches, by_length
-from lmforge.train.inference import predict_probs, tag_words
+from lmforge.tasks.classify import predict_probs
+from lmforge.tasks.token import tag_words
 
 
 def lengths(n=203, seed=0):

@@ -46,10 +46,10 @@ def mapping_for(hf: dict) -> ModuleType:
 
 
 # --- reading ---------------------------------------------------------------------------------------------
-def is_hf_dir(path: str | Path) -> bool:
+def is_hf_dir(path: HFDir | str | Path) -> bool:
     """A Hugging Face model directory: config.json naming a `model_type` or `architectures`."""
     try:
-        config = HFDir.read(path).config
+        config = as_dir(path).config
     except LmforgeError:
         return False
     return "model_type" in config or "architectures" in config
