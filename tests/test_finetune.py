@@ -330,7 +330,7 @@ def test_a_stopped_finetune_resumes_to_the_same_result(base_run, tmp_path, monke
         finetune(base_run, str(data), tmp_path / "empty", cfg, log=lambda *a: None, resume=True)
     assert not (tmp_path / "run" / "finetune.json").exists()  # recipe.yaml is the whole truth
     recipe = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
-    assert recipe["task"]["epochs"] == 5 and recipe["train"]["lr"] == 3e-3 and recipe["train"]["max_steps"] == 30
+    assert recipe["task"]["epochs"] == 6 and recipe["train"]["lr"] == 3e-3 and recipe["train"]["max_steps"] == 36
     # a run of an earlier version: no task: section, its settings in finetune.json (one without doc_stride:
     # its default, not a difference)
     old = {"base": str(base_run), "data": str(data), "config": {**settings(cfg.recipe(base_run, data)), "task": "classify"}}

@@ -60,7 +60,7 @@ def test_the_real_probe_measures_a_positive_ratio():
 
 @pytest.mark.parametrize("speedup, chosen", [(0.5, "float32"), (3.0, "bfloat16")])
 def test_a_run_says_its_precision_first_and_records_it(probe, tmp_path, speedup, chosen):
-    from lmforge.train.trainer import Trainer
+    from lmforge.train.pretrain import pretrainer
 
     probe.speedup = speedup
     rng = random.Random(0)
@@ -72,8 +72,9 @@ def test_a_run_says_its_precision_first_and_records_it(probe, tmp_path, speedup,
                                               "warmup_steps": 1, "progress": False}}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     said = []
-    result = Trainer(load_recipe(str(tmp_path / "r.yaml")), tmp_path / "run", log=said.append).fit()
-    assert said[0].startswith(f"precision: {chosen}") and f"{speedup:.2f}x" in said[0]
+    result = pretrainer(load_recipe(str(tmp_path / "r.yaml")), tmp_path / "run", log=said.append).fit()
+    first_line = next(s for s in said if s.startswith("precision:"))  # the trainer's first line
+    assert first_line.startswith(f"precision: {chosen}") and f"{speedup:.2f}x" in first_line
     assert result.dtype == chosen and f"{speedup:.2f}x" in result.dtype_reason
     first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert first["dtype"] == chosen and first["dtype_reason"] == result.dtype_reason

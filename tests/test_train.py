@@ -222,20 +222,22 @@ def test_compile_failure_goes_on_without_it(tmp_path, small_corpus, monkeypatch)
     one line says so, and the same step is taken again eagerly, so the run equals an eager one."""
     import torch._inductor.config as inductor
 
-    monkeypatch.setattr(inductor.cpp, "cxx", (str(tmp_path / "no-such-c++"),))
-    monkeypatch.setattr(inductor, "fx_graph_cache", False)
+    # inductor's own patch(): monkeypatch's undo deletes fx_graph_cache from its config module, and every later
+    # compile in the process then fails
+    no_compiler = inductor.patch({"cpp.cxx": (str(tmp_path / "no-such-c++"),), "fx_graph_cache": False})
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     said, losses = [], {}
-    for setting in (True, False):
-        (tmp_path / str(setting)).mkdir()
-        recipe = load_recipe(str(write_recipe(tmp_path / str(setting), small_corpus, max_steps=10, eval_every=10,
-                                              compile=setting)),
-                             # a shape no other test compiles: kernels built earlier in this process are reused
-                             ["model.dropout=0", "model.n_layer=1", "model.d_model=44", "model.n_head=4"])
-        result = pretrainer(recipe, tmp_path / str(setting) / "run", log=said.append).fit()
-        assert not result.compiled
-        losses[setting] = [json.loads(r)["loss"] for r in (tmp_path / str(setting) / "run" / "metrics.jsonl")
-                           .read_text().splitlines() if '"loss"' in r and "val_" not in r]
+    with no_compiler:
+        for setting in (True, False):
+            (tmp_path / str(setting)).mkdir()
+            recipe = load_recipe(str(write_recipe(tmp_path / str(setting), small_corpus, max_steps=10, eval_every=10,
+                                                  compile=setting)),
+                                 # a shape no other test compiles: kernels built earlier in this process are reused
+                                 ["model.dropout=0", "model.n_layer=1", "model.d_model=44", "model.n_head=4"])
+            result = pretrainer(recipe, tmp_path / str(setting) / "run", log=said.append).fit()
+            assert not result.compiled
+            losses[setting] = [json.loads(r)["loss"] for r in (tmp_path / str(setting) / "run" / "metrics.jsonl")
+                               .read_text().splitlines() if '"loss"' in r and "val_" not in r]
     failed = [s for s in said if "torch.compile failed here" in s]
     assert len(failed) == 1 and "InvalidCxxCompiler" in failed[0] and "train.compile=false" in failed[0], said
     assert losses[True] == losses[False]

@@ -113,25 +113,29 @@ def _time_pass(weights: list[tuple[nn.Linear, torch.Tensor]], backend: str, repe
     return best
 
 
+_THREADS = threading.local()  # per Python thread: blocks inside it now, and the count its first one saved
+
+
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
-    """PyTorch on one thread within the block, its count restored on leaving, however many blocks
-    (in any Python thread) overlap: the first to enter saves it, the last to leave restores it.
+    """PyTorch on one thread within the block, the count restored on leaving: in each Python thread
+    the first block to enter saves it and the last to leave restores it, however blocks nest or
+    interleave there. Per Python thread, because OpenMP keeps the count per calling thread: one
+    restored from another thread would not be restored here.
 
     Why one: PyTorch's idle OpenMP workers spin for a while after each operation, and spinning
     threads beside NumPy's own BLAS threads on the same cores make both many times slower."""
-    with _LOCK:
-        if _THREADS["users"] == 0:
-            _THREADS["saved"] = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _THREADS["users"] += 1
+    mine = _THREADS.__dict__
+    if mine.get("users", 0) == 0:
+        mine["saved"] = torch.get_num_threads()
+        torch.set_num_threads(1)
+    mine["users"] = mine.get("users", 0) + 1
     try:
         yield
     finally:
-        with _LOCK:
-            _THREADS["users"] -= 1
-            if _THREADS["users"] == 0:
-                torch.set_num_threads(_THREADS["saved"])
+        mine["users"] -= 1
+        if mine["users"] == 0:
+            torch.set_num_threads(mine["saved"])
 
 
 def _measure(unique: list[nn.Linear], repeats: int) -> dict[tuple[int, str, bool], float]:
@@ -177,7 +181,6 @@ def plan_decode(model: nn.Module, choice: str = "auto", repeats: int = 3) -> Dec
 
 
 _ACTIVE: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()  # model -> [users, routed]
-_THREADS = {"users": 0, "saved": 1}  # PyTorch's thread count is one per process, whichever models decode
 _LOCK = threading.RLock()
 
 

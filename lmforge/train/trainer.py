@@ -176,13 +176,14 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train to the end of the schedule, the time limit or early stopping; evaluate and save on the way."""
         cfg = self.cfg
+        fresh = not any(p.name != LOCK_NAME for p in self.run_dir.iterdir()) if self.run_dir.is_dir() else True
         metrics = MetricsLog(self.run_dir, self.step if self.resume else None)
         result = TrainResult(self.run_dir, self.step, n_params=self.model.num_params(),
                              flops_per_token=self.model.flops_per_token(), dtype=self.dtype,
                              dtype_reason=self.dtype_reason)
         result.best = dict(self.best_eval) if self.best_eval else None  # a resumed run's kept evaluation
         if self.step == 0:
-            self._first_checkpoint(metrics, result)
+            self._first_checkpoint(metrics, result, fresh)
         self.model.train()
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
                    dynamic_ncols=True, leave=False)
@@ -201,9 +202,9 @@ class Trainer:
         plot_losses(metrics.read(), self.run_dir / "loss.png", title=str(self.run_dir.name))
         return result
 
-    def _first_checkpoint(self, metrics: MetricsLog, result: TrainResult) -> None:
-        """Score and save the untrained model (step 0); a failure here leaves no run directory behind."""
-        fresh = not any(p.name != LOCK_NAME for p in self.run_dir.iterdir()) if self.run_dir.is_dir() else True
+    def _first_checkpoint(self, metrics: MetricsLog, result: TrainResult, fresh: bool) -> None:
+        """Score and save the untrained model (step 0); a failure here leaves no run directory behind
+        when there was none (`fresh`: it held nothing, or only the lock)."""
         try:
             self._record_eval(metrics, result)
             self.save()
