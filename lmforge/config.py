@@ -32,23 +32,32 @@ from lmforge.errors import LmforgeError
 
 @dataclass
 class ModelConfig:
-    """The shape of a Transformer. Every family (GPT, Llama-style, BERT, ELECTRA) reads this."""
+    """The shape of a Transformer. Every family (GPT, Llama-style, BERT, ELECTRA, encoder-decoder) reads this."""
 
-    family: str = "gpt"  # gpt | bert | electra
+    family: str = "gpt"  # gpt | bert | electra | seq2seq
     vocab_size: int = 8192
     context_length: int = 256
-    n_layer: int = 6
+    n_layer: int = 6  # seq2seq: the encoder's layers
+    n_decoder_layer: int | None = None  # seq2seq: the decoder's layers; None: n_layer
     n_head: int = 6
     n_kv_head: int | None = None  # < n_head: grouped-query attention; None: same as n_head
     d_model: int = 384
     d_ff: int | None = None  # None: 4 * d_model (GELU) or the Llama rule (SwiGLU)
     dropout: float = 0.0
-    position: str = "learned"  # learned | sinusoidal | rope | none
+    position: str = "learned"  # learned | sinusoidal | rope | t5 (relative buckets) | none
     rope_theta: float = 10000.0
+    relative_buckets: int = 32  # t5 positions: buckets of key - query distance (half exact, half log-spaced)
+    relative_max_distance: int = 128  # t5 positions: distances beyond this share the last bucket
+    attention_scale: float | None = None  # the factor on Q K^T; None: 1 / sqrt(head size); T5: 1 (folded into W_q)
+    embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Vaswani et al.; Marian)
+    embed_norm: bool = False  # a norm right after the embeddings (BERT has its own; BART's layernorm_embedding)
+    tied_output_scale: bool = False  # T5: hidden states times d_model ** -0.5 before a tied output projection
+    logits_bias: bool = False  # a fixed per-token bias added to the logits (BART / Marian final_logits_bias)
+    decoder_start_id: int = 0  # seq2seq: the token the decoder starts from (T5, Marian: pad; BART: eos)
     norm: str = "layernorm"  # layernorm | rmsnorm
     norm_eps: float = 1e-5
     norm_position: str = "pre"  # pre (GPT-2, Llama) | post (original Transformer, BERT)
-    activation: str = "gelu"  # gelu | gelu_tanh | relu | swiglu
+    activation: str = "gelu"  # gelu | gelu_tanh | relu | swiglu | geglu (T5 v1.1's gated GELU)
     bias: bool = True
     tie_embeddings: bool = True
     causal: bool = True
@@ -65,24 +74,28 @@ class ModelConfig:
     LIMITS: ClassVar[dict[str, int]] = {
         "vocab_size": 2**24, "context_length": 2**20, "n_layer": 4096, "n_head": 2**14, "n_kv_head": 2**14,
         "d_model": 2**16, "d_ff": 2**20, "type_vocab_size": 2**16, "embedding_size": 2**16,
+        "n_decoder_layer": 4096, "relative_buckets": 2**16, "relative_max_distance": 2**20,
     }
     MAX_PARAMS: ClassVar[int] = 2**40  # about 10^12
     FLOATS: ClassVar[tuple[str, ...]] = ("dropout", "rope_theta", "norm_eps", "init_std", "generator_scale",
-                                         "rtd_weight")
-    BOOLS: ClassVar[tuple[str, ...]] = ("bias", "tie_embeddings", "causal")
+                                         "rtd_weight", "attention_scale")
+    BOOLS: ClassVar[tuple[str, ...]] = ("bias", "tie_embeddings", "causal", "embed_scale", "embed_norm",
+                                        "tied_output_scale", "logits_bias")
 
     def __post_init__(self) -> None:
         self.check_values({k: getattr(self, k) for k in (*self.LIMITS, *self.FLOATS, *self.BOOLS)
                            if getattr(self, k) is not None})  # before any arithmetic on them
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
+        if self.n_decoder_layer is None:
+            self.n_decoder_layer = self.n_layer
         if self.embedding_size is None:
             self.embedding_size = self.d_model
         if not isinstance(self.labels, (list, tuple)):
             raise LmforgeError(f"model.labels={self.labels!r} must be a list of class names")
         self.labels = [str(label) for label in self.labels]
         if self.d_ff is None:
-            if self.activation == "swiglu":  # Llama: 2/3 of 4d, rounded up to a multiple of 64
+            if self.activation in ("swiglu", "geglu"):  # Llama: 2/3 of 4d, rounded up to a multiple of 64
                 self.d_ff = 64 * ((int(8 * self.d_model / 3) + 63) // 64)
             else:
                 self.d_ff = 4 * self.d_model
@@ -111,11 +124,11 @@ class ModelConfig:
 
     def validate(self) -> None:
         choices = {
-            "position": ("learned", "sinusoidal", "rope", "none"),
+            "position": ("learned", "sinusoidal", "rope", "t5", "none"),
             "norm": ("layernorm", "rmsnorm"),
             "norm_position": ("pre", "post"),
-            "activation": ("gelu", "gelu_tanh", "relu", "swiglu"),
-            "family": ("gpt", "bert", "electra"),
+            "activation": ("gelu", "gelu_tanh", "relu", "swiglu", "geglu"),
+            "family": ("gpt", "bert", "electra", "seq2seq"),
             "head": ("none", "classify", "token", "qa"),
         }
         for name, allowed in choices.items():
@@ -123,7 +136,8 @@ class ModelConfig:
                 raise LmforgeError(
                     f"model.{name}={getattr(self, name)!r} is not supported; use one of {', '.join(allowed)}"
                 )
-        self.check_values({k: getattr(self, k) for k in (*self.LIMITS, *self.FLOATS, *self.BOOLS)})
+        self.check_values({k: getattr(self, k) for k in (*self.LIMITS, *self.FLOATS, *self.BOOLS)
+                           if k != "attention_scale" or self.attention_scale is not None})
         if self.d_model % self.n_head:
             raise LmforgeError(
                 f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}; pick sizes where it is"
@@ -142,7 +156,19 @@ class ModelConfig:
                                f"vocab_size={self.vocab_size} make about {self.approx_params():.1e} parameters, more "
                                f"than lmforge builds ({self.MAX_PARAMS:.1e}); choose smaller sizes")
         if self.family != "gpt" and self.causal:
-            raise LmforgeError(f"model.family={self.family} is a bidirectional encoder; set model.causal=false")
+            what = "has a bidirectional encoder (its decoder is causal anyway)" if self.family == "seq2seq" else \
+                "is a bidirectional encoder"
+            raise LmforgeError(f"model.family={self.family} {what}; set model.causal=false")
+        if self.position == "t5" and self.family != "seq2seq":
+            raise LmforgeError(f"model.position=t5 (relative buckets) is for encoder-decoder models, not "
+                               f"{self.family}; use learned positions")
+        if not 0 <= self.decoder_start_id < self.vocab_size:
+            raise LmforgeError(f"model.decoder_start_id={self.decoder_start_id} is not a token of the vocabulary of "
+                               f"{self.vocab_size}; give the id the decoder starts from")
+        if self.family == "seq2seq" and (self.position == "rope" or self.head != "none"):
+            setting = "model.position=rope" if self.position == "rope" else f"model.head={self.head}"
+            raise LmforgeError(f"{setting} is not supported for encoder-decoder models; use t5, learned or "
+                               "sinusoidal positions and no head")
         if self.family == "electra" and self.generator_width_heads()[0] < 1:
             raise LmforgeError(f"model.generator_scale={self.generator_scale} leaves the ELECTRA generator no width; raise it")
         if self.head in ("classify", "token") and len(self.labels) < 2:
@@ -153,9 +179,12 @@ class ModelConfig:
         per layer, attention (d^2 for q and the output, 2 d^2 n_kv_head / n_head for k and v) plus the
         MLP (2 d d_ff, 3 d d_ff with SwiGLU's gate)."""
         d, kv = self.d_model, self.d_model * self.n_kv_head // self.n_head
-        mlp = (3 if self.activation == "swiglu" else 2) * d * self.d_ff
+        mlp = (3 if self.activation in ("swiglu", "geglu") else 2) * d * self.d_ff
         emb = self.vocab_size * self.embedding_size * (1 if self.tie_embeddings else 2) + self.context_length * d
-        return emb + self.n_layer * (2 * d * d + 2 * d * kv + mlp)
+        layers = self.n_layer * (2 * d * d + 2 * d * kv + mlp)
+        if self.family == "seq2seq":  # decoder layers add cross-attention: another q, k, v and output
+            layers += self.n_decoder_layer * (4 * d * d + 4 * d * kv + mlp)
+        return emb + layers
 
     def generator_width_heads(self) -> tuple[int, int]:
         """ELECTRA's generator: d_model and heads scaled by generator_scale, head size kept."""
@@ -190,6 +219,8 @@ class ModelConfig:
 
 
 _ENCODER = dict(causal=False, norm_position="post", norm_eps=1e-12, activation="gelu", dropout=0.1)
+_T5 = dict(causal=False, position="t5", norm="rmsnorm", norm_eps=1e-6, activation="relu", bias=False, dropout=0.1,
+           attention_scale=1.0, tied_output_scale=True)
 
 # Named shapes. Tiny ones train on a laptop CPU in minutes; gpt2 / gpt2-medium are the OpenAI shapes
 # (124M / 355M); llama-* use RoPE, RMSNorm, SwiGLU and grouped-query attention.
@@ -211,6 +242,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "electra-mini": dict(family="electra", n_layer=4, n_head=4, d_model=256, context_length=128, **_ENCODER),
     "electra-small": dict(family="electra", n_layer=12, n_head=4, d_model=256, embedding_size=128, d_ff=1024,
                           context_length=512, vocab_size=30522, **_ENCODER),
+    # Encoder-decoder (models/seq2seq.py). t5-*: pre-norm RMSNorm, no biases, relative-bucket positions, no
+    # 1/sqrt(d) in attention, tied output scaled by d_model ** -0.5 (t5-small is T5's own 60M shape).
+    # transformer-base: Vaswani et al.'s base model (post-norm, sinusoidal, embeddings times sqrt(d_model)).
+    # bart-mini: BART's choices (post-norm, learned positions, a norm after the embeddings, GELU) made small.
+    "t5-mini": dict(family="seq2seq", n_layer=4, n_head=4, d_model=256, d_ff=1024, context_length=256, **_T5),
+    "t5-small": dict(family="seq2seq", n_layer=6, n_head=8, d_model=512, d_ff=2048, context_length=512,
+                     vocab_size=32128, **_T5),
+    "transformer-base": dict(family="seq2seq", n_layer=6, n_head=8, d_model=512, d_ff=2048, context_length=512,
+                             position="sinusoidal", norm_position="post", activation="relu", dropout=0.1,
+                             embed_scale=True, causal=False),
+    "bart-mini": dict(family="seq2seq", n_layer=3, n_head=4, d_model=256, d_ff=1024, context_length=256,
+                      position="learned", norm_position="post", activation="gelu", dropout=0.1, embed_norm=True,
+                      logits_bias=True, causal=False),
     "llama-1b": dict(  # the TinyLlama-1.1B shape
         n_layer=22, n_head=32, n_kv_head=4, d_model=2048, d_ff=5632, context_length=2048,
         vocab_size=32000, position="rope", norm="rmsnorm", norm_eps=1e-5, activation="swiglu",

@@ -13,8 +13,9 @@ from lmforge.errors import LmforgeError
 from lmforge.models.bert import Bert
 from lmforge.models.electra import Electra
 from lmforge.models.gpt import GPT
+from lmforge.models.seq2seq import Seq2Seq
 
-FAMILIES: dict[str, type[nn.Module]] = {"gpt": GPT, "bert": Bert, "electra": Electra}
+FAMILIES: dict[str, type[nn.Module]] = {"gpt": GPT, "bert": Bert, "electra": Electra, "seq2seq": Seq2Seq}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -47,32 +47,65 @@ def padded_causal_mask(key_mask: torch.Tensor, t: int) -> torch.Tensor:
     return ((causal_mask(t, s, key_mask.device) & key_mask[:, None, None, :]) | own).contiguous()
 
 
-def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(Q K^T / sqrt(d_k)) with masked positions at -inf.  q (..., T, D), k (..., S, D) -> (..., T, S)."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None,
+                      scale: float | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(Q K^T * scale + bias) with masked positions at -inf; scale defaults to 1 / sqrt(d_k).
+    q (..., T, D), k (..., S, D) -> (..., T, S)."""
+    scores = q @ k.transpose(-2, -1) * (1 / math.sqrt(q.size(-1)) if scale is None else scale)
+    if bias is not None:
+        scores = scores + bias
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return torch.softmax(scores, dim=-1)
 
 
 def scaled_dot_product_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+    scale: float | None = None, bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The explicit path: returns (softmax(Q K^T / sqrt(d_k) + M) V, the weights)."""
-    w = attention_weights(q, k, mask)
+    w = attention_weights(q, k, mask, scale, bias)
     return w @ v, w
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
+           causal: bool = False, need_weights: bool = False, dropout: float = 0.0, scale: float | None = None,
+           bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Attention over prepared heads, by the fused kernel or (need_weights) the explicit path.
+
+    q (B, H, T, D); k, v (B, G, S, D) with G key/value heads; mask bool, broadcastable to (B, H, T, S),
+    True = may attend; bias: added to the scores (T5's relative positions), broadcastable likewise.
+    A causal layer whose T queries are the last T of S keys sees keys up to its own position.
+    Returns y (B, H, T, D) and the (B, H, T, S) weights when asked for.
+    """
+    H, G, T, S = q.size(1), k.size(1), q.size(2), k.size(2)
+    if causal and (need_weights or mask is not None or bias is not None or 1 < T < S):  # one new query sees every key
+        cm = causal_mask(T, S, device=q.device)
+        mask = cm if mask is None else mask & cm
+    if need_weights:
+        if G != H:  # each key/value head serves H / G consecutive query heads
+            k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
+        return scaled_dot_product_attention(q, k, v, mask, scale, bias)
+    if bias is not None:  # the kernel takes one additive mask: the bias, -inf where the mask forbids
+        bias = bias.to(q.dtype)
+        mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+    # a causal mask not built above is the square one the fused kernel makes itself
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal and mask is None
+                                       and T == S, enable_gqa=G != H, scale=scale)
+    return y, None
 
 
 class Attention(nn.Module):
     """Self-attention with one fused QKV projection; optional RoPE; a KV cache slots in via `cache`."""
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int, causal: bool = True,
-                 bias: bool = True, dropout: float = 0.0):
+                 bias: bool = True, dropout: float = 0.0, scale: float | None = None):
         super().__init__()
         self.n_head, self.n_kv_head = n_head, n_kv_head
         self.head_dim = d_model // n_head
         self.causal = causal
         self.dropout = dropout
+        self.scale = scale  # None: 1 / sqrt(head_dim)
         self.qkv = nn.Linear(d_model, (n_head + 2 * n_kv_head) * self.head_dim, bias=bias)
         self.proj = nn.Linear(n_head * self.head_dim, d_model, bias=bias)
         self.proj_dropout = nn.Dropout(dropout)
@@ -84,6 +117,7 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,  # bool, broadcastable to (B, H, T, S): True = may attend
         cache=None,  # object with .update(k, v) -> (k_all, v_all); the engine owns its position
         need_weights: bool = False,
+        position_bias: torch.Tensor | None = None,  # (1 or B, H, T, S) added to the scores (T5)
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, _ = x.shape
         H, G, D = self.n_head, self.n_kv_head, self.head_dim
@@ -95,17 +129,47 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.update(k, v)  # (B, G, S, D), S = cached + T
-        S = k.size(2)
-        if self.causal and (need_weights or mask is not None or 1 < T < S):  # one new query sees every key
-            cm = causal_mask(T, S, device=x.device)
-            mask = cm if mask is None else mask & cm
-        w = None
-        if need_weights:
-            if G != H:  # each key/value head serves H / G consecutive query heads
-                k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
-            y, w = scaled_dot_product_attention(q, k, v, mask)
-        else:  # a causal mask not built above is the square one the fused kernel makes itself
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                                               is_causal=self.causal and mask is None and T == S, enable_gqa=G != H)
+        y, w = attend(q, k, v, mask, causal=self.causal, need_weights=need_weights, scale=self.scale,
+                      dropout=self.dropout if self.training else 0.0, bias=position_bias)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # concatenate the heads
+        return self.proj_dropout(self.proj(y)), w
+
+
+class CrossAttention(nn.Module):
+    """Decoder-to-encoder attention (Vaswani et al. 2017, 3.2.3): queries from the decoder's states x,
+    keys and values from the encoder's output ("memory"), so every target position can look at every
+    source position:  CrossAttn(x, m) = softmax((x W^Q)(m W^K)^T / sqrt(d_k) + M_src) (m W^V) W^O.
+
+    The memory does not change while a target is decoded, so its keys and values are computed once
+    (`memory_kv`) and passed back in at every step."""
+
+    def __init__(self, d_model: int, n_head: int, n_kv_head: int, bias: bool = True, dropout: float = 0.0,
+                 scale: float | None = None):
+        super().__init__()
+        self.n_head, self.n_kv_head = n_head, n_kv_head
+        self.head_dim = d_model // n_head
+        self.dropout, self.scale = dropout, scale
+        self.q = nn.Linear(d_model, n_head * self.head_dim, bias=bias)
+        self.kv = nn.Linear(d_model, 2 * n_kv_head * self.head_dim, bias=bias)
+        self.proj = nn.Linear(n_head * self.head_dim, d_model, bias=bias)
+        self.proj_dropout = nn.Dropout(dropout)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder output (B, S, C) -> its keys and values, each (B, G, S, D)."""
+        B, S, _ = memory.shape
+        k, v = self.kv(memory).view(B, S, 2, self.n_kv_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T, C) decoder states
+        memory_kv: tuple[torch.Tensor, torch.Tensor],  # from memory_kv(encoder output)
+        mask: torch.Tensor | None = None,  # bool, broadcastable to (B, H, T, S): False at source padding
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        y, w = attend(q, *memory_kv, mask, need_weights=need_weights, scale=self.scale,
+                      dropout=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
         return self.proj_dropout(self.proj(y)), w

@@ -4,6 +4,8 @@ Sinusoidal (Vaswani et al. 2017):  PE(p, 2i) = sin(p / 10000^(2i/d)),  PE(p, 2i+
 RoPE (Su et al. 2021): rotate each pair of query/key features by an angle p * theta_i with
 theta_i = base^(-2i/D), so q_m . k_n depends only on m - n. Pairs are (x_i, x_{i+D/2}) ("rotate half"),
 the layout Llama checkpoints use:  rope(x) = x * cos + rotate_half(x) * sin.
+T5 relative positions (Raffel et al. 2020): no position vectors at all; each head adds a learned
+scalar b_h(bucket(j - i)) to the score of query i and key j (see `relative_bucket`).
 """
 
 from __future__ import annotations
@@ -58,3 +60,44 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     half = x.size(-1) // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return (x * cos + rotated * sin).to(x.dtype)
+
+
+def relative_bucket(rel: torch.Tensor, bidirectional: bool, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """T5's bucket of each relative position rel = key - query (an integer tensor) -> bucket ids.
+
+    A bidirectional stack (the encoder) gives half the buckets to keys after the query, half to those
+    before; a causal one (the decoder) uses all of them for the past. Within a half of n buckets, the
+    first n/2 distances each get their own bucket and larger distances share log-spaced ones:
+
+        bucket(d) = d                                                      d < n/2
+        bucket(d) = min(n - 1, n/2 + floor(log(d / (n/2)) / log(max_distance / (n/2)) * (n - n/2)))   otherwise
+    """
+    n, bucket = num_buckets, torch.zeros_like(rel)
+    if bidirectional:
+        n //= 2
+        bucket = (rel > 0).long() * n  # keys after the query use the upper half
+        dist = rel.abs()
+    else:
+        dist = (-rel).clamp(min=0)  # the future is masked anyway: it shares bucket 0
+    exact = n // 2
+    log_ratio = torch.log(dist.clamp(min=1).float() / exact) / math.log(max_distance / exact)
+    far = (exact + (log_ratio * (n - exact)).long()).clamp(max=n - 1)
+    return bucket + torch.where(dist < exact, dist, far)
+
+
+class RelativePositionBias(nn.Module):
+    """One learned scalar per (bucket, head), added to the attention scores of every layer of a stack.
+
+    forward(T, S, start) -> (1, H, T, S): the bias for T queries at positions start..start+T-1 over
+    S keys at positions 0..S-1."""
+
+    def __init__(self, n_head: int, num_buckets: int, max_distance: int, bidirectional: bool):
+        super().__init__()
+        self.num_buckets, self.max_distance, self.bidirectional = num_buckets, max_distance, bidirectional
+        self.weight = nn.Parameter(torch.zeros(num_buckets, n_head))
+
+    def forward(self, t: int, s: int, start: int = 0) -> torch.Tensor:
+        q = torch.arange(start, start + t, device=self.weight.device)
+        k = torch.arange(s, device=self.weight.device)
+        buckets = relative_bucket(k[None, :] - q[:, None], self.bidirectional, self.num_buckets, self.max_distance)
+        return self.weight[buckets].permute(2, 0, 1).unsqueeze(0)  # (T, S, H) -> (1, H, T, S)
