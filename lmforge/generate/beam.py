@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from lmforge.config import GenerateConfig
-from lmforge.generate.batch import DecodeState
 from lmforge.generate.sampling import adjust_logits, ruled_out_error
+from lmforge.generate.seq2seq import start_state
 
 
 class Hypotheses:
@@ -58,11 +58,11 @@ class Hypotheses:
 def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, native=None,
                 ends: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
     """The best gen.num_samples hypotheses of each prompt in `rows`, best first, as new-token lists.
-    native: a NativeDecoder for the one-token steps (see DecodeState). ends(prompt index, new
+    native: a NativeDecoder for the one-token steps (see DecodeState); an encoder-decoder model's rows are its sources. ends(prompt index, new
     tokens): whether an extension also finishes its hypothesis, like a stop id (the caller's stop strings)."""
     model.eval()
     K, B, n = gen.num_beams, len(rows), gen.num_samples
-    state = DecodeState(model, rows, native, reserve=gen.max_new_tokens)
+    state = start_state(model, rows, native, reserve=gen.max_new_tokens)
     device = state.device
     state.select(torch.arange(B, device=device).repeat_interleave(K))  # row b*K + k is beam k of prompt b
     scores = torch.full((B, K), float("-inf"), device=device)

@@ -1,4 +1,6 @@
 """Decoding with a KV cache: one prefill over the prompts, then one-token steps.
+An encoder-decoder model's prompts are its sources: they are encoded once and the decoder steps
+from its start token (generate/seq2seq.py); everything below holds for its decoder the same way.
 
 The engine works on token ids only. Prompts of different lengths share one batch by left padding
 (generate/batch.py).
@@ -17,6 +19,7 @@ would not fit in memory is refused before anything is allocated (generate/limits
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Iterator, Sequence
 
 import torch
@@ -30,6 +33,7 @@ from lmforge.generate.beam import beam_search
 from lmforge.generate.cpu import MAX_ROWS, NativeDecoder, coverage
 from lmforge.generate.fast_linear import SMALL_BATCH, LinearRoutes
 from lmforge.generate.limits import check_fits
+from lmforge.generate.seq2seq import Seq2SeqState, is_seq2seq, max_target, start_state
 from lmforge.generate.sampling import adjust_logits, check, choose as choose_token, make_generator
 
 
@@ -80,13 +84,17 @@ class Engine:
             return _NoRoutes
         return LinearRoutes(self.model, self.gemv)
 
-    def _prepare(self, prompts, gen: GenerateConfig) -> list[list[int]]:
-        """The prompts as rows, the model in eval mode, and the request checked against free memory."""
+    def _prepare(self, prompts, gen: GenerateConfig) -> tuple[list[list[int]], GenerateConfig]:
+        """The prompts as rows, the model in eval mode, and the request checked against free memory.
+        An encoder-decoder model's prompts are its sources; its output ends where the decoder's
+        positions do (max_new_tokens is capped there)."""
         model = self.model.eval()
         rows = as_rows(prompts, model.config.context_length)
+        if is_seq2seq(model) and gen.max_new_tokens > max_target(model):
+            gen = dataclasses.replace(gen, max_new_tokens=max_target(model))
         per_prompt = gen.num_beams if gen.num_beams > 1 else gen.num_samples
         check_fits(model, len(rows), max(map(len, rows)), gen.max_new_tokens, per_prompt, gen.num_beams > 1)
-        return rows
+        return rows, gen
 
     @torch.no_grad()
     def stream(self, prompts: torch.Tensor | Sequence[Sequence[int]],
@@ -97,16 +105,16 @@ class Engine:
         if gen.num_beams > 1:
             raise ValueError("beam search keeps several candidates until the end, so it cannot stream; "
                              "use generate() or drop the beams")
-        rows = self._prepare(prompts, gen)
+        rows, gen = self._prepare(prompts, gen)
         n = len(rows) * gen.num_samples
         native = self._native(n)
         routes = self._routes(n, native)
-        state = DecodeState(self.model, rows, native, reserve=gen.max_new_tokens)
+        state = start_state(self.model, rows, native, reserve=gen.max_new_tokens)
         if gen.num_samples > 1:  # each prompt's prefill serves its n samples
             state.select(torch.arange(state.history.size(0), device=state.device).repeat_interleave(gen.num_samples))
         yield from self._decode(state, gen, routes)
 
-    def _decode(self, state: DecodeState, gen: GenerateConfig, routes) -> Iterator[torch.Tensor]:
+    def _decode(self, state: DecodeState | Seq2SeqState, gen: GenerateConfig, routes) -> Iterator[torch.Tensor]:
         generator = make_generator(gen.seed, state.device)
         stop = torch.tensor(gen.stop_ids, dtype=torch.long, device=state.device)
         done = torch.zeros(state.history.size(0), dtype=torch.bool, device=state.device)
@@ -133,7 +141,7 @@ class Engine:
         hypotheses of each prompt, best first; `ends(prompt index, new tokens) -> bool` also finishes a hypothesis
         (a caller's stop strings: beams then differ before the stop, not after it)."""
         if gen.num_beams > 1:
-            rows = self._prepare(prompts, gen)
+            rows, gen = self._prepare(prompts, gen)
             native = self._native(len(rows) * gen.num_beams)
             with self._routes(len(rows) * gen.num_beams, native).active():
                 return beam_search(self.model, rows, gen, native, ends)

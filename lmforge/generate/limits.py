@@ -25,15 +25,22 @@ HEADROOM = 0.9  # of the memory free now, the most a request may plan to use
 
 
 def cache_slots(model: nn.Module, longest_prompt: int, max_new_tokens: int) -> int:
-    """Slots the KV cache needs: the prompt and every new token, never more than the context."""
-    return max(1, min(model.config.context_length, longest_prompt + max_new_tokens))
+    """Slots the KV cache needs: the prompt and every new token, never more than the context (an
+    encoder-decoder's decoder caches its start token and the new tokens; the source is cached apart)."""
+    prompt = 1 if model.config.family == "seq2seq" else longest_prompt
+    return max(1, min(model.config.context_length, prompt + max_new_tokens))
 
 
-def estimate(model: nn.Module, rows: int, slots: int) -> tuple[int, int]:
-    """(KV cache bytes, everything else) for `rows` rows and `slots` cache slots."""
+def estimate(model: nn.Module, rows: int, slots: int, source: int = 0) -> tuple[int, int]:
+    """(KV cache bytes, everything else) for `rows` rows and `slots` cache slots; an encoder-decoder
+    model also keeps each decoder layer's cross-attention keys and values of a `source`-token source."""
     cfg = model.config
     p = next(model.parameters())
-    kv = 2 * cfg.n_layer * rows * cfg.n_kv_head * slots * cfg.head_dim * p.element_size()
+    per_slot = 2 * rows * cfg.n_kv_head * cfg.head_dim * p.element_size()
+    if cfg.family == "seq2seq":
+        kv = per_slot * cfg.n_decoder_layer * (slots + source)
+    else:
+        kv = per_slot * cfg.n_layer * slots
     other = rows * cfg.vocab_size * 4 * COPIES + rows * slots * 9
     return kv, other
 
@@ -59,7 +66,7 @@ def check_fits(model: nn.Module, prompts: int, longest_prompt: int, max_new_toke
                per_prompt: int, beams: bool) -> None:
     """Refuse a request whose cache and candidates would not fit in the memory free now."""
     rows, slots = prompts * per_prompt, cache_slots(model, longest_prompt, max_new_tokens)
-    kv, other = estimate(model, rows, slots)
+    kv, other = estimate(model, rows, slots, longest_prompt)
     device = next(model.parameters()).device
     free = free_memory(device)
     if free is None or kv + other <= HEADROOM * free:

@@ -1,0 +1,82 @@
+"""Decoding an encoder-decoder model: the source is encoded once, the target grows a token a step.
+
+    memory = Encoder(source)                                   once per source
+    K_x, V_x = memory W^K_l, memory W^V_l  for each decoder layer l       once too: the cross-attention cache
+    y_0 = decoder start;  y_t ~ p(. | y_<t, memory)             one decoder step per token, with a KV cache
+
+Sources of different lengths share a batch by right padding hidden by a key mask (the encoder is
+bidirectional, so real tokens keep positions 0..S-1 either way). `Seq2SeqState` keeps the same
+surface as `DecodeState` (logits, history, step, select), so sampling, streaming and beam search
+run both model kinds with one loop; `start_state` picks the state a model needs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lmforge.generate.batch import DecodeState, as_rows
+from lmforge.generate.kv_cache import KVCache
+
+
+def is_seq2seq(model: nn.Module) -> bool:
+    return getattr(getattr(model, "config", None), "family", None) == "seq2seq"
+
+
+def max_target(model: nn.Module) -> int:
+    """The most new tokens the decoder can produce after its start token (its positions end there)."""
+    return model.config.context_length - 1
+
+
+def start_state(model: nn.Module, rows: list[list[int]], native=None, reserve: int | None = None):
+    """The decoding state for `model`: sources to translate (seq2seq) or prompts to continue."""
+    if is_seq2seq(model):
+        return Seq2SeqState(model, rows, reserve)
+    return DecodeState(model, rows, native, reserve)
+
+
+def pad_sources(rows: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source rows -> ids (B, S) padded on the right with 0, and the mask (B, S), True at real tokens."""
+    s = max(len(r) for r in rows)
+    ids = torch.tensor([r + [0] * (s - len(r)) for r in rows], dtype=torch.long, device=device)
+    mask = torch.tensor([[True] * len(r) + [False] * (s - len(r)) for r in rows], device=device)
+    return ids, mask
+
+
+class Seq2SeqState:
+    """The rows being decoded: each source's encoder output as cross-attention keys/values, the
+    decoder's history (N, L) starting with `config.decoder_start_id`, its self-attention cache, and
+    the logits of each row's next token. `reserve`: new tokens to make room for (at most the
+    decoder's context less the start token)."""
+
+    def __init__(self, model: nn.Module, rows: list[list[int]], reserve: int | None = None):
+        cfg = model.config
+        self.model = model
+        self.device = next(model.parameters()).device
+        src, self.src_mask = pad_sources(as_rows(rows, cfg.context_length), self.device)
+        self.cross = model.cross_kv(model.encode(src, self.src_mask if not self.src_mask.all() else None))
+        slots = 1 + min(max_target(model), max_target(model) if reserve is None else reserve)
+        p = next(model.parameters())
+        self.cache = KVCache(cfg.n_decoder_layer, len(rows), cfg.n_kv_head, slots, cfg.head_dim, p.dtype, p.device)
+        self.history = torch.full((len(rows), 1), cfg.decoder_start_id, dtype=torch.long, device=self.device)
+        self.logits = self._run(self.history)
+
+    def _run(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = None if self.src_mask.all() else self.src_mask
+        logits = self.model.decode(ids, None, mask, start_pos=self.cache.pos, cache=self.cache,
+                                   cross_kv=self.cross)[:, -1]  # (N, V)
+        self.cache.advance(ids.size(1))
+        return logits
+
+    def step(self, tokens: torch.Tensor) -> None:
+        """Append `tokens` (N,) to every row and compute the logits that follow them."""
+        self.history = torch.cat([self.history, tokens.unsqueeze(1)], dim=1)
+        if self.cache.pos == self.cache.layers[0].k.size(2):
+            raise ValueError(f"the decoder's context of {self.model.config.context_length} tokens is full")
+        self.logits = self._run(tokens.unsqueeze(1))
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Row rows[i] becomes row i: beam search's re-ranking, n samples sharing one encoding."""
+        self.history, self.logits, self.src_mask = self.history[rows], self.logits[rows], self.src_mask[rows]
+        self.cross = [(k[rows], v[rows]) for k, v in self.cross]
+        self.cache.select(rows)

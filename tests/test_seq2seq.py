@@ -1,0 +1,185 @@
+"""The encoder-decoder model (models/seq2seq.py) and its parts: shapes, gradients, masks, positions,
+the checkpoint round trip, and cached decoding against the plain re-reading loop."""
+
+import pytest
+import torch
+
+from lmforge.config import GenerateConfig, ModelConfig, model_config_from_preset
+from lmforge.generate import Engine
+from lmforge.generate.limits import cache_slots
+from lmforge.models import build_model
+from lmforge.nn import relative_bucket
+from lmforge.tokenizer import train_char
+
+SEQ2SEQ_PRESETS = ("t5-mini", "t5-small", "transformer-base", "bart-mini")
+TINY = dict(n_layer=2, n_decoder_layer=3, d_model=32, n_head=4, d_ff=64, vocab_size=61, context_length=24,
+            dropout=0.0)
+
+
+def tiny(preset: str, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model(model_config_from_preset(preset, **{**TINY, **kw})).eval()
+    with torch.no_grad():  # relative biases and logits bias start at zero in some shapes: make them count
+        for name, p in model.named_parameters():
+            if "rel_bias" in name:
+                p.normal_(0, 1.0)
+        if model.config.logits_bias:
+            model.final_logits_bias.normal_(0, 1.0)
+    return model
+
+
+def batch(seed=1, B=3, S=9, T=6, vocab=61):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(1, vocab, (B, S), generator=g)
+    tgt = torch.randint(1, vocab, (B, T), generator=g)
+    mask = torch.ones(B, S, dtype=torch.bool)
+    mask[1, 6:] = False  # row 1 has three padding slots
+    return src, tgt, mask
+
+
+@pytest.mark.parametrize("preset", SEQ2SEQ_PRESETS)
+def test_every_preset_builds_and_maps_source_and_target_to_logits(preset):
+    model = tiny(preset)
+    src, tgt, mask = batch()
+    logits = model(src, tgt, mask)
+    assert logits.shape == (3, 6, 61)
+    assert len(model.encoder.blocks) == 2 and len(model.decoder.blocks) == 3
+    logits.logsumexp(-1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+def test_t5_small_has_t5s_parameter_count():
+    model = build_model(model_config_from_preset("t5-small"))
+    assert 60.0e6 < model.num_params() < 61.0e6  # T5 paper: "60 million"; HF t5-small: 60,506,624
+    assert model.lm_head.weight is model.tok_emb.weight
+
+
+@pytest.mark.parametrize("preset", SEQ2SEQ_PRESETS)
+def test_explicit_attention_path_equals_the_fused_one(preset):
+    model = tiny(preset)
+    src, tgt, mask = batch()
+    fused = model(src, tgt, mask)
+    memory, enc_w = model.encode(src, mask, need_weights=True)
+    explicit, dec_w = model.decode(tgt, memory, mask, need_weights=True)
+    torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)
+    self_w, cross_w = dec_w[0]
+    assert cross_w.shape == (3, 4, 6, 9) and self_w.shape == (3, 4, 6, 6)
+    assert torch.all(cross_w[1, :, :, 6:] == 0)  # padding gets no attention
+    assert torch.all(self_w[0].triu(1) == 0)  # the decoder never looks ahead
+    torch.testing.assert_close(cross_w.sum(-1), torch.ones(3, 4, 6))
+
+
+@pytest.mark.parametrize("preset", SEQ2SEQ_PRESETS)
+def test_padding_a_source_changes_nothing(preset):
+    model = tiny(preset)
+    src, tgt, mask = batch()
+    together = model(src, tgt, mask)[1]
+    alone = model(src[1:2, :6], tgt[1:2])[0]
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_cannot_see_future_targets():
+    model = tiny("t5-mini")
+    src, tgt, _ = batch()
+    changed = tgt.clone()
+    changed[:, 4:] = 7
+    torch.testing.assert_close(model(src, tgt)[:, :4], model(src, changed)[:, :4])
+
+
+def test_relative_buckets_by_hand():
+    # bidirectional, 8 buckets over (4 before | 4 after), exact below 2, log-spaced up to distance 16
+    rel = torch.tensor([-20, -5, -2, -1, 0, 1, 2, 5, 20])
+    got = relative_bucket(rel, True, 8, 16).tolist()
+    # d=5: 2 + floor(log(5/2)/log(16/2) * 2) = 2 + floor(0.881) = 2; d=20 -> capped at 3
+    assert got == [3, 2, 2, 1, 0, 5, 6, 6, 7]
+    causal = relative_bucket(rel, False, 8, 16).tolist()  # the future shares bucket 0
+    # d=5: 4 + floor(log(5/4)/log(16/4) * 4) = 4 + floor(0.644) = 4; d=20 -> 7
+    assert causal == [7, 4, 2, 1, 0, 0, 0, 0, 0]
+
+
+def test_seq2seq_config_errors_name_the_setting():
+    with pytest.raises(Exception, match="model.causal=false"):
+        ModelConfig(family="seq2seq", causal=True)
+    with pytest.raises(Exception, match="position=rope"):
+        ModelConfig(family="seq2seq", causal=False, position="rope")
+    with pytest.raises(Exception, match="decoder_start_id"):
+        ModelConfig(family="seq2seq", causal=False, vocab_size=10, decoder_start_id=10)
+    with pytest.raises(Exception, match="t5"):
+        ModelConfig(position="t5")
+
+
+def test_checkpoint_round_trip(tmp_path):
+    from lmforge.checkpoint import load_checkpoint, save_checkpoint
+
+    tok = train_char(["abcdefgh ijklmnop"])
+    model = tiny("bart-mini", vocab_size=tok.vocab_size)
+    save_checkpoint(tmp_path / "run", model, tok)
+    loaded, _ = load_checkpoint(tmp_path / "run")
+    src, tgt, mask = batch(vocab=tok.vocab_size)
+    torch.testing.assert_close(loaded.eval()(src, tgt, mask), model(src, tgt, mask))
+
+
+def uncached(model, sources, gen):
+    """The reference: re-run the whole decoder over the target so far at every step, no cache."""
+    out = []
+    for src in sources:
+        s = torch.tensor([src])
+        memory = model.encode(s)
+        y = [model.config.decoder_start_id]
+        for _ in range(gen.max_new_tokens):
+            nxt = int(model.decode(torch.tensor([y]), memory)[0, -1].argmax())
+            y.append(nxt)
+            if nxt in gen.stop_ids:
+                break
+        out.append(y[1:])
+    return out
+
+
+@pytest.mark.parametrize("preset", SEQ2SEQ_PRESETS)
+def test_cached_greedy_decoding_equals_uncached(preset):
+    model = tiny(preset)
+    sources = [[5, 9, 11, 3, 8, 2], [7, 4], [12, 13, 14, 15]]
+    gen = GenerateConfig(max_new_tokens=12, temperature=0.0, stop_ids=(3,))
+    assert Engine(model).generate(sources, gen) == uncached(model, sources, gen)
+
+
+def test_decoding_stops_at_the_decoders_context():
+    model = tiny("bart-mini")
+    out = Engine(model).generate([[5, 6]], GenerateConfig(max_new_tokens=100, temperature=0.0))
+    assert len(out[0]) == model.config.context_length - 1
+
+
+def test_sampling_is_seeded_and_beams_rank_the_best_first():
+    model = tiny("t5-mini")
+    engine = Engine(model)
+    assert engine.backend == "torch"
+    sample = GenerateConfig(max_new_tokens=8, temperature=1.0, seed=3, num_samples=2)
+    assert engine.generate([[5, 6, 7], [8]], sample) == engine.generate([[5, 6, 7], [8]], sample)
+    beams = engine.generate([[5, 6, 7], [8]], GenerateConfig(max_new_tokens=6, num_beams=4, num_samples=2))
+    assert len(beams) == 4 and all(len(b) == 6 for b in beams)
+    greedy = engine.generate([[5, 6, 7]], GenerateConfig(max_new_tokens=6, temperature=0.0))
+    one_beam_width = engine.generate([[5, 6, 7]], GenerateConfig(max_new_tokens=6, num_beams=1, temperature=0.0))
+    assert greedy == one_beam_width
+
+
+def test_beam_search_scores_by_hand():
+    """With beams, each returned hypothesis's summed log-probability (by the uncached model) is at
+    least that of greedy decoding's: the search keeps the better candidate."""
+    model = tiny("transformer-base")
+    src = [[5, 9, 11, 3, 8]]
+    gen = GenerateConfig(max_new_tokens=5, num_beams=4, length_penalty=0.0)
+    best = Engine(model).generate(src, gen)[0]
+    greedy = Engine(model).generate(src, GenerateConfig(max_new_tokens=5, temperature=0.0))[0]
+
+    def score(y):
+        ids = torch.tensor([[model.config.decoder_start_id] + y])
+        with torch.no_grad():
+            logp = model(torch.tensor(src), ids[:, :-1]).log_softmax(-1)
+        return float(logp[0, torch.arange(len(y)), torch.tensor(y)].sum())
+    assert score(best) >= score(greedy) - 1e-5
+
+
+def test_memory_estimate_counts_the_decoder_and_the_source():
+    model = tiny("t5-mini")
+    assert cache_slots(model, longest_prompt=20, max_new_tokens=5) == 6  # start token + 5, not the source
