@@ -100,6 +100,11 @@ class LM:
         return self.engine.backend_reason
 
     @property
+    def seq2seq(self) -> bool:
+        """An encoder-decoder model: a prompt is a source, and the output a new text (not a continuation)."""
+        return self.config.family == "seq2seq"
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -122,6 +127,11 @@ class LM:
             if any(not 0 <= i < self.config.vocab_size for i in ids):
                 raise LmforgeError(f"a prompt token id is outside the vocabulary of {self.config.vocab_size}; "
                                    "encode the prompt with this model's tokenizer")
+        if self.seq2seq:  # the prompt is a source: it ends with the end token, as in training
+            if not ids:
+                raise LmforgeError("an encoder-decoder model needs a source text to translate or summarise; give one")
+            if isinstance(prompt, str) and self.tokenizer.eos_id is not None:
+                ids = ids + [self.tokenizer.eos_id]
         context = self.config.context_length
         if len(ids) > context:
             raise LmforgeError(
@@ -171,7 +181,7 @@ class LM:
         in the context is refused, never cut. With `return_tokens`,
         also the tokens as strings, for labelling a plot."""
         tok, cfg = self.tokenizer, self.config
-        if cfg.causal:
+        if cfg.causal or self.seq2seq:  # an encoder-decoder: its encoder's self-attention over the source
             ids = self.encode_prompt(text)
         else:
             ids = tok.encode(text)
@@ -181,10 +191,35 @@ class LM:
             ids = [tok.cls_id] + ids + [tok.sep_id]
         x = torch.tensor([ids], device=self.device)
         self.model.eval()
-        weights = [w[0].float().cpu() for w in self.model(x, need_weights=True)[1]]
+        run = self.model.encode if self.seq2seq else self.model
+        weights = [w[0].float().cpu() for w in run(x, need_weights=True)[1]]
         if not return_tokens:
             return weights
         return weights, [tok.decode([i], skip_special_tokens=False) or tok.hf.id_to_token(i) for i in ids]
+
+    @torch.no_grad()
+    def cross_attention(self, source: str, target: str, return_tokens: bool = False):
+        """An encoder-decoder model's cross-attention while it reads `target` as the translation of
+        `source` (teacher forcing): one (heads, T_target, S_source) tensor per decoder layer, row t
+        holding how target position t spreads its attention over the source tokens (the alignment
+        picture). Target rows are the decoder's inputs: its start token, then the target's tokens."""
+        if not self.seq2seq:
+            raise LmforgeError(f"this is a {self.config.family} model, which has no cross-attention; give an "
+                               "encoder-decoder run")
+        tok = self.tokenizer
+        src = self.encode_prompt(source)
+        tgt = [self.config.decoder_start_id] + tok.encode(target)
+        if len(tgt) > self.config.context_length:
+            raise LmforgeError(f"the target is {len(tgt)} tokens, more than the decoder's context of "
+                               f"{self.config.context_length}; shorten it")
+        self.model.eval()
+        memory = self.model.encode(torch.tensor([src], device=self.device))
+        _, weights = self.model.decode(torch.tensor([tgt], device=self.device), memory, need_weights=True)
+        cross = [w[1][0].float().cpu() for w in weights]
+        if not return_tokens:
+            return cross
+        name = lambda i: tok.decode([i], skip_special_tokens=False) or tok.hf.id_to_token(i)  # noqa: E731
+        return cross, [name(i) for i in src], [name(i) for i in tgt]
 
     def stream(self, prompt: str | list[int] = "", max_new_tokens: int = 200, temperature: float = 0.8,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
@@ -212,7 +247,7 @@ class LM:
     def generate_config(self, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = None,
                         top_p: float | None = None, seed: int | None = None, stop_at_eos: bool = True,
                         **options) -> GenerateConfig:
-        if not self.config.causal:
+        if not self.config.causal and not self.seq2seq:
             raise LmforgeError(f"this is a {self.config.family} encoder, and encoders do not generate text; "
                                "use a GPT-family model to generate")
         unknown = sorted(set(options) - {f.name for f in dataclasses.fields(GenerateConfig)} - {"stop_ids"})
@@ -233,6 +268,8 @@ class LM:
         text. Decoded alone, the first new token would be the start of a text, which some decoders
         treat differently (SentencePiece's drops the leading space: "Hello" + "▁world" must read
         "Hello world"); this is also how transformers' pipelines cut the prompt off."""
+        if self.seq2seq:  # the decoder's output is a text of its own
+            return self.tokenizer.decode(list(new))
         head = list(prompt[-CONTEXT_TOKENS:])
         before, text = self.tokenizer.decode(head), self.tokenizer.decode(head + list(new))
         return text[len(before):] if text.startswith(before) else self.tokenizer.decode(new)

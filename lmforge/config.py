@@ -343,9 +343,10 @@ class TaskConfig:
     """A downstream task to fine-tune on (lmforge/tasks/): which, on what rows, split how, scored how.
     Optimisation (batch size, learning rate, patience, seed, device, dtype, compile) stays in train:."""
 
-    kind: str = "classify"  # classify | token | qa
-    base: str | None = None  # the pretrained model: an lmforge run or a Hugging Face directory
-    data: str | None = None  # labelled rows: .csv, .tsv or .jsonl
+    kind: str = "classify"  # classify | token | qa | translate | summarize
+    base: str | None = None  # the pretrained model: an lmforge run, a Hugging Face directory (translate /
+    # summarize: also an encoder-decoder preset such as t5-mini, trained from scratch with a tokenizer of the data)
+    data: str | None = None  # labelled rows: .csv, .tsv or .jsonl (translate: also bible; summarize: bbc-news)
     text_column: str = "text"
     text_pair_column: str | None = None  # a second text per row: [CLS] a [SEP] b [SEP]
     label_column: str = "label"
@@ -355,19 +356,33 @@ class TaskConfig:
     doc_stride: int | None = None  # qa: tokens shared by neighbouring windows of a long context (None: a quarter)
     tokens_column: str = "tokens"  # token: a list of words per .jsonl line
     tags_column: str = "tags"  # token: their tags, one per word
+    source_column: str | None = None  # translate / summarize: the text to turn into the target
+    target_column: str | None = None  # translate / summarize: the reference output
+    pair: str | None = None  # translate on a built-in parallel corpus: source-target languages, e.g. en-es
+    label_smoothing: float = 0.0  # translate / summarize: eps of the smoothed target (0.1 for translation)
+    num_beams: int = 4  # translate / summarize: beam search width when validating, testing and predicting
+    length_penalty: float = 1.0  # translate / summarize: beam score / length ** length_penalty
+    no_repeat_ngram_size: int = 0  # translate / summarize: never repeat an n-gram of this size in an output
+    max_target_length: int | None = None  # translate / summarize: target tokens; None: the decoder's context
+    val_rows: int = 200  # translate / summarize: validation rows decoded at each evaluation (decoding is slow)
     val_fraction: float = 0.1
     test_fraction: float = 0.1
-    max_length: int | None = None  # tokens per row; None: the model's context
+    max_length: int | None = None  # tokens per row (translate / summarize: per source); None: the model's context
     truncation: str = "warn"  # warn: cut long rows and say how many | error: refuse them
     class_weights: bool = False  # weigh each class by n / (C n_c) in the loss
-    metric: str = "accuracy"  # what picks the kept checkpoint: accuracy | f1_macro | entity_f1 (token); qa: f1
+    metric: str = "accuracy"  # what picks the kept checkpoint: accuracy | f1_macro | entity_f1 (token); qa: f1;
+    # translate: bleu | chrf; summarize: rougeL
     epochs: float = 3.0
     evals_per_epoch: int = 1
     warmup_fraction: float = 0.1  # of the steps; sets train.warmup_steps
 
     def validate(self) -> None:
-        _one_of(self, "task", "kind", ("classify", "token", "qa"))
-        _one_of(self, "task", "metric", ("accuracy", "f1_macro", "entity_f1"))
+        _one_of(self, "task", "kind", ("classify", "token", "qa", "translate", "summarize"))
+        _one_of(self, "task", "metric", ("accuracy", "f1_macro", "entity_f1", "bleu", "chrf", "rougeL"))
+        generative = self.kind in ("translate", "summarize")
+        if generative != (self.metric in ("bleu", "chrf", "rougeL")):
+            right = "bleu, chrf or rougeL" if generative else "accuracy, f1_macro or entity_f1"
+            raise LmforgeError(f"{{setting}} does not score a {self.kind} task; use {right}", "task.metric", self.metric)
         _one_of(self, "task", "truncation", ("warn", "error"))
         if self.metric == "entity_f1" and self.kind != "token":
             raise LmforgeError("{setting} scores tagged entities, which only token classification has; use it with "
@@ -379,7 +394,12 @@ class TaskConfig:
                 ("doc_stride", self.doc_stride is None or self.doc_stride >= 0, "the overlap in tokens (0 or more)"),
                 ("val_fraction", 0 < self.val_fraction < 1, share),
                 ("test_fraction", 0 < self.test_fraction < 1, share),
-                ("warmup_fraction", 0 <= self.warmup_fraction <= 1, share)):
+                ("warmup_fraction", 0 <= self.warmup_fraction <= 1, share),
+                ("label_smoothing", 0 <= self.label_smoothing < 1, "a share between 0 and 1, e.g. 0.1"),
+                ("num_beams", self.num_beams >= 1, "1 (greedy) or more"),
+                ("no_repeat_ngram_size", self.no_repeat_ngram_size >= 0, "0 (off) or more"),
+                ("max_target_length", self.max_target_length is None or self.max_target_length >= 1, "1 or more"),
+                ("val_rows", self.val_rows >= 1, "1 or more")):
             if not ok or (isinstance(getattr(self, name), float) and not math.isfinite(getattr(self, name))):
                 raise LmforgeError(f"{{setting}} cannot be used; give {need}", f"task.{name}", getattr(self, name))
         if self.val_fraction + self.test_fraction >= 1:
@@ -392,7 +412,9 @@ SHORTHANDS = {
     "task": "task.kind", "base": "task.base", "data": "task.data", **{name: f"task.{name}" for name in (
         "text_column", "text_pair_column", "label_column", "question_column", "context_column", "answer_column",
         "doc_stride", "tokens_column", "tags_column", "val_fraction", "test_fraction", "max_length", "truncation",
-        "class_weights", "metric", "epochs", "evals_per_epoch", "warmup_fraction")},
+        "class_weights", "metric", "epochs", "evals_per_epoch", "warmup_fraction", "source_column", "target_column",
+        "pair", "label_smoothing", "num_beams", "length_penalty", "no_repeat_ngram_size", "max_target_length",
+        "val_rows")},
     **{name: f"train.{name}" for name in (
         "batch_size", "lr", "weight_decay", "patience", "seed", "device", "dtype", "compile", "progress")},
 }

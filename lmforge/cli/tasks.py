@@ -36,10 +36,32 @@ def _entities(report: dict, lead: str) -> str:
             f"over {e['gold_entities']} entities")
 
 
+def _scores(r: dict) -> str:
+    """BLEU / chrF / ROUGE-L of a translation or summarisation report, with intervals where given."""
+    parts = []
+    for key, name in (("bleu", "BLEU"), ("chrf", "chrF"), ("rougeL", "ROUGE-L")):
+        if key in r:
+            ci = r.get(f"{key}_ci")
+            parts.append(f"{name} {r[key]:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+    return ", ".join(parts)
+
+
+def _generative_summary(report: dict) -> str:
+    base = "copy_source" if "copy_source" in report else "lead_1"
+    lines = [f"  source: {e['source'][:120]}\n  output: {e['output'][:120]}\n  reference: {e['reference'][:120]}"
+             for e in report.get("examples", [])[:2]]
+    return "\n".join([*lines, f"test: {_scores(report['test'])} on {report['test_rows']} pairs",
+                      f"baseline ({base.replace('_', ' ')}): {_scores(report[base])}",
+                      f"{report['train_rows']} train / {report['validation_rows']} validation pairs, "
+                      f"{report['steps']} steps in {report['seconds']:.0f} s"])
+
+
 def _summary(report: dict) -> str:
     test = report["test"]
     from lmforge.evaluate.classification import format_report
 
+    if report["task"] in ("translate", "summarize"):
+        return _generative_summary(report)
     if report["task"] == "qa":
         return f"test: exact match {test['exact_match']:.1f}, F1 {test['f1']:.1f} on {report['test_rows']} rows"
     if report["task"] == "token":
@@ -62,7 +84,7 @@ def cmd_finetune(args) -> None:
     except Diverged as e:
         raise e.advise(FINETUNE_ADVICE) from None
     report["run_dir"] = str(out)
-    files = "report.json" if report["task"] == "qa" else "report.json and confusion.png"  # QA has no classes to confuse
+    files = "report.json and confusion.png" if report["task"] in ("classify", "token") else "report.json"  # classes only
     emit(args, report, _summary(report) + f"\nthe best checkpoint, {files} are in {out}")
 
 
@@ -90,6 +112,8 @@ def cmd_predict(args) -> None:
     text = f"predictions written to {out}"
     if report and "exact_match" in report:
         text = f"exact match {report['exact_match']:.1f}, F1 {report['f1']:.1f} on {report['n']} questions\n" + text
+    elif report and "chrf" in report:
+        text = f"{_scores(report)} on {report['n']} rows\n" + text
     elif report:
         from lmforge.evaluate.classification import format_report
 
@@ -97,27 +121,62 @@ def cmd_predict(args) -> None:
     emit(args, r, text)
 
 
+def cmd_translate(args) -> None:
+    if args.file:
+        return cmd_predict(args)
+    if args.text is None:
+        from lmforge.errors import LmforgeError
+
+        raise LmforgeError("give the text to translate, or --file with one source a line")
+    from lmforge.train.predict import translate_texts
+
+    out = translate_texts(args.run, [args.text], args.num_beams, log=logger(args))[0]
+    emit(args, {"source": args.text, "output": out}, out)
+
+
 def cmd_attention(args) -> None:
     import lmforge
     from lmforge.interpret.attention import plot_attention, select
 
     lm = lmforge.load(args.run, device="cpu")
-    weights, tokens = lm.attention(args.text, return_tokens=True)
-    w = select([x[None] for x in weights], args.layer, args.head)  # (T, T)
+    if args.cross or args.target is not None:
+        if args.target is None or not args.cross:
+            from lmforge.errors import LmforgeError
+
+            raise LmforgeError("cross-attention needs both --cross and --target TEXT (the translation to align)")
+        weights, cols, rows = lm.cross_attention(args.text, args.target, return_tokens=True)
+        what = "cross-attention"
+    else:
+        weights, cols = lm.attention(args.text, return_tokens=True)
+        rows, what = cols, "attention"
+    w = select([x[None] for x in weights], args.layer, args.head)  # (T, S)
     out = Path(args.out)
-    plot_attention(w, tokens, tokens, out, title=f"{Path(args.run).name}: layer {args.layer}, head {args.head}")
-    r = {"out": str(out), "tokens": tokens, "layer": args.layer, "head": args.head, "layers": len(weights),
-         "heads": int(weights[0].size(1)), "weights": [[round(float(v), 6) for v in row] for row in w]}
-    emit(args, r, f"attention of layer {args.layer}, head {args.head} over {len(tokens)} tokens drawn to {out}")
+    plot_attention(w, rows, cols, out, title=f"{Path(args.run).name}: {what}, layer {args.layer}, head {args.head}")
+    r = {"out": str(out), "tokens": cols, "layer": args.layer, "head": args.head, "layers": len(weights),
+         "heads": int(weights[0].size(0)), "weights": [[round(float(v), 6) for v in row] for row in w]}
+    if rows is not cols:
+        r["target_tokens"] = rows
+    emit(args, r, f"{what} of layer {args.layer}, head {args.head} over {len(cols)} tokens drawn to {out}")
 
 
 def task_flags(sp) -> None:
     """The flags of `finetune` and `cv`: each sets one key of the fine-tuning recipe."""
-    sp.add_argument("base", nargs="?", help="an lmforge run (GPT, BERT, ELECTRA) or a Hugging Face BERT/GPT-2/Llama "
-                    "directory (task.base)")
-    sp.add_argument("--task", choices=["classify", "token", "qa"],
-                    help="classify: a label per row; token: a tag per word (.jsonl lists); qa: an answer span")
-    sp.add_argument("--data", help="labelled rows: a .csv, .tsv or .jsonl file (task.data)")
+    sp.add_argument("base", nargs="?", help="an lmforge run (GPT, BERT, ELECTRA, encoder-decoder), a Hugging Face "
+                    "BERT/GPT-2/Llama/T5/BART/Marian directory, or (translate, summarize) an encoder-decoder preset "
+                    "such as t5-mini, trained from scratch (task.base)")
+    sp.add_argument("--task", choices=["classify", "token", "qa", "translate", "summarize"],
+                    help="classify: a label per row; token: a tag per word (.jsonl lists); qa: an answer span; "
+                    "translate / summarize: an encoder-decoder writes the target")
+    sp.add_argument("--data", help="labelled rows: a .csv, .tsv or .jsonl file; translate: also bible (with --pair); "
+                    "summarize: also bbc-news (task.data)")
+    sp.add_argument("--pair", help="translate on bible: source-target languages, e.g. en-es, zh-en")
+    sp.add_argument("--source-column", help="translate / summarize: column with the source text")
+    sp.add_argument("--target-column", help="translate / summarize: column with the reference output")
+    sp.add_argument("--max-target-length", type=int, help="translate / summarize: target tokens (default: 128 / 32)")
+    sp.add_argument("--label-smoothing", type=float, help="translate / summarize: eps of the smoothed target "
+                    "(default: 0.1)")
+    sp.add_argument("--num-beams", type=int, help="translate / summarize: beam width when validating and testing "
+                    "(default: 4)")
     sp.add_argument("--text-column", help="column with the text (default: text)")
     sp.add_argument("--text-pair-column", help="a second text per row, e.g. a hypothesis or an answer")
     sp.add_argument("--label-column", help="column with the class (default: label)")
@@ -137,8 +196,9 @@ def task_flags(sp) -> None:
     sp.add_argument("--lr", type=float, help="peak learning rate (default: 5e-5)")
     sp.add_argument("--patience", type=int, help="evaluations without improvement before stopping (default: 2)")
     sp.add_argument("--evals-per-epoch", type=int, help="validation passes per epoch (default: 1)")
-    sp.add_argument("--metric", choices=["accuracy", "f1_macro", "entity_f1"],
-                    help="what picks the kept checkpoint (entity_f1: --task token with BIO tags)")
+    sp.add_argument("--metric", choices=["accuracy", "f1_macro", "entity_f1", "bleu", "chrf", "rougeL"],
+                    help="what picks the kept checkpoint (entity_f1: --task token with BIO tags; translate: bleu or "
+                    "chrf; summarize: rougeL)")
     sp.add_argument("--val-fraction", type=float, help="share of rows for validation (default: 0.1)")
     sp.add_argument("--test-fraction", type=float, help="share of rows for the final test (default: 0.1)")
     sp.add_argument("--seed", type=int, help="the split and the shuffling (default: 1337)")
@@ -173,9 +233,23 @@ def add_commands(sub, command, json_flag) -> None:
                    "suffix: data.csv -> data.predictions.jsonl)")
     p.add_argument("--truncation", choices=["warn", "error"], default="warn")
     json_flag(p)
+    t = command("translate", cmd_translate, "translate (or summarise) text with an encoder-decoder run")
+    t.add_argument("run", help="a run made by `lmforge finetune --task translate | summarize`, or a Hugging Face "
+                   "T5 / BART / Marian directory")
+    t.add_argument("text", nargs="?", help="the text to translate")
+    t.add_argument("--file", help="translate every source of a file instead (.txt: one a line; .csv, .tsv, .jsonl: "
+                   "the run's source column) and write JSON lines")
+    t.add_argument("--num-beams", type=int, help="beam width (default: the run's task.num_beams)")
+    t.add_argument("--text-column", help="--file: the column with the sources (default: the run's source column)")
+    t.add_argument("--out", help="--file: where to write JSON lines (default: FILE.predictions.jsonl)")
+    t.add_argument("--truncation", choices=["warn", "error"], default="warn")
+    json_flag(t)
     a = command("attention", cmd_attention, "draw the attention weights of one layer and head as a heatmap")
     a.add_argument("run", help="an lmforge run or a Hugging Face directory")
-    a.add_argument("text", help="the text to look at")
+    a.add_argument("text", help="the text to look at (an encoder-decoder model: the source)")
+    a.add_argument("--target", help="an encoder-decoder model: the target text, read as the translation of TEXT")
+    a.add_argument("--cross", action="store_true", help="draw the cross-attention (target rows over source columns: "
+                   "the alignment) instead of the self-attention; needs --target")
     a.add_argument("--layer", type=int, default=0, help="0-based layer (default: 0)")
     a.add_argument("--head", type=int, default=0, help="0-based head (default: 0)")
     a.add_argument("--out", default="attention.png", help="PNG to write (default: attention.png)")

@@ -1,5 +1,6 @@
 """Downstream tasks: each turns rows into batches, gives the loss, evaluates with its headline
-metric and predicts for new rows (classify.py, token.py, qa.py); pretrain.py holds the pretraining
+metric and predicts for new rows (classify.py, token.py, qa.py; translate.py and summarize.py for
+encoder-decoder models, which generate their outputs); pretrain.py holds the pretraining
 objectives in the same shape. Fine-tuning, cross-validation and `lmforge predict` (train/) are thin
 loops over the task that `task_class(kind)` gives."""
 
@@ -7,7 +8,8 @@ from __future__ import annotations
 
 from lmforge.errors import LmforgeError
 
-KINDS = ("classify", "token", "qa")
+KINDS = ("classify", "token", "qa", "translate", "summarize")
+GENERATIVE = ("translate", "summarize")  # encoder-decoder tasks: scored on what the model writes
 
 
 def task_class(kind: str):
@@ -18,6 +20,11 @@ def task_class(kind: str):
         from lmforge.tasks.token import TokenClassification as cls
     elif kind == "qa":
         from lmforge.tasks.qa import QuestionAnswering as cls
+    elif kind == "translate":
+        from lmforge.tasks.translate import Translation as cls
+    elif kind == "summarize":
+        from lmforge.tasks.summarize import Summarization as cls
     else:
-        raise LmforgeError("{setting} is not supported; use classify, token or qa", "task.kind", kind)
+        raise LmforgeError("{setting} is not supported; use classify, token, qa, translate or summarize", "task.kind",
+                           kind)
     return cls

@@ -8,33 +8,30 @@ directory. The rows are split once, stratified by label and seeded: train (fits 
 validation (picks the epoch: early stopping and the kept checkpoint) and test (scored once, at the
 end, by the kept checkpoint). The loop is the pretraining loop (train/trainer.py); the task
 (lmforge/tasks/) reads, batches, scores and predicts. The run's recipe.yaml is the whole recipe,
-with the steps its epochs came to; a resumed run must be given the same settings.
+with the steps its epochs came to; a resumed run must be given the same settings. Translation and
+summarisation (--task translate | summarize) take their own path, train/seq2seq.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lmforge.config import SHORTHANDS, Recipe, load_recipe, merge, parse_set, read_recipe
-from lmforge.data.labelled import check_length, least_length
+from lmforge.config import SHORTHANDS, Recipe
 from lmforge.errors import Diverged, LmforgeError
 from lmforge.evaluate.classification import plot_confusion_matrix
 from lmforge.evaluate.crossval import stratified_kfold, stratified_split, summarize_folds
 from lmforge.io import write_json
 from lmforge.models import build_model
-from lmforge.tasks import task_class
+from lmforge.tasks import GENERATIVE, task_class
 from lmforge.tokenizer import Tokenizer
-from lmforge.checkpoint import is_checkpoint, load_checkpoint, load_pretrained
+from lmforge.checkpoint import is_checkpoint, load_checkpoint
+from lmforge.train.runs import check_resume, finetune_recipe, load_base, resolved, settings  # noqa: F401 (re-exported)
 from lmforge.train.trainer import Trainer, held_run_dir
 
-# train.* keys a fine-tuning run works out from its task.* settings and the rows (not settings to compare)
-DERIVED = ("max_steps", "warmup_steps", "eval_every", "log_every", "progress")
 ADVICE = "lower lr (e.g. FinetuneConfig(lr=1e-5)) and start again with another out directory"  # to Python callers
 
 
@@ -43,7 +40,7 @@ class FinetuneConfig:
     """The Python front door to a fine-tuning recipe: each argument is the recipe key SHORTHANDS names
     (lr -> train.lr, epochs -> task.epochs); None keeps the shipped `finetune` recipe's value."""
 
-    task: str | None = None  # classify | token | qa
+    task: str | None = None  # classify | token | qa | translate | summarize
     text_column: str | None = None
     text_pair_column: str | None = None
     label_column: str | None = None
@@ -53,6 +50,15 @@ class FinetuneConfig:
     doc_stride: int | None = None
     tokens_column: str | None = None
     tags_column: str | None = None
+    source_column: str | None = None
+    target_column: str | None = None
+    pair: str | None = None
+    label_smoothing: float | None = None
+    num_beams: int | None = None
+    length_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    max_target_length: int | None = None
+    val_rows: int | None = None
     val_fraction: float | None = None
     test_fraction: float | None = None
     max_length: int | None = None
@@ -96,43 +102,7 @@ def named(build, names: dict[str, str], advice: str | None = None):
         raise
 
 
-def finetune_recipe(spec: str | None = None, shorthands: dict | None = None,
-                    overrides: list[str] | None = None) -> Recipe:
-    """The shipped `finetune` recipe, under the recipe file `spec`, then the `shorthands` ({"lr": 1e-5}:
-    names of SHORTHANDS), then `--set` overrides; checked, rows not yet read."""
-    sets: dict = {}
-    for name, value in (shorthands or {}).items():
-        section, key = SHORTHANDS[name].split(".")
-        sets.setdefault(section, {})[key] = value
-    raw = read_recipe(spec)[0] if spec else {}
-    if isinstance(raw, dict) and all(isinstance(v or {}, dict) for v in raw.values()):  # else from_dict says why
-        raw = merge(merge(merge(read_recipe("finetune")[0], raw), sets), parse_set(overrides or []))
-    recipe = Recipe.from_dict(raw)
-    check_task(recipe)
-    return recipe
-
-
-def check_task(recipe: Recipe) -> None:
-    """What a fine-tuning recipe needs beyond its sections' own checks."""
-    t = recipe.task
-    if t.max_length is not None:
-        try:
-            check_length(t.max_length, least_length(t.kind == "qa" or bool(t.text_pair_column)))
-        except LmforgeError as e:
-            raise e.about("task.max_length") from None
-
-
 # ------------------------------------------------------------------------------------------ inputs
-
-
-def load_base(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, Tokenizer]:
-    """The encoder (or decoder) to fine-tune: an ELECTRA run gives its discriminator."""
-    model, tokenizer = load_pretrained(path, device)
-    if model.config.family == "electra":
-        model = model.discriminator
-    if model.config.head != "none":  # an already fine-tuned run: start again from its base
-        model = model.base
-    return model, tokenizer
 
 
 @dataclass
@@ -163,17 +133,6 @@ def read_inputs(recipe: Recipe) -> Inputs:
             raise LmforgeError("fine-tuning needs {field}: give the model to fine-tune and the labelled rows", key)
     base, tokenizer = load_base(t.base)
     return Inputs(base, tokenizer, task_class(t.kind).read(t.data, t))
-
-
-def resolved(recipe: Recipe, model_config, n_train: int) -> Recipe:
-    """The recipe as the run trains it: its model, and the steps its epochs come to over `n_train` rows."""
-    t, train = recipe.task, recipe.train
-    per_epoch = max(1, math.ceil(n_train / train.batch_size))
-    steps = max(1, round(t.epochs * per_epoch))
-    train = dataclasses.replace(train, max_steps=steps, warmup_steps=max(1, round(t.warmup_fraction * steps)),
-                                eval_every=max(1, per_epoch // t.evals_per_epoch), log_every=max(1, min(10, per_epoch)))
-    data = dataclasses.replace(recipe.data, corpus=str(t.data), column=t.text_column, clean=False)
-    return dataclasses.replace(recipe, model=model_config.to_dict(), data=data, train=train)
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -210,66 +169,14 @@ def train_and_test(inputs: Inputs, split: tuple, recipe: Recipe, out: Path, log=
     return report
 
 
-def settings(recipe: Recipe) -> dict:
-    """The settings of a fine-tuning run by their shorthand names (report.json's "config")."""
-    return {name: recipe.get(key) for name, key in SHORTHANDS.items() if name not in ("base", "data")}
-
-
-def _compared(recipe_or_old: Recipe | dict) -> dict:
-    """{recipe key: value} of the settings a resumed run must keep: task.* and train.* less DERIVED."""
-    if isinstance(recipe_or_old, dict):  # finetune.json of an earlier version: its shorthands
-        old = {**recipe_or_old.get("config", {}), "base": recipe_or_old.get("base"), "data": recipe_or_old.get("data")}
-        defaults = finetune_recipe(None, {"base": old["base"], "data": old["data"]})
-        known = {SHORTHANDS[k]: v for k, v in old.items() if k in SHORTHANDS}
-        return {**_compared(defaults), **{k: v for k, v in known.items() if k.split(".")[1] not in DERIVED}}
-    d = recipe_or_old.to_dict()
-    return {f"{section}.{k}": v for section in ("task", "train") for k, v in d[section].items() if k not in DERIVED}
-
-
-def check_resume(out: Path, recipe: Recipe, resume: bool) -> None:
-    """A new run never overwrites a checkpoint; a resumed one must have been started with these settings."""
-    if not resume:
-        if is_checkpoint(out):
-            raise LmforgeError(f"{out} already holds a checkpoint; pass --resume to continue that fine-tuning run, "
-                               "or choose another --out")
-        return
-    saved = _saved_settings(out)
-    if saved is None or not is_checkpoint(out):
-        raise LmforgeError(f"{out} holds no fine-tuning run to resume; run without --resume, or give the run with --out")
-    mine = _compared(recipe)
-    for key in sorted(set(mine) | set(saved)):
-        if key in mine and key in saved and _differ(mine[key], saved[key]):
-            raise LmforgeError(f"{out} was fine-tuned with another {{field}} ({saved[key]!r}); resume with the same "
-                               "settings, or choose another run directory", key, mine[key])
-
-
-def _differ(a, b) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return not math.isclose(a, b, rel_tol=1e-12)
-    return str(a) != str(b) if a is not None and b is not None else a != b
-
-
-def _saved_settings(out: Path) -> dict | None:
-    """The settings a fine-tuning run in `out` was started with: its recipe.yaml (task: section), or the
-    finetune.json an earlier version wrote."""
-    if (out / "recipe.yaml").is_file():
-        try:
-            saved = load_recipe(str(out / "recipe.yaml"))
-        except LmforgeError:
-            saved = None
-        if saved is not None and saved.task is not None:
-            return _compared(saved)
-    try:
-        old = json.loads((out / "finetune.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return _compared(old) if isinstance(old, dict) and isinstance(old.get("config"), dict) else None
-
-
 def finetune_run(recipe: Recipe, out: str | Path, log=print, resume: bool = False) -> dict:
     """`lmforge finetune`: split, fine-tune, keep the best, score the test split; report.json beside the
     run. resume: continue a run that was stopped, from its last kept checkpoint, with its settings."""
     out, t = Path(out), recipe.task
+    if t.kind in GENERATIVE:  # encoder-decoder tasks write their outputs: scored apart (train/seq2seq.py)
+        from lmforge.train.seq2seq import seq2seq_run
+
+        return seq2seq_run(recipe, out, log, resume)
     with held_run_dir(out, "lmforge finetune"):
         check_resume(out, recipe, resume)
         inputs = read_inputs(recipe)

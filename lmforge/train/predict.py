@@ -7,6 +7,8 @@ class names come from its config.json id2label). What a line holds depends on th
                                                            .txt file: one document)
     token     {"tokens", "tags"[, "entities"]}             (a .jsonl file of word lists)
     qa        {"question", "answer"}                       (rows with a question and a context)
+    translate {"source", "output"[, "reference"]}          (rows with the source column, or a .txt file:
+    summarize                                               one source a line; beam search as validated)
 
 The columns are the ones the run was fine-tuned with (the task: section of its recipe.yaml, or the
 finetune.json of a run from an earlier version; the defaults for a Hugging Face directory), unless
@@ -24,10 +26,10 @@ from pathlib import Path
 
 import yaml
 
-from lmforge.config import SHORTHANDS, TaskConfig
+from lmforge.config import SHORTHANDS, TaskConfig, TrainConfig
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_write
-from lmforge.tasks import KINDS, task_class
+from lmforge.tasks import GENERATIVE, KINDS, task_class
 from lmforge.tasks.base import padding_id
 from lmforge.checkpoint import load_pretrained
 
@@ -56,20 +58,25 @@ def predict_file(run: str | Path, data: str, out: str | Path | None = None, text
                  truncation: str = "warn", log=print) -> tuple[Path, dict | None]:
     """Predictions of the fine-tuned `run` for every row of `data`, written as JSON lines to `out`
     (default: DATA with the suffix .predictions.jsonl); and the report when the file has gold."""
-    model, tokenizer = load_pretrained(run)  # a Hugging Face classifier, tagger or reader works too
+    model, tokenizer = load_pretrained(run)  # a Hugging Face classifier, tagger, reader or translator works too
+    saved = saved_task(run)
     kind = model.config.head
+    if model.config.family == "seq2seq":  # no head: the run's task says translate or summarize
+        kind = saved.get("kind") if saved.get("kind") in GENERATIVE else "translate"
     if kind not in KINDS:
         raise LmforgeError(f"{run} is not a fine-tuned model (it has no classification, tagging or QA head); "
                            "fine-tune one with `lmforge finetune` and give that run")
     known = {f.name for f in dataclasses.fields(TaskConfig)}
-    cfg = TaskConfig(**{k: v for k, v in saved_task(run).items() if k in known})
+    cfg = TaskConfig(**{k: v for k, v in saved.items() if k in known})
     cfg = dataclasses.replace(cfg, kind=kind, truncation=truncation, text_column=text_column or cfg.text_column)
+    if kind in GENERATIVE and text_column:
+        cfg = dataclasses.replace(cfg, source_column=text_column)
     context = model.config.context_length
     max_len = context if cfg.max_length is None else min(cfg.max_length, context)
     try:
         lines, report = task_class(kind).predict(model, tokenizer, str(data), cfg, max_len, padding_id(tokenizer), log)
     except LmforgeError as e:
-        if e.field == "column" and e.value == cfg.text_column:
+        if e.field == "column" and e.value in (cfg.text_column, cfg.source_column):
             raise e.about("text_column") from None  # the one column predict takes as an argument
         if e.field in ("column", "label_column"):  # a column the run was fine-tuned on
             raise LmforgeError(f"{data} has no column or field {e.value!r}, which the run was fine-tuned on; give "
@@ -78,3 +85,29 @@ def predict_file(run: str | Path, data: str, out: str | Path | None = None, text
     out = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
     atomic_write(out, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     return out, report
+
+
+def translate_texts(run: str | Path, texts: list[str], num_beams: int | None = None, log=print) -> list[str]:
+    """`lmforge translate RUN "text"`: the outputs of an encoder-decoder run (translation or summary) for
+    `texts`, decoded with the beam settings it was validated with (num_beams overrides the width)."""
+    model, tokenizer = load_pretrained(run)
+    if model.config.family != "seq2seq":
+        raise LmforgeError(f"{run} is a {model.config.family} model, which does not translate; give an "
+                           "encoder-decoder run (`lmforge finetune t5-mini --task translate ...`)")
+    saved = saved_task(run)
+    known = {f.name for f in dataclasses.fields(TaskConfig)}
+    cfg = TaskConfig(**{k: v for k, v in saved.items() if k in known})
+    cfg.kind = cfg.kind if cfg.kind in GENERATIVE else "translate"
+    if num_beams is not None:
+        if num_beams < 1:
+            raise LmforgeError("{setting} cannot be used; give 1 (greedy) or more", "num_beams", num_beams)
+        cfg.num_beams = num_beams
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise LmforgeError(f"text {i + 1} is empty; give something to translate")
+    task = task_class(cfg.kind)(cfg, TrainConfig(), tokenizer, model.config, log)
+    enc = task.encode(texts)
+    note = task.truncation_note(enc, len(texts))
+    if note:
+        log(note)
+    return task.generate(model, enc.src)
