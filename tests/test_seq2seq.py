@@ -183,3 +183,23 @@ def test_beam_search_scores_by_hand():
 def test_memory_estimate_counts_the_decoder_and_the_source():
     model = tiny("t5-mini")
     assert cache_slots(model, longest_prompt=20, max_new_tokens=5) == 6  # start token + 5, not the source
+
+
+def test_encoder_decoder_doc_numbers():
+    import torch.nn.functional as F
+    from pathlib import Path
+
+    from lmforge.objectives.seq2seq import shift_right
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "encoder-decoder.md").read_text()
+    rel = torch.tensor([-20, -5, -2, -1, 0, 1, 2, 5, 20])
+    assert str(relative_bucket(rel, True, 8, 16).tolist()) in doc
+    assert str(shift_right(torch.tensor([[7, 9, 2]]), 0, 0)[0].tolist()) == "[0, 7, 9]" and "[0, 7, 9]" in doc
+    assert str(shift_right(torch.tensor([[7, 9, 2, -100]]), 0, 0)[0].tolist()) in doc
+    z = torch.tensor([2.0, 1.0, 0.5, -1.0])
+    nll = -z.log_softmax(-1)
+    fmt = lambda v: "[" + ", ".join(f"{x:.4f}" for x in v) + "]"  # noqa: E731
+    assert fmt(z.softmax(-1).tolist()) in doc and fmt(nll.tolist()) in doc
+    smoothed = F.cross_entropy(z[None], torch.tensor([0]), label_smoothing=0.1).item()
+    assert f"{nll[0]:.4f}" in doc and f"{nll.mean():.4f}" in doc and f"= {smoothed:.4f}" in doc
+    assert abs(0.9 * nll[0] + 0.1 * nll.mean() - smoothed) < 1e-6

@@ -47,11 +47,11 @@ def _scores(r: dict) -> str:
 
 
 def _generative_summary(report: dict) -> str:
-    base = "copy_source" if "copy_source" in report else "lead_1"
+    base = report["baseline"]
     lines = [f"  source: {e['source'][:120]}\n  output: {e['output'][:120]}\n  reference: {e['reference'][:120]}"
              for e in report.get("examples", [])[:2]]
     return "\n".join([*lines, f"test: {_scores(report['test'])} on {report['test_rows']} pairs",
-                      f"baseline ({base.replace('_', ' ')}): {_scores(report[base])}",
+                      f"baseline ({base['name']}): {_scores(base)}",
                       f"{report['train_rows']} train / {report['validation_rows']} validation pairs, "
                       f"{report['steps']} steps in {report['seconds']:.0f} s"])
 

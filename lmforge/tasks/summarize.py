@@ -7,17 +7,13 @@
 
 from __future__ import annotations
 
-from lmforge.evaluate.baselines import lead_sentence
 from lmforge.tasks.translate import Translation
 
 
 class Summarization(Translation):
     kind = "summarize"
-    baseline_name = "lead_1"
+    baseline = "lead-1"  # the body's first sentence (evaluate/baselines.py)
 
     def max_new_tokens(self, src: list[list[int]]) -> int:
         """A summary is bounded by the target length the task allows, not by its long source."""
         return self.max_tgt + 1
-
-    def baseline(self, sources: list[str]) -> list[str]:
-        return [lead_sentence(s) for s in sources]

@@ -28,6 +28,7 @@ from lmforge.data import IGNORE
 from lmforge.data.labelled import ShuffledBatches, by_length
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.decoding import decode_rows
+from lmforge.evaluate.text_report import text_report
 from lmforge.objectives.seq2seq import seq2seq_loss, shift_right
 from lmforge.tasks.base import inference, padding_id
 
@@ -51,7 +52,7 @@ class Translation:
 
     kind = "translate"
     higher_is_better = True
-    baseline_name = "copy_source"
+    baseline = "copy"  # what a model has to beat: the source copied as it is (evaluate/baselines.py)
 
     def __init__(self, cfg: TaskConfig, train: TrainConfig, tokenizer, model_config: ModelConfig, log=print):
         if model_config.family != "seq2seq":
@@ -162,31 +163,28 @@ class Translation:
             outs = decode_rows(model, src, settings, batch_size)
         return [self.tokenizer.decode(ids).strip() for ids in outs]
 
-    def scores(self, hyps: list[str], refs: list[str], sources: list[str], ci: bool = False) -> dict:
-        from lmforge.evaluate.generation import text_report
-
-        return text_report(hyps, refs, sources=sources, language=self.cfg.pair.split("-")[-1] if self.cfg.pair
-                           else None, bootstrap=1000 if ci else 0, seed=self.train_cfg.seed)
-
-    def baseline(self, sources: list[str]) -> list[str]:
-        """What a model has to beat: the source copied as it is."""
-        return list(sources)
+    def scores(self, hyps: list[str], refs: list[str], sources: list[str] | None = None, ci: bool = False) -> dict:
+        """BLEU, chrF and ROUGE (evaluate/text_report.py); with `sources`, the baseline's beside them;
+        with `ci`, bootstrap 95% intervals (1,000 resamples)."""
+        lang = self.cfg.pair.split("-")[-1] if self.cfg.pair and "-" in self.cfg.pair else None
+        return text_report(hyps, refs, sources=sources, baseline=self.baseline if sources is not None else None,
+                           lang=lang, resamples=1000 if ci else 0, seed=self.train_cfg.seed)
 
     def evaluate(self, model, full: bool = False, autocast=None) -> dict:
         n = len(self.val) if full else min(len(self.val), self.cfg.val_rows)
         hyps = self.generate(model, self.val.src[:n], autocast)
-        sources, refs = self.val_texts[0][:n], self.val_texts[1][:n]
-        found = self.scores(hyps, refs, sources)
+        found = self.scores(hyps, self.val_texts[1][:n])
         return {"loss": self.teacher_forced_loss(model, self.val, autocast), **{k: found[k] for k in found
                 if k in ("bleu", "chrf", "rougeL")}, "decoded_rows": n}
 
     def test(self, model, sources: list[str], targets: list[str], autocast=None) -> dict:
-        """The test section of report.json: the model's scores with intervals, the baseline's, examples."""
+        """The test section of report.json (scores with intervals, the baseline's under "baseline"),
+        and a few examples."""
         enc = self.encode(sources, targets)
         hyps = self.generate(model, enc.src, autocast)
-        return {"test": {"loss": self.teacher_forced_loss(model, enc, autocast), **self.scores(hyps, targets, sources,
-                                                                                               ci=True)},
-                self.baseline_name: self.scores(self.baseline(sources), targets, sources),
+        report = self.scores(hyps, targets, sources, ci=True)
+        return {"test": {"loss": self.teacher_forced_loss(model, enc, autocast), **report},
+                "baseline": report.pop("baseline"),
                 "examples": [{"source": s, "reference": r, "output": h}
                              for s, r, h in list(zip(sources, targets, hyps))[:5]]}
 
