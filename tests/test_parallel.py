@@ -101,7 +101,7 @@ def test_en_es_pairs_cleaned_and_grouped_by_book(db):
     assert p.targets[3] == "Entonces Jehová dijo á Moisés: ¡Entra á Faraón!"  # CP437 ¡, versification mark gone
     assert p.targets[4].endswith("yo heriré.")  # footnote mark
     assert p.sources[5] == "The book of the generation of Jesus Christ the son of David."  # supplied words kept
-    assert p.targets[5] == "LIBRO de la generación de Jesucristo, hijo de David."  # cross reference gone
+    assert p.targets[5] == "Libro de la generación de Jesucristo, hijo de David."  # cross reference gone
     assert "King James" in p.description and "Reina-Valera" in p.description
     assert p.stats == {"verses": 9, "dropped": 0, "pairs": 9}
 
@@ -129,6 +129,9 @@ def test_zh_en_drops_verses_empty_in_either_language(db):
     ("...", "3", ""), ("[]", "3", ""), ("(*)", "e", ""),
     ("(MISSING) [KJV: And Philip said.] From Schlachter: Es gefiel", "e", ""),
     ("하나님이 세상을 이처럼 사랑하사", "n", "하나님이 세상을 이처럼 사랑하사"),  # Korean keeps its spaces
+    ("EN el principio", "v", "En el principio"), ("Y DESPUÉS movió", "v", "Y después movió"),  # drop capitals
+    ("Y JEHOVA dijo", "v", "Y Jehova dijo"), ("IL SIGNORE disse", "d", "Il Signore disse"),
+    ("O SENHOR Deus", "a", "O SENHOR Deus"), ("ALEPH. Blessed", "k", "ALEPH. Blessed"),
 ])
 def test_clean_verse(text, code, clean):
     assert bible.clean_verse(text, code) == clean
@@ -318,7 +321,7 @@ def test_real_database():
     p = load_pairs("bible", pair="en-es", db=REAL_DB)
     assert p.stats == {"verses": 31102, "dropped": 0, "pairs": 31102} and len(set(p.groups)) == 66
     assert p.sources[0] == "In the beginning God created the heaven and the earth."
-    assert p.targets[0] == "EN el principio crió Dios los cielos y la tierra."
+    assert p.targets[0] == "En el principio crió Dios los cielos y la tierra."
     zh = load_pairs("bible", pair="zh-en", db=REAL_DB)
     assert zh.stats["pairs"] == 31086 and zh.sources[0] == "起初，神创造天地。"
     for part in split_pairs(p, 0.1, 0.1, seed=0)[1:]:

@@ -135,13 +135,41 @@ _NOT_TEXT = re.compile(r"\bKJV\b|[\uff21-\uff3a\uff41-\uff5a]|(?<=[^\x00-\x7f])b
                        r"|^(\d+절과 )?상동$")
 
 
+# Translations that print the first word(s) of a chapter or paragraph in capitals ('EN el principio',
+# 'NEL principio', 'NO princípio'); the divine name kept in capitals throughout (Almeida's SENHOR, like
+# the KJV's LORD) is left alone.
+_DROP_CAPS = {"a", "d", "v"}
+_KEEP_CAPS = {"SENHOR"}
+# The names found in capitals after a one-letter word ('Y JEHOVA', 'E GESÙ'); the other words seen
+# there are ordinary ones ('Y ACONTECIO', 'E FALOU'), so they are lower-cased.
+_NAMES = {"JEHOVA", "JESUS", "DIOS", "DEUS", "DAVI", "GESÙ", "IDDIO", "SIGNORE", "GIOBBE", "DAVIDE"}
+_WORDS = re.compile(r"\w+|\W+")
+
+
+def _drop_caps(text: str) -> str:
+    """The leading words in capitals, after at most one one-letter word ('Y DESPUÉS'), in ordinary
+    case: a verse's first word and a name as 'Word', any other word as 'word'."""
+    parts = _WORDS.findall(text)
+    first = True  # no word written yet
+    for i, part in enumerate(parts):
+        if not part[0].isalnum() or (first and len(part) == 1):
+            first = first and not part[0].isalnum()  # a one-letter word: what follows it is not first
+            continue
+        if len(part) < 2 or not part.isupper() or part in _KEEP_CAPS:
+            break
+        parts[i] = part.capitalize() if first or part in _NAMES else part.lower()
+        first = False
+    return "".join(parts)
+
+
 def clean_verse(text: str, code: str = "") -> str:
     """One verse as plain text, or '' when nothing of the translation's own text is left.
 
     In order: NFC; bytes a translation decoded with the wrong code page put back (`_MISDECODED`);
     '' for a verse that is not the translation's text (`_NOT_TEXT`); invisible characters removed;
-    the `_RULES` (notes, footnote marks, brackets, spacing) applied in turn; '' when no letter is left
-    (placeholders such as '-', '...', '[]' stand for a verse merged into its neighbour).
+    the `_RULES` (notes, footnote marks, brackets, spacing) applied in turn; drop capitals undone
+    (`_drop_caps`); '' when no letter is left (placeholders such as '-', '...', '[]' stand for a
+    verse merged into its neighbour).
     """
     text = unicodedata.normalize("NFC", text)
     for bad, good in _MISDECODED.get(code, ()):
@@ -152,7 +180,7 @@ def clean_verse(text: str, code: str = "") -> str:
     text = _INVISIBLE.sub(" ", text)
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
-    text = text.strip()
+    text = _drop_caps(text.strip()) if code in _DROP_CAPS else text.strip()
     return text if any(c.isalpha() for c in text) else ""
 
 
