@@ -11,6 +11,10 @@ training text its own id (nanoGPT's shakespeare-char); characters it never saw b
 A tokenizer.json from elsewhere (BERT's [CLS] [SEP] [PAD] [MASK] [UNK], RoBERTa's <s> </s> <pad>
 <mask> <unk>) works too: each role id is found under our name first, then under those names.
 
+Sentinels are T5's `<extra_id_0>`, `<extra_id_1>`, ...: special tokens that stand for the spans span
+corruption removes (lmforge.data.spans). A trainer reserves them with `sentinels=N` (right after the
+other specials); `Tokenizer.sentinel_ids` finds them in any tokenizer.json, a Hugging Face T5 one included.
+
 This module imports no torch: it works on strings and lists of ints.
 """
 
@@ -49,6 +53,11 @@ SPECIAL_TOKENS: dict[str, str] = {
 }
 
 
+def sentinel_token(i: int) -> str:
+    """The i-th sentinel, named as T5 names it."""
+    return f"<extra_id_{i}>"
+
+
 # Where other tokenizer.json files keep each role, tried in order after our own name: BERT's
 # bracketed names, then RoBERTa's / Llama's. A BERT vocabulary has no bos/eos.
 CONVENTIONAL: dict[str, tuple[str, ...]] = {
@@ -72,6 +81,7 @@ class Tokenizer:
         self._added_special = {i for i, t in hf.get_added_tokens_decoder().items() if t.special}
         for role, token in SPECIAL_TOKENS.items():
             setattr(self, f"{role}_id", _role_id(hf, added, token, CONVENTIONAL[role]))
+        self.sentinel_ids = _sentinel_ids(hf)
 
     @property
     def vocab_size(self) -> int:
@@ -174,6 +184,28 @@ def _role_id(hf: HFTokenizer, added: dict[str, int], ours: str, others: tuple[st
     return None
 
 
+def _sentinel_ids(hf: HFTokenizer) -> list[int]:
+    """Ids of <extra_id_0>, <extra_id_1>, ... in that order, up to the first one missing ([] for none).
+    T5's run downwards from the end of its vocabulary; ours follow the other specials: order is by name."""
+    ids: list[int] = []
+    while (i := hf.token_to_id(sentinel_token(len(ids)))) is not None:
+        ids.append(i)
+    return ids
+
+
+def _specials(sentinels: int) -> list[str]:
+    """The special tokens a trainer reserves, in id order: ours, then `sentinels` sentinels."""
+    if isinstance(sentinels, bool) or not isinstance(sentinels, int) or sentinels < 0:
+        raise LmforgeError("{setting} is not a number of sentinel tokens; give 0 or more (T5 uses 100)",
+                           "sentinels", sentinels)
+    return list(SPECIAL_TOKENS.values()) + [sentinel_token(i) for i in range(sentinels)]
+
+
+def _count(sentinels: int) -> str:
+    """The specials a trainer reserves, in words (for an error about the vocabulary size)."""
+    return f"{len(SPECIAL_TOKENS)} special tokens" + (f" and {sentinels} sentinel{'s' * (sentinels > 1)}" if sentinels else "")
+
+
 def _kind_of(hf: HFTokenizer) -> str:
     model = json.loads(hf.to_str())["model"]["type"]
     return {"BPE": "bpe", "WordLevel": "char", "WordPiece": "wordpiece"}.get(model, model.lower())
@@ -189,13 +221,14 @@ def _check_texts(texts: Iterable[str]) -> Iterator[str]:
         raise LmforgeError("cannot train a tokenizer on empty text; give a corpus that contains text")
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
-    """Byte-level BPE with `vocab_size` entries: 256 bytes + the specials + learned merges."""
-    floor = 256 + len(SPECIAL_TOKENS)
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2, sentinels: int = 0) -> Tokenizer:
+    """Byte-level BPE with `vocab_size` entries: 256 bytes + the specials (and sentinels) + learned merges."""
+    specials = _specials(sentinels)
+    floor = 256 + len(specials)
     if vocab_size < floor:
         raise LmforgeError(
             f"vocabulary size {vocab_size} is too small for byte-level BPE, which needs the 256 bytes and "
-            f"{len(SPECIAL_TOKENS)} special tokens; use at least {floor}"
+            f"{_count(sentinels)}; use at least {floor}"
         )
     hf = HFTokenizer(models.BPE(unk_token=None, fuse_unk=False))
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -203,7 +236,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> 
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS.values()),
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -212,14 +245,15 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> 
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = True,
-                    min_frequency: int = 2) -> Tokenizer:
+                    min_frequency: int = 2, sentinels: int = 0) -> Tokenizer:
     """BERT's WordPiece: BertNormalizer (CJK characters spaced apart, accents stripped when lowercasing),
     BertPreTokenizer (split at whitespace and punctuation), then the vocabulary: the specials, every
     character seen (alone and as `##c`) and the most useful merges until `vocab_size` entries."""
-    floor = len(SPECIAL_TOKENS) + 1
+    specials = _specials(sentinels)
+    floor = len(specials) + 1
     if vocab_size < floor:
         raise LmforgeError(f"vocabulary size {vocab_size} is too small for WordPiece, which needs the "
-                           f"{len(SPECIAL_TOKENS)} special tokens and the characters of the text; use at least {floor}")
+                           f"{_count(sentinels)} and the characters of the text; use at least {floor}")
     hf = HFTokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk"], continuing_subword_prefix="##"))
     hf.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase)
@@ -228,7 +262,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = Tru
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS.values()),
+        special_tokens=specials,
         continuing_subword_prefix="##",
         show_progress=False,
     )
@@ -244,26 +278,28 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = Tru
     return Tokenizer(hf, "wordpiece")
 
 
-def train_char(texts: Iterable[str]) -> Tokenizer:
-    """One id per distinct character (specials first, then characters in code-point order)."""
+def train_char(texts: Iterable[str], sentinels: int = 0) -> Tokenizer:
+    """One id per distinct character (specials and sentinels first, then characters in code-point order)."""
+    specials = _specials(sentinels)
     chars: set[str] = set()
     for t in _check_texts(texts):
         chars.update(t)
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS.values())}
+    vocab = {tok: i for i, tok in enumerate(specials)}
     for ch in sorted(chars):
         vocab.setdefault(ch, len(vocab))
     hf = HFTokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk"]))
     hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character
     hf.decoder = decoders.Fuse()  # join pieces with no separator
-    hf.add_special_tokens(list(SPECIAL_TOKENS.values()))
+    hf.add_special_tokens(specials)
     return Tokenizer(hf, "char")
 
 
-def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 4096) -> Tokenizer:
+def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 4096, sentinels: int = 0) -> Tokenizer:
+    """A tokenizer of `kind` (bpe, wordpiece, char) with `sentinels` T5 sentinel tokens reserved."""
     if kind == "bpe":
-        return train_bpe(texts, vocab_size)
+        return train_bpe(texts, vocab_size, sentinels=sentinels)
     if kind == "wordpiece":
-        return train_wordpiece(texts, vocab_size)
+        return train_wordpiece(texts, vocab_size, sentinels=sentinels)
     if kind == "char":
-        return train_char(texts)
+        return train_char(texts, sentinels=sentinels)
     raise LmforgeError(f"unknown tokenizer kind {kind!r}; use bpe, wordpiece, char, or a path to a tokenizer.json")

