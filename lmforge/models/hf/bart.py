@@ -30,11 +30,11 @@ import torch
 
 from lmforge.config import ModelConfig
 from lmforge.models.hf import encdec
-from lmforge.models.hf.encdec import fit_to_weights  # noqa: F401  (part of this mapping: see common.py)
 from lmforge.models.hf.io import HFExport
 
 MODEL_TYPES = {"bart": "Bart"}  # model_type -> the architecture class prefix naming it
 FAMILIES, FORMAT = ("seq2seq",), "BART"
+fit_to_weights = encdec.fit_to_weights  # an lm_head in the checkpoint is its own, as in transformers 5
 OFFSET = 2  # BART's position rows before position 0
 # ModelConfig field -> (config.json key, default), as transformers' BartConfig names them
 KEYS = {"vocab_size": ("vocab_size", 50265), "context_length": ("max_position_embeddings", 1024),

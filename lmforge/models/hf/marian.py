@@ -22,11 +22,11 @@ import torch
 from lmforge.config import ModelConfig
 from lmforge.models.hf import encdec
 from lmforge.models.hf.common import unsupported
-from lmforge.models.hf.encdec import fit_to_weights  # noqa: F401  (part of this mapping: see common.py)
 from lmforge.models.hf.io import HFExport
 
 MODEL_TYPES = {"marian": "Marian"}  # model_type -> the architecture class prefix naming it
 FAMILIES, FORMAT = ("seq2seq",), "Marian"
+fit_to_weights = encdec.fit_to_weights  # an lm_head in the checkpoint is its own, as in transformers 5
 # ModelConfig field -> (config.json key, default), as transformers' MarianConfig names them
 KEYS = {"vocab_size": ("vocab_size", 58101), "context_length": ("max_position_embeddings", 1024),
         "n_layer": ("encoder_layers", 12), "n_decoder_layer": ("decoder_layers", 12),

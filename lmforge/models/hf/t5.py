@@ -37,18 +37,18 @@ from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.models.hf import encdec
 from lmforge.models.hf.common import read_values, unsupported
-from lmforge.models.hf.encdec import fit_to_weights  # noqa: F401  (part of this mapping: see common.py)
 from lmforge.models.hf.io import HFExport
 
 MODEL_TYPES = {"t5": "T5"}  # model_type -> the architecture class prefix naming it
 FAMILIES, FORMAT = ("seq2seq",), "T5"
+fit_to_weights = encdec.fit_to_weights  # an lm_head in the checkpoint is its own, as in transformers 5
 # ModelConfig field -> (config.json key, default), as transformers' T5Config names them
 KEYS = {"vocab_size": ("vocab_size", 32128), "d_model": ("d_model", 512), "d_ff": ("d_ff", 2048),
         "n_layer": ("num_layers", 6), "n_decoder_layer": ("num_decoder_layers", None), "n_head": ("num_heads", 8),
         "relative_buckets": ("relative_attention_num_buckets", 32),
         "relative_max_distance": ("relative_attention_max_distance", 128), "dropout": ("dropout_rate", 0.1),
         "norm_eps": ("layer_norm_epsilon", 1e-6), "context_length": ("n_positions", 512)}
-GATED = {"gelu": "geglu", "gelu_new": "geglu", "gelu_pytorch_tanh": "geglu", "silu": "swiglu", "swish": "swiglu"}
+GATED_PROJ = {"gelu": "geglu", "gelu_new": "geglu", "gelu_pytorch_tanh": "geglu", "silu": "swiglu", "swish": "swiglu"}
 SHAPE = dict(position="t5", norm="rmsnorm", norm_position="pre", bias=False, causal=False)
 COPIES = ["encoder.embed_tokens.weight", "decoder.embed_tokens.weight"]  # of shared.weight, which must be the same
 IGNORED = (*COPIES, "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight")  # one T5 never used
@@ -59,8 +59,8 @@ def activation(proj) -> str:
     """feed_forward_proj ("relu", "gated-gelu", ...) -> lmforge's activation. T5 reads gated-gelu as the
     tanh GELU (T5 v1.1's), as lmforge's geglu is."""
     parts = proj.split("-") if isinstance(proj, str) else []
-    if len(parts) == 2 and parts[0] == "gated" and parts[1] in GATED:
-        return GATED[parts[1]]
+    if len(parts) == 2 and parts[0] == "gated" and parts[1] in GATED_PROJ:
+        return GATED_PROJ[parts[1]]
     if len(parts) == 1 and parts[0] in encdec.PLAIN:
         return encdec.PLAIN[parts[0]]
     names = ", ".join([*encdec.PLAIN, *(f"gated-{g}" for g in GATED)])
