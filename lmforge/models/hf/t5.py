@@ -63,7 +63,7 @@ def activation(proj) -> str:
         return GATED_PROJ[parts[1]]
     if len(parts) == 1 and parts[0] in encdec.PLAIN:
         return encdec.PLAIN[parts[0]]
-    names = ", ".join([*encdec.PLAIN, *(f"gated-{g}" for g in GATED)])
+    names = ", ".join([*encdec.PLAIN, *(f"gated-{g}" for g in GATED_PROJ)])
     raise unsupported(f"feed_forward_proj={proj!r} (supported: {names})", "T5", "a plain T5 checkpoint")
 
 
