@@ -304,7 +304,7 @@ class LM:
 
 def load(path: str | Path, device: str = "auto", backend: str = "auto") -> LM:
     """Load a run directory (config.json + model.safetensors + tokenizer.json), or a Hugging Face
-    GPT-2 / Llama / BERT directory, which needs its tokenizer.json too (see lmforge.models.hf).
+    GPT-2 / Llama / BERT / T5 / BART / Marian directory, which needs its tokenizer.json too (see lmforge.models.hf).
     backend: how decoding runs, "auto", "native" or "torch" (lmforge.generate.Engine)."""
     if backend not in BACKENDS:
         raise LmforgeError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -330,7 +330,8 @@ def _post_processor_adds_bos(tokenizer: Tokenizer) -> bool:
 
 
 def export_hf(source: LM | str | Path, out: str | Path) -> Path:
-    """Write a GPT-2-, Llama- or BERT-shaped model and its tokenizer as a Hugging Face directory at `out`."""
+    """Write a GPT-2-, Llama-, BERT-, T5-, BART- or Marian-shaped model and its tokenizer as a Hugging Face
+    directory at `out`."""
     lm = source if isinstance(source, LM) else load(source, device="cpu")
     tok = lm.tokenizer
     ids = {role: getattr(tok, f"{role}_id") for role in SPECIAL_TOKENS}

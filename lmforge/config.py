@@ -46,6 +46,7 @@ class ModelConfig:
     dropout: float = 0.0
     position: str = "learned"  # learned | sinusoidal | rope | t5 (relative buckets) | none
     rope_theta: float = 10000.0
+    sinusoidal_layout: str = "interleaved"  # sinusoidal positions: interleaved sin, cos (Vaswani et al.) | halves (Marian)
     relative_buckets: int = 32  # t5 positions: buckets of key - query distance (half exact, half log-spaced)
     relative_max_distance: int = 128  # t5 positions: distances beyond this share the last bucket
     attention_scale: float | None = None  # the factor on Q K^T; None: 1 / sqrt(head size); T5: 1 (folded into W_q)
@@ -57,7 +58,7 @@ class ModelConfig:
     norm: str = "layernorm"  # layernorm | rmsnorm
     norm_eps: float = 1e-5
     norm_position: str = "pre"  # pre (GPT-2, Llama) | post (original Transformer, BERT)
-    activation: str = "gelu"  # gelu | gelu_tanh | relu | swiglu | geglu (T5 v1.1's gated GELU)
+    activation: str = "gelu"  # gelu | gelu_tanh | relu | silu (Marian's swish) | swiglu | geglu (T5 v1.1's gated GELU)
     bias: bool = True
     tie_embeddings: bool = True
     causal: bool = True
@@ -127,7 +128,8 @@ class ModelConfig:
             "position": ("learned", "sinusoidal", "rope", "t5", "none"),
             "norm": ("layernorm", "rmsnorm"),
             "norm_position": ("pre", "post"),
-            "activation": ("gelu", "gelu_tanh", "relu", "swiglu", "geglu"),
+            "activation": ("gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu"),
+            "sinusoidal_layout": ("interleaved", "halves"),
             "family": ("gpt", "bert", "electra", "seq2seq"),
             "head": ("none", "classify", "token", "qa"),
         }

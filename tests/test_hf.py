@@ -122,7 +122,7 @@ def test_export_loads_in_transformers_with_same_logits_tokens_and_text(kind, tok
 
 
 @pytest.mark.parametrize("change, words", [
-    ({"model_type": "t5"}, ["model_type 't5'", "gpt2 and llama"]),
+    ({"model_type": "mbart"}, ["model_type 'mbart'", "gpt2, llama", "t5"]),
     ({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}, ["RoPE scaling", "'linear'"]),
     ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, ["RoPE scaling", "'dynamic'"]),
     ({"attention_bias": True, "mlp_bias": False}, ["attention_bias"]),

@@ -106,6 +106,8 @@ def test_an_lmforge_config_at_odds_with_its_weights_is_refused_from_the_header(c
 @pytest.mark.parametrize("preset, change", [
     ("gpt-micro", {}), ("gpt-micro", {"position": "sinusoidal"}), ("gpt-micro", {"head": "qa"}), ("llama-mini", {}),
     ("bert-mini", {}), ("bert-mini", {"head": "classify", "labels": ["a", "b"]}), ("electra-mini", {}),
+    ("t5-mini", {"n_decoder_layer": 2}), ("bart-mini", {"n_decoder_layer": 5}),
+    ("transformer-base", {"n_layer": 2, "n_decoder_layer": 3, "d_model": 64, "d_ff": 128}),
 ])
 def test_every_familys_saved_run_matches_its_config_from_the_header(preset, change, tokenizer, tmp_path):
     cfg = model_config_from_preset(preset, vocab_size=tokenizer.vocab_size, **change)

@@ -23,7 +23,8 @@ def cmd_export(args) -> None:
     arch = json.loads((out / "config.json").read_text())["architectures"][0]
     r = {"run": args.run, "to": args.to, "out": str(out), "architecture": arch,
          "parameters": lm.model.num_params(), "files": files}
-    auto = "AutoModelForCausalLM" if lm.config.causal else "AutoModel"
+    auto = "AutoModelForSeq2SeqLM" if lm.config.family == "seq2seq" else \
+        "AutoModelForCausalLM" if lm.config.causal else "AutoModel"
     emit(args, r, f"exported {r['parameters']:,} parameters as a Hugging Face {r['architecture']} to {out} "
                    f"({', '.join(files)}); load it with transformers.{auto}.from_pretrained({str(out)!r})")
 
@@ -161,7 +162,7 @@ def decoding_flags(sp) -> None:
 
 
 def add_commands(sub, command, json_flag) -> None:
-    x = command("export", cmd_export, "write a GPT-2-, Llama- or BERT-shaped model and its tokenizer as a Hugging Face directory")
+    x = command("export", cmd_export, "write a GPT-2-, Llama-, BERT-, T5-, BART- or Marian-shaped model and its tokenizer as a Hugging Face directory")
     x.add_argument("run", help="run directory (or a Hugging Face directory)")
     x.add_argument("--to", choices=["hf"], default="hf", help="format (default: hf, for transformers' from_pretrained)")
     x.add_argument("out", help="output directory; must not exist or be empty")

@@ -23,9 +23,11 @@ class GPT(nn.Module):
         super().__init__()
         self.config = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_emb = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}.get(cfg.position)
-        if self.pos_emb is not None:
-            self.pos_emb = self.pos_emb(cfg.context_length, cfg.d_model)
+        self.pos_emb = None
+        if cfg.position == "learned":
+            self.pos_emb = LearnedPositions(cfg.context_length, cfg.d_model)
+        elif cfg.position == "sinusoidal":
+            self.pos_emb = SinusoidalPositions(cfg.context_length, cfg.d_model, cfg.sinusoidal_layout)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)

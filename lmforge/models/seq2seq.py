@@ -35,9 +35,11 @@ class Stack(nn.Module):
     def __init__(self, cfg: ModelConfig, blocks: list[nn.Module], bidirectional: bool):
         super().__init__()
         self.config = cfg
-        self.positions = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}.get(cfg.position)
-        if self.positions is not None:
-            self.positions = self.positions(cfg.context_length, cfg.d_model)
+        self.positions = None
+        if cfg.position == "learned":
+            self.positions = LearnedPositions(cfg.context_length, cfg.d_model)
+        elif cfg.position == "sinusoidal":
+            self.positions = SinusoidalPositions(cfg.context_length, cfg.d_model, cfg.sinusoidal_layout)
         self.rel_bias = (RelativePositionBias(cfg.n_head, cfg.relative_buckets, cfg.relative_max_distance,
                                               bidirectional) if cfg.position == "t5" else None)
         self.embed_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.embed_norm else None

@@ -69,17 +69,19 @@ LAYER = re.compile(r"(^|\.)blocks\.0\.")  # a parameter of the first layer of a 
 
 def expected_shapes(cfg: ModelConfig) -> tuple[dict[str, tuple[int, ...]], list[list[str]]]:
     """Every state-dict name of the model `cfg` describes -> its shape, and the names that share one tensor
-    (tied embeddings). Built on the meta device with one layer, whose names are repeated for each of
-    n_layer (blocks.0. -> blocks.{i}.): constructing thousands of layers, even without storage, takes
-    seconds, and a config.json may ask for thousands."""
-    one = meta_model(dataclasses.replace(cfg, n_layer=1)).state_dict(keep_vars=True)
+    (tied embeddings). Built on the meta device with one layer per stack, whose names are repeated for
+    each of the stack's layers (blocks.0. -> blocks.{i}.; an encoder-decoder's decoder.blocks. has
+    n_decoder_layer of them): constructing thousands of layers, even without storage, takes seconds,
+    and a config.json may ask for thousands."""
+    one = meta_model(dataclasses.replace(cfg, n_layer=1, n_decoder_layer=1)).state_dict(keep_vars=True)
     shapes: dict[str, tuple[int, ...]] = {}
     groups: dict[tuple[int, int], list[str]] = {}
     for name, t in one.items():
         m = LAYER.search(name)
         head, tail = (name[:m.end() - 2], name[m.end():]) if m else (name, None)  # "...blocks.", "attn.qkv.weight"
+        layers = cfg.n_decoder_layer if cfg.family == "seq2seq" and head == "decoder.blocks." else cfg.n_layer
         shape = tuple(t.shape)
-        for i in range(cfg.n_layer if m else 1):
+        for i in range(layers if m else 1):
             full = name if tail is None else f"{head}{i}.{tail}"
             shapes[full] = shape
             groups.setdefault((id(t), i), []).append(full)

@@ -1,6 +1,7 @@
 """Position-wise feed-forward networks.
 
-MLP:     FFN(x) = act(x W_1 + b_1) W_2 + b_2, act = GELU ("gelu" exact, "gelu_tanh" GPT-2's approximation) or ReLU
+MLP:     FFN(x) = act(x W_1 + b_1) W_2 + b_2, act = GELU ("gelu" exact, "gelu_tanh" GPT-2's approximation), ReLU
+         or SiLU (x sigmoid(x), "swish": Marian's opus-mt models)
 SwiGLU:  FFN(x) = (SiLU(x W_gate) * (x W_up)) W_down                   (Shazeer 2020; Llama)
 GeGLU:   FFN(x) = (GELU(x W_gate) * (x W_up)) W_down                   (Shazeer 2020; T5 v1.1, tanh GELU)
 """
@@ -15,6 +16,7 @@ ACTIVATIONS = {
     "gelu": F.gelu,
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
+    "silu": F.silu,
 }
 
 

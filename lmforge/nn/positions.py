@@ -1,6 +1,7 @@
 """Position information: learned, sinusoidal, and rotary (RoPE).
 
 Sinusoidal (Vaswani et al. 2017):  PE(p, 2i) = sin(p / 10000^(2i/d)),  PE(p, 2i+1) = cos(p / 10000^(2i/d)).
+Marian's checkpoints hold the same numbers in another order ("halves"): all the sines, then all the cosines.
 RoPE (Su et al. 2021): rotate each pair of query/key features by an angle p * theta_i with
 theta_i = base^(-2i/D), so q_m . k_n depends only on m - n. Pairs are (x_i, x_{i+D/2}) ("rotate half"),
 the layout Llama checkpoints use:  rope(x) = x * cos + rotate_half(x) * sin.
@@ -27,21 +28,25 @@ class LearnedPositions(nn.Module):
         return self.weight[positions]
 
 
-def sinusoidal_table(n: int, d: int) -> torch.Tensor:
-    pos = torch.arange(n, dtype=torch.float32).unsqueeze(1)
-    inv = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
-    table = torch.zeros(n, d)
-    table[:, 0::2] = torch.sin(pos * inv)
-    table[:, 1::2] = torch.cos(pos * inv[: d // 2])
-    return table
+def sinusoidal_table(n: int, d: int, layout: str = "interleaved") -> torch.Tensor:
+    """(n, d): sin and cos of p / 10000^(2i/d), interleaved (features 2i, 2i+1) or in halves (Marian: the
+    ceil(d/2) sines first, then the floor(d/2) cosines)."""
+    pos = torch.arange(n, dtype=torch.float64).unsqueeze(1)  # float64: exact angles at long positions
+    inv = torch.exp(torch.arange(0, d, 2, dtype=torch.float64) * (-math.log(10000.0) / d))
+    sin, cos = torch.sin(pos * inv), torch.cos(pos * inv[: d // 2])
+    if layout == "halves":
+        return torch.cat([sin, cos], dim=1).float()
+    table = torch.zeros(n, d, dtype=torch.float64)
+    table[:, 0::2], table[:, 1::2] = sin, cos
+    return table.float()
 
 
 class SinusoidalPositions(nn.Module):
     """Fixed sin/cos table (the original Transformer); nothing to learn, not saved."""
 
-    def __init__(self, context_length: int, d_model: int):
+    def __init__(self, context_length: int, d_model: int, layout: str = "interleaved"):
         super().__init__()
-        self.register_buffer("table", sinusoidal_table(context_length, d_model), persistent=False)
+        self.register_buffer("table", sinusoidal_table(context_length, d_model, layout), persistent=False)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         return self.table[positions]

@@ -84,6 +84,8 @@ def coverage(model: nn.Module) -> str | None:
         return "the native decode step runs float32 on the CPU"
     if cfg.norm_position != "pre":
         return "the native decode step covers pre-norm models"
+    if cfg.activation not in ACTIVATIONS:
+        return f"the native decode step covers the {', '.join(ACTIVATIONS)} activations"
     for m in model.modules():
         routed = getattr(m.__dict__.get("forward"), "lmforge_decode_route", False)  # fast_linear's, not a user's
         if ("forward" in m.__dict__ and not routed) or m._forward_hooks or m._forward_pre_hooks:

@@ -4,9 +4,10 @@ the tokenizer and the generator need to know about a directory (its tokenizer cl
 its special tokens, its end-of-text ids, its stored dtype).
 
 A directory is read once into an `HFDir` (io.py); every function here takes that or a path. The
-mapping of each family lives in its own module (gpt.py: GPT-2 and Llama; bert.py: BERT), chosen by
-config.json's model_type through MAPPINGS (for export, by the model's family): a new family is one
-new module and one entry there. See common.py for what a mapping provides.
+mapping of each family lives in its own module (gpt.py: GPT-2 and Llama; bert.py: BERT; t5.py, bart.py,
+marian.py: encoder-decoders), chosen by config.json's model_type through MAPPINGS (for export, by the
+model's family, and for an encoder-decoder by its shape: encdec.hf_format): a new family is one new
+module and one entry there. See common.py for what a mapping provides.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.models.hf import bert, gpt
+from lmforge.models.hf import bart, bert, encdec, gpt, marian, t5
 from lmforge.models.hf.common import ACTIVATIONS, load_mapped, model_type
 from lmforge.models.hf.io import HFDir, as_dir, check_empty, write_dir
 
@@ -30,7 +31,7 @@ __all__ = ["ACTIVATIONS", "HFDir", "MAPPINGS", "config_from_hf", "end_ids", "is_
 
 log = logging.getLogger(__name__)
 
-MAPPINGS: tuple[ModuleType, ...] = (gpt, bert)
+MAPPINGS: tuple[ModuleType, ...] = (gpt, bert, t5, bart, marian)
 MODEL_TYPES = {t: prefix for m in MAPPINGS for t, prefix in m.MODEL_TYPES.items()}
 
 
@@ -80,7 +81,8 @@ def read_model(path: HFDir | str | Path) -> tuple[nn.Module, list[str]]:
 
 
 def load_hf(path: HFDir | str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A Hugging Face GPT-2 / Llama / BERT directory -> GPT or Bert (or a task model) in eval mode, float32."""
+    """A Hugging Face GPT-2 / Llama / BERT / T5 / BART / Marian directory -> GPT, Bert (or a task model) or
+    Seq2Seq in eval mode, float32."""
     d = as_dir(path)
     model, fresh = read_model(d)
     if fresh:
@@ -170,11 +172,17 @@ def save_hf(model: nn.Module, out: str | Path, tokenizer_json: str | None = None
     """Write `model` (and the tokenizer, if given) as a Hugging Face directory at `out`, atomically: a model
     with no Hugging Face shape, a non-empty `out`, a full disk or an unwritable place is one error, and
     nothing is left half-written. special_tokens maps a role (bos, eos, pad, unk, ...) to (token, id); the
-    other arguments are the mapping's (gpt.export: chat_template, end_ids, dtype)."""
+    other arguments are the mapping's (gpt.export: chat_template, end_ids, dtype). An encoder-decoder is
+    written as T5, BART or Marian, by its positions (t5, learned, sinusoidal)."""
     check_empty(out)
     family = model.config.family
-    mapping = next((m for m in MAPPINGS if family in m.FAMILIES), None)
-    if mapping is None:
-        raise LmforgeError(f"model.family={family!r} has no Hugging Face export; export a GPT or BERT model")
+    mappings = [m for m in MAPPINGS if family in m.FAMILIES]
+    if len(mappings) > 1:  # several formats hold this family: the model's shape picks one (or is refused)
+        kind = encdec.hf_format(model.config)
+        mappings = [m for m in mappings if m.FORMAT == kind]
+    if not mappings:
+        raise LmforgeError(f"model.family={family!r} has no Hugging Face export; export a GPT, BERT or "
+                           "encoder-decoder model")
+    mapping = mappings[0]
     export = mapping.export(model, tokenizer_json, dict(special_tokens or {}), chat_template, end_ids, dtype)
     return write_dir(out, export)

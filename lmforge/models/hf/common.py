@@ -9,6 +9,9 @@ A mapping is a module (gpt.py, bert.py) with:
     state_dict_from_hf(tensors, cfg) -> (lmforge state dict, optional parts absent from the checkpoint)
     keep_fresh(cfg, absent) -> prefixes of lmforge names that may keep their fresh initialisation
     export(model, tokenizer_json, specials, chat_template, end_ids, dtype) -> io.HFExport
+and, where several mappings export one family (seq2seq: T5, BART, Marian), FORMAT, the name
+encdec.hf_format gives the configs it writes; where config.json leaves a setting to the checkpoint
+(whether an encoder-decoder's lm_head is tied), fit_to_weights(cfg, the weights' names) -> ModelConfig.
 """
 
 from __future__ import annotations
@@ -77,10 +80,12 @@ def load_mapped(mapping: ModuleType, d: HFDir) -> tuple[nn.Module, list[str]]:
     """The model a Hugging Face directory holds (float32, on the CPU) and the optional parts its checkpoint
     lacks. The tensors' names and shapes are checked against the config from the safetensors headers
     first, so a config.json at odds with its weights is refused before anything is allocated."""
-    cfg = mapping.config_from_hf(d.config)
+    cfg, header = mapping.config_from_hf(d.config), d.weight_header()
+    if hasattr(mapping, "fit_to_weights"):
+        cfg = mapping.fit_to_weights(cfg, header)
     try:
         with MetaOps():  # shapes, no storage
-            meta_sd, absent = mapping.state_dict_from_hf(_meta_tensors(d.weight_header()), cfg)
+            meta_sd, absent = mapping.state_dict_from_hf(_meta_tensors(header), cfg)
     except RuntimeError as e:  # tensors stacked or transposed that cannot be: shapes at odds with the config
         raise LmforgeError(f"the weights in {d.path} do not match its config.json ({str(e).splitlines()[0][:160]}); "
                            "fix config.json or save the model again") from None
