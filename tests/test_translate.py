@@ -28,7 +28,7 @@ def pairs_file(path, n=400, seed=0):
     keys = list(WORDS)
     rows = []
     for _ in range(n):
-        en = [rng.choice(keys) for _ in range(rng.randint(2, 6))]
+        en = [rng.choice(keys) for _ in range(rng.randint(1, 4))]
         rows.append({"en": " ".join(en), "es": " ".join(WORDS[w] for w in en)})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -40,8 +40,8 @@ def trained(tmp_path_factory):
     data = pairs_file(tmp / "pairs.jsonl")
     out = tmp / "run"
     main(["finetune", "t5-mini", "--task", "translate", "--data", str(data), "--source-column", "en",
-          "--target-column", "es", "--out", str(out), "--epochs", "12", "--batch-size", "16", "--lr", "3e-3",
-          "--num-beams", "2", "--set", "task.val_rows=20", "--set", "data.vocab_size=300", "--set",
+          "--target-column", "es", "--out", str(out), "--epochs", "30", "--batch-size", "16", "--lr", "3e-3",
+          "--num-beams", "2", "--set", "task.val_rows=40", "--set", "data.vocab_size=300", "--set",
           "train.time_limit_minutes=0", "--set", "train.dtype=float32", *TINY, "--json"])
     return out, data
 
@@ -50,11 +50,11 @@ def test_a_model_from_scratch_learns_to_translate_and_beats_copying(trained):
     out, _ = trained
     report = json.loads((out / "report.json").read_text())
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    losses = [m["loss"] for m in metrics if m.get("split") == "train" and "loss" in m]
-    assert losses[-1] < 0.5 * losses[0]
+    losses = [m["loss"] for m in metrics if "lr" in m]  # the training log lines
+    assert losses[-1] < 0.3 * losses[0]
     assert report["baseline"]["name"] == "copy"
-    assert report["test"]["bleu"] > report["baseline"]["bleu"] + 20
-    assert report["test"]["chrf"] > report["baseline"]["chrf"]
+    assert report["test"]["bleu"] > report["baseline"]["bleu"] + 10
+    assert report["test"]["chrf"] > report["baseline"]["chrf"] + 30
     lo, hi = report["test"]["bleu_ci"]
     assert lo <= report["test"]["bleu"] <= hi
     assert "bleu" in report["best_validation"]
@@ -63,23 +63,29 @@ def test_a_model_from_scratch_learns_to_translate_and_beats_copying(trained):
 
 def test_translate_command_and_predict_file(trained, tmp_path, capsys):
     out, _ = trained
-    main(["translate", str(out), "the cat eats fish", "--json"])
+    main(["translate", str(out), "fish", "--json"])
     said = json.loads(capsys.readouterr().out)
-    assert said["output"] == "el gato come pez"
+    assert said == {"source": "fish", "output": "pez"}
     src = tmp_path / "new.jsonl"
-    src.write_text(json.dumps({"en": "the dog sees the bird", "es": "el perro ve el pajaro"}) + "\n")
+    src.write_text(json.dumps({"en": "house", "es": "casa"}) + "\n" + json.dumps({"en": "the dog", "es": "el perro"})
+                   + "\n")
     main(["predict", str(out), "--file", str(src), "--json"])
     result = json.loads(capsys.readouterr().out)
-    line = json.loads((tmp_path / "new.predictions.jsonl").read_text().splitlines()[0])
-    assert line["output"] == "el perro ve el pajaro" and line["reference"] == "el perro ve el pajaro"
-    assert result["report"]["bleu"] == pytest.approx(100.0)
+    lines = [json.loads(x) for x in (tmp_path / "new.predictions.jsonl").read_text().splitlines()]
+    assert lines[0] == {"source": "house", "output": "casa", "reference": "casa"} and len(lines) == 2
+    assert result["report"]["n"] == 2 and result["report"]["chrf"] > 50
+    text = tmp_path / "new.txt"
+    text.write_text("fish\n\nbird\n")
+    main(["translate", str(out), "--file", str(text), "--json"])
+    assert [json.loads(x)["output"] for x in (tmp_path / "new.predictions.jsonl").read_text().splitlines()] == \
+        ["pez", "pajaro"]
 
 
 def test_python_front_door_generates_from_a_source(trained):
     import lmforge
 
     lm = lmforge.load(trained[0])
-    assert lm.generate("the red house", temperature=0.0, max_new_tokens=20) == "el rojo casa"
+    assert lm.generate("house", temperature=0.0, max_new_tokens=20) == "casa"
     cross, src, tgt = lm.cross_attention("the red house", "el rojo casa", return_tokens=True)
     assert cross[0].shape == (4, len(tgt), len(src))
     torch.testing.assert_close(cross[0].sum(-1), torch.ones(4, len(tgt)))
@@ -94,26 +100,26 @@ def test_cross_attention_map_from_the_cli(trained, tmp_path, capsys):
     assert len(r["weights"][0]) == len(r["tokens"])
 
 
-def test_resume_and_a_second_run_into_the_same_directory(trained):
-    out, data = trained
-    with pytest.raises(SystemExit) as e:
-        main(["finetune", "t5-mini", "--task", "translate", "--data", str(data), "--source-column", "en",
-              "--target-column", "es", "--out", str(out)])
-    assert e.value.code == 2
-
-
 def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    assert e.value.code == 2
-    return capsys.readouterr().err.strip()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lmforge: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_a_second_run_into_the_same_directory_is_refused(trained, capsys):
+    out, data = trained
+    before = (out / "model.safetensors").read_bytes()
+    err = run_cli(["finetune", "t5-mini", "--task", "translate", "--data", str(data), "--source-column", "en",
+                   "--target-column", "es", "--out", str(out)], capsys)
+    assert "--resume" in err and (out / "model.safetensors").read_bytes() == before
 
 
 def test_bad_pairs_are_one_sentence(tmp_path, capsys):
     data = pairs_file(tmp_path / "pairs.jsonl", n=30)
     common = ["--task", "translate", "--data", str(data), "--out", str(tmp_path / "r")]
     err = run_cli(["finetune", "t5-mini", *common, "--source-column", "fr", "--target-column", "es"], capsys)
-    assert "fr" in err and "--source-column" in err and "\n" not in err
+    assert "fr" in err and "--source-column" in err
     err = run_cli(["finetune", "gpt-mini", *common, "--source-column", "en", "--target-column", "es"], capsys)
     assert "gpt" in err and "t5-mini" in err
     err = run_cli(["finetune", "t5-mini", *common, "--source-column", "en", "--target-column", "es",

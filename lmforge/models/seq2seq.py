@@ -82,8 +82,37 @@ class Seq2Seq(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """N(0, init_std) weights (the relative-position biases too), zero biases, unit norms (BERT's scheme)."""
-        init_weights(self, self.config.init_std)
+        """BART's scheme, N(0, init_std) weights with zero biases and unit norms; or, when the attention
+        scale is folded into W_q (T5: attention_scale set), T5's variance-keeping scheme, each weight
+        N(0, 1 / fan_in) so that every layer's output has the variance of its input:
+
+            embedding  N(0, 1)                 (the tied output divides by sqrt(d) again)
+            W_q        N(0, 1 / (d d_k)) / s   (s = attention_scale: Q K^T needs no 1 / sqrt(d_k))
+            W_k, W_v   N(0, 1 / d)             W_o    N(0, 1 / (H d_k))
+            W_in       N(0, 1 / d)             W_out  N(0, 1 / d_ff)
+            relative position biases, untied output   N(0, 1 / d)
+
+        Without it, N(0, 0.02) weights and no 1 / sqrt(d_k) leave the attention scores near zero,
+        attention uniform, and learning slow."""
+        cfg = self.config
+        init_weights(self, cfg.init_std)
+        if cfg.attention_scale is None:
+            return
+        d, dk = cfg.d_model, cfg.head_dim
+        std = {"tok_emb.weight": 1.0, "lm_head.weight": d ** -0.5, "rel_bias.weight": d ** -0.5,
+               "attn.proj.weight": (cfg.n_head * dk) ** -0.5, "cross.proj.weight": (cfg.n_head * dk) ** -0.5,
+               "cross.q.weight": (d * dk) ** -0.5 / cfg.attention_scale, "cross.kv.weight": d ** -0.5,
+               "mlp.proj.weight": cfg.d_ff ** -0.5, "mlp.fc.weight": d ** -0.5, "mlp.gate.weight": d ** -0.5,
+               "mlp.up.weight": d ** -0.5}
+        with torch.no_grad():
+            for name, p in self.named_parameters():  # a tied output is the embedding: set once, by its own name
+                rule = next((v for k, v in std.items() if name.endswith(k)), None)
+                if name.endswith("attn.qkv.weight"):  # q rows, then k and v rows
+                    q = cfg.n_head * dk
+                    p[:q].normal_(0.0, (d * dk) ** -0.5 / cfg.attention_scale)
+                    p[q:].normal_(0.0, d ** -0.5)
+                elif rule is not None:
+                    p.normal_(0.0, rule)
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None,
                need_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:

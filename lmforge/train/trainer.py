@@ -35,6 +35,13 @@ from lmforge.train.parallel import CompiledLayers, should_compile
 from lmforge.train.schedule import lr_at
 
 
+def batch_tokens(batch: dict) -> int:
+    """The token positions a batch trains on (tokens/s): its inputs, or an encoder-decoder's source and target."""
+    if "input_ids" in batch:
+        return batch["input_ids"].numel()
+    return batch["src"].numel() + batch["labels"].numel()
+
+
 @contextlib.contextmanager
 def held_run_dir(run_dir: str | Path, command: str):
     """Hold the run directory's lock (io.RunLock) for a whole run, so a second process is refused; a
@@ -224,7 +231,7 @@ class Trainer:
             group["lr"] = lr
         batches = [{k: v.to(self.device, non_blocking=True) for k, v in self.task.next_batch().items()}
                    for _ in range(cfg.grad_accum)]
-        clock.tokens += sum(b["input_ids"].numel() for b in batches)
+        clock.tokens += sum(map(batch_tokens, batches))
         loss_sum = self._accumulate(batches, result)
         self._apply(loss_sum)
         self.step += 1
