@@ -281,6 +281,7 @@ class DataConfig:
     vocab_size: int = 4096  # for a BPE tokenizer trained here
     val_fraction: float = 0.1  # the last fraction of the text (in characters) is validation
     clean: bool = True  # NFKC, control characters, markup, exact duplicates
+    sentinels: int = 0  # a tokenizer trained here reserves <extra_id_0..N-1> (T5 span corruption: e.g. 100)
 
 
 @dataclass
@@ -307,8 +308,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     time_limit_minutes: float = 0.0  # 0: no limit; else stop (and save) when the time is up
     progress: bool = True
-    objective: str = "auto"  # auto (the model family's own) | clm | mlm | mlm+nsp | rtd (train/pretrain.py)
-    mask_prob: float = 0.15  # mlm / rtd: the fraction of tokens chosen for prediction
+    objective: str = "auto"  # auto (the model family's own) | clm | mlm | mlm+nsp | rtd | span (train/pretrain.py)
+    mask_prob: float = 0.15  # mlm / rtd: the fraction of tokens chosen for prediction; span: of tokens corrupted
+    mean_span: float = 3.0  # span: the mean length of a corrupted span (T5: 3)
     whole_word_mask: bool = False  # mlm / rtd: choose whole words (Chinese: segmented words), not pieces
     patience: int = 0  # > 0: stop after this many evaluations without a better headline metric
     keep_best: bool = False  # save only when the headline metric improves, so the run keeps its best
@@ -317,7 +319,7 @@ class TrainConfig:
     def validate(self) -> None:
         _one_of(self, "train", "schedule", ("cosine", "linear", "constant"))
         _one_of(self, "train", "dtype", ("auto", "float32", "bfloat16"))
-        _one_of(self, "train", "objective", ("auto", "clm", "mlm", "mlm+nsp", "rtd"))
+        _one_of(self, "train", "objective", ("auto", "clm", "mlm", "mlm+nsp", "rtd", "span"))
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise LmforgeError("{setting} cannot be used; give 1 or more", f"train.{name}", getattr(self, name))

@@ -1,4 +1,5 @@
 """Batches for causal language modelling: windows of context + 1 tokens, input = [:-1], target = [1:].
+Batches of (source, target) rows for encoder-decoder models: `seq2seq_batch`.
 
 Training draws window starts uniformly at random from a seeded generator whose state is saved with
 each checkpoint (the data position), so a resumed run sees exactly the batches it would have seen.
@@ -13,6 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from lmforge.data import IGNORE
 from lmforge.errors import LmforgeError
 
 
@@ -62,3 +64,24 @@ def eval_windows(tokens: np.ndarray, batch_size: int, context: int,
     for s in starts[len(full):]:  # the tail, shorter than a window
         w = _windows(tokens, [s], n - s + 1)
         yield w[:, :-1], w[:, 1:]
+
+
+def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:
+    """Decoder inputs from labels (B, T): [start, y_1, ..., y_{T-1}], IGNORE read as padding (teacher forcing)."""
+    tgt = labels.roll(1, dims=1)
+    tgt[:, 0] = start_id
+    return tgt.masked_fill(tgt == IGNORE, pad_id)
+
+
+def seq2seq_batch(src: list[list[int]], tgt: list[list[int]], pad_id: int, start_id: int) -> dict:
+    """Rows of an encoder-decoder batch: src (B, S) padded on the right with pad_id and src_mask (B, S),
+    True at real tokens; with targets, labels (B, T) with IGNORE at padding and tgt_in, the labels
+    shifted right behind the decoder's start token."""
+    s = max(map(len, src))
+    batch = {"src": torch.tensor([r + [pad_id] * (s - len(r)) for r in src], dtype=torch.long),
+             "src_mask": torch.tensor([[True] * len(r) + [False] * (s - len(r)) for r in src])}
+    if tgt:
+        t = max(map(len, tgt))
+        labels = torch.tensor([r + [IGNORE] * (t - len(r)) for r in tgt], dtype=torch.long)
+        batch.update(labels=labels, tgt_in=shift_right(labels, start_id, pad_id))
+    return batch

@@ -116,9 +116,10 @@ def get_tokenizer(cfg: DataConfig, train_docs: list[str]) -> Tokenizer:
     if cfg.tokenizer not in ("bpe", "wordpiece", "char"):
         return Tokenizer.load(cfg.tokenizer)
     vocab = cfg.vocab_size if cfg.tokenizer != "char" else 0
-    folder = cache_dir("tokenizers") / f"{cfg.tokenizer}-{vocab}-{_fingerprint(train_docs)}"
+    extra = f"-s{cfg.sentinels}" if cfg.sentinels else ""  # no suffix without sentinels: earlier caches still match
+    folder = cache_dir("tokenizers") / f"{cfg.tokenizer}-{vocab}{extra}-{_fingerprint(train_docs)}"
     if not (folder / "tokenizer.json").is_file():
-        tok = train_tokenizer(cfg.tokenizer, train_docs, cfg.vocab_size)
+        tok = train_tokenizer(cfg.tokenizer, train_docs, cfg.vocab_size, sentinels=cfg.sentinels)
         with atomic_dir(folder) as tmp:  # a concurrent writer that got there first wins; its folder is kept
             tok.save(tmp / "tokenizer.json")
     return Tokenizer.load(folder / "tokenizer.json")

@@ -19,13 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.data import IGNORE
-
-
-def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:
-    """Decoder inputs from labels (B, T): [start, y_1, ..., y_{T-1}], IGNORE read as padding."""
-    tgt = labels.roll(1, dims=1)
-    tgt[:, 0] = start_id
-    return tgt.masked_fill(tgt == IGNORE, pad_id)
+from lmforge.data.batches import shift_right  # noqa: F401 (teacher forcing's inputs; documented here)
 
 
 def seq2seq_loss(model: nn.Module, batch: dict, label_smoothing: float = 0.0) -> torch.Tensor:

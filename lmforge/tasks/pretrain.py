@@ -9,6 +9,7 @@ the best checkpoint keeps), and `state_dict()` for the data position saved with 
     mlm      BERT: masked LM on runs of consecutive sentences                (objectives/mlm.py)
     mlm+nsp  BERT: masked LM on sentence pairs + next-sentence prediction
     rtd      ELECTRA: generator MLM + replaced-token detection               (objectives/rtd.py)
+    span     T5: span corruption of windows of the text                      (data/spans.py, objectives/seq2seq.py)
 
 Building the data and the model from a recipe is train/pretrain.py's; labelled tasks are beside this file.
 """
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 
 from lmforge.config import ModelConfig, Recipe
-from lmforge.data.batches import RandomWindows
+from lmforge.data.batches import RandomWindows, eval_windows, seq2seq_batch
 from lmforge.data.masking import mask_tokens
 from lmforge.data.pairs import PairBatches, check_split, eval_batches
 from lmforge.errors import LmforgeError
@@ -28,12 +30,15 @@ from lmforge.evaluate.perplexity import evaluate_lm, perplexity
 from lmforge.objectives.clm import clm_loss
 from lmforge.objectives.mlm import mlm_loss
 from lmforge.objectives.rtd import rtd_loss
+from lmforge.objectives.seq2seq import seq2seq_loss
 
 
 def pretraining_task(recipe: Recipe, objective: str, data, model_config: ModelConfig):
     """The task of a pretraining objective over its prepared data."""
     if objective == "clm":
         return LanguageModelling(recipe, data, model_config)
+    if objective == "span":
+        return SpanCorruption(recipe, data, model_config)
     return EncoderPretraining(recipe, data, model_config, objective)
 
 
@@ -69,6 +74,67 @@ class LanguageModelling:
 
     def load_state_dict(self, state: dict) -> None:
         self.batches.load_state_dict(state)
+
+
+class SpanCorruption:
+    """T5's pretraining: random windows of the token stream, 15% of each corrupted in spans of mean
+    length 3 (train.mask_prob, train.mean_span); the encoder reads the window with each span replaced
+    by a sentinel, the decoder writes the sentinels and what they hide. Evaluated on the same
+    corrupted validation windows every time: the loss per target token and its perplexity."""
+
+    headline, higher_is_better = "loss", False
+
+    def __init__(self, recipe: Recipe, data, model_config: ModelConfig):
+        from lmforge.data.spans import span_corrupt
+
+        tok = data.tokenizer
+        if not tok.sentinel_ids:
+            raise LmforgeError("span corruption needs sentinel tokens (<extra_id_0>, ...), which this tokenizer lacks; "
+                               "set data.sentinels (e.g. 100) so the trained tokenizer reserves them", "data.sentinels")
+        self.recipe, self.data, self.tok, self.corrupt = recipe, data, tok, span_corrupt
+        self.start, self.pad = model_config.decoder_start_id, tok.pad_id if tok.pad_id is not None else 0
+        self.window = model_config.context_length - 1  # the end token follows
+        cfg = recipe.train
+        self.batches = RandomWindows(data.train, cfg.batch_size, self.window - 1, cfg.seed)  # windows of `window`
+        self.rng = np.random.default_rng(cfg.seed)
+
+    def corrupted(self, windows: torch.Tensor, rng: np.random.Generator) -> dict:
+        rows = [self.corrupt(w, self.tok.sentinel_ids, rng, self.recipe.train.mask_prob, self.recipe.train.mean_span,
+                             self.tok.eos_id) for w in windows.tolist()]
+        return seq2seq_batch([r[0] for r in rows], [r[1] for r in rows], self.pad, self.start)
+
+    def next_batch(self) -> dict:
+        x, y = self.batches.next()
+        return self.corrupted(torch.cat([x, y[:, -1:]], dim=1), self.rng)  # the whole window
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        return seq2seq_loss(model, batch)
+
+    @torch.no_grad()
+    def evaluate(self, model, full: bool = False, autocast=None) -> dict:
+        cfg = self.recipe.train
+        rng = np.random.default_rng(cfg.seed + 10_000)  # the same corruption every time
+        was_training, total, count = model.training, 0.0, 0
+        model.eval()
+        device = next(model.parameters()).device
+        try:
+            for x, y in eval_windows(self.data.val, cfg.batch_size, self.window - 1, None if full else cfg.eval_batches):
+                batch = {k: v.to(device) for k, v in self.corrupted(torch.cat([x, y[:, -1:]], 1), rng).items()}
+                n = int((batch["labels"] >= 0).sum())
+                with (autocast or contextlib.nullcontext)():
+                    total += float(seq2seq_loss(model, batch)) * n
+                count += n
+        finally:
+            model.train(was_training)
+        loss = total / max(1, count)
+        return {"loss": loss, "perplexity": perplexity(loss), "target_tokens": count}
+
+    def state_dict(self) -> dict:
+        return {**self.batches.state_dict(), "corruption": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches.load_state_dict(state)
+        self.rng.bit_generator.state = state["corruption"]
 
 
 class EncoderPretraining:

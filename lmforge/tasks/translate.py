@@ -25,11 +25,12 @@ import torch
 
 from lmforge.config import GenerateConfig, ModelConfig, TaskConfig, TrainConfig
 from lmforge.data import IGNORE
+from lmforge.data.batches import seq2seq_batch
 from lmforge.data.labelled import ShuffledBatches, by_length
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.decoding import decode_rows
 from lmforge.evaluate.text_report import text_report
-from lmforge.objectives.seq2seq import seq2seq_loss, shift_right
+from lmforge.objectives.seq2seq import seq2seq_loss
 from lmforge.tasks.base import inference, padding_id
 
 
@@ -102,16 +103,8 @@ class Translation:
 
     def batch(self, enc: Encoded, idx: list[int]) -> dict:
         """src (B, S) and src_mask (B, S), labels (B, T) with IGNORE at padding, tgt_in (B, T)."""
-        src = [enc.src[i] for i in idx]
-        s = max(map(len, src))
-        batch = {"src": torch.tensor([r + [self.pad] * (s - len(r)) for r in src], dtype=torch.long),
-                 "src_mask": torch.tensor([[True] * len(r) + [False] * (s - len(r)) for r in src])}
-        if enc.tgt:
-            tgt = [enc.tgt[i] for i in idx]
-            t = max(map(len, tgt))
-            labels = torch.tensor([r + [IGNORE] * (t - len(r)) for r in tgt], dtype=torch.long)
-            batch.update(labels=labels, tgt_in=shift_right(labels, self.start, self.pad))
-        return batch
+        return seq2seq_batch([enc.src[i] for i in idx], [enc.tgt[i] for i in idx] if enc.tgt else [], self.pad,
+                             self.start)
 
     def fit_on(self, train: tuple[list[str], list[str]], val: tuple[list[str], list[str]]) -> Encoded:
         """Train on the (sources, targets) `train`, validate on `val`; returns the encoded training pairs."""

@@ -2,6 +2,9 @@
 
     recipe -> objective (train.objective, or the model family's own) -> token data -> model + task
 
+An encoder-decoder model pretrains with T5's span corruption (objective span) on windows of the
+token stream; its tokenizer needs sentinel tokens (data.sentinels, e.g. 100: the t5-pretrain recipe).
+
 `pretrainer(recipe, run_dir)` gives the Trainer that `lmforge train` and the quick start run; a
 resumed run reads the tokenizer it saved, so its token shards are the ones it trained on.
 """
@@ -19,7 +22,7 @@ from lmforge.tasks.pretrain import pretraining_task
 from lmforge.tokenizer import Tokenizer
 from lmforge.train.trainer import Trainer
 
-OBJECTIVES = {"gpt": ("clm",), "bert": ("mlm+nsp", "mlm"), "electra": ("rtd",)}
+OBJECTIVES = {"gpt": ("clm",), "bert": ("mlm+nsp", "mlm"), "electra": ("rtd",), "seq2seq": ("span",)}
 
 
 def objective_for(recipe: Recipe, family: str) -> str:
@@ -35,8 +38,8 @@ def objective_for(recipe: Recipe, family: str) -> str:
 
 
 def prepare_data(recipe: Recipe, objective: str, tokenizer=None, log=print):
-    """Token data for an objective: a token stream (clm) or documents cut into sentences (encoders)."""
-    if objective == "clm":
+    """Token data for an objective: a token stream (clm, span) or documents cut into sentences (encoders)."""
+    if objective in ("clm", "span"):
         from lmforge.data.shards import prepare
 
         return prepare(recipe.data, tokenizer=tokenizer, log=log)
@@ -54,6 +57,8 @@ def build_pretraining(recipe: Recipe, run_dir: str | Path, resume: bool = False,
     tokenizer = Tokenizer.load(Path(run_dir) / "tokenizer.json") if resume else None
     data = prepare_data(recipe, objective, tokenizer, log)
     model_config = recipe.model_config(data.tokenizer.vocab_size)
+    if model_config.family == "seq2seq":  # T5's convention: the decoder starts from the padding token
+        model_config.decoder_start_id = data.tokenizer.pad_id or 0
     torch.manual_seed(recipe.train.seed)
     model = build_model(model_config)
     return model, pretraining_task(recipe, objective, data, model_config)
