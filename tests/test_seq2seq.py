@@ -203,3 +203,23 @@ def test_encoder_decoder_doc_numbers():
     smoothed = F.cross_entropy(z[None], torch.tensor([0]), label_smoothing=0.1).item()
     assert f"{nll[0]:.4f}" in doc and f"{nll.mean():.4f}" in doc and f"= {smoothed:.4f}" in doc
     assert abs(0.9 * nll[0] + 0.1 * nll.mean() - smoothed) < 1e-6
+
+
+def test_span_corruption_doc_example():
+    import re
+    from pathlib import Path
+
+    import numpy as np
+
+    from lmforge.data.spans import span_corrupt
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "encoder-decoder.md").read_text()
+    words = ("In the beginning God created the heaven and the earth . And the earth was without form , and void ; "
+             "and darkness was upon the face of the deep . And the Spirit of God moved upon the face of the "
+             "waters .").split()
+    inp, tgt = span_corrupt(list(range(44)), list(range(1000, 1010)), np.random.default_rng(1), 0.15, 3.0, 999)
+    name = lambda i: words[i] if i < 999 else "</s>" if i == 999 else f"<extra_id_{i - 1000}>"  # noqa: E731
+    flat = " ".join(doc.split())  # the doc wraps its lines
+    assert "input " + " ".join(map(name, inp)) in re.sub(r"\s+", " ", flat)
+    assert "target " + " ".join(map(name, tgt)) in flat
+    assert f"The input is {len(inp)} tokens and the target {len(tgt)}" in flat

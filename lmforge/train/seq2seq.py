@@ -84,6 +84,8 @@ def seq2seq_run(recipe: Recipe, out: str | Path, log=print, resume: bool = False
         trainer = Trainer(model, task, run.train, out, recipe=run, resume=resume, log=log)
         result = trainer.fit()
         best, _ = load_checkpoint(out, trainer.device)  # the kept (best-on-validation) weights
+        log(f"scoring the test split: {len(test.sources)} pairs decoded with {t.num_beams} beam(s), then bootstrap "
+            "intervals ...")
         report = {"task": t.kind, "base": str(t.base), "data": str(t.data), "pair": t.pair,
                   "base_params": model.num_params(), "train_rows": len(train.sources),
                   "validation_rows": len(val.sources), "test_rows": len(test.sources), "truncated": enc.truncated,

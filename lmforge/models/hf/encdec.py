@@ -254,3 +254,8 @@ def export(model: torch.nn.Module, config: dict, tensors: dict[str, torch.Tensor
     tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     return HFExport(config, tensors, model.config.context_length, {"generation_config.json": generation},
                     tokenizer_json, specials, {"model_input_names": ["input_ids", "attention_mask"]})
+
+
+def keep_fresh(cfg, absent: list[str]) -> tuple[str, ...]:
+    """BART and Marian: a file without final_logits_bias (a bare model) keeps lmforge's zeros."""
+    return ("final_logits_bias",) if absent else ()

@@ -68,8 +68,7 @@ def state_dict_from_hf(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> tuple[d
     return sd, absent
 
 
-def keep_fresh(cfg: ModelConfig, absent: list[str]) -> tuple[str, ...]:
-    return ("final_logits_bias",) if absent else ()
+keep_fresh = encdec.keep_fresh  # an absent final_logits_bias keeps its zeros
 
 
 def export(model: torch.nn.Module, tokenizer_json: str | None, specials: dict[str, tuple[str, int]],
