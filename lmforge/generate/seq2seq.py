@@ -59,6 +59,7 @@ class Seq2SeqState:
         p = next(model.parameters())
         self.cache = KVCache(cfg.n_decoder_layer, len(rows), cfg.n_kv_head, slots, cfg.head_dim, p.dtype, p.device)
         self.history = torch.full((len(rows), 1), cfg.decoder_start_id, dtype=torch.long, device=self.device)
+        self.owner = torch.arange(len(rows), device=self.device)  # the source each row translates
         self.logits = self._run(self.history)
 
     def _run(self, ids: torch.Tensor) -> torch.Tensor:
@@ -78,5 +79,8 @@ class Seq2SeqState:
     def select(self, rows: torch.Tensor) -> None:
         """Row rows[i] becomes row i: beam search's re-ranking, n samples sharing one encoding."""
         self.history, self.logits, self.src_mask = self.history[rows], self.logits[rows], self.src_mask[rows]
-        self.cross = [(k[rows], v[rows]) for k, v in self.cross]
+        owner = self.owner[rows]
+        if not torch.equal(owner, self.owner):  # beams re-ranked within their prompt keep their source's
+            self.cross = [(k[rows], v[rows]) for k, v in self.cross]  # keys/values: no copy then
+        self.owner = owner
         self.cache.select(rows)
