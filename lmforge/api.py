@@ -195,7 +195,7 @@ class LM:
         weights = [w[0].float().cpu() for w in run(x, need_weights=True)[1]]
         if not return_tokens:
             return weights
-        return weights, [tok.decode([i], skip_special_tokens=False) or tok.hf.id_to_token(i) for i in ids]
+        return weights, self.token_names(ids)
 
     @torch.no_grad()
     def cross_attention(self, source: str, target: str, return_tokens: bool = False):
@@ -218,8 +218,12 @@ class LM:
         cross = [w[1][0].float().cpu() for w in weights]
         if not return_tokens:
             return cross
-        name = lambda i: tok.decode([i], skip_special_tokens=False) or tok.hf.id_to_token(i)  # noqa: E731
-        return cross, [name(i) for i in src], [name(i) for i in tgt]
+        return cross, self.token_names(src), self.token_names(tgt)
+
+    def token_names(self, ids: list[int]) -> list[str]:
+        """Each id as the text it stands for (a special token by its name), to label a plot."""
+        tok = self.tokenizer
+        return [tok.decode([i], skip_special_tokens=False) or tok.hf.id_to_token(i) for i in ids]
 
     def stream(self, prompt: str | list[int] = "", max_new_tokens: int = 200, temperature: float = 0.8,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,

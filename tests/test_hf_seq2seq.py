@@ -8,7 +8,6 @@ e.g. generation parity: `ref = hf_seq2seq_model("bart"); ref.save_pretrained(pat
 
 import json
 import shutil
-import time
 
 import pytest
 import torch
@@ -23,12 +22,12 @@ from lmforge.errors import LmforgeError  # noqa: E402
 from lmforge.models import build_model, hf  # noqa: E402
 from lmforge.models.seq2seq import Seq2Seq  # noqa: E402
 from lmforge.tokenizer import train_bpe  # noqa: E402
+from tests.test_hostile_configs import refused_quickly  # noqa: E402
 
 V = 120  # vocabulary of the tiny transformers models
 PAD, EOS = 1, 2
 TEXT = "The quick brown fox jumps over the lazy dog. A second sentence follows the first one here. " * 20
 HF_KINDS = ("t5-v1.0", "t5-v1.1", "t5-v1.0-untied", "bart", "bart-untied", "marian", "marian-untied")
-QUICK = 5.0  # seconds; a refusal from config.json or the safetensors header alone takes milliseconds
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -194,16 +193,6 @@ def test_export_writes_a_tokenizer_that_makes_the_models_inputs(tokenizer, tmp_p
 
 
 # --- refused -------------------------------------------------------------------------------------------------
-def refused_quickly(load, *words: str) -> str:
-    start = time.perf_counter()
-    with pytest.raises(LmforgeError) as e:
-        load()
-    assert time.perf_counter() - start < QUICK
-    message = str(e.value)
-    assert "\n" not in message and all(w in message for w in words), message
-    return message
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """Each kind saved by transformers once, for the tests below to copy and edit."""

@@ -53,8 +53,9 @@ class Seq2SeqState:
         cfg = model.config
         self.model = model
         self.device = next(model.parameters()).device
-        src, self.src_mask = pad_sources(as_rows(rows, cfg.context_length), self.device)
-        self.cross = model.cross_kv(model.encode(src, self.src_mask if not self.src_mask.all() else None))
+        src, mask = pad_sources(as_rows(rows, cfg.context_length), self.device)
+        self.src_mask = None if bool(mask.all()) else mask  # decided once: no padding, no mask at any step
+        self.cross = model.cross_kv(model.encode(src, self.src_mask))
         slots = 1 + min(max_target(model), max_target(model) if reserve is None else reserve)
         p = next(model.parameters())
         self.cache = KVCache(cfg.n_decoder_layer, len(rows), cfg.n_kv_head, slots, cfg.head_dim, p.dtype, p.device)
@@ -63,8 +64,7 @@ class Seq2SeqState:
         self.logits = self._run(self.history)
 
     def _run(self, ids: torch.Tensor) -> torch.Tensor:
-        mask = None if self.src_mask.all() else self.src_mask
-        logits = self.model.decode(ids, None, mask, start_pos=self.cache.pos, cache=self.cache,
+        logits = self.model.decode(ids, None, self.src_mask, start_pos=self.cache.pos, cache=self.cache,
                                    cross_kv=self.cross)[:, -1]  # (N, V)
         self.cache.advance(ids.size(1))
         return logits
@@ -78,7 +78,9 @@ class Seq2SeqState:
 
     def select(self, rows: torch.Tensor) -> None:
         """Row rows[i] becomes row i: beam search's re-ranking, n samples sharing one encoding."""
-        self.history, self.logits, self.src_mask = self.history[rows], self.logits[rows], self.src_mask[rows]
+        self.history, self.logits = self.history[rows], self.logits[rows]
+        if self.src_mask is not None:
+            self.src_mask = self.src_mask[rows]
         owner = self.owner[rows]
         if not torch.equal(owner, self.owner):  # beams re-ranked within their prompt keep their source's
             self.cross = [(k[rows], v[rows]) for k, v in self.cross]  # keys/values: no copy then

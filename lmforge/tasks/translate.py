@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -202,8 +203,6 @@ class Translation:
 def read_sources(path: str, cfg: TaskConfig) -> tuple[list[str], list[str] | None]:
     """The sources of a file to translate (its task.source_column, or one a line in a .txt file), and
     its references when it has the task.target_column."""
-    from pathlib import Path
-
     from lmforge.tasks.classify import column
 
     if Path(path).suffix.lower() == ".txt":

@@ -54,21 +54,28 @@ def saved_task(run: str | Path) -> dict:
     return {SHORTHANDS[k].split(".")[1]: v for k, v in config.items() if SHORTHANDS.get(k, "").startswith("task.")}
 
 
+def run_task(run: str | Path, model) -> TaskConfig:
+    """The task settings `run` was fine-tuned with, its kind that of the model: its head, or for an
+    encoder-decoder (which has none) the run's translate or summarize (translate by default)."""
+    saved = saved_task(run)
+    known = {f.name for f in dataclasses.fields(TaskConfig)}
+    kind = model.config.head
+    if model.config.family == "seq2seq":
+        kind = saved.get("kind") if saved.get("kind") in GENERATIVE else "translate"
+    return dataclasses.replace(TaskConfig(**{k: v for k, v in saved.items() if k in known}), kind=kind)
+
+
 def predict_file(run: str | Path, data: str, out: str | Path | None = None, text_column: str | None = None,
                  truncation: str = "warn", log=print) -> tuple[Path, dict | None]:
     """Predictions of the fine-tuned `run` for every row of `data`, written as JSON lines to `out`
     (default: DATA with the suffix .predictions.jsonl); and the report when the file has gold."""
     model, tokenizer = load_pretrained(run)  # a Hugging Face classifier, tagger, reader or translator works too
-    saved = saved_task(run)
-    kind = model.config.head
-    if model.config.family == "seq2seq":  # no head: the run's task says translate or summarize
-        kind = saved.get("kind") if saved.get("kind") in GENERATIVE else "translate"
-    if kind not in KINDS:
+    cfg = run_task(run, model)
+    if cfg.kind not in KINDS:
         raise LmforgeError(f"{run} is not a fine-tuned model (it has no classification, tagging or QA head); "
                            "fine-tune one with `lmforge finetune` and give that run")
-    known = {f.name for f in dataclasses.fields(TaskConfig)}
-    cfg = TaskConfig(**{k: v for k, v in saved.items() if k in known})
-    cfg = dataclasses.replace(cfg, kind=kind, truncation=truncation, text_column=text_column or cfg.text_column)
+    kind = cfg.kind
+    cfg = dataclasses.replace(cfg, truncation=truncation, text_column=text_column or cfg.text_column)
     if kind in GENERATIVE and text_column:
         cfg = dataclasses.replace(cfg, source_column=text_column)
     context = model.config.context_length
@@ -94,10 +101,7 @@ def translate_texts(run: str | Path, texts: list[str], num_beams: int | None = N
     if model.config.family != "seq2seq":
         raise LmforgeError(f"{run} is a {model.config.family} model, which does not translate; give an "
                            "encoder-decoder run (`lmforge finetune t5-mini --task translate ...`)")
-    saved = saved_task(run)
-    known = {f.name for f in dataclasses.fields(TaskConfig)}
-    cfg = TaskConfig(**{k: v for k, v in saved.items() if k in known})
-    cfg.kind = cfg.kind if cfg.kind in GENERATIVE else "translate"
+    cfg = run_task(run, model)
     if num_beams is not None:
         if num_beams < 1:
             raise LmforgeError("{setting} cannot be used; give 1 (greedy) or more", "num_beams", num_beams)

@@ -64,8 +64,7 @@ def config_to_hf(cfg: ModelConfig, ids: dict[str, int | None]) -> dict:
 def state_dict_from_hf(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename (and stack) a transformers Marian state dict into our names; an absent final_logits_bias (a
     bare MarianModel) keeps its zeros."""
-    sd, absent = encdec.fairseq_from_hf(hf, cfg, encdec.fairseq_names(cfg), IGNORED, "Marian")
-    return sd, absent
+    return encdec.fairseq_from_hf(hf, cfg, encdec.fairseq_names(cfg), IGNORED, "Marian")
 
 
 keep_fresh = encdec.keep_fresh  # an absent final_logits_bias keeps its zeros
