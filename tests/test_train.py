@@ -119,7 +119,7 @@ def test_time_limit_measures_again_after_a_slow_start(tmp_path, small_corpus):
     import re
     import time
 
-    recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=120, eval_every=20,
+    recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=120, eval_every=10,
                                           time_limit_minutes=0.05)))
     said = []
     trainer = pretrainer(recipe, tmp_path / "run", log=said.append)
