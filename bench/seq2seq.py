@@ -201,7 +201,7 @@ def side_run(side: str, data: dict, cfg, args) -> dict:
     torch.manual_seed(args.seed)
     model = lmforge_model(cfg) if side == "lmforge" else t5_model(cfg, data["tokenizer"])
     if side == "lmforge":
-        dtype, why = choose_dtype(torch.device("cpu"), "auto")
+        dtype, why = choose_dtype(torch.device("cpu"), "auto", cfg.d_model)
     else:
         dtype, why = (torch.bfloat16, "--peer-dtype bfloat16") if args.peer_dtype == "bfloat16" else \
             (None, "float32, transformers' default")

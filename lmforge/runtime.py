@@ -1,9 +1,9 @@
 """Device and precision: chosen by what the machine has, never hard-coded.
 
-dtype "auto" is bfloat16 autocast on CUDA, and on a CPU whose matmul probe (`bf16_speedup()`: a
-Transformer layer's training step, autocast's casts included; run once per CPU model and torch version, then
-read from the cache) shows bfloat16 at least BF16_MIN_SPEEDUP times as fast as float32; float32
-otherwise (bfloat16 matmuls are hundreds of times slower on some CPUs and several times faster on
+dtype "auto" is bfloat16 autocast on CUDA, and on a CPU whose probe (`bf16_speedup()`: a training
+step of one Transformer layer as wide as the model, autocast's casts included; run once per CPU model, torch
+version and width, then read from the cache) shows bfloat16 at least BF16_MIN_SPEEDUP times as fast as
+float32; float32 otherwise (bfloat16 matmuls are hundreds of times slower on some CPUs and several times faster on
 others, and where they are fast the casts around them can still eat the gain).
 """
 
@@ -21,7 +21,8 @@ from lmforge.errors import LmforgeError
 from lmforge.io import cache_dir, write_json
 
 BF16_MIN_SPEEDUP = 1.3  # below this, the casts autocast adds eat what bfloat16 products save
-PROBE = "autocast Block step 16x128x128"  # in the cache key: a changed probe measures again
+PROBE = "autocast Block step 16x128x{width}, heads of 64"  # in the cache key: a changed probe measures again
+PROBE_WIDTHS = (64, 1024)  # the probe's width is the model's, rounded up to 64 and at most 1024
 
 
 def pick_device(name: str = "auto", setting: str = "device='cpu'") -> torch.device:
@@ -41,17 +42,20 @@ def pick_device(name: str = "auto", setting: str = "device='cpu'") -> torch.devi
     return device
 
 
-def choose_dtype(device: torch.device, dtype: str = "auto") -> tuple[torch.dtype | None, str]:
-    """The autocast dtype for train.dtype=`dtype` on `device` (None: plain float32), and why."""
+def choose_dtype(device: torch.device, dtype: str = "auto", width: int = 128) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for train.dtype=`dtype` on `device` (None: plain float32), and why, for a
+    model `width` (d_model) wide: bfloat16 gains with width (128: 0.96x, 384: 1.4x on a 2-core Xeon)."""
     if dtype in ("float32", "bfloat16"):
         return (torch.bfloat16 if dtype == "bfloat16" else None), f"train.dtype={dtype}"
     if device.type == "cuda":
         return torch.bfloat16, "bfloat16 autocast is the default on CUDA"
     if device.type != "cpu":
         return None, f"float32 is the default on {device.type}"
-    speedup = cached_bf16_speedup()
+    width = probe_width(width)
+    speedup = cached_bf16_speedup(width)
     verdict = "at least" if speedup >= BF16_MIN_SPEEDUP else "under"
-    why = (f"this CPU runs a Transformer layer's step (forward, backward, AdamW) {speedup:.2f}x as fast in bfloat16 "
+    why = (f"this CPU runs a {width}-wide Transformer layer's step (forward, backward, AdamW) {speedup:.2f}x as fast "
+           "in bfloat16 "
            f"as in float32, {verdict} {BF16_MIN_SPEEDUP}x (probe cached in {cache_dir('probes')}; train.dtype=float32 "
            "or bfloat16 overrides)")
     return (torch.bfloat16 if speedup >= BF16_MIN_SPEEDUP else None), why
@@ -74,10 +78,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def cached_bf16_speedup() -> float:
-    """bf16_speedup() of this machine, measured once per CPU model and torch version and kept in
-    the cache (a probe is a second of work; every run reads it back)."""
-    key = f"{cpu_model()} | torch {torch.__version__} | {PROBE}"
+def probe_width(width: int) -> int:
+    """The width the probe measures for a model `width` wide: rounded up to a multiple of 64, within PROBE_WIDTHS."""
+    return min(max(-(-int(width) // 64) * 64, PROBE_WIDTHS[0]), PROBE_WIDTHS[1])
+
+
+def cached_bf16_speedup(width: int = 128) -> float:
+    """bf16_speedup() of this machine at `width`, measured once per CPU model, torch version and
+    width and kept in the cache (a probe is a second or two of work; every run reads it back)."""
+    key = f"{cpu_model()} | torch {torch.__version__} | {PROBE.format(width=width)}"
     path = cache_dir("probes") / f"bf16-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -85,7 +94,7 @@ def cached_bf16_speedup() -> float:
             return float(saved["bf16_speedup"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # absent, or not whole: measure again
-    speedup = bf16_speedup()
+    speedup = bf16_speedup(width=width)
     try:
         write_json(path, {"key": key, "bf16_speedup": speedup, "measured": time.strftime("%Y-%m-%d %H:%M:%S")})
     except LmforgeError:
@@ -104,9 +113,8 @@ def bf16_speedup(batch: int = 16, seq: int = 128, width: int = 128, repeats: int
                  budget_s: float = 2.0) -> float:
     """How many times faster a training step runs under bfloat16 autocast than in float32 here:
     forward, backward and an AdamW step of one Transformer layer (nn.Block: attention, MLP, norms)
-    on batch x seq x width activations, with float32 weights as in training, so the casts autocast
-    adds and the work bfloat16 does not speed up weigh as they do in a run. The shape is the quick
-    start's, the narrowest model trained by default (a wider model gains more from bfloat16).
+    on batch x seq x width activations (heads of 64, at least one), with float32 weights as in training,
+    so the casts autocast adds and the work bfloat16 does not speed up weigh as they do in a run.
     The best of `repeats` alternated timings of each (other programs only ever slow one down),
     stopping early after `budget_s` seconds (a CPU without bfloat16 units is hundreds of times slower)."""
     from lmforge.config import model_config_from_preset
@@ -114,7 +122,9 @@ def bf16_speedup(batch: int = 16, seq: int = 128, width: int = 128, repeats: int
 
     with torch.random.fork_rng():  # the caller's random stream stays where it was
         torch.manual_seed(0)
-        layer = Block(model_config_from_preset("gpt-mini", d_model=width, n_head=4, context_length=seq, dropout=0.0))
+        cfg = model_config_from_preset("gpt-mini", d_model=width, n_head=max(1, width // 64), context_length=seq,
+                                       dropout=0.0)
+        layer = Block(cfg)
         x = torch.randn(batch, seq, width)
     opt = torch.optim.AdamW(layer.parameters())
 

@@ -20,8 +20,8 @@ def probe(monkeypatch, tmp_path):
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def fake():
-        calls.append(1)
+    def fake(width=128):
+        calls.append(width)
         return fake.speedup
 
     fake.speedup, fake.calls = 2.0, calls
@@ -52,6 +52,18 @@ def test_the_probe_runs_once_per_cpu_and_torch_and_a_damaged_cache_is_measured_a
     saved.write_text('{"key": ')  # cut short: a killed writer, or a full disk
     assert runtime.cached_bf16_speedup() == 0.5 and len(probe.calls) == 2
     assert json.loads(saved.read_text())["bf16_speedup"] == 0.5
+
+
+def test_the_probe_measures_each_width_once_rounded_to_64(probe):
+    assert runtime.choose_dtype(CPU, "auto", 384)[0] == torch.bfloat16
+    probe.speedup = 1.1
+    assert runtime.choose_dtype(CPU, "auto", 100)[0] is None  # 128: measured now, under 1.3x
+    assert "128-wide" in runtime.choose_dtype(CPU, "auto", 128)[1]
+    assert "384-wide" in runtime.choose_dtype(CPU, "auto", 330)[1]  # 384 was measured: read back, bfloat16
+    assert runtime.choose_dtype(CPU, "auto", 330)[0] == torch.bfloat16
+    assert runtime.choose_dtype(CPU, "auto", 8192)[0] is None  # wider than 1024 probes at 1024
+    assert probe.calls == [384, 128, 1024]
+    assert runtime.probe_width(1) == 64 and runtime.probe_width(64) == 64 and runtime.probe_width(65) == 128
 
 
 def test_the_real_probe_measures_a_positive_ratio():

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.nn import Block, init_weights, make_norm
+from lmforge.nn import Block, Dropout, init_weights, make_norm
 
 
 class Embeddings(nn.Module):
@@ -33,7 +33,7 @@ class Embeddings(nn.Module):
         self.pos = nn.Embedding(cfg.context_length, e)
         self.seg = nn.Embedding(cfg.type_vocab_size, e)
         self.norm = make_norm(cfg.norm, e, cfg.norm_eps)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         T = ids.size(1)

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.nn import (Block, LearnedPositions, SinusoidalPositions, init_weights, make_norm, padded_causal_mask,
-                        rope_cos_sin)
+from lmforge.nn import (Block, Dropout, LearnedPositions, SinusoidalPositions, init_weights, make_norm,
+                        padded_causal_mask, rope_cos_sin)
 
 
 class GPT(nn.Module):
@@ -28,7 +28,7 @@ class GPT(nn.Module):
             self.pos_emb = LearnedPositions(cfg.context_length, cfg.d_model)
         elif cfg.position == "sinusoidal":
             self.pos_emb = SinusoidalPositions(cfg.context_length, cfg.d_model, cfg.sinusoidal_layout)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)

@@ -20,7 +20,7 @@ from lmforge.config import ModelConfig
 from lmforge.models.bert import Bert
 from lmforge.models.electra import Electra
 from lmforge.models.gpt import GPT
-from lmforge.nn import init_weights
+from lmforge.nn import Dropout, init_weights
 
 BASES: dict[str, type[nn.Module]] = {"gpt": GPT, "bert": Bert, "electra": Electra}
 
@@ -35,7 +35,7 @@ class TaskModel(nn.Module):
         self.config = cfg
         self.base = BASES[cfg.family](base_config(cfg))
         n_out = 2 if cfg.head == "qa" else len(cfg.labels)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.d_model, n_out)
         init_weights(self.head, cfg.init_std)
 

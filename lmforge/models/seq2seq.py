@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.nn import (Block, DecoderBlock, LearnedPositions, RelativePositionBias, SinusoidalPositions,
+from lmforge.nn import (Block, DecoderBlock, Dropout, LearnedPositions, RelativePositionBias, SinusoidalPositions,
                         init_weights, make_norm)
 
 
@@ -43,7 +43,7 @@ class Stack(nn.Module):
         self.rel_bias = (RelativePositionBias(cfg.n_head, cfg.relative_buckets, cfg.relative_max_distance,
                                               bidirectional) if cfg.position == "t5" else None)
         self.embed_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.embed_norm else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(blocks)
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.norm_position == "pre" else None
 

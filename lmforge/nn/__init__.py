@@ -2,6 +2,7 @@
 
 from lmforge.nn.attention import (Attention, CrossAttention, attend, attention_weights, causal_mask,
                                   padded_causal_mask, scaled_dot_product_attention)
+from lmforge.nn.dropout import Dropout, dropout
 from lmforge.nn.block import Block, DecoderBlock
 from lmforge.nn.init import init_weights
 from lmforge.nn.mlp import MLP, GeGLU, SwiGLU, make_mlp
@@ -11,7 +12,7 @@ from lmforge.nn.positions import (LearnedPositions, RelativePositionBias, Sinuso
 
 __all__ = [
     "Attention", "CrossAttention", "attend", "attention_weights", "causal_mask", "padded_causal_mask",
-    "scaled_dot_product_attention", "Block", "DecoderBlock", "init_weights", "MLP", "GeGLU", "SwiGLU", "make_mlp",
+    "scaled_dot_product_attention", "Block", "DecoderBlock", "Dropout", "dropout", "init_weights", "MLP", "GeGLU", "SwiGLU", "make_mlp",
     "RMSNorm", "make_norm", "LearnedPositions", "RelativePositionBias", "SinusoidalPositions", "apply_rope",
     "relative_bucket", "rope_cos_sin",
 ]

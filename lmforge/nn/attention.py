@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.nn.dropout import Dropout, drawn_here
+from lmforge.nn.dropout import dropout as apply_dropout
 from lmforge.nn.positions import apply_rope
 
 
@@ -82,10 +84,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     if causal and (need_weights or mask is not None or bias is not None or 1 < T < S):  # one new query sees every key
         cm = causal_mask(T, S, device=q.device)
         mask = cm if mask is None else mask & cm
-    if need_weights:
+    if need_weights or drawn_here(q, dropout):  # the explicit path; dropout on the weights is lmforge's
         if G != H:  # each key/value head serves H / G consecutive query heads
             k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
-        return scaled_dot_product_attention(q, k, v, mask, scale, bias)
+        w = attention_weights(q, k, mask, scale, bias)
+        return apply_dropout(w, dropout) @ v, (w if need_weights else None)
     if bias is not None:  # the kernel takes one additive mask: the bias, -inf where the mask forbids
         bias = bias.to(q.dtype)
         mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
@@ -108,7 +111,7 @@ class Attention(nn.Module):
         self.scale = scale  # None: 1 / sqrt(head_dim)
         self.qkv = nn.Linear(d_model, (n_head + 2 * n_kv_head) * self.head_dim, bias=bias)
         self.proj = nn.Linear(n_head * self.head_dim, d_model, bias=bias)
-        self.proj_dropout = nn.Dropout(dropout)
+        self.proj_dropout = Dropout(dropout)
 
     def forward(
         self,
@@ -152,7 +155,7 @@ class CrossAttention(nn.Module):
         self.q = nn.Linear(d_model, n_head * self.head_dim, bias=bias)
         self.kv = nn.Linear(d_model, 2 * n_kv_head * self.head_dim, bias=bias)
         self.proj = nn.Linear(n_head * self.head_dim, d_model, bias=bias)
-        self.proj_dropout = nn.Dropout(dropout)
+        self.proj_dropout = Dropout(dropout)
 
     def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder output (B, S, C) -> its keys and values, each (B, G, S, D)."""

@@ -110,7 +110,7 @@ class Trainer:
         self.task, self.cfg, self.recipe = task, cfg, recipe
         self.run_dir, self.resume, self.log = Path(run_dir), resume, log
         self.device = pick_device(cfg.device, "--set train.device=cpu")
-        self.amp_dtype, self.dtype_reason = choose_dtype(self.device, cfg.dtype)
+        self.amp_dtype, self.dtype_reason = choose_dtype(self.device, cfg.dtype, model.config.d_model)
         self.dtype = "bfloat16" if self.amp_dtype == torch.bfloat16 else "float32"
         log(f"precision: {self.dtype}{' autocast' if self.amp_dtype else ''} on {self.device.type} ({self.dtype_reason})")
         self.autocast = autocast(self.device, self.amp_dtype)
