@@ -277,7 +277,7 @@ class DataConfig:
 
     corpus: str = "shakespeare"  # a built-in corpus name, or a file, folder or glob
     column: str | None = None  # text column of a .jsonl / .csv / .tsv corpus
-    tokenizer: str = "bpe"  # bpe | wordpiece | char | path to a tokenizer.json
+    tokenizer: str = "bpe"  # bpe | wordpiece | unigram | char | path to a tokenizer.json
     vocab_size: int = 4096  # for a BPE tokenizer trained here
     val_fraction: float = 0.1  # the last fraction of the text (in characters) is validation
     clean: bool = True  # NFKC, control characters, markup, exact duplicates
@@ -308,9 +308,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     time_limit_minutes: float = 0.0  # 0: no limit; else stop (and save) when the time is up
     progress: bool = True
-    objective: str = "auto"  # auto (the model family's own) | clm | mlm | mlm+nsp | rtd | span (train/pretrain.py)
-    mask_prob: float = 0.15  # mlm / rtd: the fraction of tokens chosen for prediction; span: of tokens corrupted
-    mean_span: float = 3.0  # span: the mean length of a corrupted span (T5: 3)
+    objective: str = "auto"  # auto (the model family's own) | clm | mlm | mlm+nsp | rtd | span | denoise (train/pretrain.py)
+    mask_prob: float = 0.15  # mlm / rtd: the fraction of tokens chosen for prediction; span: of tokens corrupted; denoise: masked (BART: 0.3)
+    mean_span: float = 3.0  # span: the mean length of a corrupted span (T5: 3); denoise: the Poisson mean
     whole_word_mask: bool = False  # mlm / rtd: choose whole words (Chinese: segmented words), not pieces
     patience: int = 0  # > 0: stop after this many evaluations without a better headline metric
     keep_best: bool = False  # save only when the headline metric improves, so the run keeps its best
@@ -319,7 +319,7 @@ class TrainConfig:
     def validate(self) -> None:
         _one_of(self, "train", "schedule", ("cosine", "linear", "constant"))
         _one_of(self, "train", "dtype", ("auto", "float32", "bfloat16"))
-        _one_of(self, "train", "objective", ("auto", "clm", "mlm", "mlm+nsp", "rtd", "span"))
+        _one_of(self, "train", "objective", ("auto", "clm", "mlm", "mlm+nsp", "rtd", "span", "denoise"))
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise LmforgeError("{setting} cannot be used; give 1 or more", f"train.{name}", getattr(self, name))

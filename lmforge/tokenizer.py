@@ -1,11 +1,15 @@
-"""Tokenizers on Hugging Face `tokenizers`: byte-level BPE, WordPiece and character level, one set of specials.
+"""Tokenizers on Hugging Face `tokenizers`: byte-level BPE, WordPiece, Unigram and character level, one set of specials.
 
 Byte-level BPE (GPT-2) starts from the 256 byte values, so any UTF-8 text round-trips exactly, and
 repeatedly merges the most frequent adjacent pair into a new symbol until the vocabulary is full.
 WordPiece (BERT) splits text into words at whitespace and punctuation, each CJK character being a
 word of its own, then cuts each word greedily into the longest pieces in the vocabulary; a piece
 that continues a word is written `##piece` ("playing" -> play ##ing). It is lossy: case, accents
-and spacing are normalised away. A character tokenizer gives each distinct character of the
+and spacing are normalised away. Unigram (Kudo 2018; SentencePiece, as T5, mT5 and Marian use it)
+marks each word's start with "▁", treats a text as a sequence of pieces each drawn with its own
+probability, and keeps, from a large seed vocabulary of frequent substrings, the pieces whose removal
+would lose the most likelihood; a text is cut into its most probable sequence of pieces (Viterbi).
+A character tokenizer gives each distinct character of the
 training text its own id (nanoGPT's shakespeare-char); characters it never saw become `<|unk|>`.
 
 A tokenizer.json from elsewhere (BERT's [CLS] [SEP] [PAD] [MASK] [UNK], RoBERTa's <s> </s> <pad>
@@ -51,6 +55,9 @@ SPECIAL_TOKENS: dict[str, str] = {
     "sep": "<|sep|>",
     "cls": "<|cls|>",
 }
+
+
+TRAINABLE = ("bpe", "wordpiece", "unigram", "char")  # the kinds train_tokenizer makes
 
 
 def sentinel_token(i: int) -> str:
@@ -278,6 +285,27 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = Tru
     return Tokenizer(hf, "wordpiece")
 
 
+def train_unigram(texts: Iterable[str], vocab_size: int, sentinels: int = 0) -> Tokenizer:
+    """SentencePiece-style Unigram with `vocab_size` entries, laid out as T5's tokenizer.json is: NFKC,
+    a Metaspace pre-tokenizer ("▁" before every word), a Unigram model; characters it never saw
+    become `<|unk|>`. Pieces are at most 16 characters (Chinese text has no spaces to cut at)."""
+    specials = _specials(sentinels)
+    floor = len(specials) + 1
+    if vocab_size < floor:
+        raise LmforgeError(f"vocabulary size {vocab_size} is too small for Unigram, which needs the "
+                           f"{_count(sentinels)} and the characters of the text; use at least {floor}")
+    hf = HFTokenizer(models.Unigram())
+    hf.normalizer = normalizers.NFKC()
+    hf.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    hf.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=SPECIAL_TOKENS["unk"],
+                                      max_piece_length=16, show_progress=False)
+    hf.train_from_iterator(_check_texts(texts), trainer=trainer)
+    # read back from its JSON, as a saved copy is: the trainer's piece scores do not survive the
+    # text form bit for bit, and the fingerprint of what is saved is the one caches and runs compare
+    return Tokenizer(HFTokenizer.from_str(hf.to_str()), "unigram")
+
+
 def train_char(texts: Iterable[str], sentinels: int = 0) -> Tokenizer:
     """One id per distinct character (specials and sentinels first, then characters in code-point order)."""
     specials = _specials(sentinels)
@@ -295,11 +323,13 @@ def train_char(texts: Iterable[str], sentinels: int = 0) -> Tokenizer:
 
 
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 4096, sentinels: int = 0) -> Tokenizer:
-    """A tokenizer of `kind` (bpe, wordpiece, char) with `sentinels` T5 sentinel tokens reserved."""
+    """A tokenizer of `kind` (bpe, wordpiece, unigram, char) with `sentinels` T5 sentinel tokens reserved."""
     if kind == "bpe":
         return train_bpe(texts, vocab_size, sentinels=sentinels)
+    if kind == "unigram":
+        return train_unigram(texts, vocab_size, sentinels=sentinels)
     if kind == "wordpiece":
         return train_wordpiece(texts, vocab_size, sentinels=sentinels)
     if kind == "char":
         return train_char(texts, sentinels=sentinels)
-    raise LmforgeError(f"unknown tokenizer kind {kind!r}; use bpe, wordpiece, char, or a path to a tokenizer.json")
+    raise LmforgeError(f"unknown tokenizer kind {kind!r}; use bpe, wordpiece, unigram, char, or a path to a tokenizer.json")

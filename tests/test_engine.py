@@ -202,3 +202,21 @@ def test_any_finite_length_penalty_ranks_without_overflow():
         out = beam_search(model, [[1, 2]], greedy(6, num_beams=3, length_penalty=penalty, stop_ids=(5,),
                                                       early_stopping=False))
         assert len(out) == 1 and out[0]
+
+
+def test_cache_select_copies_moved_rows_only_and_equals_a_gather():
+    from lmforge.generate.kv_cache import KVCache
+
+    cache = KVCache(2, 4, 2, 6, 3)
+    for layer in cache.layers:
+        layer.k.copy_(torch.randn_like(layer.k))
+        layer.v.copy_(torch.randn_like(layer.v))
+    cache.advance(4)
+    before = [(layer.k.clone(), layer.v.clone()) for layer in cache.layers]
+    rows = torch.tensor([0, 0, 3, 1])  # row 0 keeps itself; 1 <- 0, 2 <- 3, 3 <- 1 (read before written)
+    cache.select(rows)
+    for layer, (k, v) in zip(cache.layers, before):
+        assert torch.equal(layer.k[:, :, :4], k[rows, :, :4]) and torch.equal(layer.v[:, :, :4], v[rows, :, :4])
+        assert torch.equal(layer.k[:, :, 4:], k[:, :, 4:])  # slots past the position are left alone
+    cache.select(torch.tensor([2, 2]))  # a new batch size: new storage
+    assert cache.layers[0].k.shape[0] == 2

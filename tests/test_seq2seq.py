@@ -223,3 +223,42 @@ def test_span_corruption_doc_example():
     assert "input " + " ".join(map(name, inp)) in re.sub(r"\s+", " ", flat)
     assert "target " + " ".join(map(name, tgt)) in flat
     assert f"The input is {len(inp)} tokens and the target {len(tgt)}" in flat
+
+
+@pytest.mark.parametrize("preset", ["t5-mini", "bart-mini"])
+def test_rows_sharing_a_sources_keys_equal_rows_given_their_own_copies(preset):
+    model = tiny(preset)
+    src, tgt, mask = batch(B=2)
+    kv = model.cross_kv(model.encode(src, mask))
+    n = 3  # three decoder rows (beams) per source
+    tgt = torch.randint(1, 61, (2 * n, 5), generator=torch.Generator().manual_seed(7))
+    copied = [(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0)) for k, v in kv]
+    shared, w_shared = model.decode(tgt, None, mask, cross_kv=kv, need_weights=True)
+    own, w_own = model.decode(tgt, None, mask.repeat_interleave(n, 0), cross_kv=copied, need_weights=True)
+    assert torch.allclose(shared, own, atol=1e-5)
+    for (_, a), (_, b) in zip(w_shared, w_own):  # the cross-attention weights, (6, H, 5, S) both
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="evenly"):
+        model.decode(tgt[:5], None, mask, cross_kv=kv)
+
+
+def test_a_state_shares_keys_while_rows_stay_grouped_and_copies_them_otherwise():
+    from lmforge.generate.seq2seq import Seq2SeqState
+
+    model = tiny("t5-mini")
+    with torch.no_grad():
+        state = Seq2SeqState(model, [[5, 9, 11], [7, 4]])
+        state.select(torch.tensor([0, 0, 0, 1, 1, 1]))  # three beams each: the sources' own keys
+        assert state.cross is state.source_kv and state.src_mask is state.source_mask
+        state.step(torch.tensor([4, 5, 6, 7, 8, 9]))
+        grouped = state.logits.clone()
+        state.select(torch.tensor([3, 4, 5, 0, 1, 2]))  # sources swapped: copied per row
+        assert state.cross is not state.source_kv and state.cross[0][0].size(0) == 6
+        assert torch.allclose(state.logits, torch.cat([grouped[3:], grouped[:3]]))
+        state.step(torch.tensor([1, 1, 1, 1, 1, 1]))
+        swapped = state.logits.clone()
+        again = Seq2SeqState(model, [[7, 4], [5, 9, 11]])  # the same rows, built in that order
+        again.select(torch.tensor([0, 0, 0, 1, 1, 1]))
+        again.step(torch.tensor([7, 8, 9, 4, 5, 6]))
+        again.step(torch.tensor([1, 1, 1, 1, 1, 1]))
+        assert torch.allclose(swapped, again.logits, atol=1e-5)

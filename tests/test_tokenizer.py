@@ -6,7 +6,8 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, normalizers, pre_tokenizers
 
 from lmforge.errors import LmforgeError
-from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe, train_char, train_tokenizer, train_wordpiece
+from lmforge.tokenizer import (SPECIAL_TOKENS, TRAINABLE, Tokenizer, train_bpe, train_char, train_tokenizer, train_unigram,
+                               train_wordpiece)
 
 EN = "First Citizen:\nBefore we proceed any further, hear me speak.\n\n  All: Speak, speak!\t(twice)"
 ZH = "迈向充满希望的新世纪——一九九八年新年讲话。中共中央总书记、国家主席江泽民发表讲话！"
@@ -34,7 +35,7 @@ def test_char_round_trip_and_unknown():
 
 
 def test_specials_are_shared_and_have_ids():
-    for tok in (train_bpe(TEXTS, 300), train_wordpiece(TEXTS, 300), train_char(TEXTS)):
+    for tok in (train_bpe(TEXTS, 300), train_wordpiece(TEXTS, 300), train_unigram(TEXTS, 120), train_char(TEXTS)):
         for role, token in SPECIAL_TOKENS.items():
             assert getattr(tok, f"{role}_id") == tok.hf.token_to_id(token) is not None
         assert tok.encode("<|endoftext|>") == [tok.eos_id]
@@ -42,8 +43,8 @@ def test_specials_are_shared_and_have_ids():
 
 
 def test_save_load(tmp_path):
-    for kind in ("bpe", "wordpiece", "char"):
-        tok = train_tokenizer(kind, TEXTS, 300)
+    for kind in TRAINABLE:
+        tok = train_tokenizer(kind, TEXTS, 120 if kind == "unigram" else 300)
         tok.save(tmp_path / f"{kind}.json")
         back = Tokenizer.load(tmp_path / f"{kind}.json")
         assert back.kind == kind and back.encode(EN) == tok.encode(EN)
@@ -148,3 +149,15 @@ def test_roberta_style_specials_map_to_roles(tmp_path):
     assert (tok.pad_id, tok.unk_id, tok.mask_id) == (0, 1, 4)
     assert tok.cls_id == tok.bos_id == 2 and tok.sep_id == tok.eos_id == 3
     assert tok.special_ids == {0, 1, 2, 3, 4}
+
+
+def test_unigram_round_trips_words_and_chinese_and_marks_word_starts():
+    tok = train_unigram([EN * 5, ZH * 5, "señor café niño " * 20], 150, sentinels=3)
+    for text in ("hear me speak", ZH[:12], "señor café"):
+        assert tok.decode(tok.encode(text)) == text
+    pieces = [tok.hf.id_to_token(i) for i in tok.encode("speak further")]
+    assert "".join(pieces) == "\u2581speak\u2581further" and pieces[0] == "\u2581speak"
+    assert tok.kind == "unigram" and len(tok.sentinel_ids) == 3 and tok.vocab_size <= 150
+    assert tok.unk_id in tok.encode("\u0416")  # a character never seen
+    with pytest.raises(LmforgeError, match="too small for Unigram"):
+        train_unigram(TEXTS, 5)

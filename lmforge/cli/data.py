@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lmforge.cli.output import emit, logger
 from lmforge.errors import LmforgeError
+from lmforge.tokenizer import TRAINABLE
 
 
 def cmd_data_list(args) -> None:
@@ -59,7 +60,7 @@ def add_commands(sub, command, json_flag) -> None:
     json_flag(dl)
     dp = command("prepare", cmd_data_prepare, "clean, split and tokenise a corpus into cached token shards", d)
     dp.add_argument("corpus", help="built-in corpus name, or a .txt/.jsonl/.csv/.tsv file, folder or glob")
-    dp.add_argument("--tokenizer", default="bpe", help="bpe, wordpiece, char, or a path to a tokenizer.json "
+    dp.add_argument("--tokenizer", default="bpe", help="bpe, wordpiece, unigram, char, or a path to a tokenizer.json "
                     "(default: bpe)")
     dp.add_argument("--vocab-size", type=int, default=4096, help="vocabulary of a BPE tokenizer (default: 4096)")
     dp.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus (default: text)")
@@ -67,10 +68,10 @@ def add_commands(sub, command, json_flag) -> None:
     json_flag(dp)
     t = sub.add_parser("tokenizer", help="train tokenizers").add_subparsers(dest="tok_command", metavar="ACTION",
                                                                             required=True)
-    tt = command("train", cmd_tokenizer_train, "train a byte-level BPE or character tokenizer and save tokenizer.json", t)
+    tt = command("train", cmd_tokenizer_train, "train a BPE, WordPiece, Unigram or character tokenizer and save tokenizer.json", t)
     tt.add_argument("corpus", help="built-in corpus name, or a file, folder or glob")
-    tt.add_argument("--kind", choices=["bpe", "wordpiece", "char"], default="bpe",
-                    help="byte-level BPE (GPT), WordPiece (BERT, ELECTRA) or characters (default: bpe)")
+    tt.add_argument("--kind", choices=TRAINABLE, default="bpe", help="byte-level BPE (GPT), WordPiece (BERT, "
+                    "ELECTRA), Unigram (SentencePiece's, as T5 uses) or characters (default: bpe)")
     tt.add_argument("--vocab-size", type=int, default=4096)
     tt.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus")
     tt.add_argument("--out", default="tokenizer.json", help="file or directory to write (default: tokenizer.json)")

@@ -24,7 +24,7 @@ from lmforge.data.clean import clean_documents
 from lmforge.data.corpora import load_corpus
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_dir, cache_dir
-from lmforge.tokenizer import Tokenizer, train_tokenizer
+from lmforge.tokenizer import TRAINABLE, Tokenizer, train_tokenizer
 
 SHARD_FORMAT = 1
 _CHUNK = 1 << 18  # long documents are encoded in ~256K-character pieces (cut after a newline) in parallel
@@ -112,8 +112,9 @@ def encode_documents(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
 
 
 def get_tokenizer(cfg: DataConfig, train_docs: list[str]) -> Tokenizer:
-    """Load a given tokenizer.json, or train (once, then cache) a BPE / WordPiece / char tokenizer on `train_docs`."""
-    if cfg.tokenizer not in ("bpe", "wordpiece", "char"):
+    """Load a given tokenizer.json, or train (once, then cache) a BPE / WordPiece / Unigram / char tokenizer on
+    `train_docs`."""
+    if cfg.tokenizer not in TRAINABLE:
         return Tokenizer.load(cfg.tokenizer)
     vocab = cfg.vocab_size if cfg.tokenizer != "char" else 0
     extra = f"-s{cfg.sentinels}" if cfg.sentinels else ""  # no suffix without sentinels: earlier caches still match

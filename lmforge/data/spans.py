@@ -101,6 +101,20 @@ def span_corrupt(ids: list[int], sentinel_ids: list[int], rng: np.random.Generat
 # ---------------------------------------------------------------------------- BART
 
 
+SENTENCE_ENDS = ".!?\u3002\uff01\uff1f"  # . ! ? and their full-width forms
+
+
+def sentence_end_ids(tokenizer) -> list[int]:
+    """The ids of the tokens that end a sentence: those whose text, spaces stripped, ends in . ! ? (or
+    a full-width form), for `permute_sentences`."""
+    specials, ids = tokenizer.special_ids, []
+    for i in range(tokenizer.vocab_size):
+        text = tokenizer.decode([i]).rstrip()
+        if text and text[-1] in SENTENCE_ENDS and i not in specials:
+            ids.append(i)
+    return ids
+
+
 def permute_sentences(ids: list[int], sentence_ends: Iterable[int], rng: np.random.Generator) -> list[int]:
     """The sentences of `ids` (each ends after a token in `sentence_ends`, the last at the end of the
     row) in a random order."""

@@ -70,10 +70,18 @@ class KVCache:
         self.pos += t
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep row rows[i] as row i (beam search re-ranks its beams; n samples copy one prefill)."""
-        for layer in self.layers:
-            if rows.numel() != layer.k.size(0):
-                layer.k, layer.v = layer.k[rows], layer.v[rows]  # new batch size: new storage
-            else:
-                layer.k[:, :, :self.pos] = layer.k[rows, :, :self.pos]
-                layer.v[:, :, :self.pos] = layer.v[rows, :, :self.pos]
+        """Keep row rows[i] as row i (beam search re-ranks its beams; n samples copy one prefill).
+        Rows that keep their own history (rows[i] == i: a beam extending itself) are not copied."""
+        if not self.layers:
+            return
+        if rows.numel() != self.layers[0].k.size(0):  # new batch size: new storage
+            for layer in self.layers:
+                layer.k, layer.v = layer.k[rows], layer.v[rows]
+            return
+        moved = (rows != torch.arange(rows.numel(), device=rows.device)).nonzero().squeeze(1)
+        if moved.numel() == 0 or self.pos == 0:
+            return
+        parents = rows[moved]
+        for layer in self.layers:  # the right side is read (a copy) before it is written
+            layer.k[moved, :, :self.pos] = layer.k[parents, :, :self.pos]
+            layer.v[moved, :, :self.pos] = layer.v[parents, :, :self.pos]

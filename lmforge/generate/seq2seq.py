@@ -56,11 +56,13 @@ class Seq2SeqState:
         src, mask = pad_sources(as_rows(rows, cfg.context_length), self.device)
         self.src_mask = None if bool(mask.all()) else mask  # decided once: no padding, no mask at any step
         self.cross = model.cross_kv(model.encode(src, self.src_mask))
+        self.source_kv, self.source_mask = self.cross, self.src_mask  # one row per source, kept
         slots = 1 + min(max_target(model), max_target(model) if reserve is None else reserve)
         p = next(model.parameters())
         self.cache = KVCache(cfg.n_decoder_layer, len(rows), cfg.n_kv_head, slots, cfg.head_dim, p.dtype, p.device)
         self.history = torch.full((len(rows), 1), cfg.decoder_start_id, dtype=torch.long, device=self.device)
         self.owner = torch.arange(len(rows), device=self.device)  # the source each row translates
+        self.source_order = self.owner
         self.logits = self._run(self.history)
 
     def _run(self, ids: torch.Tensor) -> torch.Tensor:
@@ -79,10 +81,12 @@ class Seq2SeqState:
     def select(self, rows: torch.Tensor) -> None:
         """Row rows[i] becomes row i: beam search's re-ranking, n samples sharing one encoding."""
         self.history, self.logits = self.history[rows], self.logits[rows]
-        if self.src_mask is not None:
-            self.src_mask = self.src_mask[rows]
-        owner = self.owner[rows]
-        if not torch.equal(owner, self.owner):  # beams re-ranked within their prompt keep their source's
-            self.cross = [(k[rows], v[rows]) for k, v in self.cross]  # keys/values: no copy then
+        owner, sources = self.owner[rows], len(self.source_order)
+        n = len(rows) // sources
+        if n * sources == len(rows) and torch.equal(owner, self.source_order.repeat_interleave(n)):
+            self.cross, self.src_mask = self.source_kv, self.source_mask  # n rows per source, in order: shared
+        elif not torch.equal(owner, self.owner):  # any other order: each row gets its source's keys/values
+            self.cross = [(k[owner], v[owner]) for k, v in self.source_kv]
+            self.src_mask = None if self.source_mask is None else self.source_mask[owner]
         self.owner = owner
         self.cache.select(rows)

@@ -144,7 +144,9 @@ class CrossAttention(nn.Module):
     source position:  CrossAttn(x, m) = softmax((x W^Q)(m W^K)^T / sqrt(d_k) + M_src) (m W^V) W^O.
 
     The memory does not change while a target is decoded, so its keys and values are computed once
-    (`memory_kv`) and passed back in at every step."""
+    (`memory_kv`) and passed back in at every step. They may be given once per source for n decoder
+    rows each (B = n x sources, rows i*n .. i*n + n - 1 reading source i: beams, or samples): the n rows'
+    queries then attend as n x T queries of one row, so no source's keys are copied per beam."""
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int, bias: bool = True, dropout: float = 0.0,
                  scale: float | None = None):
@@ -171,8 +173,14 @@ class CrossAttention(nn.Module):
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        H, D, sources = self.n_head, self.head_dim, memory_kv[0].size(0)
+        n = B // sources  # decoder rows per source
+        if n * sources != B:
+            raise ValueError(f"{B} decoder rows cannot share the keys/values of {sources} sources evenly")
+        q = self.q(x).view(sources, n, T, H, D).permute(0, 3, 1, 2, 4).reshape(sources, H, n * T, D)
         y, w = attend(q, *memory_kv, mask, need_weights=need_weights, scale=self.scale,
                       dropout=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
+        y = y.view(sources, H, n, T, D).permute(0, 2, 3, 1, 4).reshape(B, T, H * D)
+        if w is not None:  # (sources, H, n * T, S) -> (B, H, T, S)
+            w = w.view(sources, H, n, T, -1).transpose(1, 2).reshape(B, H, T, -1)
         return self.proj_dropout(self.proj(y)), w

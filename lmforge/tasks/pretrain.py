@@ -10,6 +10,7 @@ the best checkpoint keeps), and `state_dict()` for the data position saved with 
     mlm+nsp  BERT: masked LM on sentence pairs + next-sentence prediction
     rtd      ELECTRA: generator MLM + replaced-token detection               (objectives/rtd.py)
     span     T5: span corruption of windows of the text                      (data/spans.py, objectives/seq2seq.py)
+    denoise  BART: sentence permutation + text infilling of windows; the target is the window
 
 Building the data and the model from a recipe is train/pretrain.py's; labelled tasks are beside this file.
 """
@@ -37,8 +38,8 @@ def pretraining_task(recipe: Recipe, objective: str, data, model_config: ModelCo
     """The task of a pretraining objective over its prepared data."""
     if objective == "clm":
         return LanguageModelling(recipe, data, model_config)
-    if objective == "span":
-        return SpanCorruption(recipe, data, model_config)
+    if objective in ("span", "denoise"):
+        return Denoising(recipe, data, model_config, objective)
     return EncoderPretraining(recipe, data, model_config, objective)
 
 
@@ -76,22 +77,34 @@ class LanguageModelling:
         self.batches.load_state_dict(state)
 
 
-class SpanCorruption:
-    """T5's pretraining: random windows of the token stream, 15% of each corrupted in spans of mean
-    length 3 (train.mask_prob, train.mean_span); the encoder reads the window with each span replaced
-    by a sentinel, the decoder writes the sentinels and what they hide. Evaluated on the same
-    corrupted validation windows every time: the loss per target token and its perplexity."""
+class Denoising:
+    """An encoder-decoder's pretraining on random windows of the token stream (train.mask_prob,
+    train.mean_span), evaluated on the same corrupted validation windows every time (the loss per
+    target token and its perplexity):
+
+      span     T5: 15% of each window corrupted in spans of mean length 3; the encoder reads the window
+               with each span replaced by a sentinel, the decoder writes the sentinels and what they hide
+      denoise  BART: the window's sentences shuffled, then 30% of its tokens masked in spans of Poisson(3)
+               lengths, each span one mask token; the decoder writes the whole window back
+    """
 
     headline, higher_is_better = "loss", False
 
-    def __init__(self, recipe: Recipe, data, model_config: ModelConfig):
-        from lmforge.data.spans import span_corrupt
+    def __init__(self, recipe: Recipe, data, model_config: ModelConfig, objective: str = "span"):
+        from lmforge.data.spans import bart_denoise, sentence_end_ids, span_corrupt
 
-        tok = data.tokenizer
-        if not tok.sentinel_ids:
+        tok, cfg = data.tokenizer, recipe.train
+        if objective == "span" and not tok.sentinel_ids:
             raise LmforgeError("span corruption needs sentinel tokens (<extra_id_0>, ...), which this tokenizer lacks; "
                                "set data.sentinels (e.g. 100) so the trained tokenizer reserves them", "data.sentinels")
-        self.recipe, self.data, self.tok, self.corrupt = recipe, data, tok, span_corrupt
+        if objective == "span":
+            self.corrupt = lambda w, rng: span_corrupt(w, tok.sentinel_ids, rng, cfg.mask_prob, cfg.mean_span,
+                                                       tok.eos_id)
+        else:
+            ends = sentence_end_ids(tok)
+            self.corrupt = lambda w, rng: bart_denoise(w, tok.mask_id, rng, cfg.mask_prob, cfg.mean_span, ends,
+                                                       tok.eos_id)
+        self.recipe, self.data, self.tok = recipe, data, tok
         self.start, self.pad = model_config.decoder_start_id, tok.pad_id if tok.pad_id is not None else 0
         self.window = model_config.context_length - 1  # the end token follows
         cfg = recipe.train
@@ -99,8 +112,7 @@ class SpanCorruption:
         self.rng = np.random.default_rng(cfg.seed)
 
     def corrupted(self, windows: torch.Tensor, rng: np.random.Generator) -> dict:
-        rows = [self.corrupt(w, self.tok.sentinel_ids, rng, self.recipe.train.mask_prob, self.recipe.train.mean_span,
-                             self.tok.eos_id) for w in windows.tolist()]
+        rows = [self.corrupt(w, rng) for w in windows.tolist()]
         return seq2seq_batch([r[0] for r in rows], [r[1] for r in rows], self.pad, self.start)
 
     def next_batch(self) -> dict:

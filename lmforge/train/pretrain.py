@@ -22,7 +22,7 @@ from lmforge.tasks.pretrain import pretraining_task
 from lmforge.tokenizer import Tokenizer
 from lmforge.train.trainer import Trainer
 
-OBJECTIVES = {"gpt": ("clm",), "bert": ("mlm+nsp", "mlm"), "electra": ("rtd",), "seq2seq": ("span",)}
+OBJECTIVES = {"gpt": ("clm",), "bert": ("mlm+nsp", "mlm"), "electra": ("rtd",), "seq2seq": ("span", "denoise")}
 
 
 def objective_for(recipe: Recipe, family: str) -> str:
@@ -38,8 +38,8 @@ def objective_for(recipe: Recipe, family: str) -> str:
 
 
 def prepare_data(recipe: Recipe, objective: str, tokenizer=None, log=print):
-    """Token data for an objective: a token stream (clm, span) or documents cut into sentences (encoders)."""
-    if objective in ("clm", "span"):
+    """Token data for an objective: a token stream (clm, span, denoise) or documents cut into sentences (encoders)."""
+    if objective in ("clm", "span", "denoise"):
         from lmforge.data.shards import prepare
 
         return prepare(recipe.data, tokenizer=tokenizer, log=log)
