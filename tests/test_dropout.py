@@ -70,3 +70,24 @@ def test_attention_dropout_on_cpu_drops_weights_and_keeps_the_expected_output():
     assert not torch.allclose(outs[0], plain)
     assert torch.allclose(outs.mean(0), plain, atol=0.06)  # E[dropout(w)] V = w V
     assert torch.allclose(F.scaled_dot_product_attention(q, k, v), plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", ["gpt-mini", "bart-mini", "t5-mini"])
+def test_a_causal_layer_training_with_dropout_never_sees_the_future(preset):
+    from lmforge.config import model_config_from_preset
+    from lmforge.models import build_model
+
+    torch.manual_seed(5)
+    cfg = model_config_from_preset(preset, n_layer=2, n_decoder_layer=2, d_model=32, n_head=4, d_ff=64, vocab_size=50,
+                                   context_length=16, dropout=0.3)
+    model = build_model(cfg).train()
+    ids = torch.randint(1, 50, (2, 10))
+    changed = ids.clone()
+    changed[:, 6:] = (ids[:, 6:] + 7) % 50  # only the tokens from position 6 on differ
+    run = (lambda x: model(x)) if cfg.family == "gpt" else (lambda x: model(ids, x))
+    torch.manual_seed(9)
+    a = run(ids)
+    torch.manual_seed(9)  # the same dropout masks
+    b = run(changed)
+    assert torch.allclose(a[:, :6], b[:, :6], atol=1e-5)  # positions before 6 never read what follows
+    assert not torch.allclose(a[:, 6:], b[:, 6:])

@@ -81,10 +81,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     Returns y (B, H, T, D) and the (B, H, T, S) weights when asked for.
     """
     H, G, T, S = q.size(1), k.size(1), q.size(2), k.size(2)
-    if causal and (need_weights or mask is not None or bias is not None or 1 < T < S):  # one new query sees every key
+    explicit = need_weights or drawn_here(q, dropout)  # the explicit path; dropout on the weights is lmforge's
+    if causal and (explicit or mask is not None or bias is not None or 1 < T < S):  # one new query sees every key
         cm = causal_mask(T, S, device=q.device)
         mask = cm if mask is None else mask & cm
-    if need_weights or drawn_here(q, dropout):  # the explicit path; dropout on the weights is lmforge's
+    if explicit:
         if G != H:  # each key/value head serves H / G consecutive query heads
             k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
         w = attention_weights(q, k, mask, scale, bias)
