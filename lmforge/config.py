@@ -271,13 +271,16 @@ def model_config_from_preset(name: str, **overrides: Any) -> ModelConfig:
     return ModelConfig.from_dict({**PRESETS[name], **overrides})
 
 
+TRAINABLE = ("bpe", "wordpiece", "unigram", "char")  # the tokenizer kinds data.tokenizer trains (tokenizer.py)
+
+
 @dataclass
 class DataConfig:
     """Where the text comes from and how it becomes tokens."""
 
     corpus: str = "shakespeare"  # a built-in corpus name, or a file, folder or glob
     column: str | None = None  # text column of a .jsonl / .csv / .tsv corpus
-    tokenizer: str = "bpe"  # bpe | wordpiece | unigram | char | path to a tokenizer.json
+    tokenizer: str = "bpe"  # one of TRAINABLE, or a path to a tokenizer.json
     vocab_size: int = 4096  # for a BPE tokenizer trained here
     val_fraction: float = 0.1  # the last fraction of the text (in characters) is validation
     clean: bool = True  # NFKC, control characters, markup, exact duplicates

@@ -32,6 +32,7 @@ from typing import Iterable, Iterator
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
+from lmforge.config import TRAINABLE  # noqa: F401  (the kinds train_tokenizer makes; named here too)
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_write
 
@@ -55,9 +56,6 @@ SPECIAL_TOKENS: dict[str, str] = {
     "sep": "<|sep|>",
     "cls": "<|cls|>",
 }
-
-
-TRAINABLE = ("bpe", "wordpiece", "unigram", "char")  # the kinds train_tokenizer makes
 
 
 def sentinel_token(i: int) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lmforge.cli.output import emit, logger
 from lmforge.errors import LmforgeError
-from lmforge.tokenizer import TRAINABLE
+from lmforge.config import TRAINABLE
 
 
 def cmd_data_list(args) -> None:

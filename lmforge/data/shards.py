@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.config import DataConfig
+from lmforge.config import TRAINABLE, DataConfig
 from lmforge.data.clean import clean_documents
 from lmforge.data.corpora import load_corpus
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_dir, cache_dir
-from lmforge.tokenizer import TRAINABLE, Tokenizer, train_tokenizer
+from lmforge.tokenizer import Tokenizer, train_tokenizer
 
 SHARD_FORMAT = 1
 _CHUNK = 1 << 18  # long documents are encoded in ~256K-character pieces (cut after a newline) in parallel

@@ -78,15 +78,22 @@ class Seq2SeqState:
             raise ValueError(f"the decoder's context of {self.model.config.context_length} tokens is full")
         self.logits = self._run(tokens.unsqueeze(1))
 
+    def _share_sources(self, owner: torch.Tensor) -> None:
+        """Rows now read sources `owner`: n rows per source in source order share each source's keys
+        and values (CrossAttention folds them); any other order gets a copy per row."""
+        sources = len(self.source_order)
+        n = len(owner) // sources
+        if n * sources == len(owner) and torch.equal(owner, self.source_order.repeat_interleave(n)):
+            self.cross, self.src_mask = self.source_kv, self.source_mask
+        else:
+            self.cross = [(k[owner], v[owner]) for k, v in self.source_kv]
+            self.src_mask = None if self.source_mask is None else self.source_mask[owner]
+
     def select(self, rows: torch.Tensor) -> None:
         """Row rows[i] becomes row i: beam search's re-ranking, n samples sharing one encoding."""
         self.history, self.logits = self.history[rows], self.logits[rows]
-        owner, sources = self.owner[rows], len(self.source_order)
-        n = len(rows) // sources
-        if n * sources == len(rows) and torch.equal(owner, self.source_order.repeat_interleave(n)):
-            self.cross, self.src_mask = self.source_kv, self.source_mask  # n rows per source, in order: shared
-        elif not torch.equal(owner, self.owner):  # any other order: each row gets its source's keys/values
-            self.cross = [(k[owner], v[owner]) for k, v in self.source_kv]
-            self.src_mask = None if self.source_mask is None else self.source_mask[owner]
+        owner = self.owner[rows]
+        if not torch.equal(owner, self.owner):  # beams re-ranked within their source: nothing to change
+            self._share_sources(owner)
         self.owner = owner
         self.cache.select(rows)

@@ -63,11 +63,11 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | Non
 
 def scaled_dot_product_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-    scale: float | None = None, bias: torch.Tensor | None = None,
+    scale: float | None = None, bias: torch.Tensor | None = None, dropout: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The explicit path: returns (softmax(Q K^T / sqrt(d_k) + M) V, the weights)."""
+    """The explicit path: returns (dropout(softmax(Q K^T / sqrt(d_k) + M)) V, the weights before dropout)."""
     w = attention_weights(q, k, mask, scale, bias)
-    return w @ v, w
+    return apply_dropout(w, dropout) @ v, w
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
@@ -88,8 +88,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     if explicit:
         if G != H:  # each key/value head serves H / G consecutive query heads
             k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
-        w = attention_weights(q, k, mask, scale, bias)
-        return apply_dropout(w, dropout) @ v, (w if need_weights else None)
+        y, w = scaled_dot_product_attention(q, k, v, mask, scale, bias, dropout)
+        return y, (w if need_weights else None)
     if bias is not None:  # the kernel takes one additive mask: the bias, -inf where the mask forbids
         bias = bias.to(q.dtype)
         mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
