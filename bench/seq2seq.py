@@ -4,7 +4,8 @@ beside `transformers`, in one run.
 Both sides train a model of the `t5-mini` shape (4 + 4 layers, 256 wide, relative buckets, tied and
 scaled output) from a random initialisation on the same bible en-es pairs (whole books held out),
 tokenised by the same BPE tokenizer, in the same batches of the same order, with the same optimiser
-(AdamW, linear warmup and decay) and loss (cross-entropy with label smoothing 0.1) for the same steps:
+(the translate recipe's: Adafactor at a relative step of 1e-2, linear warmup and decay) and loss
+(cross-entropy with label smoothing 0.1) for the same steps:
 
   lmforge       lmforge.models.seq2seq.Seq2Seq, its precision chosen as `lmforge finetune` chooses it
                 (runtime.choose_dtype: bfloat16 autocast where this CPU's probe finds it faster)
@@ -45,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=64, help="source and target tokens (cut beyond)")
     ap.add_argument("--vocab-size", type=int, default=8000)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=1e-2, help="Adafactor's relative step (default 1e-2)")
     ap.add_argument("--beams", type=int, default=4)
     ap.add_argument("--peer-dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--seed", type=int, default=1337)
@@ -124,12 +125,15 @@ def logits_of(side: str, model, b: dict) -> torch.Tensor:
 
 
 def train(side: str, model, data: dict, args, dtype) -> dict:
-    """The same steps on both sides: AdamW, linear warmup (5%) and decay, label-smoothed cross-entropy."""
+    """The same steps on both sides: Adafactor (lmforge's translate recipe's optimiser, built the way
+    the trainer builds it), linear warmup (5%) and decay, label-smoothed cross-entropy."""
+    from lmforge.config import TrainConfig
     from lmforge.data import IGNORE
+    from lmforge.train.trainer import make_optimizer
 
     torch.manual_seed(args.seed)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    opt = make_optimizer(model, TrainConfig(optimizer="adafactor", lr=args.lr, weight_decay=0.01))
     warm = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (args.steps - s) / max(1, args.steps - warm))))

@@ -294,8 +294,9 @@ class TrainConfig:
     max_steps: int = 2000
     batch_size: int = 12
     grad_accum: int = 1
-    lr: float = 1e-3
+    lr: float = 1e-3  # adafactor: the relative step (a tensor moves by about lr times its RMS)
     min_lr: float = 1e-4
+    optimizer: str = "adamw"  # adamw | adafactor (T5's: steps relative to each tensor's size; lmforge/train/trainer.py)
     schedule: str = "cosine"  # cosine | linear | constant (each after a linear warmup)
     warmup_steps: int = 100
     weight_decay: float = 0.1
@@ -321,6 +322,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         _one_of(self, "train", "schedule", ("cosine", "linear", "constant"))
+        _one_of(self, "train", "optimizer", ("adamw", "adafactor"))
         _one_of(self, "train", "dtype", ("auto", "float32", "bfloat16"))
         _one_of(self, "train", "objective", ("auto", "clm", "mlm", "mlm+nsp", "rtd", "span", "denoise"))
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
@@ -423,7 +425,7 @@ SHORTHANDS = {
         "pair", "label_smoothing", "num_beams", "length_penalty", "no_repeat_ngram_size", "max_target_length",
         "val_rows")},
     **{name: f"train.{name}" for name in (
-        "batch_size", "lr", "weight_decay", "patience", "seed", "device", "dtype", "compile", "progress")},
+        "batch_size", "lr", "optimizer", "weight_decay", "patience", "seed", "device", "dtype", "compile", "progress")},
 }
 
 

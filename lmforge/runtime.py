@@ -109,6 +109,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype an autocast region on t's device would multiply in, else t's own."""
+    kind = t.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else t.dtype
+
+
 def bf16_speedup(batch: int = 16, seq: int = 128, width: int = 128, repeats: int = 10,
                  budget_s: float = 2.0) -> float:
     """How many times faster a training step runs under bfloat16 autocast than in float32 here:

@@ -262,3 +262,20 @@ def test_a_state_shares_keys_while_rows_stay_grouped_and_copies_them_otherwise()
         again.step(torch.tensor([7, 8, 9, 4, 5, 6]))
         again.step(torch.tensor([1, 1, 1, 1, 1, 1]))
         assert torch.allclose(swapped, again.logits, atol=1e-5)
+
+
+def test_under_bfloat16_autocast_the_cache_holds_bfloat16_and_steps_match_the_full_decode():
+    """The self-attention cache takes autocast's dtype (a float32 cache would convert every stored key at
+    every read); each cached step's logits equal re-running the decoder over the whole target."""
+    from lmforge.generate.seq2seq import Seq2SeqState
+
+    model = tiny("t5-mini")
+    sources = [[5, 9, 11, 3, 8, 2], [7, 4, 6, 6, 1, 9]]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        state = Seq2SeqState(model, sources, reserve=4)
+        assert state.cache.layers[0].k.dtype == torch.bfloat16
+        memory = model.encode(torch.tensor(sources))
+        for tok in ([4, 8], [9, 1], [2, 2]):
+            state.step(torch.tensor(tok))
+            full = model.decode(state.history, memory)[:, -1]
+            assert torch.allclose(state.logits.float(), full.float(), atol=0.05, rtol=0.02)

@@ -152,3 +152,19 @@ def test_finetune_python_front_door_names_arguments(tmp_path):
         FinetuneConfig(task="translate", label_smoothing=1.5)
     with pytest.raises(LmforgeError, match="num_beams"):
         finetune("t5-mini", "x.jsonl", tmp_path / "r", FinetuneConfig(task="translate", num_beams=0))
+
+
+def test_decoding_batches_hold_at_most_so_many_rows_and_cache_slots():
+    from lmforge.config import GenerateConfig
+    from lmforge.evaluate.decoding import length_batches
+
+    rows = [[1] * n for n in (5, 30, 12, 30, 2, 7, 9, 1, 30, 4)]
+    settings = lambda chunk: GenerateConfig(max_new_tokens=2 * max(map(len, chunk)) + 10, num_beams=4)  # noqa: E731
+    batches = length_batches(rows, settings, batch_size=3, slots=4 * 71 * 2)  # two 30-token sources' beams fit
+    assert sorted(i for b in batches for i in b) == list(range(len(rows)))
+    assert [len(rows[b[0]]) for b in batches] == sorted((len(rows[b[0]]) for b in batches), reverse=True)
+    for b in batches:
+        per_row = 4 * (2 * len(rows[b[0]]) + 10 + 1)
+        assert len(b) <= 3 and (len(b) == 1 or len(b) * per_row <= 4 * 71 * 2)
+    # two 30-token sources fill the slots (twice: 30 + 30, then 30 + 12); the short ones come three at a time
+    assert [len(b) for b in batches] == [2, 2, 3, 3]

@@ -194,6 +194,8 @@ def task_flags(sp) -> None:
     sp.add_argument("--epochs", type=float, help="passes over the training rows (default: 3)")
     sp.add_argument("--batch-size", type=int, help="rows per step (default: 16)")
     sp.add_argument("--lr", type=float, help="peak learning rate (default: 5e-5)")
+    sp.add_argument("--optimizer", choices=["adamw", "adafactor"], help="adamw (default) or adafactor (T5's; its "
+                    "--lr is a step relative to each weight's size: 1e-2 from scratch, 1e-3 from a pretrained model)")
     sp.add_argument("--patience", type=int, help="evaluations without improvement before stopping (default: 2)")
     sp.add_argument("--evals-per-epoch", type=int, help="validation passes per epoch (default: 1)")
     sp.add_argument("--metric", choices=["accuracy", "f1_macro", "entity_f1", "bleu", "chrf", "rougeL"],

@@ -74,17 +74,20 @@ def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, na
     pool = max(2, 1 + len(stop)) * K  # candidates per prompt: K stay live even if every stop id is among them
     for step in range(gen.max_new_tokens):
         logp = adjust_logits(torch.log_softmax(state.logits.float(), dim=-1), state.history, gen)  # (B*K, V)
-        logp.masked_fill_(logp.isnan(), float("-inf"))  # a beam with every token ruled out: NaN, not a candidate
+        # A beam with every token ruled out has log_softmax NaN in its whole row (so its first column
+        # tells): not a candidate. Checking one column, not rows x vocab, is 3% of a step.
+        logp.masked_fill_(logp[:, :1].isnan(), float("-inf"))
         V = logp.size(-1)
         cand = (scores.reshape(-1, 1) + logp).view(B, K * V)
         top, idx = cand.topk(min(pool, K * V), dim=1)
         keep_rows, keep_tok, keep_score = [], [], []
         so_far = tokens.tolist() if ends else None
+        top_l, idx_l = top.tolist(), idx.tolist()  # two transfers a step, not two per prompt
         for b in range(B):
-            if not done[b] and top[b, 0] == float("-inf"):  # no beam of this prompt can go on
+            if not done[b] and top_l[b][0] == float("-inf"):  # no beam of this prompt can go on
                 raise ruled_out_error()
             live = []
-            for rank, (s, i) in enumerate(zip(top[b].tolist(), idx[b].tolist())):
+            for rank, (s, i) in enumerate(zip(top_l[b], idx_l[b])):
                 row, t = b * K + i // V, i % V
                 if s == float("-inf") or len(live) == K:
                     break

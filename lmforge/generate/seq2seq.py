@@ -17,6 +17,7 @@ from torch import nn
 
 from lmforge.generate.batch import DecodeState, as_rows
 from lmforge.generate.kv_cache import KVCache
+from lmforge.runtime import compute_dtype
 
 
 def is_seq2seq(model: nn.Module) -> bool:
@@ -59,7 +60,8 @@ class Seq2SeqState:
         self.source_kv, self.source_mask = self.cross, self.src_mask  # one row per source, kept
         slots = 1 + min(max_target(model), max_target(model) if reserve is None else reserve)
         p = next(model.parameters())
-        self.cache = KVCache(cfg.n_decoder_layer, len(rows), cfg.n_kv_head, slots, cfg.head_dim, p.dtype, p.device)
+        self.cache = KVCache(cfg.n_decoder_layer, len(rows), cfg.n_kv_head, slots, cfg.head_dim,
+                             compute_dtype(p), p.device)  # autocast's: no conversion at each read
         self.history = torch.full((len(rows), 1), cfg.decoder_start_id, dtype=torch.long, device=self.device)
         self.owner = torch.arange(len(rows), device=self.device)  # the source each row translates
         self.source_order = self.owner

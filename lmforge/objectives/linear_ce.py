@@ -19,14 +19,9 @@ from __future__ import annotations
 import torch
 
 from lmforge.data import IGNORE
+from lmforge.runtime import compute_dtype
 
 CHUNK_LOGITS = 1 << 22  # logits per chunk: 16 MB in float32 (measured best of 2 to 32 MB)
-
-
-def _compute_dtype(t: torch.Tensor) -> torch.dtype:
-    """The dtype an autocast region would multiply in, else the tensor's own."""
-    kind = t.device.type
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else t.dtype
 
 
 def _softmax_(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +36,7 @@ def _softmax_(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, targets, ignore_index, chunk_rows):
-        dtype = _compute_dtype(h)
+        dtype = compute_dtype(h)
         w = weight.to(dtype)
         valid = targets != ignore_index
         count = valid.sum().clamp(min=1)
@@ -82,7 +77,7 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         mean = _LinearCrossEntropy.apply(h, weight, targets, ignore_index, rows)
         return mean if reduction == "mean" else mean * (targets != ignore_index).sum().clamp(min=1)
-    dtype = _compute_dtype(h)
+    dtype = compute_dtype(h)
     w = weight.to(dtype).t()
     total = torch.zeros((), dtype=torch.float32, device=h.device)
     for s in range(0, h.size(0), rows):

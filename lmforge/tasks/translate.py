@@ -29,7 +29,7 @@ from lmforge.data import IGNORE
 from lmforge.data.batches import seq2seq_batch
 from lmforge.data.labelled import ShuffledBatches, by_length
 from lmforge.errors import LmforgeError
-from lmforge.evaluate.decoding import decode_rows
+from lmforge.evaluate.decoding import ROWS, decode_rows
 from lmforge.evaluate.text_report import text_report
 from lmforge.objectives.seq2seq import seq2seq_loss
 from lmforge.tasks.base import inference, padding_id
@@ -146,7 +146,7 @@ class Translation:
         outputs of a half-trained model quickly)."""
         return min(self.max_tgt + 1, 2 * max(map(len, src)) + 10)
 
-    def generate(self, model, src: list[list[int]], autocast=None, batch_size: int = 16) -> list[str]:
+    def generate(self, model, src: list[list[int]], autocast=None, batch_size: int = ROWS) -> list[str]:
         """Beam-search outputs (task.num_beams, length_penalty, no_repeat_ngram_size) as text, in row order."""
         def settings(rows: list[list[int]]) -> GenerateConfig:
             return GenerateConfig(max_new_tokens=self.max_new_tokens(rows), temperature=0.0,
@@ -165,7 +165,10 @@ class Translation:
                            lang=lang, resamples=1000 if ci else 0, seed=self.train_cfg.seed)
 
     def evaluate(self, model, full: bool = False, autocast=None) -> dict:
-        n = len(self.val) if full else min(len(self.val), self.cfg.val_rows)
+        """The loss on every validation pair; BLEU / chrF / ROUGE-L on the first task.val_rows decoded,
+        the same rows at every evaluation, the last (`full`) included: its headline is compared with the
+        earlier ones to pick the kept checkpoint, and the test split is decoded whole once anyway."""
+        n = min(len(self.val), self.cfg.val_rows)
         hyps = self.generate(model, self.val.src[:n], autocast)
         found = self.scores(hyps, self.val_texts[1][:n])
         return {"loss": self.teacher_forced_loss(model, self.val, autocast), **{k: found[k] for k in found

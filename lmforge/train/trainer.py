@@ -1,4 +1,4 @@
-"""The training loop: one optimiser step = `grad_accum` micro-batches, clipped, AdamW, scheduled.
+"""The training loop: one optimiser step = `grad_accum` micro-batches, clipped, AdamW (or Adafactor), scheduled.
 
 The loop knows nothing of the objective: a task (lmforge/tasks/) hands it batches, a loss and an
 evaluation, so pretraining a GPT, a BERT or an ELECTRA and fine-tuning any of them run through this
@@ -7,6 +7,14 @@ are is the caller's business (train/pretrain.py, train/finetune.py).
 
 AdamW (Loshchilov & Hutter 2019) with weight decay only on matrices (not on biases, norm gains):
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  w -= lr (m_hat / (sqrt(v_hat) + eps) + wd w)
+
+Adafactor (Shazeer & Stern 2018; `train.optimizer=adafactor`), T5's optimiser, moves each tensor by a
+step relative to its own size, with the second moment of a matrix kept as one row and one column:
+    v = r c^T / sum(r);  u = g / sqrt(v), clipped to RMS(u) <= 1;  w -= lr max(1e-3, RMS(w)) u
+There `lr` is the relative step (T5: 1e-2 from scratch). A T5 parametrisation (attention scale folded into
+W_q, embeddings of standard deviation 1) needs it: under AdamW's absolute step the tiny W_q moves ~10%
+a step while the embeddings barely move, and a t5-mini trained from scratch on translation learns
+a target-language model that ignores its source (docs/encoder-decoder.md has the measurement).
 
 A step whose loss or gradient norm ||g||_2 is not finite is refused before the optimiser sees it
 (AdamW would spread the NaN into every weight and its moments), and the run stops with `Diverged`:
@@ -94,6 +102,8 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adafactor":  # no first moment: beta1 does not apply
+        return torch.optim.Adafactor(groups, lr=cfg.lr)
     kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
     try:  # the fused kernel updates all tensors in one pass; older builds lack it on some devices
         return torch.optim.AdamW(groups, fused=True, **kwargs)
