@@ -70,6 +70,23 @@ def scaled_dot_product_attention(
     return apply_dropout(w, dropout) @ v, w
 
 
+EXPLICIT_KEYS = 256  # see explicit_is_faster
+
+
+def explicit_is_faster(q: torch.Tensor, keys: int, bias: torch.Tensor | None) -> bool:
+    """Whether the explicit path trains faster than the fused kernel here. Measured on a CPU (torch 2.13,
+    forward and backward, heads of 64): with a learned bias (T5's positions) the fused kernel's gradient
+    for its additive mask makes it 1.6-2.3x slower at 48 keys, float32 or bfloat16; under bfloat16
+    autocast the explicit path wins with or without a mask up to 256 keys (48 keys: 3-5x, 128: 2.8x,
+    256: 1.3x) and loses beyond (1,024 keys: 0.66x). Decoding (no gradient) keeps the fused kernel."""
+    if q.device.type != "cpu" or not (torch.is_grad_enabled() and q.requires_grad):
+        return False
+    if bias is not None and bias.requires_grad:
+        return True
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16 \
+        and keys <= EXPLICIT_KEYS
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
            causal: bool = False, need_weights: bool = False, dropout: float = 0.0, scale: float | None = None,
            bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -81,7 +98,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     Returns y (B, H, T, D) and the (B, H, T, S) weights when asked for.
     """
     H, G, T, S = q.size(1), k.size(1), q.size(2), k.size(2)
-    explicit = need_weights or drawn_here(q, dropout)  # the explicit path; dropout on the weights is lmforge's
+    # the explicit path: for the weights, for lmforge's dropout on them, or where it is measured faster
+    explicit = need_weights or drawn_here(q, dropout) or explicit_is_faster(q, S, bias)
     if causal and (explicit or mask is not None or bias is not None or 1 < T < S):  # one new query sees every key
         cm = causal_mask(T, S, device=q.device)
         mask = cm if mask is None else mask & cm
