@@ -137,3 +137,36 @@ def test_padded_causal_mask_by_hand():
     assert m == [[1, 0, 0],  # the padding query sees only itself (never an all -inf row)
                  [0, 1, 0],
                  [0, 1, 1]]
+
+
+@pytest.mark.parametrize("case", ["learned-bias", "bf16-short", "bf16-long", "no-grad", "float32"])
+def test_training_takes_the_path_measured_faster_and_both_give_the_same_gradients(case, monkeypatch):
+    from lmforge.nn import attention
+
+    B, H, T, D = 2, 2, 600 if case == "bf16-long" else 12, 16
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, H, T, D, generator=g, requires_grad=case != "no-grad") for _ in range(3))
+    bias = torch.randn(1, H, T, T, generator=g, requires_grad=case == "learned-bias")
+    fused_calls = []
+    real = attention.F.scaled_dot_product_attention
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention",
+                        lambda *a, **kw: fused_calls.append(1) or real(*a, **kw))
+    bf16 = case.startswith("bf16")
+
+    def run(force_explicit: bool):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y, _ = attention.attend(q, k, v, causal=True, bias=bias, need_weights=force_explicit)
+        return y.float()
+
+    fused_calls.clear()
+    y = run(False)
+    expect_explicit = case in ("learned-bias", "bf16-short")
+    assert (len(fused_calls) == 0) == expect_explicit
+    assert torch.allclose(y, run(True), atol=0.05 if bf16 else 1e-5)
+    if case == "learned-bias":  # the gradient reaches the bias by the explicit path as by the kernel's
+        y.sum().backward()
+        explicit_grad = bias.grad.clone()
+        bias.grad = None
+        monkeypatch.setattr(attention, "explicit_is_faster", lambda *a: False)
+        run(False).sum().backward()
+        assert torch.allclose(bias.grad, explicit_grad, atol=1e-4)
