@@ -25,13 +25,13 @@ def length_batches(rows: list[list[int]], settings: Callable[[list[list[int]]], 
                    batch_size: int = ROWS, slots: int = SLOTS) -> list[list[int]]:
     """Row indices in batches of similar length, longest first: up to `batch_size` rows, fewer when
     their decoder rows (beams or samples per input) times output positions would pass `slots`."""
-    order = by_length([len(r) for r in rows], 1)
+    order = [one[0] for one in by_length([len(r) for r in rows], 1)]  # longest first
     batches, i = [], 0
     while i < len(order):
-        gen = settings([rows[order[i][0]]])  # the longest row left sets the batch's output cap
+        gen = settings([rows[order[i]]])  # the longest row left sets the batch's output cap
         per_row = max(gen.num_beams, gen.num_samples) * (gen.max_new_tokens + 1)
         k = max(1, min(batch_size, slots // per_row))
-        batches.append([j for (j,) in order[i:i + k]])
+        batches.append(order[i:i + k])
         i += k
     return batches
 

@@ -74,9 +74,7 @@ def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, na
     pool = max(2, 1 + len(stop)) * K  # candidates per prompt: K stay live even if every stop id is among them
     for step in range(gen.max_new_tokens):
         logp = adjust_logits(torch.log_softmax(state.logits.float(), dim=-1), state.history, gen)  # (B*K, V)
-        # A beam with every token ruled out has log_softmax NaN in its whole row (so its first column
-        # tells): not a candidate. Checking one column, not rows x vocab, is 3% of a step.
-        logp.masked_fill_(logp[:, :1].isnan(), float("-inf"))
+        logp.masked_fill_(logp[:, :1].isnan(), float("-inf"))  # every token ruled out: a NaN row (one column tells)
         V = logp.size(-1)
         cand = (scores.reshape(-1, 1) + logp).view(B, K * V)
         top, idx = cand.topk(min(pool, K * V), dim=1)
