@@ -148,6 +148,20 @@ def test_padded_beam_batch_matches_each_prompt_alone():
     assert Engine(model).generate(rows, gen) == [h for r in rows for h in Engine(model).generate([r], gen)]
 
 
+def test_beam_batches_shrink_as_prompts_finish_and_match_each_prompt_alone():
+    model = tiny("gpt-mini", vocab=13)
+    rows = [[7, 8, 9, 10, 11], [3], [4, 4], [12, 1, 6]]
+    gen = GenerateConfig(max_new_tokens=10, num_beams=3, stop_ids=(0, 2, 5))
+    native, torch_path = Engine(model, cpu_step="native"), Engine(model, cpu_step="torch")
+    together = native.generate(rows, gen)
+    assert together == [h for r in rows for h in native.generate([r], gen)]
+    rows_seen = []  # the torch path's steps (the native step refuses a hooked model)
+    model.blocks[0].register_forward_pre_hook(lambda m, args: rows_seen.append(args[0].size(0)))
+    assert torch_path.generate(rows, gen) == together
+    assert rows_seen[1] == 12 and min(rows_seen) < 12, rows_seen  # 4 prompts x 3 beams after the prefill
+    assert rows_seen[1:] == sorted(rows_seen[1:], reverse=True)
+
+
 def test_beam_search_cannot_stream():
     with pytest.raises(ValueError, match="cannot stream"):
         next(Engine(tiny("gpt-mini")).stream([[1]], GenerateConfig(num_beams=2)))

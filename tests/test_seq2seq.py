@@ -264,6 +264,39 @@ def test_a_state_shares_keys_while_rows_stay_grouped_and_copies_them_otherwise()
         assert torch.allclose(swapped, again.logits, atol=1e-5)
 
 
+def test_a_state_keeps_one_copy_per_source_when_sources_leave():
+    """Beam search drops the rows of a finished source: the sources left keep one shared copy each."""
+    from lmforge.generate.seq2seq import Seq2SeqState
+
+    model = tiny("t5-mini")
+    with torch.no_grad():
+        state = Seq2SeqState(model, [[5, 9, 11], [7, 4], [8, 8, 8, 8]])
+        state.select(torch.tensor([0, 0, 1, 1, 2, 2]))
+        state.step(torch.tensor([4, 5, 6, 7, 8, 9]))
+        state.select(torch.tensor([0, 1, 4, 5]))  # source 1 is done
+        assert state.cross[0][0].size(0) == 2 and state.src_mask.size(0) == 2
+        state.step(torch.tensor([1, 2, 3, 4]))
+        left = state.logits.clone()
+        alone = Seq2SeqState(model, [[5, 9, 11], [8, 8, 8, 8]])
+        alone.select(torch.tensor([0, 0, 1, 1]))
+        alone.step(torch.tensor([4, 5, 8, 9]))
+        alone.step(torch.tensor([1, 2, 3, 4]))
+        assert torch.allclose(left, alone.logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["t5-mini", "bart-mini"])
+def test_beam_batches_shrink_as_sources_finish_and_match_each_source_alone(preset):
+    model = tiny(preset)
+    rows_seen = []
+    model.decoder.blocks[0].register_forward_pre_hook(lambda m, args: rows_seen.append(args[0].size(0)))
+    sources = [[5, 9, 11, 3, 8, 2], [7, 4], [12, 13, 14, 15], [20, 21], [30]]
+    gen = GenerateConfig(max_new_tokens=14, num_beams=3, num_samples=2, stop_ids=(3, 7, 11, 19))
+    together = Engine(model).generate(sources, gen)
+    assert rows_seen[1] == 15 and min(rows_seen) < 15, rows_seen  # 5 x 3 beams after the start step, fewer later
+    assert rows_seen[1:] == sorted(rows_seen[1:], reverse=True)
+    assert together == [h for s in sources for h in Engine(model).generate([s], gen)]
+
+
 def test_under_bfloat16_autocast_the_cache_holds_bfloat16_and_steps_match_the_full_decode():
     """The self-attention cache takes autocast's dtype (a float32 cache would convert every stored key at
     every read); each cached step's logits equal re-running the decoder over the whole target."""

@@ -54,64 +54,78 @@ class Hypotheses:
         return self.full() and self.items[-1][0] >= self.normalised(best_live, length)
 
 
+def _extend(found: Hypotheses, base: int, top: list[float], idx: list[int], V: int, K: int,
+            finishes: Callable[[int, int], bool], record: Callable[[int], list[int]]) -> list[tuple[int, int, float]]:
+    """One prompt's step: its ranked candidates (summed scores `top`, flat indices `idx` over its K
+    beams x V tokens, whose rows start at `base`) -> the K that stay live as (row, token, score).
+    A candidate that finishes (finishes(row, token)) among the first K becomes a hypothesis
+    (record(row): the beam's tokens so far)."""
+    live: list[tuple[int, int, float]] = []
+    for rank, (s, i) in enumerate(zip(top, idx)):
+        row, t = base + i // V, i % V
+        if s == float("-inf") or len(live) == K:
+            break
+        if finishes(row, t):
+            if rank < K:
+                found.add(s, record(row) + [t])
+        else:
+            live.append((row, t, s))
+    return live + [(base, 0, float("-inf"))] * (K - len(live))  # a prompt with too few candidates
+
+
 @torch.no_grad()
 def beam_search(model: nn.Module, rows: list[list[int]], gen: GenerateConfig, native=None,
                 ends: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
     """The best gen.num_samples hypotheses of each prompt in `rows`, best first, as new-token lists.
-    native: a NativeDecoder for the one-token steps (see DecodeState); an encoder-decoder model's rows are its sources. ends(prompt index, new
-    tokens): whether an extension also finishes its hypothesis, like a stop id (the caller's stop strings)."""
+    native: a NativeDecoder for the one-token steps (see DecodeState); an encoder-decoder model's rows
+    are its sources. ends(prompt index, new tokens): whether an extension also finishes its
+    hypothesis, like a stop id (the caller's stop strings). A prompt that is done leaves the batch:
+    the steps after it run on the other prompts' beams only (a batch's rows finish at different
+    lengths, and their steps cost nothing more)."""
     model.eval()
     K, B, n = gen.num_beams, len(rows), gen.num_samples
     state = start_state(model, rows, native, reserve=gen.max_new_tokens)
     device = state.device
-    state.select(torch.arange(B, device=device).repeat_interleave(K))  # row b*K + k is beam k of prompt b
+    state.select(torch.arange(B, device=device).repeat_interleave(K))  # row a*K + k is beam k of prompt active[a]
+    active = list(range(B))  # the prompts still being searched
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first at step 1
     tokens = torch.empty(B * K, 0, dtype=torch.long, device=device)  # the new tokens of each beam
     found = [Hypotheses(K, gen.length_penalty) for _ in range(B)]
-    done = [False] * B
     stop = set(gen.stop_ids)
     pool = max(2, 1 + len(stop)) * K  # candidates per prompt: K stay live even if every stop id is among them
     for step in range(gen.max_new_tokens):
-        logp = adjust_logits(torch.log_softmax(state.logits.float(), dim=-1), state.history, gen)  # (B*K, V)
+        logp = adjust_logits(torch.log_softmax(state.logits.float(), dim=-1), state.history, gen)  # (A*K, V)
         logp.masked_fill_(logp[:, :1].isnan(), float("-inf"))  # every token ruled out: a NaN row (one column tells)
         V = logp.size(-1)
-        cand = (scores.reshape(-1, 1) + logp).view(B, K * V)
-        top, idx = cand.topk(min(pool, K * V), dim=1)
-        keep_rows, keep_tok, keep_score = [], [], []
+        top, idx = (scores.reshape(-1, 1) + logp).view(len(active), K * V).topk(min(pool, K * V), dim=1)
         so_far = tokens.tolist() if ends else None
-        top_l, idx_l = top.tolist(), idx.tolist()  # two transfers a step, not two per prompt
-        for b in range(B):
-            if not done[b] and top_l[b][0] == float("-inf"):  # no beam of this prompt can go on
+        last = step + 1 == gen.max_new_tokens
+        keep, going = [], []
+        for a, (b, top_b, idx_b) in enumerate(zip(active, top.tolist(), idx.tolist())):  # two transfers a step
+            if top_b[0] == float("-inf"):  # no beam of this prompt can go on
                 raise ruled_out_error()
-            live = []
-            for rank, (s, i) in enumerate(zip(top_l[b], idx_l[b])):
-                row, t = b * K + i // V, i % V
-                if s == float("-inf") or len(live) == K:
-                    break
-                if t in stop or (ends is not None and ends(b, so_far[row] + [t])):
-                    if rank < K and not done[b]:
-                        found[b].add(s, tokens[row].tolist() + [t])
-                else:
-                    live.append((row, t, s))
-            live += [(b * K, 0, float("-inf"))] * (K - len(live))  # a prompt with too few candidates
-            if not done[b] and found[b].full() and step + 1 < gen.max_new_tokens:  # else the live compete below
-                done[b] = gen.early_stopping or found[b].cannot_improve(live[0][2], step + 1)
-            for row, t, s in live:
-                keep_rows.append(row), keep_tok.append(t), keep_score.append(s if not done[b] else float("-inf"))
-        if all(done):
+            live = _extend(found[b], a * K, top_b, idx_b, V, K,
+                           lambda row, t: t in stop or (ends is not None and ends(b, so_far[row] + [t])),
+                           lambda row: tokens[row].tolist())
+            if found[b].full() and not last and (gen.early_stopping or found[b].cannot_improve(live[0][2], step + 1)):
+                continue  # done: its beams leave the batch
+            keep += live
+            going.append(b)
+        active = going
+        if not going:
             break
-        rows_t = torch.tensor(keep_rows, device=device)
-        tok_t = torch.tensor(keep_tok, device=device)
-        scores = torch.tensor(keep_score, device=device).view(B, K)
+        rows_t = torch.tensor([row for row, _, _ in keep], device=device)
+        tok_t = torch.tensor([t for _, t, _ in keep], device=device)
+        scores = torch.tensor([s for _, _, s in keep], device=device).view(len(going), K)
         tokens = torch.cat([tokens[rows_t], tok_t.unsqueeze(1)], dim=1)
-        if step + 1 < gen.max_new_tokens:
+        if not last:
             state.select(rows_t)
             state.step(tok_t)
-    for b in range(B):  # beams still live at the end compete with the finished ones
-        for k in range(K):
-            s = float(scores[b, k])
-            if not done[b] and s > float("-inf") and tokens.size(1):
-                found[b].add(s, tokens[b * K + k].tolist())
+    if tokens.size(1):  # beams still live at the end compete with the finished ones
+        for a, b in enumerate(active):
+            for s, row in zip(scores[a].tolist(), tokens[a * K:(a + 1) * K].tolist()):
+                if s > float("-inf"):
+                    found[b].add(s, row)
     best = [[t for _, t in found[b].items[:n]] for b in range(B)]
     return [row for b in range(B) for row in best[b] + [[]] * (n - len(best[b]))]

@@ -64,7 +64,6 @@ class Seq2SeqState:
                              compute_dtype(p), p.device)  # autocast's: no conversion at each read
         self.history = torch.full((len(rows), 1), cfg.decoder_start_id, dtype=torch.long, device=self.device)
         self.owner = torch.arange(len(rows), device=self.device)  # the source each row translates
-        self.source_order = self.owner
         self.logits = self._run(self.history)
 
     def _run(self, ids: torch.Tensor) -> torch.Tensor:
@@ -81,15 +80,17 @@ class Seq2SeqState:
         self.logits = self._run(tokens.unsqueeze(1))
 
     def _share_sources(self, owner: torch.Tensor) -> None:
-        """Rows now read sources `owner`: n rows per source in source order share each source's keys
-        and values (CrossAttention folds them); any other order gets a copy per row."""
-        sources = len(self.source_order)
-        n = len(owner) // sources
-        if n * sources == len(owner) and torch.equal(owner, self.source_order.repeat_interleave(n)):
+        """Rows now read sources `owner`: n rows per source, sources in order (all of them, or the
+        ones whose search goes on), share each source's keys and values (CrossAttention folds them);
+        any other order gets a copy per row."""
+        sources, counts = torch.unique_consecutive(owner, return_counts=True)
+        in_order = bool((counts == counts[0]).all()) and bool((sources[1:] > sources[:-1]).all())
+        if in_order and len(sources) == len(self.source_kv[0][0]):
             self.cross, self.src_mask = self.source_kv, self.source_mask
         else:
-            self.cross = [(k[owner], v[owner]) for k, v in self.source_kv]
-            self.src_mask = None if self.source_mask is None else self.source_mask[owner]
+            keep = sources if in_order else owner
+            self.cross = [(k[keep], v[keep]) for k, v in self.source_kv]
+            self.src_mask = None if self.source_mask is None else self.source_mask[keep]
 
     def select(self, rows: torch.Tensor) -> None:
         """Row rows[i] becomes row i: beam search's re-ranking, n samples sharing one encoding."""
