@@ -27,7 +27,7 @@ from tests.test_hostile_configs import refused_quickly  # noqa: E402
 V = 120  # vocabulary of the tiny transformers models
 PAD, EOS = 1, 2
 TEXT = "The quick brown fox jumps over the lazy dog. A second sentence follows the first one here. " * 20
-HF_KINDS = ("t5-v1.0", "t5-v1.1", "t5-v1.0-untied", "bart", "bart-untied", "marian", "marian-untied")
+HF_KINDS = ("t5-v1.0", "t5-v1.1", "mt5", "t5-v1.0-untied", "bart", "bart-untied", "marian", "marian-untied")
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -49,13 +49,15 @@ def hf_seq2seq_model(kind: str, seed: int = 0, **overrides) -> torch.nn.Module:
     own tensor (T5 v1.1 always; t5-v1.0-untied: one that T5 still scales by d_model**-0.5)."""
     torch.manual_seed(seed)
     ids = dict(vocab_size=V, pad_token_id=PAD, eos_token_id=EOS)
-    if kind.startswith("t5"):
-        v11 = kind == "t5-v1.1"
-        cfg = transformers.T5Config(d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, num_decoder_layers=3,
-                                    relative_attention_num_buckets=8, relative_attention_max_distance=20,
-                                    feed_forward_proj="gated-gelu" if v11 else "relu", tie_word_embeddings=not v11,
-                                    decoder_start_token_id=PAD, **{**ids, **overrides})
-        model = transformers.T5ForConditionalGeneration(cfg)
+    if kind in ("t5-v1.0", "t5-v1.0-untied", "t5-v1.1", "mt5"):
+        v11 = kind in ("t5-v1.1", "mt5")  # mT5 is T5 v1.1's shape under its own model_type
+        config_cls, model_cls = (transformers.MT5Config, transformers.MT5ForConditionalGeneration) if kind == "mt5" \
+            else (transformers.T5Config, transformers.T5ForConditionalGeneration)
+        cfg = config_cls(d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, num_decoder_layers=3,
+                         relative_attention_num_buckets=8, relative_attention_max_distance=20,
+                         feed_forward_proj="gated-gelu" if v11 else "relu", tie_word_embeddings=not v11,
+                         decoder_start_token_id=PAD, **{**ids, **overrides})
+        model = model_cls(cfg)
     else:
         base = kind.removesuffix("-untied")
         cls = {"bart": transformers.BartConfig, "marian": transformers.MarianConfig}[base]
@@ -68,7 +70,7 @@ def hf_seq2seq_model(kind: str, seed: int = 0, **overrides) -> torch.nn.Module:
         cfg = cls(**shape, tie_word_embeddings=not kind.endswith("untied"), **{**ids, **overrides})
         model = (transformers.BartForConditionalGeneration if base == "bart" else transformers.MarianMTModel)(cfg)
     model = randomize(model, seed)
-    if kind.endswith("untied") or kind == "t5-v1.1":  # transformers 5 ties T5's lm_head whatever the config says
+    if kind.endswith("untied") or kind in ("t5-v1.1", "mt5"):  # transformers 5 ties T5's lm_head whatever the config says
         with torch.no_grad():
             model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight + 0.1 * torch.randn(V, 32))
     if kind in ("bart-untied", "marian-untied"):  # transformers 5 unties the stacks' embeddings too: keep them one
@@ -106,9 +108,9 @@ def test_hf_checkpoint_loads_with_same_logits(kind, tmp_path):
     cfg = ours.config
     assert isinstance(ours, Seq2Seq) and not ours.training
     assert (cfg.n_layer, cfg.n_decoder_layer, cfg.d_model, cfg.n_head, cfg.vocab_size) == (2, 3, 32, 4, V)
-    assert cfg.tie_embeddings == (not kind.endswith("untied") and kind != "t5-v1.1")
+    assert cfg.tie_embeddings == (not kind.endswith("untied") and kind not in ("t5-v1.1", "mt5"))
     assert cfg.decoder_start_id == ref.config.decoder_start_token_id
-    assert cfg.activation == {"t5-v1.0": "relu", "t5-v1.1": "geglu", "bart": "gelu", "marian": "silu"}[
+    assert cfg.activation == {"t5-v1.0": "relu", "t5-v1.1": "geglu", "mt5": "geglu", "bart": "gelu", "marian": "silu"}[
         kind.removesuffix("-untied")]
     assert max_diff(ref, ours) < 1e-4
 

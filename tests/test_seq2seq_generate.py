@@ -44,7 +44,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("kind", ["t5-v1.0", "t5-v1.1", "bart", "marian"])
+@pytest.mark.parametrize("kind", ["t5-v1.0", "t5-v1.1", "mt5", "bart", "marian"])
 def test_decoding_matches_transformers_generate(kind, case, tmp_path):
     ref = hf_seq2seq_model(kind).eval()
     ref.save_pretrained(tmp_path)

@@ -25,8 +25,9 @@ in W_q) and, in v1.0, decoder states times d_model**-0.5 before the tied lm_head
 (feed_forward_proj gated-gelu, tie_word_embeddings false) has its own lm_head, unscaled.
 transformers 5 writes tie_word_embeddings true whatever the model and says whether it scales in
 scale_decoder_outputs; an lm_head in the checkpoint is its own (encdec.fit_to_weights), and one T5
-would scale is loaded with the scale folded in. T5 has no position limit: context_length is
-n_positions where config.json has it (older ones do), else 512, the length T5 was pretrained at.
+would scale is loaded with the scale folded in. mT5 (model_type mt5) is v1.1's shape and never scales.
+T5 has no position limit: context_length is n_positions where config.json has it (older ones do), else
+512, the length T5 was pretrained at.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from lmforge.models.hf import encdec
 from lmforge.models.hf.common import read_values, unsupported
 from lmforge.models.hf.io import HFExport
 
-MODEL_TYPES = {"t5": "T5"}  # model_type -> the architecture class prefix naming it
+MODEL_TYPES = {"t5": "T5", "mt5": "MT5"}  # model_type -> the architecture class prefix naming it (mT5: T5 v1.1's shape)
 FAMILIES, FORMAT = ("seq2seq",), "T5"
 fit_to_weights = encdec.fit_to_weights  # an lm_head in the checkpoint is its own, as in transformers 5
 # ModelConfig field -> (config.json key, default), as transformers' T5Config names them
@@ -77,7 +78,8 @@ def config_from_hf(hf: dict) -> ModelConfig:
                            f"{values['d_model']}, which lmforge cannot express (its heads split d_model, so d_kv * "
                            "num_heads must equal d_model); convert a T5 checkpoint where they match")
     tied = hf.get("tie_word_embeddings", True) is not False
-    scale = hf.get("scale_decoder_outputs", tied)  # transformers 5 says so; before, tying implied it
+    # transformers 5 says so; before, tying implied it (mT5 never scales in transformers 5; its checkpoints untie)
+    scale = hf.get("scale_decoder_outputs", tied and hf.get("model_type") != "mt5")
     if not isinstance(scale, bool):
         raise LmforgeError(f"config.json's scale_decoder_outputs={scale!r} must be true or false")
     start = encdec.token_id(hf, "decoder_start_token_id", hf.get("pad_token_id", 0), values["vocab_size"])
