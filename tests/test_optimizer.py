@@ -39,6 +39,41 @@ def test_adafactor_first_step_moves_each_tensor_by_lr_times_its_rms():
     assert torch.allclose(model.b.detach(), expected_b, atol=1e-6)
 
 
+def test_a_stacked_tensor_steps_each_block_as_a_tensor_of_its_own():
+    """A fused q/k/v holds blocks of different sizes: each moves by lr * max(1e-3, RMS(block)) at step 1,
+    as separate tensors would, not by the stack's RMS; the weight decay stays lr * wd * w."""
+    from lmforge.train.adafactor import BlockwiseAdafactor
+
+    small, large = torch.full((2,), 0.01), torch.full((3,), 1.0)
+    stacked = torch.nn.Parameter(torch.cat([small, large]))
+    apart = [torch.nn.Parameter(small.clone()), torch.nn.Parameter(large.clone())]
+    for p in (stacked, *apart):
+        p.grad = torch.ones_like(p)
+    lr, wd = 1e-2, 0.1
+    BlockwiseAdafactor([{"params": [stacked], "weight_decay": wd}], lr=lr, blocks={stacked: [2, 3]}).step()
+    torch.optim.Adafactor([{"params": apart, "weight_decay": wd}], lr=lr).step()
+    torch.testing.assert_close(stacked.detach(), torch.cat([p.detach() for p in apart]))
+    by_hand = torch.cat([small * (1 - lr * wd) - lr * 0.01, large * (1 - lr * wd) - lr * 1.0])
+    torch.testing.assert_close(stacked.detach(), by_hand, rtol=1e-5, atol=1e-7)
+    plain = torch.nn.Parameter(torch.cat([small, large]))
+    plain.grad = torch.ones_like(plain)
+    torch.optim.Adafactor([plain], lr=lr).step()  # one RMS (0.775) for both: the small block moves 77x too far
+    assert (small - plain.detach()[:2]).abs().min() > 50 * lr * 0.01
+
+
+def test_the_trainer_finds_the_fused_projections():
+    from lmforge.config import model_config_from_preset
+    from lmforge.models import build_model
+    from lmforge.train.adafactor import BlockwiseAdafactor
+
+    model = build_model(model_config_from_preset("t5-mini", vocab_size=64, n_layer=1, n_decoder_layer=1))
+    opt = make_optimizer(model, TrainConfig(optimizer="adafactor"))
+    assert isinstance(opt, BlockwiseAdafactor)
+    fused = {model.encoder.blocks[0].attn.qkv.weight: [256] * 3, model.decoder.blocks[0].attn.qkv.weight: [256] * 3,
+             model.decoder.blocks[0].cross.kv.weight: [256] * 2}
+    assert {id(p): s for p, s in opt.blocks.items()} == {id(p): s for p, s in fused.items()}
+
+
 def test_an_unknown_optimizer_is_refused_by_name():
     with pytest.raises(LmforgeError, match="use adamw or adafactor"):
         TrainConfig(optimizer="sgd").validate()

@@ -37,6 +37,7 @@ from lmforge.config import Recipe, TrainConfig
 from lmforge.errors import Diverged, LmforgeError
 from lmforge.io import LOCK_NAME, RunLock
 from lmforge.runtime import autocast, choose_dtype, pick_device
+from lmforge.train.adafactor import BlockwiseAdafactor, stacked_blocks
 from lmforge import checkpoint as ckpt
 from lmforge.train.logging import MetricsLog, plot_losses
 from lmforge.train.parallel import CompiledLayers, should_compile
@@ -102,8 +103,8 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "adafactor":  # no first moment: beta1 does not apply
-        return torch.optim.Adafactor(groups, lr=cfg.lr)
+    if cfg.optimizer == "adafactor":  # no first moment: beta1 does not apply; fused q/k/v step block by block
+        return BlockwiseAdafactor(groups, lr=cfg.lr, blocks=stacked_blocks(model))
     kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
     try:  # the fused kernel updates all tensors in one pass; older builds lack it on some devices
         return torch.optim.AdamW(groups, fused=True, **kwargs)
