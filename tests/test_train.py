@@ -113,49 +113,48 @@ def test_time_limit_stops_evaluates_and_saves(tmp_path, small_corpus):
     assert result.evals[-1]["step"] == result.steps == ckpt.checkpoint_step(tmp_path / "run")
 
 
-def test_time_limit_measures_again_after_a_slow_start(tmp_path, small_corpus):
+def fake_clock(monkeypatch, trainer, seconds) -> None:
+    """The trainer reads a clock that only its loss calls advance, by seconds(n) at the n-th call: a
+    time-limit test then does not depend on this machine's speed or on what else runs on it."""
+    import types
+
+    from lmforge.train import trainer as trainer_module
+
+    real, calls, now = trainer.task.loss, [], [0.0]
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def timed(model, batch):
+        calls.append(1)
+        now[0] += seconds(len(calls))
+        return real(model, batch)
+
+    trainer.task.loss = timed
+
+
+def test_time_limit_measures_again_after_a_slow_start(tmp_path, small_corpus, monkeypatch):
     """Steps slowed by another program at the start shorten the schedule; the speed measured again at
     the next evaluation gives the steps back, so the run is not cut to what a busy minute allowed."""
     import re
-    import time
 
     recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=120, eval_every=10,
-                                          time_limit_minutes=0.08)))  # 4.8 s: room for a slow machine's steps
+                                          time_limit_minutes=0.08)))  # 4.8 s of the fake clock
     said = []
     trainer = pretrainer(recipe, tmp_path / "run", log=said.append)
-    real, calls = trainer.task.loss, []
-
-    def busy_at_first(model, batch):
-        calls.append(1)
-        if len(calls) <= 20:
-            time.sleep(0.1)
-        return real(model, batch)
-
-    trainer.task.loss = busy_at_first
+    fake_clock(monkeypatch, trainer, lambda n: 0.1 if n <= 20 else 0.01)
     result = trainer.fit()
     ends = [int(m) for m in re.findall(r"speed, (\d+) of 120", " ".join(said))]
     assert len(ends) >= 2 and ends[0] < 60 < ends[-1], said  # shortened, then lengthened
     assert result.steps == ends[-1] > 60
 
 
-def test_a_slowdown_mid_run_shortens_the_schedule_so_it_still_anneals(tmp_path, small_corpus):
+def test_a_slowdown_mid_run_shortens_the_schedule_so_it_still_anneals(tmp_path, small_corpus, monkeypatch):
     """Steps that become slow after a fast start, with no evaluation to measure them again: the speed
     is measured every 5% of the limit, so the schedule (warmup included) ends in time and the
     learning rate reaches its floor instead of being cut off at its peak."""
-    import time
-
     recipe = load_recipe(str(write_recipe(tmp_path, small_corpus, max_steps=100000, eval_every=100000,
                                           warmup_steps=2000, time_limit_minutes=0.1, log_every=1)))
     trainer = pretrainer(recipe, tmp_path / "run", log=lambda *a: None)
-    real, calls = trainer.task.loss, []
-
-    def slow_later(model, batch):
-        calls.append(1)
-        if len(calls) > 30:
-            time.sleep(0.03)
-        return real(model, batch)
-
-    trainer.task.loss = slow_later
+    fake_clock(monkeypatch, trainer, lambda n: 0.01 if n <= 30 else 0.04)
     result = trainer.fit()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in rows if "lr" in r]
