@@ -15,7 +15,10 @@ tokenised by the same BPE tokenizer, in the same batches of the same order, with
 Training tokens/s counts the real (unpadded) source and target tokens of the batches. Each trained
 model then translates the same test sources with beam search (4 beams, length penalty 1, early
 stopping, batches of 16): output tokens/s, and both models' test BLEU and chrF (sacrebleu) beside
-the copy-the-source baseline.
+the copy-the-source baseline. Two models trained apart translate differently (one may stop sooner,
+another repeat itself to the length limit), so the decoders' own speeds are compared once more on one
+model: lmforge decodes the transformers-trained model, read with lmforge's T5 loader
+(`same_weights`: tokens/s, and the share of translations identical to transformers' own).
 """
 
 from __future__ import annotations
@@ -216,9 +219,39 @@ def side_run(side: str, data: dict, cfg, args) -> dict:
     log(f"{side}: trained {args.steps} steps at {r['train_tokens_per_s']:,.0f} tokens/s, loss {r['final_loss']}")
     t = translate(side, model, data, args, dtype)
     r.update({k: v for k, v in t.items() if k != "outputs"}, **scores(t["outputs"], data, args),
-             examples=t["outputs"][:3])
+             examples=t["outputs"][:3], outputs=t["outputs"])
     log(f"{side}: translated at {r['translate_tokens_per_s']:,.0f} tokens/s; BLEU {r['bleu']}, chrF {r['chrf']}")
-    return r
+    return r, model
+
+
+def same_weights(hf_model, theirs: dict, data: dict, args) -> dict:
+    """lmforge's engine decoding the transformers-trained model (read with lmforge's T5 loader): in
+    float32, transformers' precision, it makes the same translations, so the ratio is the decoders'
+    speed alone; in the precision lmforge chooses (bfloat16 autocast where faster), the speed a user
+    gets, with the share of translations that still come out identical."""
+    import tempfile
+
+    from lmforge.models.hf import load_hf
+    from lmforge.runtime import choose_dtype
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_model.save_pretrained(tmp)
+        model = load_hf(tmp)
+    chosen = choose_dtype(torch.device("cpu"), "auto", model.config.d_model)[0]
+    out = {}
+    for name, dtype in {"float32": None, "chosen": chosen}.items():
+        if name == "chosen" and dtype is None:
+            out[name] = out["float32"]
+            continue
+        t = translate("lmforge", model, data, args, dtype)
+        same = sum(a == b for a, b in zip(t["outputs"], theirs["outputs"])) / len(t["outputs"])
+        out[name] = {"dtype": "bfloat16" if dtype else "float32", "translate_tokens_per_s": t["translate_tokens_per_s"],
+                     "translate_seconds": t["translate_seconds"], "identical_outputs": round(same, 3),
+                     "ratio": round(t["translate_tokens_per_s"] / theirs["translate_tokens_per_s"], 2)}
+        log(f"lmforge decoding the transformers-trained model in {out[name]['dtype']}: "
+            f"{out[name]['translate_tokens_per_s']:,.0f} tokens/s, {out[name]['ratio']}x transformers on it "
+            f"({same:.0%} of the translations identical)")
+    return out
 
 
 def main(argv=None) -> int:
@@ -235,14 +268,21 @@ def main(argv=None) -> int:
            "setup": {"pair": args.pair, "train_pairs": data["train_pairs"], "steps": args.steps,
                      "batch_size": args.batch_size, "max_length": args.max_length, "vocab_size": tok.vocab_size,
                      "test_rows": len(data["test_src"]), "beams": args.beams}}
-    for side in ("lmforge", "transformers"):
-        out[side] = side_run(side, data, cfg, args)
+    out["lmforge"], _ = side_run("lmforge", data, cfg, args)
+    out["transformers"], hf_model = side_run("transformers", data, cfg, args)
+    out["same_weights"] = same_weights(hf_model, out["transformers"], data, args)
     out["copy_source"] = scores(data["test_sources"], data, args)
     lm, hf = out["lmforge"], out["transformers"]
+    for side in (lm, hf):
+        side.pop("outputs")
     out["ratios"] = {"train": round(lm["train_tokens_per_s"] / hf["train_tokens_per_s"], 2),
-                     "translate": round(lm["translate_tokens_per_s"] / hf["translate_tokens_per_s"], 2)}
-    log(f"lmforge / transformers: training {out['ratios']['train']}x (target >= 1.3x), beam-{args.beams} "
-        f"translation {out['ratios']['translate']}x (target >= 2x); BLEU {lm['bleu']} vs {hf['bleu']}, chrF "
+                     "translate": round(lm["translate_tokens_per_s"] / hf["translate_tokens_per_s"], 2),
+                     "translate_same_weights": out["same_weights"]["chosen"]["ratio"],
+                     "translate_same_weights_float32": out["same_weights"]["float32"]["ratio"]}
+    ratios = out["ratios"]
+    log(f"lmforge / transformers: training {ratios['train']}x (target >= 1.3x), beam-{args.beams} translation "
+        f"{ratios['translate']}x, decoding the same model {ratios['translate_same_weights']}x (float32 both: "
+        f"{ratios['translate_same_weights_float32']}x; target >= 2x); BLEU {lm['bleu']} vs {hf['bleu']}, chrF "
         f"{lm['chrf']} vs {hf['chrf']} (copy the source: BLEU {out['copy_source']['bleu']}, chrF "
         f"{out['copy_source']['chrf']})")
     if args.json:
