@@ -160,6 +160,17 @@ def train(side: str, model, data: dict, args, dtype) -> dict:
             "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4)}
 
 
+def generated(row: list[int], eos: int, pad: int) -> list[int]:
+    """A row of transformers' `generate` -> the tokens it produced: after the start token, up to and
+    including the first EOS (as lmforge's engine returns them). A beam that finished before the
+    batch's longest is filled out with EOS (or pad) to the batch's length; those fill tokens were
+    never decoded and are not counted."""
+    new = row[1:]
+    if eos in new:
+        new = new[:new.index(eos) + 1]
+    return [t for t in new if t != pad]
+
+
 @torch.no_grad()
 def translate(side: str, model, data: dict, args, dtype) -> dict:
     """Beam-search translations of the test sources, batches of 16 sorted by length; output tokens/s."""
@@ -170,7 +181,7 @@ def translate(side: str, model, data: dict, args, dtype) -> dict:
     tok, model = data["tokenizer"], model.eval()
     rows = data["test_src"]
     outs: list = [None] * len(rows)
-    engine = Engine(model, backend="torch") if side == "lmforge" else None
+    engine = Engine(model) if side == "lmforge" else None  # as `lmforge translate` decodes
     produced, start = 0, time.perf_counter()
     for idx in by_length([len(r) for r in rows], 16):
         chunk = [rows[i] for i in idx]
@@ -185,7 +196,7 @@ def translate(side: str, model, data: dict, args, dtype) -> dict:
                 mask = torch.tensor([[1] * len(r) + [0] * (s - len(r)) for r in chunk])
                 out = model.generate(input_ids=ids, attention_mask=mask, num_beams=args.beams, max_new_tokens=cap,
                                      early_stopping=True, length_penalty=1.0, do_sample=False)
-                new = [[t for t in row[1:] if t != tok.pad_id] for row in out.tolist()]  # drop the start token
+                new = [generated(row, tok.eos_id, tok.pad_id) for row in out.tolist()]
         for i, ids in zip(idx, new):
             outs[i] = ids
             produced += len(ids)

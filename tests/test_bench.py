@@ -35,3 +35,12 @@ def test_counts_below_their_least_are_refused_before_anything_runs(flags, capsys
         parse_args(flags)
     assert e.value.code == 2 and flags[0] in capsys.readouterr().err
     assert parse_args(["--warmup", "0", "--decode-batch", "32"]).decode_batch == 32
+
+
+def test_transformers_fill_after_eos_is_not_counted_as_generated():
+    from bench.seq2seq import generated
+
+    # start token 0, EOS 3: transformers fills a beam that finished early with EOS (or pad) to the batch's length
+    assert generated([0, 63, 18, 3, 3, 3, 3], eos=3, pad=0) == [63, 18, 3]
+    assert generated([0, 63, 18, 3, 0, 0], eos=3, pad=0) == [63, 18, 3]
+    assert generated([0, 63, 18, 287], eos=3, pad=0) == [63, 18, 287]  # cut by max_new_tokens: all counted

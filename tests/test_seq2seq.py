@@ -6,6 +6,7 @@ import torch
 
 from lmforge.config import GenerateConfig, ModelConfig, model_config_from_preset
 from lmforge.generate import Engine
+from lmforge.generate.cpu import library
 from lmforge.generate.limits import cache_slots
 from lmforge.models import build_model
 from lmforge.nn import relative_bucket
@@ -136,12 +137,13 @@ def uncached(model, sources, gen):
     return out
 
 
+@pytest.mark.parametrize("backend", ["auto", "torch"])
 @pytest.mark.parametrize("preset", SEQ2SEQ_PRESETS)
-def test_cached_greedy_decoding_equals_uncached(preset):
+def test_cached_greedy_decoding_equals_uncached(preset, backend):
     model = tiny(preset)
     sources = [[5, 9, 11, 3, 8, 2], [7, 4], [12, 13, 14, 15]]
     gen = GenerateConfig(max_new_tokens=12, temperature=0.0, stop_ids=(3,))
-    assert Engine(model).generate(sources, gen) == uncached(model, sources, gen)
+    assert Engine(model, backend).generate(sources, gen) == uncached(model, sources, gen)
 
 
 def test_decoding_stops_at_the_decoders_context():
@@ -153,7 +155,7 @@ def test_decoding_stops_at_the_decoders_context():
 def test_sampling_is_seeded_and_beams_rank_the_best_first():
     model = tiny("t5-mini")
     engine = Engine(model)
-    assert engine.backend == "torch"
+    assert engine.backend == ("native" if library() is not None else "torch"), engine.backend_reason
     sample = GenerateConfig(max_new_tokens=8, temperature=1.0, seed=3, num_samples=2)
     assert engine.generate([[5, 6, 7], [8]], sample) == engine.generate([[5, 6, 7], [8]], sample)
     beams = engine.generate([[5, 6, 7], [8]], GenerateConfig(max_new_tokens=6, num_beams=4, num_samples=2))

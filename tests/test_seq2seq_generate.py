@@ -43,13 +43,14 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("backend", ["auto", "torch"])  # auto: beams share their histories (compiled attention)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("kind", ["t5-v1.0", "t5-v1.1", "mt5", "bart", "marian"])
-def test_decoding_matches_transformers_generate(kind, case, tmp_path):
+def test_decoding_matches_transformers_generate(kind, case, backend, tmp_path):
     ref = hf_seq2seq_model(kind).eval()
     ref.save_pretrained(tmp_path)
     ours = hf.load_hf(tmp_path)
     hf_settings, our_settings = CASES[case]
     want = theirs(ref, **hf_settings)
-    got = Engine(ours).generate(SOURCES, GenerateConfig(stop_ids=(EOS,), **our_settings))
+    got = Engine(ours, backend).generate(SOURCES, GenerateConfig(stop_ids=(EOS,), **our_settings))
     assert got == want

@@ -1,7 +1,8 @@
 """Which backend runs a model's one-token decode steps: chosen once, when an Engine is made, with
 the reason for the choice (`engine.backend`, `engine.backend_reason`).
 
-    native  the compiled C step (generate/cpu/): float32 pre-norm GPT models on the CPU
+    native  the compiled C step (generate/cpu/): float32 pre-norm GPT models on the CPU; for an
+            encoder-decoder, PyTorch with compiled self-attention over beams' shared histories
     torch   the model's own forward in PyTorch; on the CPU its small products follow the plan
             fast_linear.py measures (PyTorch's or NumPy's BLAS, row- or column-major weights)
     auto    native where it builds and covers the model, else torch
@@ -27,6 +28,7 @@ from lmforge.generate.cpu import NativeDecoder, coverage, library
 from lmforge.generate.cpu.step import failure
 from lmforge.generate.environment import decode_environment
 from lmforge.generate.fast_linear import CHOICES, check_choice
+from lmforge.generate.seq2seq import is_seq2seq
 
 BACKENDS = ("auto", "native", "torch")
 LEGACY = {"numpy": "numpy", "torch": "torch"}  # Engine(cpu_step=...) before backends: the torch backend, that GEMV
@@ -39,9 +41,21 @@ class Choice:
     reason: str
 
 
+def shared_history_unavailable(model: nn.Module) -> str | None:
+    """Why an encoder-decoder's decoding cannot use the compiled shared-history attention here."""
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        return f"the compiled attention runs on the CPU, and the model is on {device}"
+    return None if library() is not None else failure()
+
+
 def native_unavailable(model: nn.Module) -> str | None:
     """Why the compiled step cannot decode `model` here (None when it can). The engine puts the
-    model in eval mode before decoding, so its mode does not count."""
+    model in eval mode before decoding, so its mode does not count. An encoder-decoder's native
+    decoding is PyTorch's with one compiled part: self-attention over a cache whose beams share
+    their histories (generate/cpu/shared_history.py)."""
+    if is_seq2seq(model):
+        return shared_history_unavailable(model)
     reason = coverage(model)
     if reason is None and library() is None:
         reason = failure()
@@ -78,4 +92,4 @@ def choose(model: nn.Module, backend: str = "auto", gemv: str = "auto") -> Choic
     return Choice("torch", gemv, reason)
 
 
-__all__ = ["BACKENDS", "CHOICES", "Choice", "choose", "native_unavailable"]
+__all__ = ["BACKENDS", "CHOICES", "Choice", "choose", "native_unavailable", "shared_history_unavailable"]

@@ -27,10 +27,10 @@ from torch import nn
 
 from lmforge.config import GenerateConfig
 from lmforge.errors import LmforgeError
-from lmforge.generate.backend import LEGACY, choose
+from lmforge.generate.backend import LEGACY, choose, shared_history_unavailable
 from lmforge.generate.batch import PAD, DecodeState, as_rows
 from lmforge.generate.beam import beam_search
-from lmforge.generate.cpu import MAX_ROWS, NativeDecoder, coverage
+from lmforge.generate.cpu import MAX_ROWS, NativeDecoder, coverage, library
 from lmforge.generate.fast_linear import SMALL_BATCH, LinearRoutes
 from lmforge.generate.limits import check_fits
 from lmforge.generate.seq2seq import Seq2SeqState, is_seq2seq, max_target, start_state
@@ -64,23 +64,29 @@ class Engine:
         choice = choose(model, backend, gemv)
         self.backend, self.backend_reason, self.gemv = choice.backend, choice.reason, choice.gemv
 
-    def _native(self, rows: int) -> NativeDecoder | None:
-        """The native step for a call of `rows` rows, when the engine runs native and it fits."""
-        if self.backend != "native" or rows > MAX_ROWS:
+    def _native(self, rows: int):
+        """The native step for a call of `rows` rows, when the engine runs native and it fits: a
+        NativeDecoder, or for an encoder-decoder the compiled library its beams' attention calls."""
+        if self.backend != "native" or (rows > MAX_ROWS and not is_seq2seq(self.model)):
             return None
-        reason = coverage(self.model)  # the model may have changed since the engine chose
-        if reason is None:
-            try:
-                return NativeDecoder(self.model)
-            except ValueError as e:
-                reason = str(e)
+        if is_seq2seq(self.model):
+            reason = shared_history_unavailable(self.model)  # the model may have moved since the engine chose
+            if reason is None:
+                return library()
+        else:
+            reason = coverage(self.model)  # the model may have changed since the engine chose
+            if reason is None:
+                try:
+                    return NativeDecoder(self.model)
+                except ValueError as e:
+                    reason = str(e)
         if self.requested == "native":
             raise LmforgeError(f"backend='native' cannot run here: {reason}; use backend='auto' or 'torch'")
         return None
 
     def _routes(self, rows: int, native: NativeDecoder | None):
         """`.active()` around each step: the PyTorch path's product routing (nothing when native)."""
-        if native is not None or rows > SMALL_BATCH:
+        if isinstance(native, NativeDecoder) or rows > SMALL_BATCH:
             return _NoRoutes
         return LinearRoutes(self.model, self.gemv)
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lmforge.generate.batch import DecodeState, as_rows
+from lmforge.generate.cpu.shared_history import SharedHistoryCache, SharedSources
 from lmforge.generate.kv_cache import KVCache
 from lmforge.runtime import compute_dtype
 
@@ -32,7 +33,7 @@ def max_target(model: nn.Module) -> int:
 def start_state(model: nn.Module, rows: list[list[int]], native=None, reserve: int | None = None):
     """The decoding state for `model`: sources to translate (seq2seq) or prompts to continue."""
     if is_seq2seq(model):
-        return Seq2SeqState(model, rows, reserve)
+        return Seq2SeqState(model, rows, reserve, native)
     return DecodeState(model, rows, native, reserve)
 
 
@@ -48,9 +49,11 @@ class Seq2SeqState:
     """The rows being decoded: each source's encoder output as cross-attention keys/values, the
     decoder's history (N, L) starting with `config.decoder_start_id`, its self-attention cache, and
     the logits of each row's next token. `reserve`: new tokens to make room for (at most the
-    decoder's context less the start token)."""
+    decoder's context less the start token). native: the compiled library, when the engine decodes
+    natively: the self-attention cache is then one whose rows share their histories (beams re-ranked
+    copy no keys; generate/cpu/shared_history.py)."""
 
-    def __init__(self, model: nn.Module, rows: list[list[int]], reserve: int | None = None):
+    def __init__(self, model: nn.Module, rows: list[list[int]], reserve: int | None = None, native=None):
         cfg = model.config
         self.model = model
         self.device = next(model.parameters()).device
@@ -58,10 +61,15 @@ class Seq2SeqState:
         self.src_mask = None if bool(mask.all()) else mask  # decided once: no padding, no mask at any step
         self.cross = model.cross_kv(model.encode(src, self.src_mask))
         self.source_kv, self.source_mask = self.cross, self.src_mask  # one row per source, kept
-        slots = 1 + min(max_target(model), max_target(model) if reserve is None else reserve)
+        slots = self.slots = 1 + min(max_target(model), max_target(model) if reserve is None else reserve)
         p = next(model.parameters())
-        self.cache = KVCache(cfg.n_decoder_layer, len(rows), cfg.n_kv_head, slots, cfg.head_dim,
-                             compute_dtype(p), p.device)  # autocast's: no conversion at each read
+        self.shared = native is not None
+        if self.shared:  # rows point at their source's keys and their history's: re-ranking copies nothing
+            self.cross, self.src_mask = SharedSources(native, self.cross, mask.sum(1)), None
+            self.cache = SharedHistoryCache(native, cfg.n_decoder_layer, len(rows), cfg.n_kv_head, slots, cfg.head_dim)
+        else:
+            self.cache = KVCache(cfg.n_decoder_layer, len(rows), cfg.n_kv_head, slots, cfg.head_dim,
+                                 compute_dtype(p), p.device)  # autocast's: no conversion at each read
         self.history = torch.full((len(rows), 1), cfg.decoder_start_id, dtype=torch.long, device=self.device)
         self.owner = torch.arange(len(rows), device=self.device)  # the source each row translates
         self.logits = self._run(self.history)
@@ -75,7 +83,7 @@ class Seq2SeqState:
     def step(self, tokens: torch.Tensor) -> None:
         """Append `tokens` (N,) to every row and compute the logits that follow them."""
         self.history = torch.cat([self.history, tokens.unsqueeze(1)], dim=1)
-        if self.cache.pos == self.cache.layers[0].k.size(2):
+        if self.cache.pos == self.slots:
             raise ValueError(f"the decoder's context of {self.model.config.context_length} tokens is full")
         self.logits = self._run(tokens.unsqueeze(1))
 
@@ -96,7 +104,9 @@ class Seq2SeqState:
         """Row rows[i] becomes row i: beam search's re-ranking, n samples sharing one encoding."""
         self.history, self.logits = self.history[rows], self.logits[rows]
         owner = self.owner[rows]
-        if not torch.equal(owner, self.owner):  # beams re-ranked within their source: nothing to change
+        if self.shared:
+            self.cross.point(owner)
+        elif not torch.equal(owner, self.owner):  # beams re-ranked within their source: nothing to change
             self._share_sources(owner)
         self.owner = owner
         self.cache.select(rows)

@@ -137,7 +137,7 @@ class Attention(nn.Module):
         x: torch.Tensor,  # (B, T, C)
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin: (T, D)
         mask: torch.Tensor | None = None,  # bool, broadcastable to (B, H, T, S): True = may attend
-        cache=None,  # object with .update(k, v) -> (k_all, v_all); the engine owns its position
+        cache=None,  # object with .update(k, v) -> (k_all, v_all), optionally .attend; the engine owns its position
         need_weights: bool = False,
         position_bias: torch.Tensor | None = None,  # (1 or B, H, T, S) added to the scores (T5)
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -149,10 +149,14 @@ class Attention(nn.Module):
         v = v.view(B, T, G, D).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if cache is not None:
-            k, v = cache.update(k, v)  # (B, G, S, D), S = cached + T
-        y, w = attend(q, k, v, mask, causal=self.causal, need_weights=need_weights, scale=self.scale,
-                      dropout=self.dropout if self.training else 0.0, bias=position_bias)
+        if cache is not None and T == 1 and mask is None and not need_weights and hasattr(cache, "attend"):
+            # a cache that reads its rows' histories itself (beams sharing theirs: generate/cpu/shared_history.py)
+            y, w = cache.attend(q, k, v, position_bias, self.scale), None
+        else:
+            if cache is not None:
+                k, v = cache.update(k, v)  # (B, G, S, D), S = cached + T
+            y, w = attend(q, k, v, mask, causal=self.causal, need_weights=need_weights, scale=self.scale,
+                          dropout=self.dropout if self.training else 0.0, bias=position_bias)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # concatenate the heads
         return self.proj_dropout(self.proj(y)), w
 
@@ -192,6 +196,12 @@ class CrossAttention(nn.Module):
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, _ = x.shape
+        if hasattr(memory_kv, "attend"):  # keys that know which source each row reads (generate/cpu/shared_history.py)
+            if need_weights:
+                raise ValueError("the compiled cross-attention keeps no weights; decode with backend='torch' for them")
+            q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+            y = memory_kv.attend(q, self.scale).transpose(1, 2).reshape(B, T, -1)
+            return self.proj_dropout(self.proj(y)), None
         H, D, sources = self.n_head, self.head_dim, memory_kv[0].size(0)
         n = B // sources  # decoder rows per source
         if n * sources != B:

@@ -1,7 +1,8 @@
-"""Building and loading the compiled step (decode_step.c): once per machine, cached, checked.
+"""Building and loading the compiled step (decode_step.c, with shared_history.c beside it in one
+library): once per machine, cached, checked.
 
-The C file is compiled with the system's C compiler for this CPU (-march=native) and with OpenMP
-when the compiler has it, into `lmforge.io.cache_dir()/native`, named by a hash of the source, the
+The C files are compiled with the system's C compiler for this CPU (-march=native) and with OpenMP
+when the compiler has it, into `lmforge.io.cache_dir()/native`, named by a hash of the sources, the
 compiler, the machine and the flags. What is loaded from there must be ours alone: a folder or a
 library that another user owns, or that group or others may write, is never loaded (a library is
 code run in this process); the step is then built in a private 0700 folder instead. A cached library
@@ -28,7 +29,7 @@ from lmforge import io
 from lmforge.errors import LmforgeError
 from lmforge.generate.cpu.layout import FloatPtr, Model, layout_mismatch
 
-SOURCE = Path(__file__).with_name("decode_step.c")
+SOURCES = [Path(__file__).with_name(name) for name in ("decode_step.c", "shared_history.c")]
 FLAG_SETS = (  # tried in order: the first that compiles and loads is kept
     ["-O3", "-march=native", "-fopenmp"],
     ["-O3", "-march=native", "-fopenmp-simd"],
@@ -94,7 +95,7 @@ def _compile(compiler: str, flags: list[str], target: Path) -> None:
     build = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{os.getpid()}-", dir=target.parent))
     try:
         out = build / target.name
-        run = subprocess.run([*shlex.split(compiler), *flags, "-shared", "-fPIC", "-o", str(out), str(SOURCE), "-lm"],
+        run = subprocess.run([*shlex.split(compiler), *flags, "-shared", "-fPIC", "-o", str(out), *map(str, SOURCES), "-lm"],
                              capture_output=True, text=True, timeout=120)
         if run.returncode != 0:
             raise OSError((run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[-1])
@@ -118,6 +119,10 @@ def _open(path: Path) -> ctypes.CDLL:
     step.argtypes = [ctypes.POINTER(Model), ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
                      ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, FloatPtr, FloatPtr,
                      ctypes.c_int]
+    attend = lib.lmf_shared_history_attention  # (N, H, G, D, keys, slots, q, k, v, owner, owner_stride, lengths, bias, scale, y, threads)
+    attend.restype = ctypes.c_int
+    attend.argtypes = [ctypes.c_int] * 6 + [ctypes.c_void_p] * 4 + [ctypes.c_longlong] + [ctypes.c_void_p] * 2 + \
+        [ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
     return lib
 
 
@@ -135,7 +140,7 @@ def _load_or_build(compiler: str, flags: list[str], folder: Path, machine: bytes
 
 def build(compiler: str) -> ctypes.CDLL:
     """The compiled step for this machine, from the cache or freshly built, its layout checked."""
-    machine = b"\0".join([SOURCE.read_bytes(), compiler.encode(), platform.machine().encode(), _cpu_flags().encode()])
+    machine = b"\0".join([*(f.read_bytes() for f in SOURCES), compiler.encode(), platform.machine().encode(), _cpu_flags().encode()])
     shared = _shared_folder()
     folder = shared or Path(tempfile.mkdtemp(prefix="lmforge-native-"))  # mkdtemp: 0700, ours alone
     errors = []
@@ -154,4 +159,4 @@ def build(compiler: str) -> ctypes.CDLL:
     finally:
         if shared is None:  # loaded libraries stay mapped once their file is gone
             shutil.rmtree(folder, ignore_errors=True)
-    raise OSError(f"{compiler} could not compile {SOURCE.name}: {errors[-1]}")
+    raise OSError(f"{compiler} could not compile {' and '.join(f.name for f in SOURCES)}: {errors[-1]}")
