@@ -41,6 +41,22 @@ def test_language_modeling_doc_numbers():
         assert f"{value:.4f}" in doc, value
 
 
+def test_shared_history_doc_example():
+    from lmforge.generate.cpu.shared_history import SharedHistoryCache
+
+    doc = " ".join((DOCS / "generation.md").read_text().split())
+    cache = SharedHistoryCache(None, 1, 3, 1, 4, 2)  # 3 beams, 4 positions; the table needs no compiled call
+    cache.advance(2)
+    cache.select(torch.tensor([1, 1, 0]))
+    first = [row[:2] for row in cache.owner.tolist()]
+    column = [row[2] for row in cache.owner.tolist()]
+    cache.advance(1)
+    cache.select(torch.tensor([2, 0, 0]))
+    second = [row[:3] for row in cache.owner.tolist()]
+    assert "rows become {}, {} and {}".format(*first) in doc and f"writes column 2 as {column}" in doc
+    assert "the rows are {}, {} and {}".format(*second) in doc
+
+
 def test_generation_doc_numbers():
     from lmforge.generate.beam import Hypotheses
     from lmforge.generate.sampling import penalize_repeats, process_logits
