@@ -38,13 +38,11 @@ class LayerKV:
         return self.k[:, :, :pos + t], self.v[:, :, :pos + t]
 
 
-class KVCache:
-    def __init__(self, n_layer: int, batch: int, n_kv_head: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
-        shape = (batch, n_kv_head, max_len, head_dim)
-        self.cursor = Cursor()
-        self.layers = [LayerKV(self.cursor, torch.empty(shape, dtype=dtype, device=device),
-                               torch.empty(shape, dtype=dtype, device=device)) for _ in range(n_layer)]
+class LayeredCache:
+    """What every cache shares: one position for all its layers (`pos`, `advance`), cache[l] a layer."""
+
+    cursor: Cursor
+    layers: list
 
     @property
     def pos(self) -> int:
@@ -54,13 +52,7 @@ class KVCache:
     def pos(self, value: int) -> None:
         self.cursor.pos = value
 
-    @classmethod
-    def for_model(cls, model, batch: int, max_len: int | None = None) -> "KVCache":
-        cfg = model.config
-        p = next(model.parameters())
-        return cls(cfg.n_layer, batch, cfg.n_kv_head, max_len or cfg.context_length, cfg.head_dim, p.dtype, p.device)
-
-    def __getitem__(self, layer: int) -> LayerKV:
+    def __getitem__(self, layer: int):
         return self.layers[layer]
 
     def __len__(self) -> int:
@@ -68,6 +60,21 @@ class KVCache:
 
     def advance(self, t: int) -> None:
         self.pos += t
+
+
+class KVCache(LayeredCache):
+    def __init__(self, n_layer: int, batch: int, n_kv_head: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        shape = (batch, n_kv_head, max_len, head_dim)
+        self.cursor = Cursor()
+        self.layers = [LayerKV(self.cursor, torch.empty(shape, dtype=dtype, device=device),
+                               torch.empty(shape, dtype=dtype, device=device)) for _ in range(n_layer)]
+
+    @classmethod
+    def for_model(cls, model, batch: int, max_len: int | None = None) -> "KVCache":
+        cfg = model.config
+        p = next(model.parameters())
+        return cls(cfg.n_layer, batch, cfg.n_kv_head, max_len or cfg.context_length, cfg.head_dim, p.dtype, p.device)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep row rows[i] as row i (beam search re-ranks its beams; n samples copy one prefill).

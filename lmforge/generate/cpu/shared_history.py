@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from lmforge.generate.cpu.tuner import _threads
-from lmforge.generate.kv_cache import Cursor
+from lmforge.generate.kv_cache import Cursor, LayeredCache
 
 
 class SharedLayer:
@@ -109,7 +109,7 @@ class SourceLayer:
         return y if T == 1 else y.view(N, T, H, D).transpose(1, 2)
 
 
-class SharedHistoryCache:
+class SharedHistoryCache(LayeredCache):
     """The KV cache of `rows` rows for `n_layer` layers, `slots` positions each; `lib` is the compiled
     library (cpu.step.library()). Same surface as KVCache (pos, advance, select, [layer]), and each
     layer can also `attend`."""
@@ -120,23 +120,6 @@ class SharedHistoryCache:
         self.k, self.v = ([torch.empty(rows, n_kv_head, slots, head_dim) for _ in range(n_layer)] for _ in range(2))
         self.owner = torch.arange(rows).unsqueeze(1).repeat(1, slots)  # (rows, slots) int64
         self.layers = [SharedLayer(self, i) for i in range(n_layer)]
-
-    @property
-    def pos(self) -> int:
-        return self.cursor.pos
-
-    @pos.setter
-    def pos(self, value: int) -> None:
-        self.cursor.pos = value
-
-    def __getitem__(self, layer: int) -> SharedLayer:
-        return self.layers[layer]
-
-    def __len__(self) -> int:
-        return len(self.layers)
-
-    def advance(self, t: int) -> None:
-        self.pos += t
 
     def select(self, rows: torch.Tensor) -> None:
         """Row rows[i] becomes row i: only the table changes. More rows than stored (one source's
