@@ -337,12 +337,19 @@ def export_hf(source: LM | str | Path, out: str | Path) -> Path:
     """Write a GPT-2-, Llama-, BERT-, T5-, BART- or Marian-shaped model and its tokenizer as a Hugging Face
     directory at `out`."""
     lm = source if isinstance(source, LM) else load(source, device="cpu")
+    model = lm.model
+    if getattr(model, "lora", None) is not None:  # a LoRA run exports as its merged weights
+        import copy
+
+        from lmforge.models.lora import merge_lora
+
+        model = merge_lora(copy.deepcopy(model))
     tok = lm.tokenizer
     ids = {role: getattr(tok, f"{role}_id") for role in SPECIAL_TOKENS}
     specials = {role: (tok.hf.id_to_token(i), i) for role, i in ids.items() if i is not None}
     source = lm.path if lm.path is not None and hf.is_hf_dir(lm.path) else None
     own = _own_chat_template(source) if source else None
-    return hf.save_hf(lm.model, out, _tokenizer_json(lm), specials, own or ChatTemplate().jinja(),  # what `chat` renders
+    return hf.save_hf(model, out, _tokenizer_json(lm), specials, own or ChatTemplate().jinja(),  # what `chat` renders
                       lm.end_ids, hf.stored_dtype(source) if source else None)  # bf16 in, bf16 out
 
 

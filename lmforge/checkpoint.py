@@ -6,6 +6,9 @@
     recipe.yaml          the full recipe of the run
     trainer_state.pt     optimizer, scheduler, RNG and data position (tensors only; loaded weights_only)
 
+A LoRA run (models/lora.py) saves its adapter instead of model.safetensors: adapter_model.safetensors
+and adapter_config.json in PEFT's layout, read back onto the base model it names (adapters.py).
+
 Every file goes through `lmforge.io.atomic_path` (temp file, fsync, rename, directory fsync; a
 symlink planted in the run directory is replaced, never written through). All temporary files are
 written before the first rename, so a full disk changes nothing. The trainer state is renamed in
@@ -32,6 +35,7 @@ from safetensors.torch import load_model, save_file
 from tokenizers.models import BPE
 from torch import nn
 
+from lmforge.adapters import ADAPTER, ADAPTER_CONFIG, load_adapted
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_path, os_error
@@ -39,7 +43,9 @@ from lmforge.models import build_model
 from lmforge.models.shapes import check_checkpoint
 from lmforge.tokenizer import Tokenizer
 
-FILES = ("model.safetensors", "trainer_state.pt", "recipe.yaml", "config.json", "tokenizer.json")  # renamed last first
+FILES = ("model.safetensors", "adapter_model.safetensors", "trainer_state.pt", "recipe.yaml", "config.json",
+         "tokenizer.json", "adapter_config.json")  # renamed last first
+WEIGHTS = "model.safetensors"
 STATES = ("trainer_state.pt", "trainer_state.prev.pt")  # the newest first
 
 
@@ -48,14 +54,13 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, tokenizer: Tokenizer,
                     trainer_state: dict | None = None, step: int = 0) -> None:
     run_dir = Path(run_dir)
     _remove_leftovers(run_dir)
-    tensors, shared = weights_to_save(model)
-    writers = {
-        "model.safetensors": lambda p: save_weights(p, tensors, {"format": "pt", "step": str(step), **shared}),
-        "trainer_state.pt": None if trainer_state is None else lambda p: _save_state({**trainer_state, "step": step}, p),
-        "recipe.yaml": None if recipe is None else recipe.save,
-        "config.json": model.config.save,
-        "tokenizer.json": lambda p: p.write_text(tokenizer.to_json(), encoding="utf-8"),
-    }
+    writers = {**_weight_writers(model, step),
+               "trainer_state.pt": None if trainer_state is None else lambda p: _save_state({**trainer_state, "step": step}, p),
+               "recipe.yaml": None if recipe is None else recipe.save,
+               "config.json": model.config.save,
+               "tokenizer.json": lambda p: p.write_text(tokenizer.to_json(), encoding="utf-8")}
+    if getattr(model, "lora", None) is not None:
+        writers[ADAPTER_CONFIG] = _adapter_config_writer(model)
 
     def keep_previous_state(failed, *_) -> None:  # runs just before the new state is renamed in
         if failed is None:
@@ -67,6 +72,32 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, tokenizer: Tokenizer,
                 write(renames.enter_context(atomic_path(run_dir / name)))
             if write is not None and name == STATES[0]:
                 renames.push(keep_previous_state)
+
+
+def _weight_writers(model: nn.Module, step: int) -> dict:
+    """The weights file: model.safetensors, or for a LoRA run the adapter alone (adapter_model.safetensors
+    in PEFT's layout: its A and B, and what trained in full)."""
+    meta = {"format": "pt", "step": str(step)}
+    if getattr(model, "lora", None) is not None:
+        from lmforge.models.hf.peft import to_peft
+        from lmforge.models.lora import trained_tensors
+
+        tensors = {k: v.contiguous() for k, v in to_peft(trained_tensors(model), model.config).items()}
+        return {ADAPTER: lambda p: save_weights(p, tensors, meta)}
+    tensors, shared = weights_to_save(model)
+    return {WEIGHTS: lambda p: save_weights(p, tensors, {**meta, **shared})}
+
+
+def _adapter_config_writer(model: nn.Module):
+    import json
+
+    from lmforge.models.hf.peft import adapter_config, to_peft
+    from lmforge.models.lora import trained_tensors
+
+    s = model.lora
+    names = to_peft(trained_tensors(model), model.config)
+    body = adapter_config(model.config, s.rank, s.alpha, s.dropout, s.base, names)
+    return lambda p: p.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
 
 
 def _keep_previous_state(run_dir: Path) -> None:
@@ -124,13 +155,19 @@ def weights_to_save(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 # --- reading -------------------------------------------------------------------------------------------
+def weights_file(path: str | Path) -> Path:
+    """A run's weights: model.safetensors, or a LoRA run's adapter_model.safetensors."""
+    path = Path(path)
+    return path / ADAPTER if (path / ADAPTER).is_file() and not (path / WEIGHTS).is_file() else path / WEIGHTS
+
+
 def is_checkpoint(path: str | Path) -> bool:
     path = Path(path)
-    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    return (path / "config.json").is_file() and weights_file(path).is_file()
 
 
 def checkpoint_step(path: str | Path) -> int:
-    weights = Path(path) / "model.safetensors"
+    weights = weights_file(path)
     try:
         with safe_open(str(weights), framework="pt") as f:
             return int((f.metadata() or {}).get("step", 0))
@@ -153,6 +190,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except (ValueError, TypeError) as e:
         raise LmforgeError(f"{path / 'config.json'} is neither an lmforge model config nor a Hugging Face one ({e}); "
                            "restore the file from where the model came from") from None
+    if weights_file(path).name == ADAPTER:
+        return load_adapted(path, cfg, device, load_pretrained)
     check_checkpoint(cfg, path / "model.safetensors")  # shapes from the header, before allocating
     model = build_model(cfg)
     try:
@@ -195,7 +234,7 @@ def load_trainer_state(path: str | Path) -> dict:
     if not found or not is_checkpoint(path):
         raise LmforgeError(f"{path} has no checkpoint with a trainer_state.pt to resume from; start a new run "
                            "without --resume")
-    check_finite(path / "model.safetensors", "start a new run without --resume (with a lower train.lr if it diverged)")
+    check_finite(weights_file(path), "start a new run without --resume (with a lower train.lr if it diverged)")
     step = checkpoint_step(path)
     for f in found:
         try:
@@ -231,3 +270,22 @@ def load_pretrained(path, device: str | torch.device = "cpu") -> tuple[nn.Module
         if 0 <= i < model.config.vocab_size:
             setattr(tokenizer, f"{role}_id", i)
     return model.eval(), tokenizer
+
+
+def merge_run(run: str | Path, out: str | Path) -> dict:
+    """`lmforge merge RUN --out OUT`: the LoRA run's adapters folded into its base's weights
+    (W + (alpha / r) B A), saved as an ordinary run that needs no base model."""
+    from lmforge.models.lora import adapted_layers, merge_lora
+
+    run, out = Path(run), Path(out)
+    if not (run / ADAPTER).is_file():
+        raise LmforgeError(f"{run} holds no LoRA adapter ({ADAPTER}); give the directory of a run fine-tuned with "
+                           "--lora-rank")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LmforgeError(f"{out} exists and is not empty; give a new directory for the merged model")
+    model, tokenizer = load_checkpoint(run)
+    layers = len(adapted_layers(model))
+    merge_lora(model)
+    save_checkpoint(out, model, tokenizer)
+    return {"run": str(run), "out": str(out), "merged_layers": layers,
+            "parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())}

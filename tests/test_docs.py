@@ -169,3 +169,23 @@ def test_fine_tuning_doc_numbers():
     starts = [o[0][0] for o in offsets]
     assert f"start\n{starts[1] - starts[0]} tokens apart" in doc
     assert "starting at tokens " + ", ".join(map(str, starts[:-1])) + f" and {starts[-1]}" in doc
+
+
+def test_lora_doc_numbers():
+    from lmforge.config import model_config_from_preset
+    from lmforge.models import build_model
+    from lmforge.models.lora import LoraSettings, add_lora
+
+    doc = " ".join((DOCS / "chat-and-serving.md").read_text().split())
+    d, qkv, ff, r = 768, 3 * 768, 3072, 8
+    assert f"{d} x {qkv:,} = {d * qkv:,}" in doc and f"8 x ({d} + {qkv:,}) = {r * (d + qkv):,}" in doc
+    assert f"{r * (d + qkv) / (d * qkv):.2%}" in doc
+    cfg = model_config_from_preset("gpt2", position="learned", norm="layernorm", activation="gelu", bias=True)
+    with torch.device("meta"):  # the count needs no memory
+        model = build_model(cfg)
+    report = add_lora(model, LoraSettings(rank=r, alpha=16))
+    per_block = report["trainable"] // cfg.n_layer
+    assert per_block == r * (d + qkv) + r * (d + d) + r * (d + ff) + r * (ff + d)
+    assert f"= {per_block:,} numbers per block, {report['trainable']:,} in all" in doc
+    assert f"{report['fraction']:.2%} of the {report['total']:,} parameters" in doc
+    assert f"({4 * report['trainable'] / 1e6:.1f} MB in float32, against {4 * (report['total'] - report['trainable']) / 1e6:.0f} MB)" in doc

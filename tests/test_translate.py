@@ -168,3 +168,25 @@ def test_decoding_batches_hold_at_most_so_many_rows_and_cache_slots():
         assert len(b) <= 3 and (len(b) == 1 or len(b) * per_row <= 4 * 71 * 2)
     # two 30-token sources fill the slots (twice: 30 + 30, then 30 + 12); the short ones come three at a time
     assert [len(b) for b in batches] == [2, 2, 3, 3]
+
+
+def test_lora_on_a_trained_translator_adapts_cross_attention_alone(trained, tmp_path, capsys):
+    from lmforge.checkpoint import load_checkpoint
+    from lmforge.models.lora import LoRALinear
+
+    out, data = trained
+    run = tmp_path / "lora"
+    code = main(["finetune", str(out), "--task", "translate", "--data", str(data), "--source-column", "en",
+                 "--target-column", "es", "--out", str(run), "--epochs", "2", "--batch-size", "16", "--lr", "3e-3",
+                 "--num-beams", "2", "--lora-rank", "4", "--lora-targets", "q,kv", "--set", "task.val_rows=20",
+                 "--set", "train.time_limit_minutes=0", "--set", "train.dtype=float32", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and 0 < report["lora"]["fraction"] < 0.05
+    config = json.loads((run / "adapter_config.json").read_text())
+    assert config["target_modules"] == ["kv", "q"] and config["base_model_name_or_path"] == str(out.resolve())
+    assert not (run / "model.safetensors").exists() and report["test"]["chrf"] > report["baseline"]["chrf"]
+    model, _ = load_checkpoint(run)
+    adapted = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+    assert adapted == {"q", "kv"}
+    assert main(["translate", str(run), "red house", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"]

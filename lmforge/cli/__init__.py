@@ -1,7 +1,7 @@
 """The `lmforge` command: one sub-command per job, thin over the library.
 
     run.py       quickstart, train, eval         data.py      data list|prepare, tokenizer train
-    generate.py  generate, chat, export          tasks.py     finetune, cv, predict, attention
+    generate.py  generate, chat, export, merge   tasks.py     finetune, cv, predict, attention
     output.py    text or --json on stdout, logs
 
 Every error a user can cause is an `LmforgeError`: printed as one line on stderr, exit status 2.

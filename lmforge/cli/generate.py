@@ -1,4 +1,4 @@
-"""`lmforge generate`, `chat` and `export`: using a trained model (an lmforge run or a Hugging Face
+"""`lmforge generate`, `chat`, `export` and `merge`: using a trained model (an lmforge run or a Hugging Face
 directory). A bad decoding flag is refused before anything is printed, naming the flag."""
 
 from __future__ import annotations
@@ -161,12 +161,26 @@ def decoding_flags(sp) -> None:
     sp.add_argument("--seed", type=int, help="repeatable sampling")
 
 
+def cmd_merge(args) -> None:
+    from lmforge.checkpoint import merge_run
+
+    r = merge_run(args.run, args.out)
+    emit(args, r, f"merged the LoRA adapters of {r['merged_layers']} layers into the weights: {r['parameters']:,} "
+                  f"parameters in {r['out']}, an ordinary run")
+
+
 def add_commands(sub, command, json_flag) -> None:
     x = command("export", cmd_export, "write a GPT-2-, Llama-, BERT-, T5-, BART- or Marian-shaped model and its tokenizer as a Hugging Face directory")
     x.add_argument("run", help="run directory (or a Hugging Face directory)")
     x.add_argument("--to", choices=["hf"], default="hf", help="format (default: hf, for transformers' from_pretrained)")
     x.add_argument("out", help="output directory; must not exist or be empty")
     json_flag(x)
+
+    m = command("merge", cmd_merge, "fold a LoRA run's adapters into its base model's weights: an ordinary run that "
+                                     "needs neither the base nor the adapter")
+    m.add_argument("run", help="a run fine-tuned with --lora-rank")
+    m.add_argument("--out", required=True, help="output directory; must not exist or be empty")
+    json_flag(m)
 
     g = command("generate", cmd_generate, "continue a prompt with a trained model (an lmforge run or a Hugging Face directory)")
     g.add_argument("run", help="run directory, or a Hugging Face GPT-2 / Llama directory")

@@ -123,6 +123,10 @@ class TaskConfig:
     epochs: float = 3.0
     evals_per_epoch: int = 1
     warmup_fraction: float = 0.1  # of the steps; sets train.warmup_steps
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank on a frozen base (models/lora.py); 0: every weight
+    lora_alpha: float = 16.0  # the adapters' scale is lora_alpha / lora_rank
+    lora_dropout: float = 0.05  # dropout on the adapters' input
+    lora_targets: str = "qkv,proj,fc"  # the blocks' Linear layers that get adapters: qkv, proj, fc, q, kv
 
     def validate(self) -> None:
         _one_of(self, "task", "kind", ("classify", "token", "qa", "translate", "summarize"))
@@ -147,7 +151,10 @@ class TaskConfig:
                 ("num_beams", self.num_beams >= 1, "1 (greedy) or more"),
                 ("no_repeat_ngram_size", self.no_repeat_ngram_size >= 0, "0 (off) or more"),
                 ("max_target_length", self.max_target_length is None or self.max_target_length >= 1, "1 or more"),
-                ("val_rows", self.val_rows >= 1, "1 or more")):
+                ("val_rows", self.val_rows >= 1, "1 or more"),
+                ("lora_rank", self.lora_rank >= 0, "0 (off) or a rank such as 8"),
+                ("lora_alpha", self.lora_alpha > 0, "a positive scale, e.g. 16"),
+                ("lora_dropout", 0 <= self.lora_dropout < 1, "a share between 0 and 1, e.g. 0.05")):
             if not ok or (isinstance(getattr(self, name), float) and not math.isfinite(getattr(self, name))):
                 raise LmforgeError(f"{{setting}} cannot be used; give {need}", f"task.{name}", getattr(self, name))
         if self.val_fraction + self.test_fraction >= 1:
@@ -162,7 +169,7 @@ SHORTHANDS = {
         "doc_stride", "tokens_column", "tags_column", "val_fraction", "test_fraction", "max_length", "truncation",
         "class_weights", "metric", "epochs", "evals_per_epoch", "warmup_fraction", "source_column", "target_column",
         "pair", "label_smoothing", "num_beams", "length_penalty", "no_repeat_ngram_size", "max_target_length",
-        "val_rows")},
+        "val_rows", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")},
     **{name: f"train.{name}" for name in (
         "batch_size", "lr", "optimizer", "weight_decay", "patience", "seed", "device", "dtype", "compile", "progress")},
 }

@@ -74,7 +74,7 @@ def set_layout(p: torch.Tensor, columns: bool) -> None:
 
 
 def _linears(model: nn.Module) -> list[nn.Linear]:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)
+    return [m for m in model.modules() if type(m) is nn.Linear  # a subclass (a LoRA layer) keeps its own forward
             and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32]
 
 

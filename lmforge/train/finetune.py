@@ -28,6 +28,7 @@ from lmforge.io import write_json
 from lmforge.models import build_model
 from lmforge.tasks import GENERATIVE, task_class
 from lmforge.tokenizer import Tokenizer
+from lmforge.adapters import adapt
 from lmforge.checkpoint import is_checkpoint, load_checkpoint
 from lmforge.train.runs import check_resume, finetune_recipe, load_base, resolved, settings  # noqa: F401 (re-exported)
 from lmforge.train.trainer import Trainer, held_run_dir
@@ -71,6 +72,10 @@ class FinetuneConfig:
     weight_decay: float | None = None
     evals_per_epoch: int | None = None
     patience: int | None = None
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_dropout: float | None = None
+    lora_targets: str | None = None
     metric: str | None = None
     seed: int | None = None
     device: str | None = None
@@ -156,6 +161,7 @@ def train_and_test(inputs: Inputs, split: tuple, recipe: Recipe, out: Path, log=
     seed = recipe.train.seed
     torch.manual_seed(seed)  # the new head's initial weights: the same for the same seed, in any process
     model = _task_model(inputs.base, task.kind, task.labels)
+    lora = adapt(model, recipe.task, log)
     run = resolved(recipe, model.config, len(parts[0][0]))
     torch.manual_seed(seed)
     trainer = Trainer(model, task, run.train, out, recipe=run, resume=resume, log=log)
@@ -165,6 +171,8 @@ def train_and_test(inputs: Inputs, split: tuple, recipe: Recipe, out: Path, log=
                     "validation_rows": len(split[1]), "test_rows": len(split[2]), "truncated": cut,
                     "steps": result.steps, "seconds": round(result.seconds, 1),
                     "best_validation": {k: v for k, v in (result.best or {}).items() if k != "report"}}
+    if lora:
+        report["lora"] = lora
     report.update(task.test(best, parts[2], split[0], trainer.autocast))
     return report
 

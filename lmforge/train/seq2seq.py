@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from lmforge.adapters import adapt, trainable_report
 from lmforge.checkpoint import load_checkpoint
 from lmforge.config import PRESETS, Recipe, model_config_from_preset
 from lmforge.data.parallel import load_pairs, split_pairs
@@ -75,6 +76,7 @@ def seq2seq_run(recipe: Recipe, out: str | Path, log=print, resume: bool = False
             model, tokenizer = load_checkpoint(out)  # a run from scratch keeps the tokenizer it trained
         else:
             model, tokenizer = base_model(recipe, train.sources + train.targets, log)
+            adapt(model, t, log)
         task = task_class(t.kind)(t, recipe.train, tokenizer, model.config, log)
         enc = task.fit_on((train.sources, train.targets), (val.sources, val.targets))
         note = task.truncation_note(enc, len(train.sources))
@@ -92,5 +94,7 @@ def seq2seq_run(recipe: Recipe, out: str | Path, log=print, resume: bool = False
                   "steps": result.steps, "seconds": round(result.seconds, 1), "dtype": result.dtype,
                   "best_validation": {k: v for k, v in (result.best or {}).items() if k != "report"},
                   **task.test(best, test.sources, test.targets, trainer.autocast), "config": settings(recipe)}
+        if getattr(model, "lora", None) is not None:
+            report["lora"] = trainable_report(model)
         write_json(out / "report.json", report)
     return report

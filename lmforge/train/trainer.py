@@ -161,7 +161,12 @@ class Trainer:
         from safetensors.torch import load_model
 
         state = ckpt.load_trainer_state(self.run_dir)
-        load_model(self.model, str(self.run_dir / "model.safetensors"), device=str(self.device))
+        if getattr(self.model, "lora", None) is not None:  # a LoRA run saved its adapter alone
+            from lmforge.adapters import resume_adapter
+
+            resume_adapter(self.model, self.run_dir)
+        else:
+            load_model(self.model, str(self.run_dir / "model.safetensors"), device=str(self.device))
         if not all(torch.isfinite(p).all() for p in self.model.state_dict().values() if p.is_floating_point()):
             raise LmforgeError(f"{self.run_dir / 'model.safetensors'} holds weights that are not finite numbers "
                                "(damaged, or saved from a diverged run), which training cannot go on from; restore "
