@@ -27,6 +27,16 @@ def gpt(shape="gpt2", **kw):
     return build_model(model_config_from_preset(preset, **{**GPT, **extra, **kw})).eval()
 
 
+def encoder_base_and_rows(tmp_path):
+    """A tiny untrained encoder saved as a run at tmp_path / "base", and labelled rows for it."""
+    tok = train_char([t for t, _ in rows()])
+    torch.manual_seed(0)
+    cfg = model_config_from_preset("bert-mini", vocab_size=tok.vocab_size, context_length=48, n_layer=2,
+                                   d_model=32, n_head=2, dropout=0.0)
+    save_checkpoint(tmp_path / "base", build_model(cfg), tok)
+    return write_csv(tmp_path / "d.csv", rows())
+
+
 def randomise(model):
     """Adapters as after training: B no longer zero."""
     with torch.no_grad():
@@ -141,12 +151,7 @@ def test_a_lora_run_whose_base_is_gone_says_so(tmp_path):
 
 
 def test_lora_fine_tuning_trains_the_adapters_and_head_and_predicts(tmp_path):
-    tok = train_char([t for t, _ in rows()])
-    torch.manual_seed(0)
-    cfg = model_config_from_preset("bert-mini", vocab_size=tok.vocab_size, context_length=48, n_layer=2,
-                                   d_model=32, n_head=2, dropout=0.0)
-    save_checkpoint(tmp_path / "base", build_model(cfg), tok)
-    data = write_csv(tmp_path / "d.csv", rows())
+    data = encoder_base_and_rows(tmp_path)
     said = []
     report = finetune(tmp_path / "base", str(data), tmp_path / "run",
                       quick(lora_rank=8, lr=1e-2, epochs=12, dtype="float32"), log=said.append)
@@ -167,11 +172,7 @@ def test_lora_fine_tuning_trains_the_adapters_and_head_and_predicts(tmp_path):
     (["--lora-rank", "4", "--lora-dropout", "1.5"], "--lora-dropout"), (["--lora-rank", "4", "--lora-alpha", "0"],
                                                                         "--lora-alpha")])
 def test_bad_lora_settings_name_their_flag_and_write_nothing(tmp_path, capsys, flags, named):
-    tok = train_char([t for t, _ in rows()])
-    cfg = model_config_from_preset("bert-mini", vocab_size=tok.vocab_size, context_length=48, n_layer=2,
-                                   d_model=32, n_head=2, dropout=0.0)
-    save_checkpoint(tmp_path / "base", build_model(cfg), tok)
-    data = write_csv(tmp_path / "d.csv", rows())
+    data = encoder_base_and_rows(tmp_path)
     code = main(["finetune", str(tmp_path / "base"), "--data", str(data), "--out", str(tmp_path / "run"),
                  "--epochs", "1", *flags])
     assert code == 2 and named in capsys.readouterr().err
@@ -191,12 +192,7 @@ def test_a_stopped_lora_finetune_resumes_to_the_same_adapter(tmp_path, monkeypat
 
     from lmforge.tasks.classify import Classification
 
-    tok = train_char([t for t, _ in rows()])
-    torch.manual_seed(0)
-    cfg = model_config_from_preset("bert-mini", vocab_size=tok.vocab_size, context_length=48, n_layer=2,
-                                   d_model=32, n_head=2, dropout=0.0)
-    save_checkpoint(tmp_path / "base", build_model(cfg), tok)
-    data = write_csv(tmp_path / "d.csv", rows())
+    data = encoder_base_and_rows(tmp_path)
     settings = quick(epochs=4, dtype="float32", lora_rank=4, lr=1e-2)
     full = finetune(tmp_path / "base", str(data), tmp_path / "full", settings, log=lambda *a: None)
     real, calls = Classification.loss, {"n": 0}
