@@ -7,7 +7,7 @@
 `chitchat`: the chitchat-dataset wheel on PyPI (0.9.0, MIT; BYU's Perception, Control and Cognition
 lab): 7,168 English conversations between two people chatting about a prompt. Each speaker's
 consecutive messages become one turn (joined by a line break); the first speaker is the user and the
-other the assistant. The 3,150 conversations in which one person wrote alone have no reply to learn
+other the assistant. The 3,151 conversations in which one person wrote alone have no reply to learn
 and are left out.
 """
 

