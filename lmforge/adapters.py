@@ -19,7 +19,7 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.models import build_model
+from lmforge.models import build_model, grow_vocab
 from lmforge.models.hf.peft import from_peft
 from lmforge.models.lora import LoraSettings, add_lora, attach_adapter, base_prefix, load_trained, trainable_report
 from lmforge.tokenizer import Tokenizer
@@ -71,13 +71,14 @@ def load_adapted(path: Path, cfg: ModelConfig, device, load_base) -> tuple[nn.Mo
     settings = read_settings(path)
     tensors = adapter_tensors(path, cfg)
     base = _base_of(settings, path, device, load_base)
-    prefix = base_prefix(cfg)
-    if prefix:  # a task model: the base's weights under `base.`, the head from the adapter
+    if base_prefix(cfg):  # a task model: the base's weights under `base.`, the head from the adapter
         model = build_model(cfg)
         model.base.load_state_dict(base.state_dict())
     else:
         model = base
-    attach_adapter(model, tensors, settings, prefix)
+        if cfg.vocab_size > base.config.vocab_size:  # tokens the run added (a chat template's): rows in the adapter
+            grow_vocab(model, cfg.vocab_size)
+    attach_adapter(model, tensors, settings)
     return model.to(device).eval(), Tokenizer.load(path / "tokenizer.json")
 
 
@@ -86,9 +87,10 @@ def resume_adapter(model: nn.Module, run_dir: Path) -> None:
     load_trained(model, adapter_tensors(run_dir, model.config))
 
 
-def adapt(model: nn.Module, task, log=print) -> dict | None:
-    """Put the recipe's LoRA adapters on a fine-tuning model (task.lora_rank > 0), its base frozen;
-    None when the task trains every weight. Logs and returns the trainable share."""
+def adapt(model: nn.Module, task, log=print, train_also: tuple[str, ...] = ()) -> dict | None:
+    """Put the recipe's LoRA adapters on a fine-tuning model (task.lora_rank > 0), its base frozen but
+    for the parameters named from `train_also` (embeddings grown for new tokens); None when the task
+    trains every weight. Logs and returns the trainable share."""
     if not task.lora_rank:
         return None
     base = Path(str(task.base or ""))
@@ -97,7 +99,7 @@ def adapt(model: nn.Module, task, log=print) -> dict | None:
                            "--lora-rank, or give a trained run or Hugging Face directory", "task.base", task.base)
     targets = tuple(x.strip() for x in task.lora_targets.split(",") if x.strip())
     settings = LoraSettings(task.lora_rank, task.lora_alpha, task.lora_dropout, targets, str(base.resolve()))
-    report = add_lora(model, settings, base_prefix(model.config))
+    report = add_lora(model, settings, base_prefix(model.config), train_also)
     log(f"LoRA rank {settings.rank} (alpha {settings.alpha:g}) on {report['layers']} layers: {report['trainable']:,} "
         f"of {report['total']:,} parameters train ({report['fraction']:.2%})")
     return report

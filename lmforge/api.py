@@ -316,9 +316,9 @@ def load(path: str | Path, device: str = "auto", backend: str = "auto") -> LM:
         d = hf.HFDir.read(path) if Path(path).is_dir() else None
     except LmforgeError:
         d = None  # not readable as one: load_pretrained says what is wrong with it as a run
-    if d is None or not hf.is_hf_dir(d):
+    if d is None or not hf.is_hf_dir(d):  # a run; a chat run names its end-of-turn in generation_config.json
         model, tokenizer = load_pretrained(path, pick_device(device))
-        return LM(model, tokenizer, Path(path), backend=backend)
+        return LM(model, tokenizer, Path(path), end_ids=hf.end_ids(d) if d is not None else (), backend=backend)
     model, tokenizer = load_pretrained(d, pick_device(device))
     return LM(model, tokenizer, Path(path), add_bos=_post_processor_adds_bos(tokenizer),
               end_ids=hf.end_ids(d), backend=backend)
@@ -348,7 +348,7 @@ def export_hf(source: LM | str | Path, out: str | Path) -> Path:
     ids = {role: getattr(tok, f"{role}_id") for role in SPECIAL_TOKENS}
     specials = {role: (tok.hf.id_to_token(i), i) for role, i in ids.items() if i is not None}
     source = lm.path if lm.path is not None and hf.is_hf_dir(lm.path) else None
-    own = _own_chat_template(source) if source else None
+    own = _own_chat_template(lm.path) if lm.path is not None and lm.path.is_dir() else None  # a chat run's too
     return hf.save_hf(model, out, _tokenizer_json(lm), specials, own or ChatTemplate().jinja(),  # what `chat` renders
                       lm.end_ids, hf.stored_dtype(source) if source else None)  # bf16 in, bf16 out
 

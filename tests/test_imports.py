@@ -35,12 +35,13 @@ ALLOWED = {
     "evaluate": {"models", "generate", "objectives", "data", "tokenizer", "nn", "interpret"} | BOTTOM,  # plots
     "compress": {"models", "generate", "objectives", "evaluate", "data", "tokenizer", "nn"} | BOTTOM,
     "interpret": {"models", "generate", "objectives", "data", "tokenizer", "nn"} | BOTTOM,
-    "tasks": {"objectives", "data", "evaluate", "tokenizer"} | REGISTRY | BOTTOM,
+    "tasks": {"objectives", "data", "evaluate", "tokenizer", "chat_jinja"} | REGISTRY | BOTTOM,
     # a LoRA run's adapter read onto its base, and the adapters put on a model being fine-tuned
     "adapters": {"models", "tokenizer"} | BOTTOM,
     "checkpoint": {"adapters", "models", "tokenizer"} | BOTTOM,
     # never a specific model file; nn for parallel.py, which wraps a built model's blocks
-    "train": {"tasks", "objectives", "data", "checkpoint", "adapters", "evaluate", "tokenizer", "nn"} | REGISTRY | BOTTOM,
+    "train": {"tasks", "objectives", "data", "checkpoint", "adapters", "evaluate", "tokenizer", "nn", "chat"} | REGISTRY
+    | BOTTOM,
     "chat": {"chat_jinja", "checkpoint", "models", "tokenizer"} | BOTTOM,
     "api": {"checkpoint", "generate", "models", "tokenizer", "chat", "tasks", "data", "evaluate"} | BOTTOM,
     "lmforge": {"api"} | BOTTOM,  # the root package: lmforge.load

@@ -62,6 +62,12 @@ def _summary(report: dict) -> str:
 
     if report["task"] in ("translate", "summarize"):
         return _generative_summary(report)
+    if report["task"] == "chat":
+        lines = [f"  user: {x['user'][:100]}\n  reply: {x['reply'][:100]}" for x in report["samples"]]
+        return "\n".join([*lines, f"test: loss {test['loss']:.4f} (perplexity {test['perplexity']:.1f}) over "
+                           f"{test['tokens']:,} assistant tokens of {report['test_rows']} conversations",
+                           f"{report['train_rows']} train / {report['validation_rows']} validation conversations, "
+                           f"{report['steps']} steps in {report['seconds']:.0f} s"])
     if report["task"] == "qa":
         return f"test: exact match {test['exact_match']:.1f}, F1 {test['f1']:.1f} on {report['test_rows']} rows"
     if report["task"] == "token":
@@ -164,11 +170,13 @@ def task_flags(sp) -> None:
     sp.add_argument("base", nargs="?", help="an lmforge run (GPT, BERT, ELECTRA, encoder-decoder), a Hugging Face "
                     "BERT/GPT-2/Llama/T5/BART/Marian directory, or (translate, summarize) an encoder-decoder preset "
                     "such as t5-mini, trained from scratch (task.base)")
-    sp.add_argument("--task", choices=["classify", "token", "qa", "translate", "summarize"],
+    sp.add_argument("--task", choices=["classify", "token", "qa", "translate", "summarize", "chat"],
                     help="classify: a label per row; token: a tag per word (.jsonl lists); qa: an answer span; "
-                    "translate / summarize: an encoder-decoder writes the target")
+                    "translate / summarize: an encoder-decoder writes the target; chat: a GPT learns the assistant's "
+                    "turns of conversations")
     sp.add_argument("--data", help="labelled rows: a .csv, .tsv or .jsonl file; translate: also bible (with --pair); "
-                    "summarize: also bbc-news (task.data)")
+                    "summarize: also bbc-news; chat: conversations as .jsonl ({\"messages\": [...]} or prompt / "
+                    "completion), or chitchat (task.data)")
     sp.add_argument("--pair", help="translate on bible: source-target languages, e.g. en-es, zh-en")
     sp.add_argument("--source-column", help="translate / summarize: column with the source text")
     sp.add_argument("--target-column", help="translate / summarize: column with the reference output")

@@ -91,10 +91,11 @@ class TaskConfig:
     """A downstream task to fine-tune on (lmforge/tasks/): which, on what rows, split how, scored how.
     Optimisation (batch size, learning rate, patience, seed, device, dtype, compile) stays in train:."""
 
-    kind: str = "classify"  # classify | token | qa | translate | summarize
+    kind: str = "classify"  # classify | token | qa | translate | summarize | chat
     base: str | None = None  # the pretrained model: an lmforge run, a Hugging Face directory (translate /
     # summarize: also an encoder-decoder preset such as t5-mini, trained from scratch with a tokenizer of the data)
-    data: str | None = None  # labelled rows: .csv, .tsv or .jsonl (translate: also bible; summarize: bbc-news)
+    data: str | None = None  # labelled rows: .csv, .tsv or .jsonl (translate: also bible; summarize: bbc-news;
+    # chat: conversations as .jsonl, or chitchat)
     text_column: str = "text"
     text_pair_column: str | None = None  # a second text per row: [CLS] a [SEP] b [SEP]
     label_column: str = "label"
@@ -119,6 +120,7 @@ class TaskConfig:
     truncation: str = "warn"  # warn: cut long rows and say how many | error: refuse them
     class_weights: bool = False  # weigh each class by n / (C n_c) in the loss
     metric: str = "accuracy"  # what picks the kept checkpoint: accuracy | f1_macro | entity_f1 (token); qa: f1;
+    # chat: always its validation loss;
     # translate: bleu | chrf; summarize: rougeL
     epochs: float = 3.0
     evals_per_epoch: int = 1
@@ -129,7 +131,7 @@ class TaskConfig:
     lora_targets: str = "qkv,proj,fc"  # the blocks' Linear layers that get adapters: qkv, proj, fc, q, kv
 
     def validate(self) -> None:
-        _one_of(self, "task", "kind", ("classify", "token", "qa", "translate", "summarize"))
+        _one_of(self, "task", "kind", ("classify", "token", "qa", "translate", "summarize", "chat"))
         _one_of(self, "task", "metric", ("accuracy", "f1_macro", "entity_f1", "bleu", "chrf", "rougeL"))
         generative = self.kind in ("translate", "summarize")
         if generative != (self.metric in ("bleu", "chrf", "rougeL")):

@@ -2,5 +2,6 @@
 
 from lmforge.models.gpt import GPT
 from lmforge.models.registry import FAMILIES, build_model
+from lmforge.models.vocab import grow_vocab
 
-__all__ = ["GPT", "FAMILIES", "build_model"]
+__all__ = ["GPT", "FAMILIES", "build_model", "grow_vocab"]

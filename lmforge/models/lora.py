@@ -97,9 +97,10 @@ def has_lora(model: nn.Module) -> bool:
     return bool(adapted_layers(model))
 
 
-def add_lora(model: nn.Module, settings: LoraSettings, base_prefix: str = "") -> dict:
+def add_lora(model: nn.Module, settings: LoraSettings, base_prefix: str = "", train_also: tuple[str, ...] = ()) -> dict:
     """Put adapters on the `settings.targets` layers under `base_prefix` (the pretrained part: "base."
-    in a task model, "" for the whole model) and freeze that part; parts outside it (a new head) stay
+    in a task model, "" for the whole model) and freeze that part; parts outside it (a new head), and
+    parameters whose names start with one of `train_also` (embeddings grown for new tokens), stay
     trainable. Returns {"trainable": n, "total": N, "fraction": n / N, "layers": adapted layers}."""
     settings.check()
     names = {n for t in settings.targets for n in TARGETS[t]}
@@ -110,7 +111,7 @@ def add_lora(model: nn.Module, settings: LoraSettings, base_prefix: str = "") ->
         raise LmforgeError(f"{{setting}} matches no layer of this model; its blocks' layers are named "
                            f"{', '.join(sorted(TARGETS))}", "task.lora_targets", ",".join(settings.targets))
     for name, p in model.named_parameters():
-        p.requires_grad_(not name.startswith(base_prefix))
+        p.requires_grad_(not name.startswith(base_prefix) or name.startswith(train_also))
     for name, m in chosen:
         parent, attr = _parent(model, name)
         setattr(parent, attr, LoRALinear(m, settings.rank, settings.scaling, settings.dropout))
@@ -118,13 +119,13 @@ def add_lora(model: nn.Module, settings: LoraSettings, base_prefix: str = "") ->
     return trainable_report(model) | {"layers": len(chosen)}
 
 
-def attach_adapter(model: nn.Module, tensors: dict[str, torch.Tensor], settings: LoraSettings,
-                   base_prefix: str = "") -> None:
+def attach_adapter(model: nn.Module, tensors: dict[str, torch.Tensor], settings: LoraSettings) -> None:
     """Put saved adapters back on `model` (a base model, or a task model whose base is loaded):
     `tensors` holds each adapted layer's `<layer>.lora_A` / `.lora_B` (its rank read from A; the
-    scaling is alpha / settings.rank, as PEFT computes it) and the parts that trained in full."""
-    for name, p in model.named_parameters():
-        p.requires_grad_(not name.startswith(base_prefix))
+    scaling is alpha / settings.rank, as PEFT computes it) and the parts that trained in full, which
+    train again (resuming) while the rest stays frozen."""
+    for p in model.parameters():
+        p.requires_grad_(False)
     for key in sorted(k for k in tensors if k.endswith(".lora_A")):
         layer = key[:-len(".lora_A")]
         try:
@@ -136,6 +137,10 @@ def attach_adapter(model: nn.Module, tensors: dict[str, torch.Tensor], settings:
                                "it belongs to another base model")
         parent, attr = _parent(model, layer)
         setattr(parent, attr, LoRALinear(m, tensors[key].size(0), settings.scaling, settings.dropout))
+    params = dict(model.named_parameters())
+    for name in tensors:
+        if name in params:
+            params[name].requires_grad_(True)
     model.lora = settings
     load_trained(model, tensors)
 

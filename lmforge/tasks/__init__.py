@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lmforge.errors import LmforgeError
 
-KINDS = ("classify", "token", "qa", "translate", "summarize")
+KINDS = ("classify", "token", "qa", "translate", "summarize", "chat")
 GENERATIVE = ("translate", "summarize")  # encoder-decoder tasks: scored on what the model writes
 
 
@@ -24,7 +24,9 @@ def task_class(kind: str):
         from lmforge.tasks.translate import Translation as cls
     elif kind == "summarize":
         from lmforge.tasks.summarize import Summarization as cls
+    elif kind == "chat":
+        from lmforge.tasks.chat import ChatTask as cls
     else:
-        raise LmforgeError("{setting} is not supported; use classify, token, qa, translate or summarize", "task.kind",
-                           kind)
+        raise LmforgeError("{setting} is not supported; use classify, token, qa, translate, summarize or chat",
+                           "task.kind", kind)
     return cls

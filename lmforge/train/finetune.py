@@ -181,6 +181,10 @@ def finetune_run(recipe: Recipe, out: str | Path, log=print, resume: bool = Fals
     """`lmforge finetune`: split, fine-tune, keep the best, score the test split; report.json beside the
     run. resume: continue a run that was stopped, from its last kept checkpoint, with its settings."""
     out, t = Path(out), recipe.task
+    if t.kind == "chat":  # a causal model on conversations (train/chat.py)
+        from lmforge.train.chat import chat_run
+
+        return chat_run(recipe, out, log, resume)
     if t.kind in GENERATIVE:  # encoder-decoder tasks write their outputs: scored apart (train/seq2seq.py)
         from lmforge.train.seq2seq import seq2seq_run
 
