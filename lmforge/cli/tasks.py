@@ -165,6 +165,16 @@ def cmd_attention(args) -> None:
     emit(args, r, f"{what} of layer {args.layer}, head {args.head} over {len(cols)} tokens drawn to {out}")
 
 
+def lora_flags(sp) -> None:
+    """LoRA instead of every weight (models/lora.py): task.lora_*."""
+    sp.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank (e.g. 8) on the frozen base "
+                    "instead of every weight; the run saves the adapter alone (default: 0, off)")
+    sp.add_argument("--lora-alpha", type=float, help="LoRA's scale is alpha / rank (default: 16)")
+    sp.add_argument("--lora-dropout", type=float, help="dropout on the adapters' input (default: 0.05)")
+    sp.add_argument("--lora-targets", help="the layers that get adapters, comma-separated: qkv, proj, fc (the "
+                    "feed-forward's input), q, kv (cross-attention) (default: qkv,proj,fc)")
+
+
 def task_flags(sp) -> None:
     """The flags of `finetune` and `cv`: each sets one key of the fine-tuning recipe."""
     sp.add_argument("base", nargs="?", help="an lmforge run (GPT, BERT, ELECTRA, encoder-decoder), a Hugging Face "
@@ -204,12 +214,7 @@ def task_flags(sp) -> None:
     sp.add_argument("--lr", type=float, help="peak learning rate (default: 5e-5)")
     sp.add_argument("--optimizer", choices=["adamw", "adafactor"], help="adamw (default) or adafactor (T5's; its "
                     "--lr is a step relative to each weight's size: 1e-2 from scratch, 1e-3 from a pretrained model)")
-    sp.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank (e.g. 8) on the frozen base "
-                    "instead of every weight; the run saves the adapter alone (default: 0, off)")
-    sp.add_argument("--lora-alpha", type=float, help="LoRA's scale is alpha / rank (default: 16)")
-    sp.add_argument("--lora-dropout", type=float, help="dropout on the adapters' input (default: 0.05)")
-    sp.add_argument("--lora-targets", help="the layers that get adapters, comma-separated: qkv, proj, fc (the "
-                    "feed-forward's input), q, kv (cross-attention) (default: qkv,proj,fc)")
+    lora_flags(sp)
     sp.add_argument("--patience", type=int, help="evaluations without improvement before stopping (default: 2)")
     sp.add_argument("--evals-per-epoch", type=int, help="validation passes per epoch (default: 1)")
     sp.add_argument("--metric", choices=["accuracy", "f1_macro", "entity_f1", "bleu", "chrf", "rougeL"],
