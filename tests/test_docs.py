@@ -189,3 +189,17 @@ def test_lora_doc_numbers():
     assert f"= {per_block:,} numbers per block, {report['trainable']:,} in all" in doc
     assert f"{report['fraction']:.2%} of the {report['total']:,} parameters" in doc
     assert f"({4 * report['trainable'] / 1e6:.1f} MB in float32, against {4 * (report['total'] - report['trainable']) / 1e6:.0f} MB)" in doc
+
+
+def test_chat_template_doc_numbers():
+    from lmforge.tasks.chat import CHAT_TEMPLATE, assistant_spans
+
+    doc = (DOCS / "chat-and-serving.md").read_text()
+    conv = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What colour is snow?"},
+            {"role": "assistant", "content": "Snow is white."}, {"role": "user", "content": "And coal?"},
+            {"role": "assistant", "content": "Coal is black."}]
+    text, spans = assistant_spans(CHAT_TEMPLATE, conv)
+    assert "```\n" + text + "```" in doc and f"{len(text)} characters" in doc
+    (a, b), (c, d) = spans
+    flat = " ".join(doc.split())
+    assert f"characters {a}-{b}" in flat and f"{c}-{d} for the second reply, {b - a + d - c} of the {len(text)}" in flat

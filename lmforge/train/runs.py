@@ -36,7 +36,7 @@ def finetune_recipe(spec: str | None = None, shorthands: dict | None = None,
         top = merge(merge(raw, sets), parse_set(overrides or []))
         kind = (top.get("task") or {}).get("kind")
         defaults = read_recipe("finetune")[0]
-        if kind in GENERATIVE:  # translate.yaml / summarize.yaml: their own metric, rates and lengths
+        if kind in (*GENERATIVE, "chat"):  # translate.yaml / summarize.yaml / chat.yaml: their own rates and lengths
             defaults = merge(defaults, read_recipe(kind)[0])
         raw = merge(merge(merge(defaults, raw), sets), parse_set(overrides or []))
     recipe = Recipe.from_dict(raw)
