@@ -101,3 +101,47 @@ class DecodeState:
         self.history, self.keys, self.logits = self.history[rows], self.keys[rows], self.logits[rows]
         self.npad = self.npad[rows]
         self.cache.select(rows)
+
+    # --- continuous batching (generate/scheduler.py): rows joining and leaving between steps ---------
+    def join(self, other: "DecodeState", reserve: int) -> None:
+        """The rows of `other` (prefilled on their own) join these. Both are aligned on their newest
+        column, the shorter ones padded on the left (a token's position is its slot less its row's
+        padding, so no row's positions change), in a cache with room for `reserve` more tokens."""
+        pos = max(self.cache.pos, other.cache.pos)
+        slots = min(self.context, pos + reserve)
+        mine, theirs = self._realigned(pos, slots), other._realigned(pos, slots)
+        self.history = torch.cat([mine[0], theirs[0]])
+        self.keys, self.npad = torch.cat([mine[1], theirs[1]]), torch.cat([mine[2], theirs[2]])
+        self.logits = torch.cat([self.logits, other.logits])
+        self._store(pos, [torch.cat([a, b]) for a, b in zip(mine[3], theirs[3])])
+
+    def compact(self, reserve: int) -> None:
+        """After rows left: drop the padding every row has on its left, and fit the cache to the rows."""
+        drop = int(self.npad.min()) if self.npad.numel() else 0
+        pos = self.cache.pos - drop
+        history, self.keys, self.npad, kv = self._realigned(pos, min(self.context, pos + reserve))
+        self.history = history
+        self._store(pos, kv)
+
+    def _realigned(self, pos: int, slots: int):
+        """(history, keys, npad, [k, v per layer]) with the newest column at `pos` in `slots` slots."""
+        shift, old = pos - self.cache.pos, self.cache.pos
+        src, dst = max(0, -shift), max(0, shift)  # copy slots src..old to dst..pos
+        history = torch.cat([torch.full((self.history.size(0), max(0, shift)), PAD, dtype=torch.long,
+                                        device=self.device), self.history[:, src:]], dim=1)
+        keys = torch.ones(self.keys.size(0), slots, dtype=torch.bool, device=self.device)
+        keys[:, :pos] = False
+        keys[:, dst:pos] = self.keys[:, src:old]
+        kv = []
+        for layer in self.cache.layers:
+            for t in (layer.k, layer.v):
+                new = t.new_zeros(t.size(0), t.size(1), slots, t.size(3))
+                new[:, :, dst:pos] = t[:, :, src:old]
+                kv.append(new)
+        return history, keys, (self.npad + shift).to(torch.int32), kv
+
+    def _store(self, pos: int, kv: list[torch.Tensor]) -> None:
+        for i, layer in enumerate(self.cache.layers):
+            layer.k, layer.v = kv[2 * i], kv[2 * i + 1]
+        self.cache.pos = pos
+        self.padded = not bool(self.keys[:, :pos].all())

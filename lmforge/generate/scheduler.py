@@ -1,0 +1,209 @@
+"""Continuous batching: one model, one decoding loop, requests joining and leaving at any step.
+
+A server decoding one request at a time reads every weight once per token per request; decoding
+a batch reads them once per token for all of it. But requests arrive and finish at different times:
+a static batch waits for its slowest row while new requests queue. Here (as vLLM's scheduler does)
+the batch changes between steps:
+
+    step t:    rows A B C decode one token each
+    between:   C emitted its stop token: it leaves; D arrived: its prompt is prefilled alone,
+               then it joins, its newest token aligned with the others' (left padding)
+    step t+1:  rows A B D decode one token each
+
+Each request keeps its own settings (temperature, top-k / top-p / min-p, penalties, stop ids,
+max_new_tokens) and its own random generator, so a seeded request draws the same tokens however
+the batch around it changes. A cancelled request (its client went away) leaves at the next step.
+The queue is bounded: `submit` refuses a request when `max_queue` are already waiting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lmforge.config import GenerateConfig
+from lmforge.errors import LmforgeError
+from lmforge.generate.batch import DecodeState
+from lmforge.generate.cpu import MAX_ROWS, NativeDecoder
+from lmforge.generate.sampling import adjust_logits, choose, make_generator
+
+END = None  # what a request's token queue yields last
+
+
+class QueueFull(LmforgeError):
+    """The scheduler's queue holds max_queue requests already (a server answers 429)."""
+
+
+@dataclass(eq=False)
+class Request:
+    """One prompt being decoded: read `tokens` (or iterate) for its new token ids as they come."""
+
+    prompt: list[int]
+    gen: GenerateConfig
+    tokens: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    produced: list[int] = field(default_factory=list)
+    finish_reason: str | None = None  # "stop" (a stop id), "length" (max_new_tokens), "cancelled", "error"
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.generator = make_generator(self.gen.seed, torch.device("cpu"))
+
+    def __iter__(self):
+        while (t := self.tokens.get()) is not END:
+            yield t
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def result(self, timeout: float | None = None) -> list[int]:
+        if not self.done.wait(timeout):
+            raise TimeoutError("the request did not finish in time")
+        if self.error is not None:
+            raise self.error
+        return self.produced
+
+    def _finish(self, reason: str, error: BaseException | None = None) -> None:
+        self.finish_reason, self.error = reason, error
+        self.tokens.put(END)
+        self.done.set()
+
+
+class Scheduler:
+    """The decoding loop of `model` (eval mode, causal): `submit` from any thread, one background
+    thread decodes. max_batch: rows decoding at once; max_queue: requests waiting beyond them."""
+
+    def __init__(self, model: nn.Module, max_batch: int = 16, max_queue: int = 256, native=None):
+        self.model = model.eval()
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.native = native  # a NativeDecoder for batches of up to MAX_ROWS rows, or None
+        self.context = model.config.context_length
+        self.device = next(model.parameters()).device
+        self.waiting: queue.Queue[Request] = queue.Queue()
+        self.running: list[Request] = []
+        self.state: DecodeState | None = None
+        self.steps = 0  # decode steps run (for /metrics)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # --- the front --------------------------------------------------------------------------------
+    def submit(self, prompt: list[int], gen: GenerateConfig) -> Request:
+        """Queue a prompt; its max_new_tokens is capped where the context ends. Raises QueueFull."""
+        if not prompt or len(prompt) >= self.context:
+            raise LmforgeError(f"the prompt is {len(prompt)} tokens; the model's context of {self.context} leaves no "
+                               "room for a reply" if prompt else "the prompt is empty")
+        vocab = self.model.config.vocab_size
+        if any(not 0 <= t < vocab for t in prompt):
+            raise LmforgeError(f"the prompt holds a token id outside the vocabulary of {vocab}")
+        cap = self.context - len(prompt)
+        if gen.max_new_tokens > cap:
+            gen = dataclasses.replace(gen, max_new_tokens=cap)
+        with self._lock:
+            if self.waiting.qsize() >= self.max_queue:
+                raise QueueFull(f"the server's queue holds {self.max_queue} requests already; try again shortly")
+            request = Request(list(prompt), gen)
+            self.waiting.put(request)
+        self.start()
+        self._wake.set()
+        return request
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._loop, name="lmforge-scheduler", daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    @property
+    def queue_length(self) -> int:
+        return self.waiting.qsize()
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.running)
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with torch.no_grad():
+                    self._admit()
+                    if not self.running:
+                        self._wake.wait(0.05)
+                        self._wake.clear()
+                        continue
+                    self._step()
+            except Exception as e:  # noqa: BLE001 - a failure ends the requests in flight, not the loop
+                for r in self.running:
+                    r._finish("error", e)
+                self.running, self.state = [], None
+
+    def _admit(self) -> None:
+        """Prefill the waiting requests that fit (together) and let them join the batch."""
+        joining = []
+        while len(self.running) + len(joining) < self.max_batch:
+            try:
+                r = self.waiting.get_nowait()
+            except queue.Empty:
+                break
+            if r.cancelled.is_set():
+                r._finish("cancelled")
+            else:
+                joining.append(r)
+        if not joining:
+            return
+        new = DecodeState(self.model, [r.prompt for r in joining], reserve=self._reserve(joining))
+        if self.state is None:
+            self.state = new
+        else:
+            self.state.join(new, self._reserve(self.running + joining))
+        self.running += joining
+
+    def _reserve(self, requests: list[Request]) -> int:
+        return max(r.gen.max_new_tokens - len(r.produced) for r in requests)
+
+    def _step(self) -> None:
+        """Choose each row's token with its own settings, hand it out, let finished rows leave, and
+        run the next step for the others."""
+        state, keep, tokens = self.state, [], []
+        for i, r in enumerate(self.running):
+            if r.cancelled.is_set():
+                r._finish("cancelled")
+                continue
+            logits = adjust_logits(state.logits[i:i + 1], state.history[i:i + 1], r.gen)
+            t = int(choose(logits, r.gen, r.generator)[0])
+            r.produced.append(t)
+            r.tokens.put(t)
+            if t in r.gen.stop_ids:
+                r._finish("stop")
+            elif len(r.produced) >= r.gen.max_new_tokens:
+                r._finish("length")
+            else:
+                keep.append(i)
+                tokens.append(t)
+        if len(keep) < len(self.running):
+            self.running = [self.running[i] for i in keep]
+            if not keep:
+                self.state = None
+                return
+            state.select(torch.tensor(keep, device=self.device))
+            state.compact(self._reserve(self.running))
+        state.native = self.native if isinstance(self.native, NativeDecoder) and len(keep) <= MAX_ROWS else None
+        state.step(torch.tensor(tokens, device=self.device))
+        self.steps += 1
