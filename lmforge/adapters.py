@@ -95,7 +95,7 @@ def adapt(model: nn.Module, task, log=print, train_also: tuple[str, ...] = ()) -
         return None
     base = Path(str(task.base or ""))
     if not base.exists():
-        raise LmforgeError(f"LoRA adapts a pretrained model, and {{setting}} is a model built from scratch; drop "
+        raise LmforgeError("LoRA adapts a pretrained model, and {setting} is a model built from scratch; drop "
                            "--lora-rank, or give a trained run or Hugging Face directory", "task.base", task.base)
     targets = tuple(x.strip() for x in task.lora_targets.split(",") if x.strip())
     settings = LoraSettings(task.lora_rank, task.lora_alpha, task.lora_dropout, targets, str(base.resolve()))

@@ -108,7 +108,7 @@ def test_lora_chat_saves_the_adapter_and_the_grown_embeddings(gpt_run, tmp_path,
     assert report["test"]["perplexity"] < 5
 
 
-@pytest.mark.parametrize("line,says", [({"prompt": "hi"}, "neither"), ("nonsense", "not JSON")])
+@pytest.mark.parametrize("line,says", [({"prompt": "hi"}, "neither"), ("nonsense", "not valid JSON")])
 def test_bad_chat_data_is_one_sentence_and_writes_nothing(gpt_run, tmp_path, capsys, line, says):
     data = tmp_path / "bad.jsonl"
     data.write_text((line if isinstance(line, str) else json.dumps(line)) + "\n", encoding="utf-8")

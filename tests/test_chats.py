@@ -55,7 +55,7 @@ def test_messages_and_prompt_completion_lines(tmp_path):
 
 
 @pytest.mark.parametrize("line,says", [
-    ("{not json", "line 1 is not JSON"),
+    ("{not json", "c.jsonl:1 is not valid JSON"),
     ({"text": "hi"}, "neither"),
     ({"messages": []}, "non-empty list"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "message 1 is not a message"),
@@ -78,5 +78,5 @@ def test_bad_files(tmp_path):
     with pytest.raises(LmforgeError, match="holds no conversation"):
         read_chats(write(tmp_path, [""]))
     (tmp_path / "latin.jsonl").write_bytes(b'{"prompt": "caf\xe9", "completion": "x"}\n')
-    with pytest.raises(LmforgeError, match="not UTF-8"):
+    with pytest.raises(LmforgeError, match="as UTF-8 text"):
         read_chats(str(tmp_path / "latin.jsonl"))

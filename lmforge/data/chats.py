@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lmforge.data import corpora
 from lmforge.data.corpora import chitchat_conversations
+from lmforge.data.labelled import json_lines
 from lmforge.errors import LmforgeError
 
 ROLES = ("system", "user", "assistant")
@@ -59,19 +60,7 @@ def conversation(record, where: str) -> list[dict[str, str]]:
 
 
 def read_jsonl(path: Path) -> list[list[dict[str, str]]]:
-    out = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise LmforgeError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LmforgeError(f"{path} line {n} is not JSON ({e.msg}); give one conversation per line") from None
-        out.append(conversation(record, f"{path} line {n}"))
+    out = [conversation(record, f"{path} line {n}") for n, record in json_lines(path)]
     if not out:
         raise LmforgeError(f"{path} holds no conversation; give one JSON object per line")
     return out

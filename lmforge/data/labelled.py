@@ -14,6 +14,7 @@ on the right to their longest row only (dynamic padding), so short texts cost li
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,6 +177,21 @@ def encode_qa(tokenizer: Tokenizer, questions: list[str], contexts: list[str], a
     return out, offsets_per_window
 
 
+def json_lines(path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed JSON) of each non-blank line of a .jsonl file; one sentence for a file that is
+    not UTF-8 text or a line that is not JSON."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LmforgeError(f"cannot read {path} as UTF-8 text ({e}); check the path and its encoding") from None
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield i, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LmforgeError(f"{path}:{i} is not valid JSON ({e.msg}); fix or remove that line") from None
+
+
 def read_tagged(path: str, tokens_key: str = "tokens", tags_key: str = "tags",
                 need_tags: bool = True) -> tuple[list[list[str]], list[list[str]] | None]:
     """Words and their tags from a .jsonl file, one sentence a line: {"tokens": [...], "tags": [...]}.
@@ -183,18 +199,8 @@ def read_tagged(path: str, tokens_key: str = "tokens", tags_key: str = "tags",
     if not str(path).endswith(".jsonl"):
         raise LmforgeError(f"token classification reads a .jsonl file with '{tokens_key}' and '{tags_key}' lists "
                            f"per line; {path} is not one")
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise LmforgeError(f"cannot read {path} as UTF-8 text ({e}); check the path and its encoding") from None
     words, tags = [], []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LmforgeError(f"{path}:{i} is not valid JSON ({e.msg}); fix or remove that line") from None
+    for i, row in json_lines(path):
         w, t = (row.get(tokens_key), row.get(tags_key)) if isinstance(row, dict) else (None, None)
         if not need_tags and t is None and isinstance(w, list) and w:
             words.append([str(x) for x in w])

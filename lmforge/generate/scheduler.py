@@ -52,8 +52,15 @@ class Request:
     done: threading.Event = field(default_factory=threading.Event)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
+    listener: object = None  # called with each token id, then END, from the decoding thread (a server's wake-up)
+
     def __post_init__(self) -> None:
         self.generator = make_generator(self.gen.seed, torch.device("cpu"))
+
+    def _emit(self, item) -> None:
+        self.tokens.put(item)
+        if self.listener is not None:
+            self.listener(item)
 
     def __iter__(self):
         while (t := self.tokens.get()) is not END:
@@ -73,8 +80,8 @@ class Request:
 
     def _finish(self, reason: str, error: BaseException | None = None) -> None:
         self.finish_reason, self.error = reason, error
-        self.tokens.put(END)
         self.done.set()
+        self._emit(END)
 
 
 class Scheduler:
@@ -97,8 +104,9 @@ class Scheduler:
         self._lock = threading.Lock()
 
     # --- the front --------------------------------------------------------------------------------
-    def submit(self, prompt: list[int], gen: GenerateConfig) -> Request:
-        """Queue a prompt; its max_new_tokens is capped where the context ends. Raises QueueFull."""
+    def submit(self, prompt: list[int], gen: GenerateConfig, listener=None) -> Request:
+        """Queue a prompt; its max_new_tokens is capped where the context ends. Raises QueueFull.
+        listener(token id or END): called from the decoding thread as tokens come."""
         if not prompt or len(prompt) >= self.context:
             raise LmforgeError(f"the prompt is {len(prompt)} tokens; the model's context of {self.context} leaves no "
                                "room for a reply" if prompt else "the prompt is empty")
@@ -111,7 +119,7 @@ class Scheduler:
         with self._lock:
             if self.waiting.qsize() >= self.max_queue:
                 raise QueueFull(f"the server's queue holds {self.max_queue} requests already; try again shortly")
-            request = Request(list(prompt), gen)
+            request = Request(list(prompt), gen, listener=listener)
             self.waiting.put(request)
         self.start()
         self._wake.set()
@@ -189,7 +197,7 @@ class Scheduler:
             logits = adjust_logits(state.logits[i:i + 1], state.history[i:i + 1], r.gen)
             t = int(choose(logits, r.gen, r.generator)[0])
             r.produced.append(t)
-            r.tokens.put(t)
+            r._emit(t)
             if t in r.gen.stop_ids:
                 r._finish("stop")
             elif len(r.produced) >= r.gen.max_new_tokens:

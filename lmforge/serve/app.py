@@ -1,0 +1,271 @@
+"""`lmforge serve RUN`: OpenAI's HTTP API over one model, for many clients at once.
+
+    POST /v1/completions        prompt -> text            stream: Server-Sent Events, `data: [DONE]` last
+    POST /v1/chat/completions   messages -> a reply       (rendered by the model's chat template)
+    GET  /v1/models, GET /health
+
+One Scheduler (generate/scheduler.py) decodes every request: a request joins the running batch at
+the next step and leaves when done, so clients share each read of the weights. Stop strings are
+caught across token boundaries: text that could be the start of a stop string is held back until
+the next tokens show it is not. A client that goes away is dropped from the batch at once. Errors
+are OpenAI's JSON, {"error": {"message", "type", "param", "code"}}, with the HTTP status: 400 a
+malformed body or a prompt that does not fit, 401 a wrong API key, 404 an unknown model, 429 a full
+queue; no request can stop the server or another client's stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from lmforge.api import LM, cut_at_stop, hold_back
+from lmforge.chat import ChatTemplate, HFChatTemplate, hf_chat_template
+from lmforge.config import GenerateConfig
+from lmforge.errors import LmforgeError
+from lmforge.generate.scheduler import END, QueueFull, Scheduler
+from lmforge.serve.schemas import ChatRequest, CompletionRequest, Sampling
+
+
+class ServeError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param = status, message, kind, param
+
+
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class Choice:
+    """One output of a request: its scheduler request, and its text as it grows."""
+
+    def __init__(self, server: "Server", prompt: list[int], gen: GenerateConfig, stops: list[str]):
+        self.server, self.prompt, self.stops = server, prompt, stops
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.sent, self.finish = "", None
+        self.request = server.scheduler.submit(prompt, gen, lambda t: self.loop.call_soon_threadsafe(self.queue.put_nowait, t))
+
+    @property
+    def used(self) -> int:
+        return len(self.request.produced)
+
+    async def pieces(self):
+        """The text as it becomes final, piece by piece; self.finish is set at the end."""
+        text = ""
+        while await self.queue.get() is not END:  # a token came: the text so far (from every token produced)
+            text, stopped = cut_at_stop(self.server.lm.continuation(self.prompt, self.request.produced), self.stops)
+            if stopped:
+                self.request.cancel()
+                self.finish = "stop"
+                break
+            safe = hold_back(text, self.stops)
+            if len(safe) > len(self.sent):
+                piece, self.sent = safe[len(self.sent):], safe
+                yield piece
+        if self.request.error is not None:
+            raise self.request.error
+        if self.finish is None:
+            self.finish = "stop" if self.request.finish_reason == "stop" else "length"
+        if len(text) > len(self.sent):
+            yield text[len(self.sent):]
+        self.sent = text
+
+
+class Server:
+    def __init__(self, lm: LM, name: str, max_batch: int, max_queue: int):
+        self.lm, self.name = lm, name
+        native = lm.engine._native(1)  # the compiled step, where it covers the model
+        self.scheduler = Scheduler(lm.model, max_batch, max_queue, native=native)
+        self.template = (lm.path and hf_chat_template(lm.path)) or ChatTemplate()
+
+    def settings(self, body: Sampling, prompt: list[int], stop_ids: tuple[int, ...], i: int) -> GenerateConfig:
+        context = self.lm.config.context_length
+        if len(prompt) >= context:
+            raise ServeError(400, f"the prompt is {len(prompt)} tokens; this model's context is {context} tokens, "
+                                  "with room needed for the reply: shorten it", param="messages")
+        limit = getattr(body, "max_completion_tokens", None) or body.max_tokens or context - len(prompt)
+        return GenerateConfig(max_new_tokens=min(limit, context - len(prompt)), temperature=body.temperature,
+                              top_p=body.top_p if body.top_p < 1 else None, stop_ids=stop_ids,
+                              seed=None if body.seed is None else body.seed + i)
+
+    def chat_prompt(self, body: ChatRequest) -> tuple[list[int], tuple[int, ...], list[str]]:
+        system = next((m.content for m in body.messages if m.role == "system"), None)
+        turns = [(m.role, m.content) for m in body.messages if m.role != "system"]
+        text = self.template.render(turns, system)
+        if isinstance(self.template, HFChatTemplate):
+            return self.lm.tokenizer.encode(text), self.template.stop_ids + self.lm.end_ids, list(self.template.stops)
+        return self.lm.encode_prompt(text), self.lm.end_ids, list(self.template.stops)
+
+    def completion_prompt(self, body: CompletionRequest) -> list[int]:
+        if isinstance(body.prompt, list):
+            vocab = self.lm.config.vocab_size
+            if not body.prompt or any(not 0 <= t < vocab for t in body.prompt):
+                raise ServeError(400, f"a prompt of token ids needs ids in 0..{vocab - 1}", param="prompt")
+            return list(body.prompt)
+        if not body.prompt:
+            raise ServeError(400, "the prompt is empty", param="prompt")
+        return self.lm.encode_prompt(body.prompt)
+
+    def choices(self, body: Sampling, prompt: list[int], stop_ids, stops: list[str]) -> list[Choice]:
+        made = []
+        try:
+            for i in range(body.n):
+                made.append(Choice(self, prompt, self.settings(body, prompt, stop_ids, i), stops + (body.stop or [])))
+        except QueueFull as e:
+            for c in made:
+                c.request.cancel()
+            raise ServeError(429, str(e), "rate_limit_exceeded") from None
+        return made
+
+
+def _usage(prompt: list[int], choices: list[Choice]) -> dict:
+    out = sum(c.used for c in choices)
+    return {"prompt_tokens": len(prompt), "completion_tokens": out, "total_tokens": len(prompt) + out}
+
+
+async def _collect(choices: list[Choice]) -> list[str]:
+    async def one(c: Choice) -> str:
+        return "".join([p async for p in c.pieces()])
+    try:
+        return await asyncio.gather(*(one(c) for c in choices))
+    finally:
+        for c in choices:
+            c.request.cancel()
+
+
+async def _events(choices: list[Choice], chunk, usage_chunk):
+    """Server-Sent Events of the choices' pieces as they come, then the usage chunk and [DONE]."""
+    merged: asyncio.Queue = asyncio.Queue()
+
+    async def feed(i: int, c: Choice) -> None:
+        try:
+            async for piece in c.pieces():
+                await merged.put((i, piece, None))
+            await merged.put((i, "", c.finish))
+        except Exception as e:  # noqa: BLE001 - reported in the stream, the server goes on
+            await merged.put((i, e, "error"))
+    tasks = [asyncio.create_task(feed(i, c)) for i, c in enumerate(choices)]
+    try:
+        open_ = len(choices)
+        while open_:
+            i, piece, finish = await merged.get()
+            if finish == "error":
+                yield f"data: {json.dumps(error_body(str(piece), 'server_error'))}\n\n"
+                open_ -= 1
+                continue
+            yield f"data: {json.dumps(chunk(i, piece, finish), ensure_ascii=False)}\n\n"
+            open_ -= finish is not None
+        if usage_chunk is not None:
+            yield f"data: {json.dumps(usage_chunk())}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:  # also when the client went away: its requests leave the batch now
+        for c in choices:
+            c.request.cancel()
+        for t in tasks:
+            t.cancel()
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every error a request can cause, as OpenAI's JSON with its status."""
+    @app.exception_handler(ServeError)
+    async def _serve_error(request, e: ServeError):
+        return JSONResponse(error_body(e.message, e.kind, e.param), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, e: RequestValidationError):
+        first = e.errors()[0] if e.errors() else {}
+        if first.get("type") == "json_invalid":
+            return JSONResponse(error_body(f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'malformed')})",
+                                           "invalid_request_error"), status_code=400)
+        where = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
+        message = f"{where}: {first.get('msg', 'invalid')}" if where else f"the body is invalid ({first.get('msg')})"
+        return JSONResponse(error_body(message, "invalid_request_error", where), status_code=400)
+
+    @app.exception_handler(LmforgeError)
+    async def _lmforge_error(request, e: LmforgeError):
+        return JSONResponse(error_body(str(e), "invalid_request_error"), status_code=400)
+
+
+async def respond(name: str, body: Sampling, prompt: list[int], choices: list[Choice], kind: str):
+    """The response to a request: one JSON body, or (stream) Server-Sent Events."""
+    rid, created = f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
+    head = {"id": rid, "created": created, "model": name}
+    chat_ = kind == "chat.completion"
+    if body.stream:
+        def chunk(i, piece, finish):
+            if chat_:
+                delta = {"role": "assistant", "content": piece} if piece or finish is None else {}
+                return {**head, "object": "chat.completion.chunk",
+                        "choices": [{"index": i, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+            return {**head, "object": "text_completion",
+                    "choices": [{"index": i, "text": piece, "finish_reason": finish, "logprobs": None}]}
+        def usage():
+            return {**head, "object": "chat.completion.chunk" if chat_ else "text_completion", "choices": [],
+                    "usage": _usage(prompt, choices)}
+        wanted = body.stream_options is not None and body.stream_options.include_usage
+        return StreamingResponse(_events(choices, chunk, usage if wanted else None), media_type="text/event-stream")
+    texts = await _collect(choices)
+    if chat_:
+        out = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": c.finish,
+                "logprobs": None} for i, (t, c) in enumerate(zip(texts, choices))]
+    else:
+        out = [{"index": i, "text": t, "finish_reason": c.finish, "logprobs": None}
+               for i, (t, c) in enumerate(zip(texts, choices))]
+    return {**head, "object": kind, "choices": out, "usage": _usage(prompt, choices)}
+
+
+def create_app(lm: LM, name: str = "lmforge", max_batch: int = 16, max_queue: int = 256,
+               api_key: str | None = None) -> FastAPI:
+    """The app serving `lm` under the model name `name`."""
+    server = Server(lm, name, max_batch, max_queue)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        server.scheduler.stop()
+
+    app = FastAPI(title="lmforge", lifespan=lifespan)
+    app.state.server = server
+
+    _error_handlers(app)
+
+    def check(request: Request, body: Sampling | None = None) -> None:
+        if api_key is not None and request.headers.get("authorization", "") != f"Bearer {api_key}":
+            raise ServeError(401, "the API key is missing or wrong; send Authorization: Bearer KEY",
+                             "invalid_request_error")
+        if body is not None and body.model != name:
+            raise ServeError(404, f"the model {body.model!r} does not exist here; this server has {name!r}",
+                             param="model")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": name, "batch": server.scheduler.batch_size,
+                "queue": server.scheduler.queue_length}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        check(request)
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "lmforge"}]}
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        check(request, body)
+        prompt = server.completion_prompt(body)
+        return await respond(name, body, prompt, server.choices(body, prompt, server.lm.end_ids, []),
+                             "text_completion")
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest, request: Request):
+        check(request, body)
+        prompt, stop_ids, stops = server.chat_prompt(body)
+        return await respond(name, body, prompt, server.choices(body, prompt, stop_ids, stops), "chat.completion")
+
+    return app

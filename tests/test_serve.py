@@ -1,0 +1,208 @@
+"""`lmforge serve` (serve/app.py) driven over HTTP by the `openai` client: completions and chat, streaming
+with usage, n, seeds, stop strings across tokens, many clients at once, and every bad request."""
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+import torch
+
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+import lmforge  # noqa: E402
+from lmforge.checkpoint import save_checkpoint  # noqa: E402
+from lmforge.config import model_config_from_preset  # noqa: E402
+from lmforge.models import build_model  # noqa: E402
+from lmforge.serve.app import create_app  # noqa: E402
+from lmforge.tokenizer import train_bpe  # noqa: E402
+
+TEXT = ["the cat sat on the mat and the dog sat on the log", "a bird in the hand is worth two in the bush"] * 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tok = train_bpe(TEXT, 300)
+    torch.manual_seed(0)
+    cfg = model_config_from_preset("gpt-small", vocab_size=tok.vocab_size, context_length=64, n_layer=2, n_head=2,
+                                   d_model=32, d_ff=64, dropout=0.0)
+    out = tmp_path_factory.mktemp("serve") / "tiny"
+    save_checkpoint(out, build_model(cfg), tok)
+    return out
+
+
+def serving(lm, **kw):
+    """Start the app on a free port of 127.0.0.1 in a thread; returns (base url, stop function)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(lm, "tiny", **kw), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    end = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < end and thread.is_alive(), "the server did not start"
+        time.sleep(0.01)
+
+    def stop():
+        server.should_exit = True
+        thread.join(timeout=30)
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    lm = lmforge.load(run)
+    url, stop = serving(lm, max_batch=8, max_queue=64)
+    try:
+        yield url, lm, openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+    finally:
+        stop()
+
+
+def greedy(lm, prompt, n):
+    return lm.generate(prompt, max_new_tokens=n, temperature=0.0)
+
+
+def test_completion_equals_the_library_and_counts_usage(server):
+    _, lm, client = server
+    r = client.completions.create(model="tiny", prompt="the cat", max_tokens=12, temperature=0)
+    assert r.object == "text_completion" and r.choices[0].text == greedy(lm, "the cat", 12)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 12
+    assert r.usage.prompt_tokens == len(lm.encode_prompt("the cat"))
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+
+
+def test_chat_streams_chunks_usage_and_done(server):
+    url, lm, client = server
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the dog"}]
+    whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=10, temperature=0)
+    stream = client.chat.completions.create(model="tiny", messages=messages, max_tokens=10, temperature=0, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and whole.choices[0].message.role == "assistant"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [whole.choices[0].finish_reason]
+    raw = httpx.post(f"{url}/v1/chat/completions", json={"model": "tiny", "messages": messages, "max_tokens": 3,
+                                                         "stream": True}, timeout=60).text
+    assert raw.rstrip().endswith("data: [DONE]")
+
+
+def test_n_choices_and_seeds_repeat(server):
+    _, _, client = server
+    ask = dict(model="tiny", prompt="a bird", max_tokens=8, temperature=1.0, n=3, seed=11)
+    a, b = client.completions.create(**ask), client.completions.create(**ask)
+    assert [c.index for c in a.choices] == [0, 1, 2] and [c.text for c in a.choices] == [c.text for c in b.choices]
+    assert 3 <= a.usage.completion_tokens <= 3 * 8
+
+
+def test_a_stop_string_across_tokens_is_caught_and_never_leaks(server):
+    _, lm, client = server
+    full = greedy(lm, "the cat", 20)
+    ids = lm.tokenizer.encode(full)
+    two = lm.tokenizer.decode(ids[3:5])  # a stop string spanning two tokens of the continuation
+    assert len(two) > 1
+    r = client.completions.create(model="tiny", prompt="the cat", max_tokens=20, temperature=0, stop=[two])
+    assert r.choices[0].text == full[:full.index(two)] and r.choices[0].finish_reason == "stop"
+    pieces = [c.choices[0].text for c in client.completions.create(model="tiny", prompt="the cat", max_tokens=20,
+                                                                    temperature=0, stop=two, stream=True)]
+    assert "".join(pieces) == full[:full.index(two)]
+
+
+def test_many_streaming_clients_each_get_what_they_get_alone(server):
+    _, lm, client = server
+    prompts = [f"the {w}" for w in ("cat", "dog", "bird", "mat", "log", "hand", "bush", "sat")] * 2
+    want = {p: greedy(lm, p, 15) for p in set(prompts)}
+    got, errors = [None] * len(prompts), []
+
+    def ask(i):
+        try:
+            s = client.completions.create(model="tiny", prompt=prompts[i], max_tokens=15, temperature=0, stream=True)
+            got[i] = "".join(c.choices[0].text for c in s)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and got == [want[p] for p in prompts]
+
+
+def error_of(response):
+    body = response.json()
+    assert set(body) == {"error"} and {"message", "type", "param", "code"} <= set(body["error"])
+    return response.status_code, body["error"]
+
+
+@pytest.mark.parametrize("payload,status,says", [
+    ("{not json", 400, "JSON"),
+    ({"model": "tiny", "prompt": "a", "temperature": "hot"}, 400, "temperature"),
+    ({"model": "tiny", "prompt": "a", "n": 10000}, 400, "n"),
+    ({"model": "other", "prompt": "a"}, 404, "does not exist"),
+    ({"model": "tiny", "prompt": "the cat " * 200}, 400, "context"),
+    ({"model": "tiny", "prompt": [999999]}, 400, "token ids"),
+])
+def test_bad_requests_get_openais_errors_and_the_server_goes_on(server, payload, status, says):
+    url, lm, client = server
+    body = payload if isinstance(payload, str) else json.dumps(payload)
+    r = httpx.post(f"{url}/v1/completions", content=body, headers={"content-type": "application/json"}, timeout=60)
+    code, err = error_of(r)
+    assert code == status and says in err["message"] + str(err["param"])
+    assert client.completions.create(model="tiny", prompt="a", max_tokens=2, temperature=0).choices[0].text is not None
+
+
+def test_a_dropped_stream_leaves_the_batch_and_huge_max_tokens_is_capped(server):
+    url, lm, client = server
+    with httpx.stream("POST", f"{url}/v1/completions", json={"model": "tiny", "prompt": "the", "max_tokens": 10_000,
+                                                             "stream": True, "temperature": 1.0}, timeout=60) as r:
+        next(r.iter_lines())  # one event, then the client goes away
+    sched = lmforge_app_scheduler(url)
+    end = time.monotonic() + 30
+    while sched() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert sched() == 0
+    r = client.completions.create(model="tiny", prompt="the", max_tokens=10_000, temperature=0)
+    assert r.usage.completion_tokens <= lm.config.context_length - r.usage.prompt_tokens
+
+
+def lmforge_app_scheduler(url):
+    return lambda: httpx.get(f"{url}/health", timeout=30).json()["batch"]
+
+
+def test_api_key_and_a_full_queue(run):
+    lm = lmforge.load(run)
+    url, stop = serving(lm, max_batch=1, max_queue=1, api_key="sesame")
+    try:
+        wrong = openai.OpenAI(base_url=f"{url}/v1", api_key="nope", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            wrong.models.list()
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="sesame", max_retries=0, timeout=60)
+        outcomes = []
+
+        def ask():  # 24 at once, one decoding and one waiting at a time: the others are refused
+            try:
+                r = client.completions.create(model="tiny", prompt="the", max_tokens=60, temperature=1.0)
+                outcomes.append(r.usage.completion_tokens)
+            except openai.RateLimitError as e:
+                outcomes.append(e.status_code)
+        threads = [threading.Thread(target=ask) for _ in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert 429 in outcomes and any(x != 429 for x in outcomes) and len(outcomes) == 24
+        assert client.completions.create(model="tiny", prompt="a", max_tokens=2).usage.completion_tokens >= 1
+    finally:
+        stop()
