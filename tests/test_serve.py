@@ -206,3 +206,21 @@ def test_api_key_and_a_full_queue(run):
         assert client.completions.create(model="tiny", prompt="a", max_tokens=2).usage.completion_tokens >= 1
     finally:
         stop()
+
+
+def test_metrics_count_requests_tokens_and_latencies(server):
+    url, _, client = server
+    before = httpx.get(f"{url}/metrics", timeout=30).text
+    r = client.completions.create(model="tiny", prompt="the cat", max_tokens=5, temperature=0)
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+
+    def value(name, body):
+        line = next((x for x in body.splitlines() if x.startswith(name + " ") or x.startswith(name + "{")), None)
+        return 0.0 if line is None else float(line.rsplit(" ", 1)[1])
+    assert value("lmforge_generated_tokens_total", text) - value("lmforge_generated_tokens_total", before) == 5
+    assert value("lmforge_prompt_tokens_total", text) - value("lmforge_prompt_tokens_total", before) == \
+        r.usage.prompt_tokens
+    assert value("lmforge_time_to_first_token_seconds_count", text) >= 1
+    assert value("lmforge_inter_token_seconds_count", text) >= 4
+    assert 'lmforge_requests_total{endpoint="/v1/completions",status="200"}' in text
+    assert "lmforge_queue_length 0.0" in text and "lmforge_batch_size" in text

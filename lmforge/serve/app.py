@@ -2,7 +2,7 @@
 
     POST /v1/completions        prompt -> text            stream: Server-Sent Events, `data: [DONE]` last
     POST /v1/chat/completions   messages -> a reply       (rendered by the model's chat template)
-    GET  /v1/models, GET /health
+    GET  /v1/models, GET /health, GET /metrics (Prometheus: requests, tokens, queue, batch, latencies)
 
 One Scheduler (generate/scheduler.py) decodes every request: a request joins the running batch at
 the next step and leaves when done, so clients share each read of the weights. Stop strings are
@@ -23,13 +23,14 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from lmforge.api import LM, cut_at_stop, hold_back
 from lmforge.chat import ChatTemplate, HFChatTemplate, hf_chat_template
 from lmforge.config import GenerateConfig
 from lmforge.errors import LmforgeError
 from lmforge.generate.scheduler import END, QueueFull, Scheduler
+from lmforge.serve.metrics import Metrics
 from lmforge.serve.schemas import ChatRequest, CompletionRequest, Sampling
 
 
@@ -51,7 +52,13 @@ class Choice:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.sent, self.finish = "", None
+        self.arrived, self.last = time.monotonic(), None
         self.request = server.scheduler.submit(prompt, gen, lambda t: self.loop.call_soon_threadsafe(self.queue.put_nowait, t))
+
+    def _timed(self) -> None:
+        now, m = time.monotonic(), self.server.metrics
+        (m.first_token if self.last is None else m.per_token).observe(now - (self.last or self.arrived))
+        self.last = now
 
     @property
     def used(self) -> int:
@@ -61,6 +68,7 @@ class Choice:
         """The text as it becomes final, piece by piece; self.finish is set at the end."""
         text = ""
         while await self.queue.get() is not END:  # a token came: the text so far (from every token produced)
+            self._timed()
             text, stopped = cut_at_stop(self.server.lm.continuation(self.prompt, self.request.produced), self.stops)
             if stopped:
                 self.request.cancel()
@@ -70,6 +78,7 @@ class Choice:
             if len(safe) > len(self.sent):
                 piece, self.sent = safe[len(self.sent):], safe
                 yield piece
+        self.server.metrics.tokens_out.inc(self.used)
         if self.request.error is not None:
             raise self.request.error
         if self.finish is None:
@@ -85,6 +94,7 @@ class Server:
         native = lm.engine._native(1)  # the compiled step, where it covers the model
         self.scheduler = Scheduler(lm.model, max_batch, max_queue, native=native)
         self.template = (lm.path and hf_chat_template(lm.path)) or ChatTemplate()
+        self.metrics = Metrics(self.scheduler)
 
     def settings(self, body: Sampling, prompt: list[int], stop_ids: tuple[int, ...], i: int) -> GenerateConfig:
         context = self.lm.config.context_length
@@ -115,6 +125,7 @@ class Server:
         return self.lm.encode_prompt(body.prompt)
 
     def choices(self, body: Sampling, prompt: list[int], stop_ids, stops: list[str]) -> list[Choice]:
+        self.metrics.tokens_in.inc(len(prompt))
         made = []
         try:
             for i in range(body.n):
@@ -244,6 +255,16 @@ def create_app(lm: LM, name: str = "lmforge", max_batch: int = 16, max_queue: in
         if body is not None and body.model != name:
             raise ServeError(404, f"the model {body.model!r} does not exist here; this server has {name!r}",
                              param="model")
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next):
+        response = await call_next(request)
+        server.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
+        return response
+
+    @app.get("/metrics")
+    async def metrics():
+        return PlainTextResponse(server.metrics.text(), media_type="text/plain; version=0.0.4")
 
     @app.get("/health")
     async def health():
