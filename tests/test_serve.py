@@ -122,7 +122,7 @@ def test_a_stop_string_across_tokens_is_caught_and_never_leaks(server):
 
 def test_many_streaming_clients_each_get_what_they_get_alone(server):
     _, lm, client = server
-    prompts = [f"the {w}" for w in ("cat", "dog", "bird", "mat", "log", "hand", "bush", "sat")] * 2
+    prompts = [f"the {w}" for w in ("cat", "dog", "bird", "mat", "log", "hand", "bush", "sat")] * 8  # 64 clients
     want = {p: greedy(lm, p, 15) for p in set(prompts)}
     got, errors = [None] * len(prompts), []
 
@@ -224,3 +224,25 @@ def test_metrics_count_requests_tokens_and_latencies(server):
     assert value("lmforge_inter_token_seconds_count", text) >= 4
     assert 'lmforge_requests_total{endpoint="/v1/completions",status="200"}' in text
     assert "lmforge_queue_length 0.0" in text and "lmforge_batch_size" in text
+
+
+def test_logprobs_are_the_models_and_rank_the_chosen_token_first_when_greedy(server):
+    _, lm, client = server
+    r = client.completions.create(model="tiny", prompt="the cat", max_tokens=6, temperature=0, logprobs=3)
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 6
+    assert "".join(lp.tokens) == r.choices[0].text
+    for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        # greedy: the chosen token is the likeliest (top holds 3, fewer where two tokens read alike, e.g. byte pieces)
+        assert 1 <= len(top) <= 3 and max(top.values()) == pytest.approx(value) and value <= 0
+    ids = lm.encode_prompt("the cat")
+    with torch.no_grad():
+        first = torch.log_softmax(lm.model(torch.tensor([ids]))[0, -1].float(), -1).max().item()
+    assert lp.token_logprobs[0] == pytest.approx(first, abs=1e-4)
+    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "the dog"}],
+                                          max_tokens=4, temperature=0, logprobs=True, top_logprobs=2)
+    content = chat.choices[0].logprobs.content
+    assert "".join(c.token for c in content) == chat.choices[0].message.content
+    assert all(len(c.top_logprobs) == 2 and c.top_logprobs[0].logprob == pytest.approx(c.logprob) for c in content)
+    plain = client.completions.create(model="tiny", prompt="the cat", max_tokens=2, temperature=0)
+    assert plain.choices[0].logprobs is None

@@ -35,6 +35,13 @@ from lmforge.generate.sampling import adjust_logits, choose, make_generator
 END = None  # what a request's token queue yields last
 
 
+def log_probs(logits: torch.Tensor, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
+    """log p(token) under softmax(logits) (V,), and the k likeliest tokens with theirs."""
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    top = lp.topk(k) if k else None
+    return float(lp[token]), ([] if top is None else list(zip(top.indices.tolist(), top.values.tolist())))
+
+
 class QueueFull(LmforgeError):
     """The scheduler's queue holds max_queue requests already (a server answers 429)."""
 
@@ -53,6 +60,8 @@ class Request:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     listener: object = None  # called with each token id, then END, from the decoding thread (a server's wake-up)
+    top_logprobs: int | None = None  # None: none; k >= 0: each token's log-probability and the k likeliest ones
+    logprobs: list = field(default_factory=list)  # per token: (its log p, [(id, log p) of the top k])
 
     def __post_init__(self) -> None:
         self.generator = make_generator(self.gen.seed, torch.device("cpu"))
@@ -104,9 +113,10 @@ class Scheduler:
         self._lock = threading.Lock()
 
     # --- the front --------------------------------------------------------------------------------
-    def submit(self, prompt: list[int], gen: GenerateConfig, listener=None) -> Request:
+    def submit(self, prompt: list[int], gen: GenerateConfig, listener=None, top_logprobs: int | None = None) -> Request:
         """Queue a prompt; its max_new_tokens is capped where the context ends. Raises QueueFull.
-        listener(token id or END): called from the decoding thread as tokens come."""
+        listener(token id or END): called from the decoding thread as tokens come. top_logprobs: record
+        each token's log-probability and the k likeliest tokens' (k = top_logprobs)."""
         if not prompt or len(prompt) >= self.context:
             raise LmforgeError(f"the prompt is {len(prompt)} tokens; the model's context of {self.context} leaves no "
                                "room for a reply" if prompt else "the prompt is empty")
@@ -119,7 +129,7 @@ class Scheduler:
         with self._lock:
             if self.waiting.qsize() >= self.max_queue:
                 raise QueueFull(f"the server's queue holds {self.max_queue} requests already; try again shortly")
-            request = Request(list(prompt), gen, listener=listener)
+            request = Request(list(prompt), gen, listener=listener, top_logprobs=top_logprobs)
             self.waiting.put(request)
         self.start()
         self._wake.set()
@@ -196,6 +206,8 @@ class Scheduler:
                 continue
             logits = adjust_logits(state.logits[i:i + 1], state.history[i:i + 1], r.gen)
             t = int(choose(logits, r.gen, r.generator)[0])
+            if r.top_logprobs is not None:  # the model's own distribution, before temperature and filters
+                r.logprobs.append(log_probs(state.logits[i], t, r.top_logprobs))
             r.produced.append(t)
             r._emit(t)
             if t in r.gen.stop_ids:

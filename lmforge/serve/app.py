@@ -47,13 +47,38 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
 class Choice:
     """One output of a request: its scheduler request, and its text as it grows."""
 
-    def __init__(self, server: "Server", prompt: list[int], gen: GenerateConfig, stops: list[str]):
+    def __init__(self, server: "Server", prompt: list[int], gen: GenerateConfig, stops: list[str],
+                 top: int | None = None):
         self.server, self.prompt, self.stops = server, prompt, stops
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.sent, self.finish = "", None
         self.arrived, self.last = time.monotonic(), None
-        self.request = server.scheduler.submit(prompt, gen, lambda t: self.loop.call_soon_threadsafe(self.queue.put_nowait, t))
+        self.request = server.scheduler.submit(
+            prompt, gen, lambda t: self.loop.call_soon_threadsafe(self.queue.put_nowait, t), top_logprobs=top)
+
+    def logprobs(self, chat: bool) -> dict | None:
+        """OpenAI's logprobs object for the tokens the reply kept (chat: "content" entries;
+        completions: parallel lists)."""
+        r = self.request
+        if r.top_logprobs is None:
+            return None
+        name = self.server.token_text
+        entries = list(zip(r.produced[:self._kept()], r.logprobs))
+        if chat:
+            return {"content": [{"token": name(t), "logprob": lp, "bytes": list(name(t).encode()),
+                                 "top_logprobs": [{"token": name(i), "logprob": v, "bytes": list(name(i).encode())}
+                                                  for i, v in top]} for t, (lp, top) in entries]}
+        return {"tokens": [name(t) for t, _ in entries], "token_logprobs": [lp for _, (lp, _) in entries],
+                "top_logprobs": [{name(i): v for i, v in top} for _, (_, top) in entries]}
+
+    def _kept(self) -> int:
+        """The tokens that make the reply's text: up to where it ends (a stop string cut off after it)."""
+        produced = self.request.produced
+        for n in range(len(produced) + 1):
+            if len(self.server.lm.continuation(self.prompt, produced[:n])) >= len(self.sent):
+                return n
+        return len(produced)
 
     def _timed(self) -> None:
         now, m = time.monotonic(), self.server.metrics
@@ -96,6 +121,9 @@ class Server:
         self.template = (lm.path and hf_chat_template(lm.path)) or ChatTemplate()
         self.metrics = Metrics(self.scheduler)
 
+    def token_text(self, i: int) -> str:
+        return self.lm.tokenizer.decode([i], skip_special_tokens=False)
+
     def settings(self, body: Sampling, prompt: list[int], stop_ids: tuple[int, ...], i: int) -> GenerateConfig:
         context = self.lm.config.context_length
         if len(prompt) >= context:
@@ -129,7 +157,8 @@ class Server:
         made = []
         try:
             for i in range(body.n):
-                made.append(Choice(self, prompt, self.settings(body, prompt, stop_ids, i), stops + (body.stop or [])))
+                made.append(Choice(self, prompt, self.settings(body, prompt, stop_ids, i), stops + (body.stop or []),
+                                   body.top))
         except QueueFull as e:
             for c in made:
                 c.request.cancel()
@@ -226,9 +255,9 @@ async def respond(name: str, body: Sampling, prompt: list[int], choices: list[Ch
     texts = await _collect(choices)
     if chat_:
         out = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": c.finish,
-                "logprobs": None} for i, (t, c) in enumerate(zip(texts, choices))]
+                "logprobs": c.logprobs(True)} for i, (t, c) in enumerate(zip(texts, choices))]
     else:
-        out = [{"index": i, "text": t, "finish_reason": c.finish, "logprobs": None}
+        out = [{"index": i, "text": t, "finish_reason": c.finish, "logprobs": c.logprobs(False)}
                for i, (t, c) in enumerate(zip(texts, choices))]
     return {**head, "object": kind, "choices": out, "usage": _usage(prompt, choices)}
 

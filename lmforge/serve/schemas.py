@@ -44,6 +44,11 @@ class Sampling(BaseModel):
 class CompletionRequest(Sampling):
     prompt: Union[str, list[int]]
     max_tokens: int | None = Field(default=16, ge=1)  # OpenAI's default for completions
+    logprobs: int | None = Field(default=None, ge=0, le=5)  # each token's log p and this many likeliest
+
+    @property
+    def top(self) -> int | None:
+        return self.logprobs
 
 
 class Message(BaseModel):
@@ -55,3 +60,9 @@ class Message(BaseModel):
 class ChatRequest(Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @property
+    def top(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
