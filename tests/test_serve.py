@@ -246,3 +246,38 @@ def test_logprobs_are_the_models_and_rank_the_chosen_token_first_when_greedy(ser
     assert all(len(c.top_logprobs) == 2 and c.top_logprobs[0].logprob == pytest.approx(c.logprob) for c in content)
     plain = client.completions.create(model="tiny", prompt="the cat", max_tokens=2, temperature=0)
     assert plain.choices[0].logprobs is None
+
+
+def test_the_serve_command_listens_answers_and_stops(run):
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", str(run), "--port", str(port), "--name", "mine"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()["model"] == "mine":
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < end, "lmforge serve did not start listening"
+                time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=60)
+        assert client.completions.create(model="mine", prompt="the", max_tokens=3).usage.completion_tokens >= 1
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode is not None
+
+
+def test_serve_refuses_an_encoder_decoder_in_one_sentence(tmp_path, capsys):
+    from lmforge.cli import main
+
+    tok = train_bpe(TEXT, 300)
+    cfg = model_config_from_preset("t5-mini", vocab_size=tok.vocab_size, n_layer=1, d_model=32, n_head=2, d_ff=64)
+    save_checkpoint(tmp_path / "t5", build_model(cfg), tok)
+    assert main(["serve", str(tmp_path / "t5")]) == 2
+    assert "decoder-only" in capsys.readouterr().err
