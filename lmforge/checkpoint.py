@@ -59,8 +59,6 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, tokenizer: Tokenizer,
                "recipe.yaml": None if recipe is None else recipe.save,
                "config.json": model.config.save,
                "tokenizer.json": lambda p: p.write_text(tokenizer.to_json(), encoding="utf-8")}
-    if getattr(model, "lora", None) is not None:
-        writers[ADAPTER_CONFIG] = _adapter_config_writer(model)
 
     def keep_previous_state(failed, *_) -> None:  # runs just before the new state is renamed in
         if failed is None:
@@ -76,28 +74,21 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, tokenizer: Tokenizer,
 
 def _weight_writers(model: nn.Module, step: int) -> dict:
     """The weights file: model.safetensors, or for a LoRA run the adapter alone (adapter_model.safetensors
-    in PEFT's layout: its A and B, and what trained in full)."""
+    in PEFT's layout: its A and B, and what trained in full) and adapter_config.json."""
     meta = {"format": "pt", "step": str(step)}
     if getattr(model, "lora", None) is not None:
-        from lmforge.models.hf.peft import to_peft
+        import json
+
+        from lmforge.models.hf.peft import adapter_config, to_peft
         from lmforge.models.lora import trained_tensors
 
+        s = model.lora
         tensors = {k: v.contiguous() for k, v in to_peft(trained_tensors(model), model.config).items()}
-        return {ADAPTER: lambda p: save_weights(p, tensors, meta)}
+        body = adapter_config(model.config, s.rank, s.alpha, s.dropout, s.base, tensors)
+        return {ADAPTER: lambda p: save_weights(p, tensors, meta),
+                ADAPTER_CONFIG: lambda p: p.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")}
     tensors, shared = weights_to_save(model)
     return {WEIGHTS: lambda p: save_weights(p, tensors, {**meta, **shared})}
-
-
-def _adapter_config_writer(model: nn.Module):
-    import json
-
-    from lmforge.models.hf.peft import adapter_config, to_peft
-    from lmforge.models.lora import trained_tensors
-
-    s = model.lora
-    names = to_peft(trained_tensors(model), model.config)
-    body = adapter_config(model.config, s.rank, s.alpha, s.dropout, s.base, names)
-    return lambda p: p.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
 
 
 def _keep_previous_state(run_dir: Path) -> None:

@@ -93,10 +93,6 @@ def adapted_layers(model: nn.Module) -> dict[str, LoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
-def has_lora(model: nn.Module) -> bool:
-    return bool(adapted_layers(model))
-
-
 def add_lora(model: nn.Module, settings: LoraSettings, base_prefix: str = "", train_also: tuple[str, ...] = ()) -> dict:
     """Put adapters on the `settings.targets` layers under `base_prefix` (the pretrained part: "base."
     in a task model, "" for the whole model) and freeze that part; parts outside it (a new head), and
@@ -106,15 +102,14 @@ def add_lora(model: nn.Module, settings: LoraSettings, base_prefix: str = "", tr
     names = {n for t in settings.targets for n in TARGETS[t]}
     chosen = [(name, m) for name, m in model.named_modules()
               if type(m) is nn.Linear and name.startswith(base_prefix) and name.rsplit(".", 1)[-1] in names
-              and name.count(".") >= 1 and ".blocks." in f".{name}"]
+              and ".blocks." in f".{name}"]
     if not chosen:
         raise LmforgeError(f"{{setting}} matches no layer of this model; its blocks' layers are named "
                            f"{', '.join(sorted(TARGETS))}", "task.lora_targets", ",".join(settings.targets))
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith(base_prefix) or name.startswith(train_also))
     for name, m in chosen:
-        parent, attr = _parent(model, name)
-        setattr(parent, attr, LoRALinear(m, settings.rank, settings.scaling, settings.dropout))
+        _wrap(model, name, LoRALinear(m, settings.rank, settings.scaling, settings.dropout))
     model.lora = settings  # the model says it is adapted, and how (checkpoint.py saves the adapter alone)
     return trainable_report(model) | {"layers": len(chosen)}
 
@@ -135,8 +130,7 @@ def attach_adapter(model: nn.Module, tensors: dict[str, torch.Tensor], settings:
         if type(m) is not nn.Linear:
             raise LmforgeError(f"the adapter has LoRA tensors for {layer}, which is not a Linear layer of this model; "
                                "it belongs to another base model")
-        parent, attr = _parent(model, layer)
-        setattr(parent, attr, LoRALinear(m, tensors[key].size(0), settings.scaling, settings.dropout))
+        _wrap(model, layer, LoRALinear(m, tensors[key].size(0), settings.scaling, settings.dropout))
     params = dict(model.named_parameters())
     for name in tensors:
         if name in params:
@@ -167,9 +161,10 @@ def trainable_report(model: nn.Module) -> dict:
     return {"trainable": trainable, "total": total, "fraction": trainable / total if total else 0.0}
 
 
-def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+def _wrap(model: nn.Module, name: str, layer: nn.Module) -> None:
+    """Put `layer` where the module named `name` is."""
     path, _, attr = name.rpartition(".")
-    return (model.get_submodule(path) if path else model), attr
+    setattr(model.get_submodule(path) if path else model, attr, layer)
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
@@ -179,8 +174,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
             plain = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
             plain.weight, plain.bias = m.weight, m.bias
             plain.weight.add_(m.delta().to(plain.weight.dtype))
-            parent, attr = _parent(model, name)
-            setattr(parent, attr, plain)
+            _wrap(model, name, plain)
     model.lora = None
     for p in model.parameters():
         p.requires_grad_(True)

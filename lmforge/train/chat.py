@@ -48,12 +48,17 @@ def chat_model(base_path: str, log=print):
     return model, tokenizer, CHAT_TEMPLATE, {"eos_token": END_OF_TURN}
 
 
+def end_ids(tokenizer, tokens: dict) -> tuple[int, ...]:
+    """The ids that end a reply: the template's end-of-turn (its eos_token), and end-of-text."""
+    found = (tokenizer.hf.token_to_id(tokens.get("eos_token") or ""), tokenizer.eos_id)
+    return tuple(dict.fromkeys(i for i in found if i is not None))
+
+
 def write_chat_files(out: Path, template: str, tokens: dict, tokenizer) -> None:
     """tokenizer_config.json (the template, the end-of-turn as eos_token) and generation_config.json."""
     config = {"chat_template": template, **tokens}
-    ends = [i for i in (tokenizer.hf.token_to_id(tokens.get("eos_token") or ""), tokenizer.eos_id) if i is not None]
-    for name, body in (("tokenizer_config.json", config), ("generation_config.json",
-                                                           {"eos_token_id": list(dict.fromkeys(ends))})):
+    ends = end_ids(tokenizer, tokens)
+    for name, body in (("tokenizer_config.json", config), ("generation_config.json", {"eos_token_id": list(ends)})):
         with atomic_path(out / name) as tmp:
             tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -66,8 +71,7 @@ def samples(model, task: ChatTask, conversations: list[list[dict]], autocast) ->
         first = next(i for i, m in enumerate(c) if m["role"] == "user")
         prompts.append(c[:first + 1])
     rows = [task.tokenizer.encode(render(task.template, p, True, task.tokens)) for p in prompts]
-    end = task.tokenizer.hf.token_to_id(task.tokens.get("eos_token") or "")
-    stops = tuple(i for i in (end, task.tokenizer.eos_id) if i is not None)
+    stops = end_ids(task.tokenizer, task.tokens)
     with autocast():
         out = decode_rows(model, rows, lambda _: GenerateConfig(max_new_tokens=48, temperature=0.0, stop_ids=stops))
     return [{"user": p[-1]["content"], "reply": task.tokenizer.decode(ids).strip()} for p, ids in zip(prompts, out)]
