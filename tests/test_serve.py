@@ -2,7 +2,6 @@
 with usage, n, seeds, stop strings across tokens, many clients at once, and every bad request."""
 
 import json
-import socket
 import threading
 import time
 
@@ -19,43 +18,19 @@ from lmforge.config import model_config_from_preset  # noqa: E402
 from lmforge.models import build_model  # noqa: E402
 from lmforge.serve.app import create_app  # noqa: E402
 from lmforge.tokenizer import train_bpe  # noqa: E402
+from tests.servers import free_port, tiny_run  # noqa: E402
+from tests.servers import serving as start  # noqa: E402
 
 TEXT = ["the cat sat on the mat and the dog sat on the log", "a bird in the hand is worth two in the bush"] * 20
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    tok = train_bpe(TEXT, 300)
-    torch.manual_seed(0)
-    cfg = model_config_from_preset("gpt-small", vocab_size=tok.vocab_size, context_length=64, n_layer=2, n_head=2,
-                                   d_model=32, d_ff=64, dropout=0.0)
-    out = tmp_path_factory.mktemp("serve") / "tiny"
-    save_checkpoint(out, build_model(cfg), tok)
-    return out
+    return tiny_run(tmp_path_factory.mktemp("serve") / "tiny", TEXT)
 
 
 def serving(lm, **kw):
-    """Start the app on a free port of 127.0.0.1 in a thread; returns (base url, stop function)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(lm, "tiny", **kw), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < end and thread.is_alive(), "the server did not start"
-        time.sleep(0.01)
-
-    def stop():
-        server.should_exit = True
-        thread.join(timeout=30)
-    return f"http://127.0.0.1:{port}", stop
+    return start(create_app(lm, "tiny", **kw))
 
 
 @pytest.fixture(scope="module")

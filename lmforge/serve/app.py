@@ -3,6 +3,7 @@
     POST /v1/completions        prompt -> text            stream: Server-Sent Events, `data: [DONE]` last
     POST /v1/chat/completions   messages -> a reply       (rendered by the model's chat template)
     GET  /v1/models, GET /health, GET /metrics (Prometheus: requests, tokens, queue, batch, latencies)
+    GET  /                      a chat page (static/: HTML, CSS and a script; no build step, works offline)
 
 One Scheduler (generate/scheduler.py) decodes every request: a request joins the running batch at
 the next step and leaves when done, so clients share each read of the weights. Stop strings are
@@ -20,10 +21,12 @@ import contextlib
 import json
 import time
 import uuid
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 
 from lmforge.api import LM, cut_at_stop, hold_back
 from lmforge.chat import ChatTemplate, HFChatTemplate, hf_chat_template
@@ -32,6 +35,8 @@ from lmforge.errors import LmforgeError
 from lmforge.generate.scheduler import END, QueueFull, Scheduler
 from lmforge.serve.metrics import Metrics
 from lmforge.serve.schemas import ChatRequest, CompletionRequest, Sampling
+
+STATIC = Path(__file__).parent / "static"
 
 
 class ServeError(Exception):
@@ -290,6 +295,12 @@ def create_app(lm: LM, name: str = "lmforge", max_batch: int = 16, max_queue: in
         response = await call_next(request)
         server.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
         return response
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html")
 
     @app.get("/metrics")
     async def metrics():
