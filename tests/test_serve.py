@@ -256,3 +256,23 @@ def test_serve_refuses_an_encoder_decoder_in_one_sentence(tmp_path, capsys):
     save_checkpoint(tmp_path / "t5", build_model(cfg), tok)
     assert main(["serve", str(tmp_path / "t5")]) == 2
     assert "decoder-only" in capsys.readouterr().err
+
+
+def test_a_stream_carries_each_pieces_logprobs_with_it(server):
+    _, _, client = server
+    ask = dict(model="tiny", messages=[{"role": "user", "content": "the bird"}], max_tokens=10, temperature=0,
+               logprobs=True, top_logprobs=2, stop=["the"])
+    whole = client.chat.completions.create(**ask).choices[0]
+    chunks = [c.choices[0] for c in client.chat.completions.create(**ask, stream=True) if c.choices]
+    streamed = [e for c in chunks if c.logprobs is not None for e in c.logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in whole.logprobs.content]
+    text, tokens = "", ""
+    for c in chunks:  # each piece arrives with the fewest tokens whose text reaches it
+        text += c.delta.content or ""
+        tokens += "".join(e.token for e in c.logprobs.content) if c.logprobs else ""
+        assert tokens.startswith(text) and len(tokens) - len(text) < max((len(e.token) for e in streamed), default=1)
+    assert text == whole.message.content
+    text = client.completions.create(model="tiny", prompt="the cat", max_tokens=6, temperature=0, logprobs=1,
+                                     stream=True)
+    tokens = [t for c in text if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.tokens]
+    assert len(tokens) == 6

@@ -58,18 +58,22 @@ class Choice:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.sent, self.finish = "", None
+        self.reported = 0  # tokens whose logprobs a response has carried
         self.arrived, self.last = time.monotonic(), None
         self.request = server.scheduler.submit(
             prompt, gen, lambda t: self.loop.call_soon_threadsafe(self.queue.put_nowait, t), top_logprobs=top)
 
-    def logprobs(self, chat: bool) -> dict | None:
-        """OpenAI's logprobs object for the tokens the reply kept (chat: "content" entries;
-        completions: parallel lists)."""
+    def logprobs(self, chat: bool, chars: int | None = None) -> dict | None:
+        """OpenAI's logprobs object ("content" entries for chat, parallel lists for completions) for the
+        tokens not yet reported that make the reply's text up to `chars` characters (default: all of
+        it; a stop string cut off after it). A stream reports each piece's tokens with the piece."""
         r = self.request
         if r.top_logprobs is None:
             return None
+        end = self._kept(len(self.sent) if chars is None else chars)
+        entries = list(zip(r.produced[self.reported:end], r.logprobs[self.reported:end]))
+        self.reported = end
         name = self.server.token_text
-        entries = list(zip(r.produced[:self._kept()], r.logprobs))
         if chat:
             return {"content": [{"token": name(t), "logprob": lp, "bytes": list(name(t).encode()),
                                  "top_logprobs": [{"token": name(i), "logprob": v, "bytes": list(name(i).encode())}
@@ -77,11 +81,11 @@ class Choice:
         return {"tokens": [name(t) for t, _ in entries], "token_logprobs": [lp for _, (lp, _) in entries],
                 "top_logprobs": [{name(i): v for i, v in top} for _, (_, top) in entries]}
 
-    def _kept(self) -> int:
-        """The tokens that make the reply's text: up to where it ends (a stop string cut off after it)."""
+    def _kept(self, chars: int) -> int:
+        """How many tokens make the reply's first `chars` characters: the fewest whose text reaches them."""
         produced = self.request.produced
-        for n in range(len(produced) + 1):
-            if len(self.server.lm.continuation(self.prompt, produced[:n])) >= len(self.sent):
+        for n in range(self.reported, len(produced) + 1):
+            if len(self.server.lm.continuation(self.prompt, produced[:n])) >= chars:
                 return n
         return len(produced)
 
@@ -191,22 +195,24 @@ async def _events(choices: list[Choice], chunk, usage_chunk):
     merged: asyncio.Queue = asyncio.Queue()
 
     async def feed(i: int, c: Choice) -> None:
+        reached = 0  # characters of the reply sent with this piece
         try:
             async for piece in c.pieces():
-                await merged.put((i, piece, None))
-            await merged.put((i, "", c.finish))
+                reached += len(piece)
+                await merged.put((i, piece, None, reached))
+            await merged.put((i, "", c.finish, reached))
         except Exception as e:  # noqa: BLE001 - reported in the stream, the server goes on
-            await merged.put((i, e, "error"))
+            await merged.put((i, e, "error", 0))
     tasks = [asyncio.create_task(feed(i, c)) for i, c in enumerate(choices)]
     try:
         open_ = len(choices)
         while open_:
-            i, piece, finish = await merged.get()
+            i, piece, finish, reached = await merged.get()
             if finish == "error":
                 yield f"data: {json.dumps(error_body(str(piece), 'server_error'))}\n\n"
                 open_ -= 1
                 continue
-            yield f"data: {json.dumps(chunk(i, piece, finish), ensure_ascii=False)}\n\n"
+            yield f"data: {json.dumps(chunk(i, piece, finish, reached), ensure_ascii=False)}\n\n"
             open_ -= finish is not None
         if usage_chunk is not None:
             yield f"data: {json.dumps(usage_chunk())}\n\n"
@@ -245,13 +251,14 @@ async def respond(name: str, body: Sampling, prompt: list[int], choices: list[Ch
     head = {"id": rid, "created": created, "model": name}
     chat_ = kind == "chat.completion"
     if body.stream:
-        def chunk(i, piece, finish):
+        def chunk(i, piece, finish, reached):
+            logprobs = choices[i].logprobs(chat_, reached)
             if chat_:
                 delta = {"role": "assistant", "content": piece} if piece or finish is None else {}
                 return {**head, "object": "chat.completion.chunk",
-                        "choices": [{"index": i, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+                        "choices": [{"index": i, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]}
             return {**head, "object": "text_completion",
-                    "choices": [{"index": i, "text": piece, "finish_reason": finish, "logprobs": None}]}
+                    "choices": [{"index": i, "text": piece, "finish_reason": finish, "logprobs": logprobs}]}
         def usage():
             return {**head, "object": "chat.completion.chunk" if chat_ else "text_completion", "choices": [],
                     "usage": _usage(prompt, choices)}
