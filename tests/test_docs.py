@@ -203,3 +203,40 @@ def test_chat_template_doc_numbers():
     (a, b), (c, d) = spans
     flat = " ".join(doc.split())
     assert f"characters {a}-{b}" in flat and f"{c}-{d} for the second reply, {b - a + d - c} of the {len(text)}" in flat
+
+
+def timeline(max_batch: int) -> tuple[list[str], int]:
+    """Three requests (A: 6 tokens, submitted before tick 1; B: 2, before tick 2; C: 4, before tick 3)
+    through a Scheduler driven tick by tick: one chart row per request (P: prefilled and first token,
+    =: a decode step's token), and the ticks it took."""
+    from lmforge.config import GenerateConfig, model_config_from_preset
+    from lmforge.generate.scheduler import Scheduler
+    from lmforge.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(model_config_from_preset("gpt-small", vocab_size=50, context_length=32, n_layer=1,
+                                                 n_head=2, d_model=16, d_ff=32))
+    sched = Scheduler(model, max_batch=max_batch, thread=False)
+    sched.trace = []
+    lengths = {"A": 6, "B": 2, "C": 4}
+    for name, n in lengths.items():
+        sched.submit([1, 2, 3], GenerateConfig(max_new_tokens=n, temperature=0.0, stop_ids=()))
+        sched.tick()
+    while sched.tick():
+        pass
+    ticks = len(sched.trace) - 1  # the last tick found nothing to do
+    rows = []
+    for i, (name, n) in enumerate(lengths.items()):
+        marks = ["P" if i in joined else "=" if i in running else " " for joined, running in sched.trace[:ticks]]
+        rows.append(f"{name} ({n} tokens)   " + " ".join(f"{m:>2}" for m in marks).rstrip())
+    return rows, ticks
+
+
+def test_continuous_batching_timeline_doc():
+    doc = (DOCS / "chat-and-serving.md").read_text()
+    together, ticks = timeline(max_batch=16)
+    alone, ticks_alone = timeline(max_batch=1)
+    head = "tick           " + " ".join(f"{t:>2}" for t in range(1, ticks_alone + 1))
+    for rows in (together, alone):
+        assert "\n".join([head] + rows) in doc  # the chart, as the scheduler ran it
+    assert f"in {ticks} ticks" in doc and f"takes {ticks_alone}" in doc

@@ -14,6 +14,11 @@ Each request keeps its own settings (temperature, top-k / top-p / min-p, penalti
 max_new_tokens) and its own random generator, so a seeded request draws the same tokens however
 the batch around it changes. A cancelled request (its client went away) leaves at the next step.
 The queue is bounded: `submit` refuses a request when `max_queue` are already waiting.
+
+A server runs the loop on a background thread; `Scheduler(..., thread=False)` leaves it to the
+caller, one `tick()` at a time (each: admit who fits, then one token for every running request),
+and `trace` (a list) records per tick who joined and who got a token: docs/chat-and-serving.md
+draws three requests' timeline from it.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class Request:
     listener: object = None  # called with each token id, then END, from the decoding thread (a server's wake-up)
     top_logprobs: int | None = None  # None: none; k >= 0: each token's log-probability and the k likeliest ones
     logprobs: list = field(default_factory=list)  # per token: (its log p, [(id, log p) of the top k])
+    id: int = 0  # the order it was submitted in (0, 1, ...)
 
     def __post_init__(self) -> None:
         self.generator = make_generator(self.gen.seed, torch.device("cpu"))
@@ -97,8 +103,12 @@ class Scheduler:
     """The decoding loop of `model` (eval mode, causal): `submit` from any thread, one background
     thread decodes. max_batch: rows decoding at once; max_queue: requests waiting beyond them."""
 
-    def __init__(self, model: nn.Module, max_batch: int = 16, max_queue: int = 256, native=None):
+    def __init__(self, model: nn.Module, max_batch: int = 16, max_queue: int = 256, native=None,
+                 thread: bool = True):
         self.model = model.eval()
+        self.thread = thread  # False: the caller runs the loop with tick()
+        self.trace: list | None = None  # a list: each tick appends ([ids that joined], [ids that got a token])
+        self.submitted = 0
         self.max_batch, self.max_queue = max_batch, max_queue
         self.native = native  # a NativeDecoder for batches of up to MAX_ROWS rows, or None
         self.context = model.config.context_length
@@ -129,10 +139,12 @@ class Scheduler:
         with self._lock:
             if self.waiting.qsize() >= self.max_queue:
                 raise QueueFull(f"the server's queue holds {self.max_queue} requests already; try again shortly")
-            request = Request(list(prompt), gen, listener=listener, top_logprobs=top_logprobs)
+            request = Request(list(prompt), gen, listener=listener, top_logprobs=top_logprobs, id=self.submitted)
+            self.submitted += 1
             self.waiting.put(request)
-        self.start()
-        self._wake.set()
+        if self.thread:
+            self.start()
+            self._wake.set()
         return request
 
     def start(self) -> None:
@@ -159,21 +171,29 @@ class Scheduler:
     # --- the loop ---------------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                with torch.no_grad():
-                    self._admit()
-                    if not self.running:
-                        self._wake.wait(0.05)
-                        self._wake.clear()
-                        continue
-                    self._step()
-            except Exception as e:  # noqa: BLE001 - a failure ends the requests in flight, not the loop
-                for r in self.running:
-                    r._finish("error", e)
-                self.running, self.state = [], None
+            if not self.tick():
+                self._wake.wait(0.05)
+                self._wake.clear()
 
-    def _admit(self) -> None:
-        """Prefill the waiting requests that fit (together) and let them join the batch."""
+    def tick(self) -> bool:
+        """Admit the waiting requests that fit, then give every running request its next token.
+        False when there was nothing to decode. A failure ends the requests in flight, not the loop."""
+        try:
+            with torch.no_grad():
+                joined = self._admit()
+                if self.trace is not None:
+                    self.trace.append(([r.id for r in joined], [r.id for r in self.running]))
+                if not self.running:
+                    return False
+                self._step()
+        except Exception as e:  # noqa: BLE001
+            for r in self.running:
+                r._finish("error", e)
+            self.running, self.state = [], None
+        return True
+
+    def _admit(self) -> list[Request]:
+        """Prefill the waiting requests that fit (together) and let them join the batch; returns them."""
         joining = []
         while len(self.running) + len(joining) < self.max_batch:
             try:
@@ -185,13 +205,14 @@ class Scheduler:
             else:
                 joining.append(r)
         if not joining:
-            return
+            return joining
         new = DecodeState(self.model, [r.prompt for r in joining], reserve=self._reserve(joining))
         if self.state is None:
             self.state = new
         else:
             self.state.join(new, self._reserve(self.running + joining))
         self.running += joining
+        return joining
 
     def _reserve(self, requests: list[Request]) -> int:
         return max(r.gen.max_new_tokens - len(r.produced) for r in requests)
