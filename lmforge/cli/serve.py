@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+import time
 
 from lmforge.errors import LmforgeError
 
@@ -22,9 +25,32 @@ def cmd_serve(args) -> None:
         raise LmforgeError("lmforge serve serves decoder-only (GPT / Llama) models; use lmforge translate for an "
                            "encoder-decoder")
     name = args.name or lm.path.name
-    app = create_app(lm, name, max_batch=args.max_batch, max_queue=args.max_queue, api_key=args.api_key)
+    app = create_app(lm, name, max_batch=args.max_batch, max_queue=args.max_queue, api_key=args.api_key,
+                     thread=False)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     print(f"serving {args.run} as model {name!r} on http://{args.host}:{args.port}/v1 (Ctrl-C stops)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    decode_in_main_thread(server, app.state.server.scheduler)
+
+
+def decode_in_main_thread(server, scheduler) -> None:
+    """HTTP on a second thread, decoding here, in the thread that loaded the model (why: the
+    Scheduler's docstring, on OpenMP's thread pools). Ctrl-C or SIGTERM stops both."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+    http = threading.Thread(target=server.run, name="lmforge-http")
+    http.start()
+    try:
+        while http.is_alive() and not server.started:
+            time.sleep(0.01)
+        if server.started:
+            scheduler.run()  # until the app's shutdown stops it
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.stop()
+        server.should_exit = True
+        http.join()
 
 
 def add_commands(sub, command, json_flag) -> None:

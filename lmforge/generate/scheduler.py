@@ -15,10 +15,18 @@ max_new_tokens) and its own random generator, so a seeded request draws the same
 the batch around it changes. A cancelled request (its client went away) leaves at the next step.
 The queue is bounded: `submit` refuses a request when `max_queue` are already waiting.
 
-A server runs the loop on a background thread; `Scheduler(..., thread=False)` leaves it to the
-caller, one `tick()` at a time (each: admit who fits, then one token for every running request),
-and `trace` (a list) records per tick who joined and who got a token: docs/chat-and-serving.md
-draws three requests' timeline from it.
+By default the loop runs on a thread of its own, started by the first `submit`. With
+`Scheduler(..., thread=False)` the caller runs it: `run()` until `stop()`, or one `tick()` at a time
+(each: admit who fits, then one token for every running request); `trace` (a list) records per tick
+who joined and who got a token (docs/chat-and-serving.md draws three requests' timeline from it).
+
+Which thread decodes matters on a CPU. OpenMP (PyTorch's and the compiled step's threads) keeps a
+pool of worker threads per calling thread, and when the pools together hold more threads than there
+are cores, libgomp stops letting idle workers spin, so every parallel region waits for sleeping
+workers to wake: once the main thread has run PyTorch (loading the model), a second thread's
+decoding was 3x slower on a 2-core machine (a 1 x 384 by 384 x 1536 product: 21 us from the main
+thread, 117 us from another; decoding the bench's GPT: 650 vs 215 tokens/s). So `lmforge serve`
+decodes in the main thread, where the model was loaded, and answers HTTP on a second one.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from lmforge.config import GenerateConfig
 from lmforge.errors import LmforgeError
 from lmforge.generate.batch import DecodeState
 from lmforge.generate.cpu import MAX_ROWS, NativeDecoder
-from lmforge.generate.sampling import adjust_logits, choose, make_generator
+from lmforge.generate.sampling import adjust_logits, check, choose, make_generator
 
 END = None  # what a request's token queue yields last
 
@@ -108,6 +116,7 @@ class Scheduler:
         self.model = model.eval()
         self.thread = thread  # False: the caller runs the loop with tick()
         self.trace: list | None = None  # a list: each tick appends ([ids that joined], [ids that got a token])
+        self.after_tick = None  # called (no arguments) from the decoding thread after each tick's tokens went out
         self.submitted = 0
         self.max_batch, self.max_queue = max_batch, max_queue
         self.native = native  # a NativeDecoder for batches of up to MAX_ROWS rows, or None
@@ -151,7 +160,7 @@ class Scheduler:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
-                self._thread = threading.Thread(target=self._loop, name="lmforge-scheduler", daemon=True)
+                self._thread = threading.Thread(target=self.run, name="lmforge-scheduler", daemon=True)
                 self._thread.start()
 
     def stop(self) -> None:
@@ -169,15 +178,39 @@ class Scheduler:
         return len(self.running)
 
     # --- the loop ---------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            if not self.tick():
-                self._wake.wait(0.05)
-                self._wake.clear()
+    def run(self) -> None:
+        """Decode until `stop()`, in the calling thread (with thread=False; otherwise the own thread's)."""
+        try:
+            while not self._stop.is_set():
+                if not self.tick():
+                    self._wake.wait(0.05)
+                    self._wake.clear()
+        finally:  # stopped (or interrupted): no request is left waiting for tokens that will not come
+            gone = LmforgeError("the server stopped before this request finished")
+            for r in self.running + self._drain():
+                r._finish("error", gone)
+            self.running, self.state = [], None
+            if self.after_tick is not None:
+                self.after_tick()
+
+    def _drain(self) -> list[Request]:
+        taken = []
+        while True:
+            try:
+                taken.append(self.waiting.get_nowait())
+            except queue.Empty:
+                return taken
 
     def tick(self) -> bool:
         """Admit the waiting requests that fit, then give every running request its next token.
         False when there was nothing to decode. A failure ends the requests in flight, not the loop."""
+        try:
+            return self._tick()
+        finally:
+            if self.after_tick is not None:
+                self.after_tick()
+
+    def _tick(self) -> bool:
         try:
             with torch.no_grad():
                 joined = self._admit()
@@ -217,16 +250,32 @@ class Scheduler:
     def _reserve(self, requests: list[Request]) -> int:
         return max(r.gen.max_new_tokens - len(r.produced) for r in requests)
 
+    def _choose(self) -> list[int]:
+        """Each running row's next token by its own settings. Greedy rows with no penalty to apply
+        share one argmax (one operation instead of a few per row: 32 rows save about a millisecond a
+        step on a CPU); the others choose one by one, each with its own generator."""
+        state, rows = self.state, self.running
+        plain = [i for i, r in enumerate(rows) if r.gen.temperature <= 0 and r.gen.repetition_penalty == 1.0
+                 and r.gen.no_repeat_ngram_size <= 0]
+        tokens = [0] * len(rows)
+        if plain:
+            best, ids = state.logits[torch.tensor(plain, device=self.device)].float().max(dim=-1)
+            check(best > float("-inf"), None)  # a NaN row
+            for i, t in zip(plain, ids.tolist()):
+                tokens[i] = t
+        for i in sorted(set(range(len(rows))) - set(plain)):
+            logits = adjust_logits(state.logits[i:i + 1], state.history[i:i + 1], rows[i].gen)
+            tokens[i] = int(choose(logits, rows[i].gen, rows[i].generator)[0])
+        return tokens
+
     def _step(self) -> None:
         """Choose each row's token with its own settings, hand it out, let finished rows leave, and
         run the next step for the others."""
         state, keep, tokens = self.state, [], []
-        for i, r in enumerate(self.running):
+        for i, (r, t) in enumerate(zip(self.running, self._choose())):
             if r.cancelled.is_set():
                 r._finish("cancelled")
                 continue
-            logits = adjust_logits(state.logits[i:i + 1], state.history[i:i + 1], r.gen)
-            t = int(choose(logits, r.gen, r.generator)[0])
             if r.top_logprobs is not None:  # the model's own distribution, before temperature and filters
                 r.logprobs.append(log_probs(state.logits[i], t, r.top_logprobs))
             r.produced.append(t)

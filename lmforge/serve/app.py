@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -55,13 +56,12 @@ class Choice:
     def __init__(self, server: "Server", prompt: list[int], gen: GenerateConfig, stops: list[str],
                  top: int | None = None):
         self.server, self.prompt, self.stops = server, prompt, stops
-        self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.sent, self.finish = "", None
         self.reported = 0  # tokens whose logprobs a response has carried
         self.arrived, self.last = time.monotonic(), None
         self.request = server.scheduler.submit(
-            prompt, gen, lambda t: self.loop.call_soon_threadsafe(self.queue.put_nowait, t), top_logprobs=top)
+            prompt, gen, lambda t, wake=server.wakeup(): wake.put(self.queue, t), top_logprobs=top)
 
     def logprobs(self, chat: bool, chars: int | None = None) -> dict | None:
         """OpenAI's logprobs object ("content" entries for chat, parallel lists for completions) for the
@@ -89,9 +89,14 @@ class Choice:
                 return n
         return len(produced)
 
-    def _timed(self) -> None:
+    def _timed(self, tokens: int) -> None:
+        """Metrics for `tokens` new tokens handled now: the first one's wait, the rest's share of the gap."""
         now, m = time.monotonic(), self.server.metrics
-        (m.first_token if self.last is None else m.per_token).observe(now - (self.last or self.arrived))
+        if self.last is None:
+            m.first_token.observe(now - self.arrived)
+            tokens -= 1
+        for _ in range(tokens):
+            m.per_token.observe((now - (self.last or now)) / tokens)
         self.last = now
 
     @property
@@ -99,17 +104,24 @@ class Choice:
         return len(self.request.produced)
 
     async def pieces(self):
-        """The text as it becomes final, piece by piece; self.finish is set at the end."""
-        text = ""
-        while await self.queue.get() is not END:  # a token came: the text so far (from every token produced)
-            self._timed()
-            text, stopped = cut_at_stop(self.server.lm.continuation(self.prompt, self.request.produced), self.stops)
+        """The text as it becomes final, piece by piece; self.finish is set at the end. Tokens that
+        arrived while the last piece was being sent make one piece together."""
+        text, seen, ended = "", 0, False
+        while not ended:
+            ended = await self.queue.get() is END
+            while not ended and not self.queue.empty():
+                ended = self.queue.get_nowait() is END
+            produced = self.request.produced
+            if len(produced) > seen:
+                self._timed(len(produced) - seen)
+                seen = len(produced)
+            text, stopped = cut_at_stop(self.server.lm.continuation(self.prompt, produced), self.stops)
             if stopped:
                 self.request.cancel()
                 self.finish = "stop"
                 break
             safe = hold_back(text, self.stops)
-            if len(safe) > len(self.sent):
+            if len(safe) > len(self.sent) and not ended:
                 piece, self.sent = safe[len(self.sent):], safe
                 yield piece
         self.server.metrics.tokens_out.inc(self.used)
@@ -122,13 +134,63 @@ class Choice:
         self.sent = text
 
 
+class Counted:
+    """Counts each HTTP request by path and status for /metrics. Plain ASGI rather than
+    @app.middleware("http"), which relays every chunk of a streamed body through a stream of its own."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                self.metrics.requests.labels(scope["path"], str(message["status"])).inc()
+            await send(message)
+        await self.app(scope, receive, sending)
+
+
+class Wakeup:
+    """Hands tokens from the decoding thread to the event loop: `put` collects them, and `flush`
+    (the scheduler's after_tick) passes a tick's tokens in one thread-safe hop, not one per token
+    (each hop writes to the loop's wake-up pipe and wakes it)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.items, self.lock = loop, [], threading.Lock()
+
+    def put(self, queue: asyncio.Queue, item) -> None:
+        with self.lock:
+            self.items.append((queue, item))
+
+    def flush(self) -> None:
+        with self.lock:
+            items, self.items = self.items, []
+        if items:
+            self.loop.call_soon_threadsafe(self._deliver, items)
+
+    @staticmethod
+    def _deliver(items: list) -> None:
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
 class Server:
-    def __init__(self, lm: LM, name: str, max_batch: int, max_queue: int):
+    def __init__(self, lm: LM, name: str, max_batch: int, max_queue: int, thread: bool = True):
         self.lm, self.name = lm, name
         native = lm.engine._native(1)  # the compiled step, where it covers the model
-        self.scheduler = Scheduler(lm.model, max_batch, max_queue, native=native)
+        self.scheduler = Scheduler(lm.model, max_batch, max_queue, native=native, thread=thread)
         self.template = (lm.path and hf_chat_template(lm.path)) or ChatTemplate()
         self.metrics = Metrics(self.scheduler)
+        self._wakeup: Wakeup | None = None
+
+    def wakeup(self) -> Wakeup:
+        """The Wakeup of the event loop serving requests (made on first use, inside that loop)."""
+        if self._wakeup is None:
+            self._wakeup = Wakeup(asyncio.get_running_loop())
+            self.scheduler.after_tick = self._wakeup.flush
+        return self._wakeup
 
     def token_text(self, i: int) -> str:
         return self.lm.tokenizer.decode([i], skip_special_tokens=False)
@@ -275,9 +337,10 @@ async def respond(name: str, body: Sampling, prompt: list[int], choices: list[Ch
 
 
 def create_app(lm: LM, name: str = "lmforge", max_batch: int = 16, max_queue: int = 256,
-               api_key: str | None = None) -> FastAPI:
-    """The app serving `lm` under the model name `name`."""
-    server = Server(lm, name, max_batch, max_queue)
+               api_key: str | None = None, thread: bool = True) -> FastAPI:
+    """The app serving `lm` under the model name `name`. thread=False: the caller decodes, running
+    `app.state.server.scheduler.run()` (as `lmforge serve` does in its main thread)."""
+    server = Server(lm, name, max_batch, max_queue, thread)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -297,11 +360,7 @@ def create_app(lm: LM, name: str = "lmforge", max_batch: int = 16, max_queue: in
             raise ServeError(404, f"the model {body.model!r} does not exist here; this server has {name!r}",
                              param="model")
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next):
-        response = await call_next(request)
-        server.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
-        return response
+    app.add_middleware(Counted, metrics=server.metrics)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
