@@ -153,7 +153,7 @@ class Scheduler:
             self.waiting.put(request)
         if self.thread:
             self.start()
-            self._wake.set()
+        self._wake.set()
         return request
 
     def start(self) -> None:
