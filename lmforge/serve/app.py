@@ -252,38 +252,54 @@ async def _collect(choices: list[Choice]) -> list[str]:
             c.request.cancel()
 
 
-async def _events(choices: list[Choice], chunk, usage_chunk):
-    """Server-Sent Events of the choices' pieces as they come, then the usage chunk and [DONE]."""
-    merged: asyncio.Queue = asyncio.Queue()
-
-    async def feed(i: int, c: Choice) -> None:
-        reached = 0  # characters of the reply sent with this piece
+async def _updates(choices: list[Choice]):
+    """(choice index, piece, finish, characters of its reply so far) as each choice's pieces come; a
+    failure as finish "error" with the exception for piece. One choice is read directly; several
+    are read by a task each into one queue."""
+    async def one(i: int, c: Choice):
+        reached = 0
         try:
             async for piece in c.pieces():
                 reached += len(piece)
-                await merged.put((i, piece, None, reached))
-            await merged.put((i, "", c.finish, reached))
+                yield i, piece, None, reached
+            yield i, "", c.finish, reached
         except Exception as e:  # noqa: BLE001 - reported in the stream, the server goes on
-            await merged.put((i, e, "error", 0))
+            yield i, e, "error", 0
+    if len(choices) == 1:
+        async for update in one(0, choices[0]):
+            yield update
+        return
+    merged: asyncio.Queue = asyncio.Queue()
+
+    async def feed(i: int, c: Choice) -> None:
+        async for update in one(i, c):
+            await merged.put(update)
     tasks = [asyncio.create_task(feed(i, c)) for i, c in enumerate(choices)]
     try:
         open_ = len(choices)
         while open_:
-            i, piece, finish, reached = await merged.get()
+            update = await merged.get()
+            open_ -= update[2] is not None
+            yield update
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def _events(choices: list[Choice], chunk, usage_chunk):
+    """Server-Sent Events of the choices' pieces as they come, then the usage chunk and [DONE]."""
+    try:
+        async for i, piece, finish, reached in _updates(choices):
             if finish == "error":
                 yield f"data: {json.dumps(error_body(str(piece), 'server_error'))}\n\n"
-                open_ -= 1
                 continue
             yield f"data: {json.dumps(chunk(i, piece, finish, reached), ensure_ascii=False)}\n\n"
-            open_ -= finish is not None
         if usage_chunk is not None:
             yield f"data: {json.dumps(usage_chunk())}\n\n"
         yield "data: [DONE]\n\n"
     finally:  # also when the client went away: its requests leave the batch now
         for c in choices:
             c.request.cancel()
-        for t in tasks:
-            t.cancel()
 
 
 def _error_handlers(app: FastAPI) -> None:
