@@ -33,7 +33,8 @@ ALLOWED = {
     "objectives": {"models", "data", "nn", "tokenizer"} | BOTTOM,
     "generate": {"models", "nn"} | BOTTOM,  # token ids only: never the tokenizer
     "evaluate": {"models", "generate", "objectives", "data", "tokenizer", "nn", "interpret"} | BOTTOM,  # plots
-    "compress": {"models", "generate", "objectives", "evaluate", "data", "tokenizer", "nn"} | BOTTOM,
+    # compress reads a run and writes its smaller copy as a run (checkpoint), as merge does
+    "compress": {"models", "generate", "objectives", "evaluate", "data", "tokenizer", "nn", "checkpoint"} | BOTTOM,
     "interpret": {"models", "generate", "objectives", "data", "tokenizer", "nn"} | BOTTOM,
     "tasks": {"objectives", "data", "evaluate", "tokenizer", "chat_jinja"} | REGISTRY | BOTTOM,
     # a LoRA run's adapter read onto its base, and the adapters put on a model being fine-tuned

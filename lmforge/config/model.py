@@ -53,6 +53,7 @@ class ModelConfig:
     rtd_weight: float = 50.0  # ELECTRA: lambda in L = L_MLM(generator) + lambda * L_RTD(discriminator)
     head: str = "none"  # a task head over the model: none | classify | token | qa (models/heads.py)
     labels: list[str] = field(default_factory=list)  # the head's class names (classify, token)
+    quantization: dict | None = None  # integer weights (models/quantized.py): bits, group_size, symmetric, modules
 
     # Upper bounds on each size: far above any real model, low enough that a typo or a hostile
     # config.json (10^6 layers, a 2*10^9 vocabulary) is refused before anything is allocated.
@@ -159,6 +160,23 @@ class ModelConfig:
             raise LmforgeError(f"model.generator_scale={self.generator_scale} leaves the ELECTRA generator no width; raise it")
         if self.head in ("classify", "token") and len(self.labels) < 2:
             raise LmforgeError(f"a {self.head} head needs at least two labels, got {len(self.labels)}")
+        if self.quantization is not None:
+            self.check_quantization(self.quantization)
+
+    @staticmethod
+    def check_quantization(q: Any) -> None:
+        """config.json's quantization: {"bits": 8 | 4, "group_size": even int >= 2 or null, "symmetric": bool,
+        "method": str, "modules": [layer names]}."""
+        fix = "restore config.json from the quantised run, or quantise the original run again"
+        if not isinstance(q, dict) or q.get("bits") not in (8, 4) or isinstance(q.get("bits"), bool):
+            raise LmforgeError(f"model.quantization={q!r} is not a quantisation lmforge wrote (bits 8 or 4); {fix}")
+        group = q.get("group_size")
+        if group is not None and (isinstance(group, bool) or not isinstance(group, int) or group < 2 or group % 2):
+            raise LmforgeError(f"model.quantization.group_size={group!r} must be an even whole number of 2 or more; {fix}")
+        modules = q.get("modules")
+        if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules) or \
+                not isinstance(q.get("symmetric", True), bool):
+            raise LmforgeError(f"model.quantization must list its layers in modules and say symmetric true or false; {fix}")
 
     def approx_params(self) -> int:
         """Parameters, to within biases and norms: embeddings (vocab x embedding_size, positions x d) and,

@@ -1,7 +1,8 @@
 """Model families by name, so the trainer and the CLI never import a specific model file.
 
 `build_model(config)` builds the family's model and, when `config.head` names a task, puts that head
-over it (models/heads.py): one checkpoint format for pretrained and fine-tuned models alike.
+over it (models/heads.py): one checkpoint format for pretrained and fine-tuned models alike. A
+quantised config (`config.quantization`) puts integer layers where it says (models/quantized.py).
 """
 
 from __future__ import annotations
@@ -24,5 +25,11 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.head != "none":
         from lmforge.models.heads import build_head
 
-        return build_head(cfg)
-    return FAMILIES[cfg.family](cfg)
+        model = build_head(cfg)
+    else:
+        model = FAMILIES[cfg.family](cfg)
+    if cfg.quantization:
+        from lmforge.models.quantized import apply_layout
+
+        apply_layout(model, cfg.quantization)
+    return model

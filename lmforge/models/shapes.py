@@ -73,7 +73,8 @@ def expected_shapes(cfg: ModelConfig) -> tuple[dict[str, tuple[int, ...]], list[
     each of the stack's layers (blocks.0. -> blocks.{i}.; an encoder-decoder's decoder.blocks. has
     n_decoder_layer of them): constructing thousands of layers, even without storage, takes seconds,
     and a config.json may ask for thousands."""
-    one = meta_model(dataclasses.replace(cfg, n_layer=1, n_decoder_layer=1)).state_dict(keep_vars=True)
+    one = meta_model(dataclasses.replace(cfg, n_layer=1, n_decoder_layer=1, quantization=_first_layer(cfg.quantization)))
+    one = one.state_dict(keep_vars=True)
     shapes: dict[str, tuple[int, ...]] = {}
     groups: dict[tuple[int, int], list[str]] = {}
     for name, t in one.items():
@@ -86,6 +87,15 @@ def expected_shapes(cfg: ModelConfig) -> tuple[dict[str, tuple[int, ...]], list[
             shapes[full] = shape
             groups.setdefault((id(t), i), []).append(full)
     return shapes, list(groups.values())
+
+
+def _first_layer(spec: dict | None) -> dict | None:
+    """A quantisation spec for the one-layer model: each layer's names read as the first layer's (lmforge
+    quantize treats every layer of a stack alike)."""
+    if not spec:
+        return spec
+    names = dict.fromkeys(re.sub(r"(^|\.)blocks\.\d+\.", r"\1blocks.0.", n) for n in spec["modules"])
+    return {**spec, "modules": list(names)}
 
 
 def _shape(x) -> tuple[int, ...]:

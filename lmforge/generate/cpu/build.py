@@ -27,7 +27,7 @@ from pathlib import Path
 
 from lmforge import io
 from lmforge.errors import LmforgeError
-from lmforge.generate.cpu.layout import FloatPtr, Model, layout_mismatch
+from lmforge.generate.cpu.layout import FloatPtr, Model, Weight, layout_mismatch
 
 SOURCES = [Path(__file__).with_name(name) for name in ("decode_step.c", "shared_history.c")]
 FLAG_SETS = (  # tried in order: the first that compiles and loads is kept
@@ -119,6 +119,10 @@ def _open(path: Path) -> ctypes.CDLL:
     step.argtypes = [ctypes.POINTER(Model), ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
                      ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, FloatPtr, FloatPtr,
                      ctypes.c_int]
+    product = lib.lmf_linear  # int lmf_linear(Weight*, bias, N, in, out, O, K, threads)
+    product.restype = ctypes.c_int
+    product.argtypes = [ctypes.POINTER(Weight), FloatPtr, ctypes.c_int, FloatPtr, FloatPtr, ctypes.c_int, ctypes.c_int,
+                        ctypes.c_int]
     attend = lib.lmf_shared_history_attention  # (N, H, G, D, keys, slots, q, k, v, owner, owner_stride, lengths, bias, scale, y, threads)
     attend.restype = ctypes.c_int
     attend.argtypes = [ctypes.c_int] * 6 + [ctypes.c_void_p] * 4 + [ctypes.c_longlong] + [ctypes.c_void_p] * 2 + \

@@ -10,21 +10,28 @@ import ctypes
 FloatPtr = ctypes.POINTER(ctypes.c_float)
 
 
+class Weight(ctypes.Structure):
+    """One weight matrix: float32 (f), or int8 (q8) / packed int4 (q4) with scales (and zeros) per group."""
+    _fields_ = [("f", FloatPtr), ("q8", ctypes.c_void_p), ("q4", ctypes.c_void_p), ("scale", FloatPtr),
+                ("zero", FloatPtr), ("group", ctypes.c_int)]
+
+
 class Layer(ctypes.Structure):
-    _fields_ = [(name, FloatPtr) for name in ("norm1_w", "norm1_b", "qkv_w", "qkv_b", "proj_w", "proj_b", "norm2_w",
-                                              "norm2_b", "fc_w", "fc_b", "up_w", "up_b", "out_w", "out_b")]
+    _fields_ = [("norm1_w", FloatPtr), ("norm1_b", FloatPtr), ("qkv", Weight), ("qkv_b", FloatPtr), ("proj", Weight),
+                ("proj_b", FloatPtr), ("norm2_w", FloatPtr), ("norm2_b", FloatPtr), ("fc", Weight), ("fc_b", FloatPtr),
+                ("up", Weight), ("up_b", FloatPtr), ("out", Weight), ("out_b", FloatPtr)]
 
 
 class Model(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int) for name in ("n_layer", "d_model", "n_head", "n_kv_head", "head_dim", "d_ff",
                                                   "vocab", "norm", "act", "position")] + [
         ("eps", ctypes.c_float),
-        *[(name, FloatPtr) for name in ("tok_emb", "pos_table", "rope_cos", "rope_sin", "norm_w", "norm_b", "head_w")],
-        ("layers", ctypes.POINTER(Layer)),
+        *[(name, FloatPtr) for name in ("tok_emb", "pos_table", "rope_cos", "rope_sin", "norm_w", "norm_b")],
+        ("head", Weight), ("layers", ctypes.POINTER(Layer)),
     ]
 
 
-STRUCTS = (Layer, Model)  # in lmf_layout's order
+STRUCTS = (Weight, Layer, Model)  # in lmf_layout's order
 
 
 def mirror_layout(structs=STRUCTS) -> list[int]:

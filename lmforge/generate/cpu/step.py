@@ -24,13 +24,15 @@ import torch
 from torch import nn
 
 from lmforge.generate.cpu import build
-from lmforge.generate.cpu.layout import FloatPtr, Layer, Model
+from lmforge.generate.cpu.layout import FloatPtr, Layer, Model, Weight
 from lmforge.generate.cpu.tuner import ThreadTuner, shared_tuner
 from lmforge.generate.environment import decode_environment
 from lmforge.nn import MLP, Attention, Block, RMSNorm, SwiGLU
+from lmforge.nn.quantized import QuantLinear
 
 NORMS = {"layernorm": 0, "rmsnorm": 1}
 MAX_ROWS = 16  # decode_step.c has the same MAX_ROWS
+MAX_GROUPS = 1024  # and the same MAX_GROUPS: int4 groups per row
 ACTIVATIONS = {"gelu": 0, "gelu_tanh": 1, "relu": 2, "swiglu": 3}
 POSITIONS = {"none": 0, "learned": 1, "sinusoidal": 1, "rope": 2}
 
@@ -92,27 +94,55 @@ def coverage(model: nn.Module) -> str | None:
             return "a module of the model has its forward replaced or hooked"
     if not _plain_parts(model):
         return "the model's parts are not the plain GPT parts the native decode step knows"
+    if any(isinstance(m, QuantLinear) and m.bits == 4 and m.in_features // m.group > MAX_GROUPS for m in model.modules()):
+        return f"the native decode step takes up to {MAX_GROUPS} int4 groups per row; quantise with a larger --group-size"
     return None
 
 
 def _plain_parts(model: nn.Module) -> bool:
     """Every module the native step reads is exactly the class it knows (not a quantized or
     otherwise swapped-in replacement)."""
-    norms = (nn.LayerNorm, RMSNorm)
-    if not (type(getattr(model, "tok_emb", None)) is nn.Embedding and type(model.lm_head) is nn.Linear
+    norms, linear = (nn.LayerNorm, RMSNorm), (nn.Linear, QuantLinear)
+    if not (type(getattr(model, "tok_emb", None)) is nn.Embedding and type(model.lm_head) in linear
             and type(getattr(model, "norm", None)) in norms):
         return False
     for b in model.blocks:
         linears = [b.attn.qkv, b.attn.proj, b.mlp.proj] + ([b.mlp.gate, b.mlp.up] if type(b.mlp) is SwiGLU else
                                                            [getattr(b.mlp, "fc", None)])
         if not (type(b) is Block and type(b.attn) is Attention and type(b.mlp) in (MLP, SwiGLU)
-                and type(b.norm1) in norms and type(b.norm2) in norms and all(type(x) is nn.Linear for x in linears)):
+                and type(b.norm1) in norms and type(b.norm2) in norms and all(type(x) in linear for x in linears)):
             return False
     return True
 
 
 def _f(t: torch.Tensor | None):
     return ctypes.cast(t.data_ptr(), FloatPtr) if t is not None else None
+
+
+def weight_struct(m: nn.Module, keep: list[torch.Tensor]) -> Weight:
+    """A Linear's or QuantLinear's weight as decode_step.c's Weight; the tensors whose memory it names
+    are appended to `keep` (they must outlive the struct)."""
+    if type(m) is nn.Linear:
+        w = m.weight.detach().contiguous()
+        keep.append(w)
+        return Weight(f=_f(w), group=m.in_features)
+    parts = [m.qweight.contiguous(), m.scales.contiguous(), None if m.zeros is None else m.zeros.contiguous()]
+    keep += [t for t in parts if t is not None]
+    q, scale, zero = parts
+    return Weight(q8=q.data_ptr() if m.bits == 8 else None, q4=q.data_ptr() if m.bits == 4 else None,
+                  scale=_f(scale), zero=_f(zero), group=m.group)
+
+
+def linear(m: QuantLinear, x: torch.Tensor, threads: int) -> torch.Tensor:
+    """y = x W^T + b for up to MAX_ROWS float32 rows, the integers read by the compiled kernel."""
+    lib = library()
+    keep: list[torch.Tensor] = []
+    W = weight_struct(m, keep)
+    flat = x.reshape(-1, m.in_features).contiguous()
+    out = torch.empty(flat.shape[0], m.out_features)
+    bias = None if m.bias is None else m.bias.detach().contiguous()
+    lib.lmf_linear(ctypes.byref(W), _f(bias), flat.shape[0], _f(flat), _f(out), m.out_features, m.in_features, threads)
+    return out.view(*x.shape[:-1], m.out_features)
 
 
 class NativeDecoder:
@@ -123,6 +153,12 @@ class NativeDecoder:
         cfg = model.config
         self.lib = library()
         weights = []
+
+        def product(m: nn.Module, *shape: int) -> Weight:
+            got = (m.out_features, m.in_features)
+            if got != shape or (type(m) is nn.Linear and (m.weight.dtype != torch.float32 or m.weight.device.type != "cpu")):
+                raise ValueError(f"the native decode step needs float32 CPU weights of the config's shapes; one is {got}")
+            return weight_struct(m, weights)
 
         def w(t: torch.Tensor | None, *shape: int):
             if t is None:
@@ -145,10 +181,10 @@ class NativeDecoder:
             a, f = block.attn, block.mlp
             fc, up = (f.gate, f.up) if swiglu else (f.fc, None)
             layers.append(Layer(
-                w(block.norm1.weight, C), w(getattr(block.norm1, "bias", None), C), w(a.qkv.weight, QKV, C),
-                w(a.qkv.bias, QKV), w(a.proj.weight, C, HD), w(a.proj.bias, C), w(block.norm2.weight, C),
-                w(getattr(block.norm2, "bias", None), C), w(fc.weight, F, C), w(fc.bias, F),
-                w(up.weight, F, C) if up else None, w(up.bias, F) if up else None, w(f.proj.weight, C, F),
+                w(block.norm1.weight, C), w(getattr(block.norm1, "bias", None), C), product(a.qkv, QKV, C),
+                w(a.qkv.bias, QKV), product(a.proj, C, HD), w(a.proj.bias, C), w(block.norm2.weight, C),
+                w(getattr(block.norm2, "bias", None), C), product(fc, F, C), w(fc.bias, F),
+                product(up, F, C) if up else Weight(), w(up.bias, F) if up else None, product(f.proj, C, F),
                 w(f.proj.bias, C)))
         self._layers = (Layer * len(layers))(*layers)
         pos_table = None
@@ -162,7 +198,7 @@ class NativeDecoder:
             cfg.n_layer, C, cfg.n_head, cfg.n_kv_head, cfg.head_dim, F, V, NORMS[cfg.norm], ACTIVATIONS[cfg.activation],
             POSITIONS[cfg.position], cfg.norm_eps, w(model.tok_emb.weight, V, C), w(pos_table, T, C),
             w(model.rope_cos if rope else None, T, cfg.head_dim), w(model.rope_sin if rope else None, T, cfg.head_dim),
-            w(model.norm.weight, C), w(getattr(model.norm, "bias", None), C), w(model.lm_head.weight, V, C),
+            w(model.norm.weight, C), w(getattr(model.norm, "bias", None), C), product(model.lm_head, V, C),
             self._layers)
         self.context = T
         self._weights = weights  # kept alive while the pointers are in use

@@ -1,0 +1,32 @@
+"""`lmforge quantize`, `prune`, `distill` and `compress-report`: smaller models and what they cost."""
+
+from __future__ import annotations
+
+from lmforge.cli.output import emit
+
+
+def cmd_quantize(args) -> None:
+    from lmforge.compress.quantize import quantize_run
+
+    r = quantize_run(args.run, args.out, args.bits, args.group_size, args.symmetric, args.keep_head, args.calibration)
+    group = f"groups of {r['group_size']}" if r["group_size"] else "one scale per output row"
+    kind = "symmetric" if r["symmetric"] else "with zero points"
+    emit(args, r, f"quantised {r['layers']} layers to int{r['bits']} ({group}, {kind}, {r['method']}): "
+                  f"{r['bytes_before'] / 1e6:.1f} MB -> {r['bytes_after'] / 1e6:.1f} MB ({r['ratio']:.2f}x smaller) "
+                  f"in {r['out']}")
+
+
+def add_commands(sub, command, json_flag) -> None:
+    q = command("quantize", cmd_quantize, "store a model's weights as int8 or int4 (weight-only; activations stay "
+                                          "float): an ordinary run every command takes")
+    q.add_argument("run", help="run directory (or a Hugging Face directory)")
+    q.add_argument("--bits", type=int, required=True, help="8 (one scale per output row) or 4 (grouped)")
+    q.add_argument("--group-size", type=int, help="inputs sharing one scale (default: 64 for int4, the whole row "
+                                                  "for int8); must divide every layer's width")
+    q.add_argument("--symmetric", action="store_true", help="int4 without zero points (w = s (u - 8)); int8 is "
+                                                            "always symmetric")
+    q.add_argument("--keep-head", action="store_true", help="keep the output head (lm_head) in float")
+    q.add_argument("--calibration", metavar="FILE", help="text like the model's own: each group's range is then "
+                                                         "clipped where that lowers the error on it")
+    q.add_argument("--out", required=True, help="output directory; must not exist or be empty")
+    json_flag(q)

@@ -1,0 +1,63 @@
+"""Which Linear layers of a model are stored as integers, and the model rebuilt that way from a config.
+
+`config.quantization` (written by `lmforge quantize`, compress/quantize.py) names them:
+
+    {"bits": 8 | 4, "group_size": int or null (one group per row), "symmetric": bool,
+     "method": "rtn" | "awq", "modules": ["blocks.0.attn.qkv", ..., "lm_head"]}
+
+`build_model` builds the float model and then puts an empty `nn.QuantLinear` in place of each named
+layer, so a quantised run loads through the same path as any other (the state dict then holds
+`qweight`, `scales` and `zeros` where `weight` was). The Transformer layers' products always count;
+the output head (`lm_head`) counts unless it is kept in float. Embeddings, norms and small task heads
+stay float: their bytes are few, and an embedding is read one row per token.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lmforge.errors import LmforgeError
+from lmforge.nn.quantized import QuantLinear
+
+HEAD = "lm_head"
+
+
+def _in_layers(name: str) -> bool:
+    return name.startswith("blocks.") or ".blocks." in name
+
+
+def target_linears(model: nn.Module, head: bool = True) -> list[str]:
+    """The names of the plain nn.Linear layers a quantisation replaces: every one inside the
+    Transformer layers, and the output head when `head`."""
+    return [name for name, m in model.named_modules()
+            if type(m) is nn.Linear and (_in_layers(name) or (head and name.split(".")[-1] == HEAD))]
+
+
+def quantized_names(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, QuantLinear)]
+
+
+def group_for(spec: dict, in_features: int) -> int:
+    return spec.get("group_size") or in_features
+
+
+def replace_linear(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def apply_layout(model: nn.Module, spec: dict) -> nn.Module:
+    """Put an empty QuantLinear (shapes only: the weights come from the checkpoint) where `spec` says."""
+    for name in spec["modules"]:
+        try:
+            linear = model.get_submodule(name)
+        except AttributeError:
+            linear = None
+        if type(linear) is not nn.Linear:
+            raise LmforgeError(f"the quantisation in config.json names {name!r}, which is not a linear layer of this "
+                               "model; restore config.json from the quantised run")
+        q = QuantLinear(linear.in_features, linear.out_features, spec["bits"], group_for(spec, linear.in_features),
+                        spec.get("symmetric", True), linear.bias is not None, device=linear.weight.device)
+        replace_linear(model, name, q)
+    return model
