@@ -335,7 +335,8 @@ def _post_processor_adds_bos(tokenizer: Tokenizer) -> bool:
 
 def export_hf(source: LM | str | Path, out: str | Path) -> Path:
     """Write a GPT-2-, Llama-, BERT-, T5-, BART- or Marian-shaped model and its tokenizer as a Hugging Face
-    directory at `out`."""
+    directory at `out`. A quantised run is written with its dequantised weights (float, computing what
+    the integers compute)."""
     lm = source if isinstance(source, LM) else load(source, device="cpu")
     model = lm.model
     if getattr(model, "lora", None) is not None:  # a LoRA run exports as its merged weights
@@ -344,6 +345,10 @@ def export_hf(source: LM | str | Path, out: str | Path) -> Path:
         from lmforge.models.lora import merge_lora
 
         model = merge_lora(copy.deepcopy(model))
+    if model.config.quantization:  # Hugging Face's GPT-2/Llama/BERT files hold float weights: the dequantised ones
+        from lmforge.models.quantized import dequantized_copy
+
+        model = dequantized_copy(model)
     tok = lm.tokenizer
     ids = {role: getattr(tok, f"{role}_id") for role in SPECIAL_TOKENS}
     specials = {role: (tok.hf.id_to_token(i), i) for role, i in ids.items() if i is not None}

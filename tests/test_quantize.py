@@ -173,3 +173,72 @@ def test_calibrated_clipping_errs_no_more_than_round_to_nearest_on_what_the_laye
     clipped = clipped_layer(linear, 4, 16, False, energy)
     err = lambda q: ((q(x) - linear(x)) ** 2).mean().item()  # noqa: E731
     assert err(clipped) <= err(plain) * 1.0001
+
+
+def test_decoding_in_pytorch_routes_the_integer_layers_to_the_compiled_kernel(quantised, monkeypatch):
+    _native()
+    import lmforge
+    from lmforge.generate.cpu import step
+    from lmforge.generate.fast_linear import LinearRoutes
+
+    _, q4 = quantised
+    lm = lmforge.load(str(q4), backend="torch")
+    calls = []
+    kernel = step.linear
+    monkeypatch.setattr(step, "linear", lambda m, x, t: calls.append(x.numel() // x.shape[-1]) or kernel(m, x, t))
+    ids = torch.tensor([[5, 9]])
+    with torch.no_grad():
+        want = lm.model(ids)  # two rows per product: the tiles of QuantLinear.forward's own path
+        with LinearRoutes(lm.model).active():
+            got = lm.model(ids)
+    want, got = (want[0] if isinstance(want, tuple) else want), (got[0] if isinstance(got, tuple) else got)
+    assert calls and max(calls) == 2 and torch.allclose(got, want, atol=1e-4)
+    assert all("forward" not in m.__dict__ for m in lm.model.modules())  # the routes are gone on leaving
+    native = lmforge.load(str(q4), backend="native")
+    prompt = "the cat sat"
+    assert lm.generate(prompt, max_new_tokens=12, temperature=0) == native.generate(prompt, max_new_tokens=12,
+                                                                                     temperature=0)
+
+
+def test_a_quantised_classifier_predicts_as_the_float_one(tmp_path):
+    from lmforge.checkpoint import save_checkpoint
+    from lmforge.config import model_config_from_preset
+    from lmforge.models import build_model
+    from lmforge.train.finetune import finetune
+    from lmforge.train.predict import predict_file
+    from lmforge.tokenizer import train_char
+    from tests.test_finetune import quick, rows, write_csv
+
+    tok = train_char([t for t, _ in rows()])
+    torch.manual_seed(0)
+    cfg = model_config_from_preset("bert-mini", vocab_size=tok.vocab_size, context_length=48, n_layer=2, d_model=32,
+                                   n_head=2, dropout=0.0)
+    save_checkpoint(tmp_path / "base", build_model(cfg), tok)
+    data = write_csv(tmp_path / "d.csv", rows())
+    finetune(tmp_path / "base", str(data), tmp_path / "run", quick(), log=lambda *a: None)
+    assert main(["quantize", str(tmp_path / "run"), "--bits", "8", "--out", str(tmp_path / "q8")]) == 0
+    _, float_report = predict_file(tmp_path / "run", str(data), tmp_path / "f.jsonl")
+    _, q_report = predict_file(tmp_path / "q8", str(data), tmp_path / "q.jsonl")
+    assert q_report["accuracy"] >= float_report["accuracy"] - 0.02
+    f = [json.loads(x)["label"] for x in (tmp_path / "f.jsonl").read_text().splitlines()]
+    q = [json.loads(x)["label"] for x in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert sum(a == b for a, b in zip(f, q)) >= 0.97 * len(f)
+
+
+def test_a_quantised_run_exports_to_hugging_face_as_its_dequantised_weights(quantised, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import lmforge
+
+    _, q4 = quantised
+    lm = lmforge.load(str(q4))
+    from lmforge.api import export_hf
+
+    export_hf(lm, tmp_path / "hf")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.tensor([lm.tokenizer.encode("the cat sat on the mat")])
+    with torch.no_grad():
+        ours = lm.model(ids)
+        theirs = hf(ids).logits
+    ours = ours[0] if isinstance(ours, tuple) else ours
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    assert any(isinstance(m, QuantLinear) for m in lm.model.modules())  # the loaded run itself is untouched

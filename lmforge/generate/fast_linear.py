@@ -16,6 +16,10 @@ plan out for one generation: it holds its own column-major copies where the plan
 when the generation starts, so they are never stale) and, while it is entered, routes the nn.Linear
 layers of small gradient-free batches through them. The model's parameters are never changed: its
 state_dict is the same before and after, and training, saving and export see nothing of decoding.
+
+Integer weights (nn/quantized.py's QuantLinear) are routed too, to the compiled step's own integer
+kernel (generate/cpu/decode_step.c's lmf_linear) where the compiler built it: it reads the int8 or
+packed int4 values where they lie, so a small batch never makes a float copy of a weight.
 """
 
 from __future__ import annotations
@@ -199,26 +203,29 @@ class LinearRoutes:
         self.model = model
         linears = _linears(model)
         plan = plan_decode(model, gemv) if linears else DecodePlan()
-        self.arrays: dict[nn.Linear, tuple[np.ndarray, np.ndarray | None]] = {}
+        self.arrays: dict[nn.Module, tuple[np.ndarray, np.ndarray | None]] = {}
         for m in linears:
             if plan.backend.get(id(m.weight)) == "numpy":
                 w = laid_out(m.weight.detach(), plan.columns[id(m.weight)])  # the array keeps its tensor alive
                 self.arrays[m] = (w.numpy(), None if m.bias is None else m.bias.detach().numpy())
+        self.integer = _integer_linears(model)
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        if not self.arrays:  # PyTorch does it all: nothing to route, threads untouched
+        if not self.arrays and not self.integer:  # PyTorch does it all: nothing to route, threads untouched
             yield
             return
-        with _one_thread(), self._routed():
+        threads = torch.get_num_threads()  # the compiled kernel's own pool: PyTorch's count before _one_thread
+        with _one_thread(), self._routed(threads):
             yield
 
     @contextlib.contextmanager
-    def _routed(self) -> Iterator[None]:
+    def _routed(self, threads: int) -> Iterator[None]:
         with _LOCK:
             active = _ACTIVE.get(self.model)
             if active is None:
                 routed = [m for m, (w, b) in self.arrays.items() if _route(m, w, b)]
+                routed += [m for m in self.integer if _route_integer(m, threads)]
                 _ACTIVE[self.model] = active = [0, routed]
             active[0] += 1
         try:
@@ -242,6 +249,34 @@ def decode_linears(model: nn.Module, enabled: bool = True, gemv: str = "auto") -
         return
     with LinearRoutes(model, gemv).active():
         yield
+
+
+def _integer_linears(model: nn.Module) -> list[nn.Module]:
+    """The model's QuantLinear layers the compiled integer kernel takes (none without a compiler)."""
+    from lmforge.generate.cpu.step import MAX_GROUPS, library
+    from lmforge.nn.quantized import QuantLinear
+
+    found = [m for m in model.modules() if type(m) is QuantLinear and m.qweight.device.type == "cpu"
+             and m.in_features // m.group <= MAX_GROUPS]
+    return found if found and library() is not None else []
+
+
+def _route_integer(m: nn.Module, threads: int) -> bool:
+    """As _route, for a QuantLinear: small gradient-free float32 batches go to the integer kernel."""
+    from lmforge.generate.cpu.step import MAX_ROWS, linear
+
+    if "forward" in m.__dict__:
+        return False
+    cls_forward = type(m).forward
+
+    def forward(x, m=m):
+        if torch.is_grad_enabled() or x.dtype != torch.float32 or x.numel() > MAX_ROWS * x.size(-1):
+            return cls_forward(m, x)
+        return linear(m, x, threads)
+
+    forward.lmforge_decode_route = True
+    m.forward = forward
+    return True
 
 
 def _route(m: nn.Linear, w: np.ndarray, b: np.ndarray | None) -> bool:

@@ -61,3 +61,29 @@ def apply_layout(model: nn.Module, spec: dict) -> nn.Module:
                         spec.get("symmetric", True), linear.bias is not None, device=linear.weight.device)
         replace_linear(model, name, q)
     return model
+
+
+def dequantized_copy(model: nn.Module) -> nn.Module:
+    """A float copy of a quantised model (each QuantLinear an nn.Linear holding s q, or s (u - z)), for
+    formats that have no integer layers (a Hugging Face export): it computes what the quantised model
+    computes, at float32's size. A quantised head no longer shares the embedding's values, so a tied
+    model's copy is untied."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    out = copy.deepcopy(model)
+    names = quantized_names(out)
+    for name in names:
+        q = out.get_submodule(name)
+        linear = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None, device=q.qweight.device)
+        with torch.no_grad():
+            linear.weight.copy_(q.dequantized())
+            if q.bias is not None:
+                linear.bias.copy_(q.bias)
+        replace_linear(out, name, linear)
+    untied = out.config.tie_embeddings and any(n.split(".")[-1] == HEAD for n in names)  # an int head has its own
+    out.config = dataclasses.replace(out.config, quantization=None,
+                                     tie_embeddings=out.config.tie_embeddings and not untied)
+    return out
