@@ -47,6 +47,9 @@ FILES = ("model.safetensors", "adapter_model.safetensors", "trainer_state.pt", "
          "tokenizer.json", "adapter_config.json")  # renamed last first
 WEIGHTS = "model.safetensors"
 STATES = ("trainer_state.pt", "trainer_state.prev.pt")  # the newest first
+# What a run is besides its weights: its recipe (a task's columns and labels), a chat run's template and
+# end-of-turn. A model made from a run (merged, quantised) keeps them; its training history stays behind.
+SIDE_FILES = ("recipe.yaml", "tokenizer_config.json", "generation_config.json", "chat_template.jinja")
 
 
 # --- writing -------------------------------------------------------------------------------------------
@@ -263,6 +266,18 @@ def load_pretrained(path, device: str | torch.device = "cpu") -> tuple[nn.Module
     return model.eval(), tokenizer
 
 
+def save_derived(run: str | Path, out: str | Path, model: nn.Module, tokenizer: Tokenizer) -> None:
+    """Save `model`, made from the run in `run` (merged, quantised), as a run in `out` that keeps the
+    source's SIDE_FILES: it predicts with the same columns and labels and chats with the same template."""
+    run, out = Path(run), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SIDE_FILES:
+        if (run / name).is_file():
+            with atomic_path(out / name) as tmp:
+                shutil.copyfile(run / name, tmp)
+    save_checkpoint(out, model, tokenizer)
+
+
 def merge_run(run: str | Path, out: str | Path) -> dict:
     """`lmforge merge RUN --out OUT`: the LoRA run's adapters folded into its base's weights
     (W + (alpha / r) B A), saved as an ordinary run that needs no base model."""
@@ -277,6 +292,6 @@ def merge_run(run: str | Path, out: str | Path) -> dict:
     model, tokenizer = load_checkpoint(run)
     layers = len(adapted_layers(model))
     merge_lora(model)
-    save_checkpoint(out, model, tokenizer)
+    save_derived(run, out, model, tokenizer)
     return {"run": str(run), "out": str(out), "merged_layers": layers,
             "parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())}

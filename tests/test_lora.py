@@ -126,9 +126,11 @@ def test_peft_loads_the_adapter_onto_the_exported_base(tmp_path, shape):
 
 def test_merge_command_writes_an_ordinary_run_with_the_same_logits(tmp_path, capsys):
     model, _ = adapted_run(tmp_path, "gpt2")
+    (tmp_path / "lora" / "generation_config.json").write_text('{"eos_token_id": [3]}\n')  # a chat run's end-of-turn
     assert main(["merge", str(tmp_path / "lora"), "--out", str(tmp_path / "merged"), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["merged_layers"] == 8
+    assert (tmp_path / "merged" / "generation_config.json").read_text() == '{"eos_token_id": [3]}\n'
     merged, _ = load_checkpoint(tmp_path / "merged")
     assert (tmp_path / "merged" / "model.safetensors").is_file() and not any(
         isinstance(m, LoRALinear) for m in merged.modules())

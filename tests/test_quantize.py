@@ -113,6 +113,19 @@ def test_a_quantised_run_keeps_the_float_models_outputs_closely_and_is_smaller(q
     assert any(isinstance(m, QuantLinear) for m in b.model.modules())
 
 
+def test_a_quantised_run_keeps_its_sources_recipe_and_chat_files_but_not_its_training_history(tmp_path):
+    run = tiny_run(tmp_path / "run", TEXT)
+    side = {"tokenizer_config.json": '{"chat_template": "{{ messages }}"}', "generation_config.json": '{"eos_token_id": 2}',
+            "recipe.yaml": "task:\n  text_column: review\n"}
+    for name, body in side.items():
+        (run / name).write_text(body)
+    (run / "metrics.jsonl").write_text("{}\n")
+    assert main(["quantize", str(run), "--bits", "8", "--out", str(tmp_path / "q8")]) == 0
+    for name, body in side.items():
+        assert (tmp_path / "q8" / name).read_text() == body
+    assert not (tmp_path / "q8" / "metrics.jsonl").exists()
+
+
 def test_a_quantised_run_generates_evaluates_and_serves(quantised, tmp_path, capsys):
     run, q4 = quantised
     assert main(["generate", str(q4), "the cat", "--max-new-tokens", "8", "--temperature", "0", "--json"]) == 0

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmforge.checkpoint import load_pretrained, save_checkpoint
+from lmforge.checkpoint import load_pretrained, save_derived
 from lmforge.errors import LmforgeError
 from lmforge.models.quantized import quantized_names, replace_linear, target_linears
 from lmforge.nn.quantized import BITS, QuantLinear
@@ -171,7 +171,7 @@ def quantize_run(run: str | Path, out: str | Path, bits: int, group_size: int | 
         energy = input_energy(model, names, batches)
     spec = quantize_model(model, bits, group_size, symmetric, not keep_head, energy)
     model.config.quantization = spec
-    save_checkpoint(out, model, tokenizer)
+    save_derived(run, out, model, tokenizer)
     after = _bytes(model)
     return {"run": str(run), "out": str(out), "bits": bits, "group_size": group_size, "symmetric": spec["symmetric"],
             "method": spec["method"], "layers": len(quantized_names(model)), "bytes_before": before,
