@@ -173,6 +173,16 @@ def test_an_empty_or_binary_calibration_file_is_refused(tmp_path, capsys, conten
     assert says in capsys.readouterr().err and not (tmp_path / "q").exists()
 
 
+def test_a_calibrated_quantisation_says_so_and_loads(tmp_path, capsys):
+    run = tiny_run(tmp_path / "run", TEXT)
+    calib = tmp_path / "calib.txt"
+    calib.write_text("the dog sat on the log and the cat sat on the mat\n" * 40, encoding="utf-8")
+    assert main(["quantize", str(run), "--bits", "4", "--group-size", "16", "--calibration", str(calib),
+                 "--out", str(tmp_path / "q"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "clip"
+    assert main(["generate", str(tmp_path / "q"), "the cat", "--max-new-tokens", "4", "--temperature", "0"]) == 0
+
+
 def test_calibrated_clipping_errs_no_more_than_round_to_nearest_on_what_the_layer_sees():
     from lmforge.compress.quantize import clipped_layer
 

@@ -133,7 +133,7 @@ def calibration_batches(path: str, tokenizer, context: int, limit: int = CALIBRA
     """The calibration text as rows of `context` tokens (at most `limit` tokens in all)."""
     from lmforge.data.corpora import load_corpus
 
-    docs = load_corpus(path).docs
+    docs = load_corpus(path).documents
     ids: list[int] = []
     for d in docs:
         ids += tokenizer.encode(d)
