@@ -240,3 +240,28 @@ def test_continuous_batching_timeline_doc():
     for rows in (together, alone):
         assert "\n".join([head] + rows) in doc  # the chart, as the scheduler ran it
     assert f"in {ticks} ticks" in doc and f"takes {ticks_alone}" in doc
+
+
+def test_compression_doc_numbers():
+    from lmforge.nn.quantized import dequantize, pack_int4, quantize_int4, quantize_int8
+
+    doc = " ".join((DOCS / "compression.md").read_text().split())
+    w = torch.tensor([[0.5, -1.27, 0.3, 0.004]])
+    q, s = quantize_int8(w, 4)
+    back = dequantize(q, s, None, 8)
+    assert f"s = max |w| / 127 = 1.27 / 127 = {s.item():.2f}" in doc and f"= {q.tolist()[0]}" in doc
+    assert f"off by {(back - w).abs().max().item():.3f}" in doc and f"`s / 2 = {s.item() / 2:.3f}`" in doc
+    group = torch.tensor([[0.9, -0.3, 0.1, 0.42, -0.6, 0.2, 0.0, 0.78]])
+    for symmetric in (False, True):
+        u, s, z = quantize_int4(group, 8, symmetric)
+        packed = pack_int4(u, 8)
+        back = dequantize(packed, s, z, 4)
+        assert f"`{u.tolist()[0]}`" in doc or f"`u = {u.tolist()[0]}`" in doc
+        assert f"`{packed.tolist()[0]}`" in doc or f"(`{packed.tolist()[0]};" in doc
+        assert "[" + ", ".join(f"{v:.4f}".rstrip("0").rstrip(".") if v else "0.0" for v in back[0].tolist()) + "]" in doc
+        err = (back - group).abs().max().item()
+        assert f"off by {'up to ' if symmetric else ''}{err:.4f}".rstrip("0") in doc
+        if not symmetric:
+            assert f"`s = {s.item():.1f}`" in doc and f"`z = round({-group.min().item() / s.item():.1f}) = {int(z.item())}`" in doc
+        else:
+            assert f"`s = max |w| / 7 = {s.item():.4f}`" in doc
