@@ -16,6 +16,18 @@ def cmd_quantize(args) -> None:
                   f"in {r['out']}")
 
 
+def cmd_prune(args) -> None:
+    from lmforge.compress.prune import prune_run
+
+    r = prune_run(args.run, args.out, args.sparsity, args.method, args.structure, args.calibration)
+    if r["structure"] in ("heads", "neurons"):
+        what = f"d_ff {r['d_ff']}" if r["structure"] == "neurons" else f"{r['n_head']} heads"
+        done = f"removed {r['structure']} by {r['method']} ({what} per layer)"
+    else:
+        done = f"set {r['zero_fraction']:.1%} of the layers' weights to zero ({r['structure']}, {r['method']})"
+    emit(args, r, f"{done}: {r['parameters_before']:,} -> {r['parameters_after']:,} parameters in {r['out']}")
+
+
 def add_commands(sub, command, json_flag) -> None:
     q = command("quantize", cmd_quantize, "store a model's weights as int8 or int4 (weight-only; activations stay "
                                           "float): an ordinary run every command takes")
@@ -30,3 +42,17 @@ def add_commands(sub, command, json_flag) -> None:
                                                          "clipped where that lowers the error on it")
     q.add_argument("--out", required=True, help="output directory; must not exist or be empty")
     json_flag(q)
+
+    p = command("prune", cmd_prune, "zero the weights that matter least (unstructured, 2:4), or remove whole heads or "
+                                    "MLP neurons so the matrices shrink")
+    p.add_argument("run", help="run directory (or a Hugging Face directory)")
+    p.add_argument("--sparsity", type=float, help="the fraction of weights (or of each layer's heads or neurons) to "
+                                                  "remove, in [0, 1); 2:4 is 0.5")
+    p.add_argument("--method", default="magnitude", help="magnitude (|W|) or wanda (|W| times the input's norm on "
+                                                          "calibration text); default magnitude")
+    p.add_argument("--structure", default="unstructured", help="unstructured, 2:4, heads or neurons; default "
+                                                               "unstructured")
+    p.add_argument("--calibration", metavar="FILE", help="text like the model's own, for wanda (default: the start "
+                                                         "of the run's training split)")
+    p.add_argument("--out", required=True, help="output directory; must not exist or be empty")
+    json_flag(p)

@@ -26,13 +26,13 @@ import torch
 from torch import nn
 
 from lmforge.checkpoint import load_pretrained, save_derived
+from lmforge.compress.calibration import calibration_batches, input_energy
 from lmforge.errors import LmforgeError
 from lmforge.models.quantized import quantized_names, replace_linear, target_linears
 from lmforge.nn.quantized import BITS, QuantLinear
 
 DEFAULT_GROUP = {8: None, 4: 64}  # int8: one scale per output row; int4: per 64 inputs
 CLIPS = tuple(1.0 - 0.025 * i for i in range(13))  # 1.0 .. 0.7
-CALIBRATION_TOKENS = 16_384
 
 
 def check_options(bits: int, group_size: int | None) -> None:
@@ -51,29 +51,6 @@ def check_groups(model: nn.Module, names: list[str], group_size: int | None) -> 
             divisors = [g for g in (32, 64, 128, 256) if width % g == 0]
             hint = f"use one that does, such as {divisors[-1]}" if divisors else "leave --group-size out"
             raise LmforgeError(f"--group-size {group_size} does not divide the width {width} of {name}; {hint}")
-
-
-def input_energy(model: nn.Module, names: list[str], batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """E[x_k^2] per input channel of each named layer, over the calibration batches."""
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-
-    def hook(name):
-        def record(_module, inputs):
-            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
-            sums[name] = sums.get(name, 0) + (x * x).sum(0)
-            counts[name] = counts.get(name, 0) + x.shape[0]
-        return record
-
-    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
-    try:
-        with torch.no_grad():
-            for ids in batches:
-                model(ids)
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: sums[n] / counts[n] for n in sums}
 
 
 @torch.no_grad()
@@ -129,24 +106,6 @@ def quantize_model(model: nn.Module, bits: int, group_size: int | None = None, s
             "method": "clip" if energy is not None else "rtn", "modules": names}
 
 
-def calibration_batches(path: str, tokenizer, context: int, limit: int = CALIBRATION_TOKENS) -> list[torch.Tensor]:
-    """The calibration text as rows of `context` tokens (at most `limit` tokens in all)."""
-    from lmforge.data.corpora import load_corpus
-
-    docs = load_corpus(path).documents
-    ids: list[int] = []
-    for d in docs:
-        ids += tokenizer.encode(d)
-        if len(ids) >= limit:
-            break
-    if len(ids) < 2:
-        raise LmforgeError(f"the calibration file {path} holds fewer than two tokens of text; give a few paragraphs "
-                           "of text like the model's own")
-    ids = ids[:limit]
-    rows = [torch.tensor(ids[i:i + context]) for i in range(0, len(ids), context)]
-    return [r[None] for r in rows if len(r) > 1]
-
-
 def quantize_run(run: str | Path, out: str | Path, bits: int, group_size: int | None = None, symmetric: bool = False,
                  keep_head: bool = False, calibration: str | None = None) -> dict:
     """Load `run`, quantise it, save it to `out` as an ordinary run; a summary of what was done."""
@@ -167,7 +126,7 @@ def quantize_run(run: str | Path, out: str | Path, bits: int, group_size: int | 
     check_groups(model, names, group_size)
     energy = None
     if calibration is not None:
-        batches = calibration_batches(calibration, tokenizer, model.config.context_length)
+        batches = calibration_batches(calibration, tokenizer, model.config.context_length, run)
         energy = input_energy(model, names, batches)
     spec = quantize_model(model, bits, group_size, symmetric, not keep_head, energy)
     model.config.quantization = spec

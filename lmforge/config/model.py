@@ -25,6 +25,8 @@ class ModelConfig:
     n_decoder_layer: int | None = None  # seq2seq: the decoder's layers; None: n_layer
     n_head: int = 6
     n_kv_head: int | None = None  # < n_head: grouped-query attention; None: same as n_head
+    head_size: int | None = None  # None: d_model / n_head; else each head's own width (heads pruned, or a
+    # Llama checkpoint's head_dim), so that n_head * head_size may differ from d_model
     d_model: int = 384
     d_ff: int | None = None  # None: 4 * d_model (GELU) or the Llama rule (SwiGLU)
     dropout: float = 0.0
@@ -60,7 +62,7 @@ class ModelConfig:
     LIMITS: ClassVar[dict[str, int]] = {
         "vocab_size": 2**24, "context_length": 2**20, "n_layer": 4096, "n_head": 2**14, "n_kv_head": 2**14,
         "d_model": 2**16, "d_ff": 2**20, "type_vocab_size": 2**16, "embedding_size": 2**16,
-        "n_decoder_layer": 4096, "relative_buckets": 2**16, "relative_max_distance": 2**20,
+        "n_decoder_layer": 4096, "head_size": 2**16, "relative_buckets": 2**16, "relative_max_distance": 2**20,
     }
     MAX_PARAMS: ClassVar[int] = 2**40  # about 10^12
     FLOATS: ClassVar[tuple[str, ...]] = ("dropout", "rope_theta", "norm_eps", "init_std", "generator_scale",
@@ -124,8 +126,8 @@ class ModelConfig:
                     f"model.{name}={getattr(self, name)!r} is not supported; use one of {', '.join(allowed)}"
                 )
         self.check_values({k: getattr(self, k) for k in (*self.LIMITS, *self.FLOATS, *self.BOOLS)
-                           if k != "attention_scale" or self.attention_scale is not None})
-        if self.d_model % self.n_head:
+                           if k not in ("attention_scale", "head_size") or getattr(self, k) is not None})
+        if self.head_size is None and self.d_model % self.n_head:
             raise LmforgeError(
                 f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}; pick sizes where it is"
             )
@@ -134,8 +136,9 @@ class ModelConfig:
                 f"model.n_head={self.n_head} is not a multiple of model.n_kv_head={self.n_kv_head}; "
                 "grouped-query attention shares each key/value head among an equal number of query heads"
             )
-        if self.position == "rope" and (self.d_model // self.n_head) % 2:
-            raise LmforgeError("RoPE needs an even head size (d_model / n_head); change d_model or n_head")
+        if self.position == "rope" and self.head_dim % 2:
+            raise LmforgeError("RoPE needs an even head size (d_model / n_head, or head_size); change d_model, n_head "
+                               "or head_size")
         if not 0.0 <= self.dropout < 1.0:
             raise LmforgeError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.approx_params() > self.MAX_PARAMS:
@@ -180,14 +183,15 @@ class ModelConfig:
 
     def approx_params(self) -> int:
         """Parameters, to within biases and norms: embeddings (vocab x embedding_size, positions x d) and,
-        per layer, attention (d^2 for q and the output, 2 d^2 n_kv_head / n_head for k and v) plus the
-        MLP (2 d d_ff, 3 d d_ff with SwiGLU's gate)."""
-        d, kv = self.d_model, self.d_model * self.n_kv_head // self.n_head
+        per layer, attention (2 d q for q and the output, 2 d kv for k and v, where q = n_head head_dim and
+        kv = n_kv_head head_dim: d^2 and 2 d^2 n_kv_head / n_head when the heads fill d) plus the MLP
+        (2 d d_ff, 3 d d_ff with SwiGLU's gate)."""
+        d, q, kv = self.d_model, self.n_head * self.head_dim, self.n_kv_head * self.head_dim
         mlp = (3 if self.activation in ("swiglu", "geglu") else 2) * d * self.d_ff
         emb = self.vocab_size * self.embedding_size * (1 if self.tie_embeddings else 2) + self.context_length * d
-        layers = self.n_layer * (2 * d * d + 2 * d * kv + mlp)
+        layers = self.n_layer * (2 * d * q + 2 * d * kv + mlp)
         if self.family == "seq2seq":  # decoder layers add cross-attention: another q, k, v and output
-            layers += self.n_decoder_layer * (4 * d * d + 4 * d * kv + mlp)
+            layers += self.n_decoder_layer * (4 * d * q + 4 * d * kv + mlp)
         return emb + layers
 
     def generator_width_heads(self) -> tuple[int, int]:
@@ -197,7 +201,7 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_head
+        return self.head_size or self.d_model // self.n_head
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

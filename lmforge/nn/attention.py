@@ -121,10 +121,10 @@ class Attention(nn.Module):
     """Self-attention with one fused QKV projection; optional RoPE; a KV cache slots in via `cache`."""
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int, causal: bool = True,
-                 bias: bool = True, dropout: float = 0.0, scale: float | None = None):
+                 bias: bool = True, dropout: float = 0.0, scale: float | None = None, head_dim: int | None = None):
         super().__init__()
         self.n_head, self.n_kv_head = n_head, n_kv_head
-        self.head_dim = d_model // n_head
+        self.head_dim = head_dim or d_model // n_head  # narrower heads than d_model / n_head once some are pruned
         self.causal = causal
         self.dropout = dropout
         self.scale = scale  # None: 1 / sqrt(head_dim)
@@ -172,10 +172,10 @@ class CrossAttention(nn.Module):
     queries then attend as n x T queries of one row, so no source's keys are copied per beam."""
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int, bias: bool = True, dropout: float = 0.0,
-                 scale: float | None = None):
+                 scale: float | None = None, head_dim: int | None = None):
         super().__init__()
         self.n_head, self.n_kv_head = n_head, n_kv_head
-        self.head_dim = d_model // n_head
+        self.head_dim = head_dim or d_model // n_head
         self.dropout, self.scale = dropout, scale
         self.q = nn.Linear(d_model, n_head * self.head_dim, bias=bias)
         self.kv = nn.Linear(d_model, 2 * n_kv_head * self.head_dim, bias=bias)

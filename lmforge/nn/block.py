@@ -23,7 +23,7 @@ class Block(nn.Module):
         self.prenorm = cfg.norm_position == "pre"
         self.norm1 = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.attn = Attention(cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.causal if causal is None else causal,
-                              cfg.bias, cfg.dropout, cfg.attention_scale)
+                              cfg.bias, cfg.dropout, cfg.attention_scale, cfg.head_dim)
         self.norm2 = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.mlp = make_mlp(cfg)
 
@@ -48,9 +48,11 @@ class DecoderBlock(nn.Module):
         super().__init__()
         self.prenorm = cfg.norm_position == "pre"
         self.norm1 = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
-        self.attn = Attention(cfg.d_model, cfg.n_head, cfg.n_kv_head, True, cfg.bias, cfg.dropout, cfg.attention_scale)
+        self.attn = Attention(cfg.d_model, cfg.n_head, cfg.n_kv_head, True, cfg.bias, cfg.dropout, cfg.attention_scale,
+                              cfg.head_dim)
         self.norm2 = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
-        self.cross = CrossAttention(cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.bias, cfg.dropout, cfg.attention_scale)
+        self.cross = CrossAttention(cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.bias, cfg.dropout, cfg.attention_scale,
+                                    cfg.head_dim)
         self.norm3 = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.mlp = make_mlp(cfg)
 

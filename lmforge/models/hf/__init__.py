@@ -166,6 +166,16 @@ def special_ids_from_hf(path: HFDir | str | Path, token_to_id: Callable[[str], i
 
 
 # --- writing ---------------------------------------------------------------------------------------------
+def _check_heads(cfg) -> None:
+    """Heads narrower than d_model / n_head (some pruned away) fit only formats that name the head size."""
+    if cfg.n_head * cfg.head_dim == cfg.d_model or (cfg.family == "gpt" and cfg.position == "rope") or \
+            (cfg.family == "seq2seq" and cfg.position == "t5"):
+        return
+    raise LmforgeError(f"this model's {cfg.n_head} heads of {cfg.head_dim} do not fill d_model={cfg.d_model} (heads were "
+                       "pruned), which this Hugging Face format cannot hold (only Llama and T5 name a head size); prune "
+                       "MLP neurons instead (--structure neurons), or keep the model as an lmforge run")
+
+
 def save_hf(model: nn.Module, out: str | Path, tokenizer_json: str | None = None,
             special_tokens: dict[str, tuple[str, int]] | None = None, chat_template: str | list | None = None,
             end_ids: tuple[int, ...] = (), dtype: torch.dtype | None = None) -> Path:
@@ -184,5 +194,6 @@ def save_hf(model: nn.Module, out: str | Path, tokenizer_json: str | None = None
         raise LmforgeError(f"model.family={family!r} has no Hugging Face export; export a GPT, BERT or "
                            "encoder-decoder model")
     mapping = mappings[0]
+    _check_heads(model.config)
     export = mapping.export(model, tokenizer_json, dict(special_tokens or {}), chat_template, end_ids, dtype)
     return write_dir(out, export)
