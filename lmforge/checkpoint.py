@@ -269,13 +269,18 @@ def load_pretrained(path, device: str | torch.device = "cpu") -> tuple[nn.Module
 def save_derived(run: str | Path, out: str | Path, model: nn.Module, tokenizer: Tokenizer) -> None:
     """Save `model`, made from the run in `run` (merged, quantised), as a run in `out` that keeps the
     source's SIDE_FILES: it predicts with the same columns and labels and chats with the same template."""
+    copy_side_files(run, out)
+    save_checkpoint(out, model, tokenizer)
+
+
+def copy_side_files(run: str | Path, out: str | Path, skip: tuple[str, ...] = ()) -> None:
+    """The run's SIDE_FILES (but `skip`) copied into `out`, each file whole or not at all."""
     run, out = Path(run), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in SIDE_FILES:
-        if (run / name).is_file():
+        if name not in skip and (run / name).is_file():
             with atomic_path(out / name) as tmp:
                 shutil.copyfile(run / name, tmp)
-    save_checkpoint(out, model, tokenizer)
 
 
 def merge_run(run: str | Path, out: str | Path) -> dict:

@@ -130,6 +130,7 @@ def test_a_head_pruned_gpt2_shape_cannot_export_and_says_why(tmp_path, capsys):
     (["--structure", "neurons"], "needs --sparsity"),
     (["--structure", "heads", "--sparsity", "0.1"], "removes none of each layer's 2 key/value heads"),
     (["--sparsity", "0.5", "--method", "wanda"], "has no recipe.yaml naming its training text"),
+    (["--sparsity", "0.5", "--recover-steps", "-3"], "--recover-steps -3 must be 0 or more"),
 ])
 def test_bad_settings_say_one_sentence_and_write_nothing(tmp_path, capsys, flags, says):
     run = tiny_run(tmp_path / "run", TEXT)
@@ -150,3 +151,48 @@ def test_quantised_and_encoder_decoder_runs_are_refused(tmp_path, capsys):
     assert main(["prune", str(tmp_path / "t5"), "--structure", "neurons", "--sparsity", "0.5",
                  "--out", str(tmp_path / "p2")]) == 2
     assert "works on GPT and BERT models" in capsys.readouterr().err and not (tmp_path / "p2").exists()
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny character-level GPT pretrained for 60 steps on patterned text, through the CLI."""
+    import random
+
+    rng = random.Random(0)
+    words = "the cat dog sat ran on in a mat log hat big small red".split()
+    tmp = tmp_path_factory.mktemp("pre")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choices(words, k=12)) for _ in range(1500)), encoding="utf-8")
+    sets = [f"data.corpus={corpus}", "train.max_steps=60", "train.eval_every=60", "train.eval_batches=4",
+            "model.context_length=32", "model.n_layer=2", "model.d_model=64", "model.n_head=4", "train.progress=false"]
+    assert main(["train", "--recipe", "shakespeare-char", "--out", str(tmp / "run"), "--json",
+                 *[x for s in sets for x in ("--set", s)]]) == 0
+    return tmp / "run"
+
+
+def test_recovery_trains_the_pruned_model_and_keeps_its_zeros(pretrained, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["prune", str(pretrained), "--sparsity", "0.7", "--recover-steps", "20", "--out", str(tmp_path / "p"),
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    rec = r["recovery"]
+    assert rec["steps"] == 20 and rec["val_loss_after"] < rec["val_loss_before"]
+    assert r["zero_fraction"] == pytest.approx(0.7, abs=0.01)  # the masks held through training
+    model, _ = load_checkpoint(tmp_path / "p")
+    assert (model.blocks[0].mlp.fc.weight == 0).float().mean().item() == pytest.approx(0.7, abs=0.01)
+
+
+def test_recovery_of_a_smaller_model_writes_a_recipe_of_its_shape(pretrained, tmp_path):
+    import yaml
+
+    assert main(["prune", str(pretrained), "--structure", "neurons", "--sparsity", "0.5", "--method", "wanda",
+                 "--recover-steps", "5", "--out", str(tmp_path / "p")]) == 0
+    recipe = yaml.safe_load((tmp_path / "p" / "recipe.yaml").read_text())
+    assert recipe["model"]["d_ff"] == 128 and recipe["train"]["max_steps"] == 5
+    assert main(["eval", str(tmp_path / "p"), "--json"]) == 0
+
+
+def test_recovery_needs_a_pretraining_recipe(tmp_path, capsys):
+    run = tiny_run(tmp_path / "run", TEXT)
+    assert main(["prune", str(run), "--sparsity", "0.5", "--recover-steps", "5", "--out", str(tmp_path / "p")]) == 2
+    assert "has no recipe.yaml" in capsys.readouterr().err and not (tmp_path / "p").exists()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lmforge.cli.output import emit
+from lmforge.cli.output import emit, logger
 
 
 def cmd_quantize(args) -> None:
@@ -19,13 +19,17 @@ def cmd_quantize(args) -> None:
 def cmd_prune(args) -> None:
     from lmforge.compress.prune import prune_run
 
-    r = prune_run(args.run, args.out, args.sparsity, args.method, args.structure, args.calibration)
+    r = prune_run(args.run, args.out, args.sparsity, args.method, args.structure, args.calibration, args.recover_steps,
+                  log=logger(args))
     if r["structure"] in ("heads", "neurons"):
         what = f"d_ff {r['d_ff']}" if r["structure"] == "neurons" else f"{r['n_head']} heads"
         done = f"removed {r['structure']} by {r['method']} ({what} per layer)"
     else:
         done = f"set {r['zero_fraction']:.1%} of the layers' weights to zero ({r['structure']}, {r['method']})"
-    emit(args, r, f"{done}: {r['parameters_before']:,} -> {r['parameters_after']:,} parameters in {r['out']}")
+    rec = r["recovery"]
+    then = f"; {rec['steps']} recovery steps: validation loss {rec['val_loss_before']:.4f} -> " \
+           f"{rec['val_loss_after']:.4f}" if rec else ""
+    emit(args, r, f"{done}: {r['parameters_before']:,} -> {r['parameters_after']:,} parameters{then}; in {r['out']}")
 
 
 def add_commands(sub, command, json_flag) -> None:
@@ -54,5 +58,8 @@ def add_commands(sub, command, json_flag) -> None:
                                                                "unstructured")
     p.add_argument("--calibration", metavar="FILE", help="text like the model's own, for wanda (default: the start "
                                                          "of the run's training split)")
+    p.add_argument("--recover-steps", type=int, default=0, help="then train this many steps on the run's own text "
+                                                                 "(its recipe, a tenth of its learning rate; zeroed "
+                                                                 "weights stay zero); default 0")
     p.add_argument("--out", required=True, help="output directory; must not exist or be empty")
     json_flag(p)

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmforge.checkpoint import load_pretrained, save_derived
+from lmforge.checkpoint import copy_side_files, load_pretrained, save_derived
 from lmforge.compress.calibration import calibration_batches, input_energy
 from lmforge.errors import LmforgeError
 from lmforge.models import build_model
@@ -199,10 +199,14 @@ def remove_parts(model: nn.Module, structure: str, sparsity: float,
 
 # --- the command ---------------------------------------------------------------------------------------------
 def prune_run(run: str | Path, out: str | Path, sparsity: float | None, method: str = "magnitude",
-              structure: str = "unstructured", calibration: str | None = None) -> dict:
-    """Load `run`, prune it, save it to `out` as an ordinary run; a summary of what was done."""
+              structure: str = "unstructured", calibration: str | None = None, recover_steps: int = 0,
+              log=lambda *a: None) -> dict:
+    """Load `run`, prune it (then train it `recover_steps` steps on its own text: compress/recover.py),
+    save it to `out` as an ordinary run; a summary of what was done."""
     run, out = Path(run), Path(out)
     sparsity = check_options(sparsity, method, structure)
+    if recover_steps < 0:
+        raise LmforgeError(f"--recover-steps {recover_steps} must be 0 or more")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LmforgeError(f"{out} exists and is not empty; give a new directory for the pruned model")
     model, tokenizer = load_pretrained(run)
@@ -219,18 +223,24 @@ def prune_run(run: str | Path, out: str | Path, sparsity: float | None, method: 
     if method == "wanda":
         batches = calibration_batches(calibration, tokenizer, model.config.context_length, run)
         energy = input_energy(model, names, batches)
+    masks = None
     if structure in ("heads", "neurons"):
         model = remove_parts(model, structure, sparsity, energy)
-        zeros = 0.0
     else:
-        mask_layers(model, names, sparsity, structure, energy)
-        weights = [model.get_submodule(n).weight for n in names]
-        zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
-    save_derived(run, out, model, tokenizer)
-    after = _parameters(model)
+        masks = mask_layers(model, names, sparsity, structure, energy)
+    recovery = None
+    if recover_steps:
+        from lmforge.compress.recover import recover
+
+        recovery = recover(model, run, out, recover_steps, masks, log)
+        copy_side_files(run, out, skip=("recipe.yaml",))  # the recovery wrote its own
+    else:
+        save_derived(run, out, model, tokenizer)
+    weights = [model.get_submodule(n).weight for n in target_linears(model, head=False)]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     return {"run": str(run), "out": str(out), "method": method, "structure": structure, "sparsity": sparsity,
-            "zero_fraction": zeros, "parameters_before": before, "parameters_after": after,
-            "d_ff": model.config.d_ff, "n_head": model.config.n_head}
+            "zero_fraction": zeros, "parameters_before": before, "parameters_after": _parameters(model),
+            "d_ff": model.config.d_ff, "n_head": model.config.n_head, "recovery": recovery}
 
 
 def _parameters(model: nn.Module) -> int:
