@@ -51,3 +51,45 @@ def trained_run(tmp_path_factory):
                  "--set", "train.eval_batches=2", "--set", "model.context_length=32"])
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory):
+    """A tiny character-level GPT pretrained for 60 steps on patterned text, through the CLI."""
+    import random
+
+    rng = random.Random(0)
+    words = "the cat dog sat ran on in a mat log hat big small red".split()
+    tmp = tmp_path_factory.mktemp("pre")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choices(words, k=12)) for _ in range(1500)), encoding="utf-8")
+    sets = [f"data.corpus={corpus}", "train.max_steps=60", "train.eval_every=60", "train.eval_batches=4",
+            "model.context_length=32", "model.n_layer=2", "model.d_model=64", "model.n_head=4", "train.progress=false"]
+    from lmforge.cli import main
+
+    assert main(["train", "--recipe", "shakespeare-char", "--out", str(tmp / "run"), "--json",
+                 *[x for s in sets for x in ("--set", s)]]) == 0
+    return tmp / "run"
+
+
+@pytest.fixture(scope="session")
+def fine_tuned_classifier(tmp_path_factory):
+    """(run, rows.csv): a tiny BERT fine-tuned to tell warm words from cold ones (test_finetune's rows)."""
+    import torch
+
+    from lmforge.checkpoint import save_checkpoint
+    from lmforge.config import model_config_from_preset
+    from lmforge.models import build_model
+    from lmforge.tokenizer import train_char
+    from lmforge.train.finetune import finetune
+    from tests.test_finetune import quick, rows, write_csv
+
+    tmp = tmp_path_factory.mktemp("classifier")
+    tok = train_char([t for t, _ in rows()])
+    torch.manual_seed(0)
+    cfg = model_config_from_preset("bert-mini", vocab_size=tok.vocab_size, context_length=48, n_layer=2, d_model=32,
+                                   n_head=2, dropout=0.0)
+    save_checkpoint(tmp / "base", build_model(cfg), tok)
+    data = write_csv(tmp / "rows.csv", rows())
+    finetune(tmp / "base", str(data), tmp / "run", quick(), log=lambda *a: None)
+    return tmp / "run", data

@@ -153,23 +153,6 @@ def test_quantised_and_encoder_decoder_runs_are_refused(tmp_path, capsys):
     assert "works on GPT and BERT models" in capsys.readouterr().err and not (tmp_path / "p2").exists()
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    """A tiny character-level GPT pretrained for 60 steps on patterned text, through the CLI."""
-    import random
-
-    rng = random.Random(0)
-    words = "the cat dog sat ran on in a mat log hat big small red".split()
-    tmp = tmp_path_factory.mktemp("pre")
-    corpus = tmp / "corpus.txt"
-    corpus.write_text("\n".join(" ".join(rng.choices(words, k=12)) for _ in range(1500)), encoding="utf-8")
-    sets = [f"data.corpus={corpus}", "train.max_steps=60", "train.eval_every=60", "train.eval_batches=4",
-            "model.context_length=32", "model.n_layer=2", "model.d_model=64", "model.n_head=4", "train.progress=false"]
-    assert main(["train", "--recipe", "shakespeare-char", "--out", str(tmp / "run"), "--json",
-                 *[x for s in sets for x in ("--set", s)]]) == 0
-    return tmp / "run"
-
-
 def test_recovery_trains_the_pruned_model_and_keeps_its_zeros(pretrained, tmp_path, capsys):
     capsys.readouterr()
     assert main(["prune", str(pretrained), "--sparsity", "0.7", "--recover-steps", "20", "--out", str(tmp_path / "p"),

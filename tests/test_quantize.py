@@ -223,24 +223,12 @@ def test_decoding_in_pytorch_routes_the_integer_layers_to_the_compiled_kernel(qu
                                                                                      temperature=0)
 
 
-def test_a_quantised_classifier_predicts_as_the_float_one(tmp_path):
-    from lmforge.checkpoint import save_checkpoint
-    from lmforge.config import model_config_from_preset
-    from lmforge.models import build_model
-    from lmforge.train.finetune import finetune
+def test_a_quantised_classifier_predicts_as_the_float_one(fine_tuned_classifier, tmp_path):
     from lmforge.train.predict import predict_file
-    from lmforge.tokenizer import train_char
-    from tests.test_finetune import quick, rows, write_csv
 
-    tok = train_char([t for t, _ in rows()])
-    torch.manual_seed(0)
-    cfg = model_config_from_preset("bert-mini", vocab_size=tok.vocab_size, context_length=48, n_layer=2, d_model=32,
-                                   n_head=2, dropout=0.0)
-    save_checkpoint(tmp_path / "base", build_model(cfg), tok)
-    data = write_csv(tmp_path / "d.csv", rows())
-    finetune(tmp_path / "base", str(data), tmp_path / "run", quick(), log=lambda *a: None)
-    assert main(["quantize", str(tmp_path / "run"), "--bits", "8", "--out", str(tmp_path / "q8")]) == 0
-    _, float_report = predict_file(tmp_path / "run", str(data), tmp_path / "f.jsonl")
+    run, data = fine_tuned_classifier
+    assert main(["quantize", str(run), "--bits", "8", "--out", str(tmp_path / "q8")]) == 0
+    _, float_report = predict_file(run, str(data), tmp_path / "f.jsonl")
     _, q_report = predict_file(tmp_path / "q8", str(data), tmp_path / "q.jsonl")
     assert q_report["accuracy"] >= float_report["accuracy"] - 0.02
     f = [json.loads(x)["label"] for x in (tmp_path / "f.jsonl").read_text().splitlines()]

@@ -32,6 +32,20 @@ def cmd_prune(args) -> None:
     emit(args, r, f"{done}: {r['parameters_before']:,} -> {r['parameters_after']:,} parameters{then}; in {r['out']}")
 
 
+def cmd_distill(args) -> None:
+    from lmforge.train.distill import distill_run
+
+    sets = [*args.set, "train.progress=false"] if args.json else args.set
+    r = distill_run(args.teacher, args.out, args.student_preset, args.temperature, args.alpha, sets, log=logger(args))
+    if r["kind"] == "language model":
+        v, t = r["validation"], r["teacher_validation"]
+        scores = f"validation perplexity {v['perplexity']:.2f} (the teacher's {t['perplexity']:.2f})"
+    else:
+        scores = f"test accuracy {r['test']['accuracy']:.3f}"
+    emit(args, r, f"distilled {r['teacher_parameters']:,} parameters into {r['student_parameters']:,} "
+                  f"(T={r['temperature']}, alpha={r['alpha']}): {scores}; in {args.out}")
+
+
 def add_commands(sub, command, json_flag) -> None:
     q = command("quantize", cmd_quantize, "store a model's weights as int8 or int4 (weight-only; activations stay "
                                           "float): an ordinary run every command takes")
@@ -63,3 +77,17 @@ def add_commands(sub, command, json_flag) -> None:
                                                                  "weights stay zero); default 0")
     p.add_argument("--out", required=True, help="output directory; must not exist or be empty")
     json_flag(p)
+
+    d = command("distill", cmd_distill, "train a smaller student on a teacher's own data and its distributions "
+                                        "(a GPT's next tokens, a classifier's classes)")
+    d.add_argument("--teacher", required=True, help="the teacher's run directory (its recipe.yaml names the data)")
+    d.add_argument("--student-preset", required=True, metavar="P", help="a model preset (e.g. gpt-mini), built with "
+                                                                         "the teacher's tokenizer, or a run directory "
+                                                                         "with the teacher's tokenizer")
+    d.add_argument("--temperature", type=float, default=2.0, help="softens both distributions (default 2)")
+    d.add_argument("--alpha", type=float, default=0.5, help="the teacher's share of the loss; 0: the labels alone, "
+                                                            "the control (default 0.5)")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the teacher's recipe for the student, e.g. model.n_layer=2 or train.max_steps=500")
+    d.add_argument("--out", required=True, help="output directory; must not exist or be empty")
+    json_flag(d)

@@ -123,9 +123,12 @@ def read_recipe(spec: str) -> tuple[dict[str, Any], Path]:
         raise LmforgeError(f"recipe {path} is not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
 
 
-def load_recipe(spec: str, overrides: list[str] | None = None) -> Recipe:
-    """A shipped recipe by name (`quickstart`), or a path to a YAML file; then `--set` overrides."""
+def load_recipe(spec: str, overrides: list[str] | None = None, model: dict[str, Any] | None = None) -> Recipe:
+    """A shipped recipe by name (`quickstart`), or a path to a YAML file; its model: section replaced by
+    `model` when given (a distilled student's); then `--set` overrides."""
     raw, path = read_recipe(spec)
+    if model is not None:
+        raw = {**raw, "model": model}
     recipe = Recipe.from_dict(merge(raw, parse_set(overrides or [])))
     recipe.data.corpus = _resolve_corpus_path(recipe.data.corpus, path.parent)
     return recipe

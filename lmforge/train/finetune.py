@@ -150,8 +150,10 @@ def _task_model(base: torch.nn.Module, head: str, labels: list[str]) -> torch.nn
     return model
 
 
-def train_and_test(inputs: Inputs, split: tuple, recipe: Recipe, out: Path, log=print, resume: bool = False) -> dict:
-    """Fine-tune on split[0], keep the best on split[1], score split[2] once: the report (a dict)."""
+def train_and_test(inputs: Inputs, split: tuple, recipe: Recipe, out: Path, log=print, resume: bool = False,
+                   wrap=None) -> dict:
+    """Fine-tune on split[0], keep the best on split[1], score split[2] once: the report (a dict).
+    wrap: what trains in the task's place, given the task (a distillation's teacher: tasks/distill.py)."""
     task = inputs.task(recipe)
     parts = [task.encode(idx, inputs.tokenizer) for idx in split]
     cut = sum(p[0].truncated for p in parts)
@@ -164,7 +166,7 @@ def train_and_test(inputs: Inputs, split: tuple, recipe: Recipe, out: Path, log=
     lora = adapt(model, recipe.task, log)
     run = resolved(recipe, model.config, len(parts[0][0]))
     torch.manual_seed(seed)
-    trainer = Trainer(model, task, run.train, out, recipe=run, resume=resume, log=log)
+    trainer = Trainer(model, wrap(task) if wrap else task, run.train, out, recipe=run, resume=resume, log=log)
     result = trainer.fit()
     best, _ = load_checkpoint(out, trainer.device)  # the kept (best-on-validation) weights
     report: dict = {"task": task.kind, "base_params": inputs.base.num_params(), "train_rows": len(split[0]),
@@ -177,9 +179,11 @@ def train_and_test(inputs: Inputs, split: tuple, recipe: Recipe, out: Path, log=
     return report
 
 
-def finetune_run(recipe: Recipe, out: str | Path, log=print, resume: bool = False) -> dict:
+def finetune_run(recipe: Recipe, out: str | Path, log=print, resume: bool = False, inputs: Inputs | None = None,
+                 wrap=None) -> dict:
     """`lmforge finetune`: split, fine-tune, keep the best, score the test split; report.json beside the
-    run. resume: continue a run that was stopped, from its last kept checkpoint, with its settings."""
+    run. resume: continue a run that was stopped, from its last kept checkpoint, with its settings.
+    inputs: the base model and rows when already read; wrap: see train_and_test."""
     out, t = Path(out), recipe.task
     if t.kind == "chat":  # a causal model on conversations (train/chat.py)
         from lmforge.train.chat import chat_run
@@ -191,11 +195,11 @@ def finetune_run(recipe: Recipe, out: str | Path, log=print, resume: bool = Fals
         return seq2seq_run(recipe, out, log, resume)
     with held_run_dir(out, "lmforge finetune"):
         check_resume(out, recipe, resume)
-        inputs = read_inputs(recipe)
+        inputs = inputs or read_inputs(recipe)
         task = inputs.task(recipe)
         fractions = (1 - t.val_fraction - t.test_fraction, t.val_fraction, t.test_fraction)
         split = stratified_split(task.stratify_by(), fractions, seed=recipe.train.seed)
-        report = train_and_test(inputs, split, recipe, out, log, resume)
+        report = train_and_test(inputs, split, recipe, out, log, resume, wrap)
         report.update(base=str(t.base), data=str(t.data), config=settings(recipe))
         if t.kind != "qa":
             plot_confusion_matrix(report["test"], out / "confusion.png", title=f"{Path(t.data).name}: test split")
