@@ -19,8 +19,13 @@ def cmd_quantize(args) -> None:
 def cmd_prune(args) -> None:
     from lmforge.compress.prune import prune_run
 
-    r = prune_run(args.run, args.out, args.sparsity, args.method, args.structure, args.calibration, args.recover_steps,
-                  log=logger(args))
+    then = None
+    if args.recover_steps:
+        from lmforge.train.recover import check_recovery, recover
+
+        check_recovery(args.run, args.recover_steps)
+        then = lambda model, masks: recover(model, args.run, args.out, args.recover_steps, masks, logger(args))  # noqa: E731
+    r = prune_run(args.run, args.out, args.sparsity, args.method, args.structure, args.calibration, then)
     if r["structure"] in ("heads", "neurons"):
         what = f"d_ff {r['d_ff']}" if r["structure"] == "neurons" else f"{r['n_head']} heads"
         done = f"removed {r['structure']} by {r['method']} ({what} per layer)"

@@ -199,14 +199,12 @@ def remove_parts(model: nn.Module, structure: str, sparsity: float,
 
 # --- the command ---------------------------------------------------------------------------------------------
 def prune_run(run: str | Path, out: str | Path, sparsity: float | None, method: str = "magnitude",
-              structure: str = "unstructured", calibration: str | None = None, recover_steps: int = 0,
-              log=lambda *a: None) -> dict:
-    """Load `run`, prune it (then train it `recover_steps` steps on its own text: compress/recover.py),
-    save it to `out` as an ordinary run; a summary of what was done."""
+              structure: str = "unstructured", calibration: str | None = None, then=None) -> dict:
+    """Load `run`, prune it, save it to `out` as an ordinary run; a summary of what was done.
+    then: what writes `out` instead, given the pruned model and its masks (None when structured), e.g.
+    a recovery that trains it first (train/recover.py); its result is the summary's "recovery"."""
     run, out = Path(run), Path(out)
     sparsity = check_options(sparsity, method, structure)
-    if recover_steps < 0:
-        raise LmforgeError(f"--recover-steps {recover_steps} must be 0 or more")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LmforgeError(f"{out} exists and is not empty; give a new directory for the pruned model")
     model, tokenizer = load_pretrained(run)
@@ -229,11 +227,9 @@ def prune_run(run: str | Path, out: str | Path, sparsity: float | None, method: 
     else:
         masks = mask_layers(model, names, sparsity, structure, energy)
     recovery = None
-    if recover_steps:
-        from lmforge.compress.recover import recover
-
-        recovery = recover(model, run, out, recover_steps, masks, log)
-        copy_side_files(run, out, skip=("recipe.yaml",))  # the recovery wrote its own
+    if then is not None:
+        recovery = then(model, masks)
+        copy_side_files(run, out, skip=("recipe.yaml",))  # a recovery writes its own
     else:
         save_derived(run, out, model, tokenizer)
     weights = [model.get_submodule(n).weight for n in target_linears(model, head=False)]

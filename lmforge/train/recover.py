@@ -19,27 +19,38 @@ import torch
 from torch import nn
 
 from lmforge.errors import LmforgeError
+from lmforge.tokenizer import Tokenizer
 
 LR_FACTOR = 0.1
+
+
+def check_recovery(run: str | Path, steps: int) -> None:
+    """Refuse, before anything is pruned or written, a recovery that cannot run."""
+    from lmforge.config import load_recipe
+
+    if steps < 0:
+        raise LmforgeError(f"--recover-steps {steps} must be 0 or more")
+    recipe_file = Path(run) / "recipe.yaml"
+    if steps and not recipe_file.is_file():
+        raise LmforgeError(f"--recover-steps trains on the run's own text, and {run} has no recipe.yaml naming it; "
+                           "leave --recover-steps out")
+    task = load_recipe(str(recipe_file)).task if steps else None
+    if task is not None:
+        raise LmforgeError(f"--recover-steps continues pretraining, and {run} is fine-tuned for {task.kind!r}; "
+                           "prune its pretrained base and fine-tune the pruned one, or leave --recover-steps out")
 
 
 def recover(model: nn.Module, run: str | Path, out: str | Path, steps: int,
             masks: dict[str, torch.Tensor] | None = None, log=lambda *a: None) -> dict:
     """Train the pruned `model` for `steps` steps of `run`'s pretraining into `out` (a new run there);
-    validation loss before and after."""
+    validation loss before and after. check_recovery(run, steps) says first whether it can."""
     from lmforge.config import load_recipe
     from lmforge.tasks.pretrain import pretraining_task
     from lmforge.train.pretrain import objective_for, prepare_data
     from lmforge.train.trainer import Trainer
 
-    recipe_file = Path(run) / "recipe.yaml"
-    if not recipe_file.is_file():
-        raise LmforgeError(f"--recover-steps trains on the run's own text, and {run} has no recipe.yaml naming it; "
-                           "leave --recover-steps out")
-    recipe = load_recipe(str(recipe_file))
-    if recipe.task is not None:
-        raise LmforgeError(f"--recover-steps continues pretraining, and {run} is fine-tuned for {recipe.task.task!r}; "
-                           "prune its pretrained base and fine-tune the pruned one, or leave --recover-steps out")
+    check_recovery(run, steps)
+    recipe = load_recipe(str(Path(run) / "recipe.yaml"))
     t = recipe.train
     train = dataclasses.replace(t, max_steps=steps, lr=t.lr * LR_FACTOR, min_lr=t.min_lr * LR_FACTOR,
                                 warmup_steps=max(1, steps // 10), eval_every=steps, save_every=0, time_limit_minutes=0.0,
@@ -47,9 +58,7 @@ def recover(model: nn.Module, run: str | Path, out: str | Path, steps: int,
     config = {k: v for k, v in model.config.to_dict().items() if k != "vocab_size"}  # the model as it now is
     recipe = dataclasses.replace(recipe, model=config, train=train)
     objective = objective_for(recipe, model.config.family)
-    from lmforge.checkpoint import load_pretrained
-
-    _, tokenizer = load_pretrained(run)
+    tokenizer = Tokenizer.load(Path(run) / "tokenizer.json")
     data = prepare_data(recipe, objective, tokenizer, log)
     task = pretraining_task(recipe, objective, data, model.config)
     handles = [model.get_submodule(name).weight.register_hook(lambda g, m=mask: g * m.to(g.dtype))
