@@ -3,7 +3,7 @@
     run.py       quickstart, train, eval         data.py      data list|prepare, tokenizer train
     generate.py  generate, chat, export, merge   tasks.py     finetune, cv, predict, attention
     serve.py     serve                           output.py    text or --json on stdout, logs
-    compress.py  quantize, prune, distill
+    compress.py  quantize, prune, distill, compress-report
 
 Every error a user can cause is an `LmforgeError`: printed as one line on stderr, exit status 2.
 An error about one setting names it as this command line set it: the flag when a flag gave it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lmforge.cli.output import emit, logger
 
 
@@ -51,6 +53,23 @@ def cmd_distill(args) -> None:
                   f"(T={r['temperature']}, alpha={r['alpha']}): {scores}; in {args.out}")
 
 
+def cmd_compress_report(args) -> None:
+    from lmforge.compress.report import compress_report
+    from lmforge.train.finetune import test_split_scores
+
+    r = compress_report(args.runs, args.file, args.plot, test_split_scores)
+    lines = [f"{'run':<28} {'MB':>8} {'params':>11} {'tok/s b1':>9} {'tok/s b8':>9} {'quality':>10}  change"]
+    for row in r["rows"]:
+        quality = f"ppl {row['perplexity']:.2f}" if "perplexity" in row else f"acc {row['accuracy']:.3f}"
+        speed = [f"{row[k]:9.0f}" if row[k] is not None else f"{'-':>9}" for k in ("tokens_per_s_1", "tokens_per_s_8")]
+        change = ", ".join(f"{k} {v:+.1f}%" for k, v in row["change_percent"].items() if v)
+        lines.append(f"{Path(row['run']).name[:28]:<28} {row['bytes'] / 1e6:8.2f} {row['parameters']:11,} {speed[0]} "
+                     f"{speed[1]} {quality:>10}  {change}")
+    if r["plot"]:
+        lines.append(f"plot: {r['plot']}")
+    emit(args, r, "\n".join(lines))
+
+
 def add_commands(sub, command, json_flag) -> None:
     q = command("quantize", cmd_quantize, "store a model's weights as int8 or int4 (weight-only; activations stay "
                                           "float): an ordinary run every command takes")
@@ -96,3 +115,11 @@ def add_commands(sub, command, json_flag) -> None:
                    help="override the teacher's recipe for the student, e.g. model.n_layer=2 or train.max_steps=500")
     d.add_argument("--out", required=True, help="output directory; must not exist or be empty")
     json_flag(d)
+
+    c = command("compress-report", cmd_compress_report, "size, parameters, decode speed and quality of a model and its "
+                                                        "compressed copies, with the changes and a plot")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="the original run first, then its compressed copies")
+    c.add_argument("--file", help="text whose perplexity is the quality (default: each run's validation split); "
+                                  "classifiers are scored on their own test split")
+    c.add_argument("--plot", default="compress-report.png", help="where the PNG goes (default compress-report.png)")
+    json_flag(c)

@@ -179,6 +179,30 @@ def train_and_test(inputs: Inputs, split: tuple, recipe: Recipe, out: Path, log=
     return report
 
 
+def three_way_split(task, recipe: Recipe) -> tuple:
+    """(train, validation, test) row indices, stratified by the task's labels, the same for the same recipe."""
+    t = recipe.task
+    fractions = (1 - t.val_fraction - t.test_fraction, t.val_fraction, t.test_fraction)
+    return stratified_split(task.stratify_by(), fractions, seed=recipe.train.seed)
+
+
+def test_split_scores(run: str | Path) -> dict:
+    """A fine-tuned classifier run's figures on its own test split, made again as its fine-tuning made
+    it (its recipe.yaml: the rows, the fractions, the seed): how a compressed copy of it is compared."""
+    from lmforge.config import load_recipe
+
+    recipe_file = Path(run) / "recipe.yaml"
+    recipe = load_recipe(str(recipe_file)) if recipe_file.is_file() else None
+    if recipe is None or recipe.task is None or recipe.task.kind != "classify":
+        raise LmforgeError(f"{run} is not a fine-tuned classifier run with its recipe.yaml; score it with lmforge predict")
+    model, tokenizer = load_checkpoint(run)
+    inputs = Inputs(model, tokenizer, task_class("classify").read(recipe.task.data, recipe.task))
+    task = inputs.task(recipe)
+    part = task.encode(three_way_split(task, recipe)[2], tokenizer)
+    scores = task.score(model, part)
+    return {"accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
+
+
 def finetune_run(recipe: Recipe, out: str | Path, log=print, resume: bool = False, inputs: Inputs | None = None,
                  wrap=None) -> dict:
     """`lmforge finetune`: split, fine-tune, keep the best, score the test split; report.json beside the
@@ -196,9 +220,7 @@ def finetune_run(recipe: Recipe, out: str | Path, log=print, resume: bool = Fals
     with held_run_dir(out, "lmforge finetune"):
         check_resume(out, recipe, resume)
         inputs = inputs or read_inputs(recipe)
-        task = inputs.task(recipe)
-        fractions = (1 - t.val_fraction - t.test_fraction, t.val_fraction, t.test_fraction)
-        split = stratified_split(task.stratify_by(), fractions, seed=recipe.train.seed)
+        split = three_way_split(inputs.task(recipe), recipe)
         report = train_and_test(inputs, split, recipe, out, log, resume, wrap)
         report.update(base=str(t.base), data=str(t.data), config=settings(recipe))
         if t.kind != "qa":
