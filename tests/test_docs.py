@@ -265,3 +265,29 @@ def test_compression_doc_numbers():
             assert f"`s = {s.item():.1f}`" in doc and f"`z = round({-group.min().item() / s.item():.1f}) = {int(z.item())}`" in doc
         else:
             assert f"`s = max |w| / 7 = {s.item():.4f}`" in doc
+
+
+def test_pruning_and_distillation_doc_numbers():
+    from lmforge.compress.prune import n_m_mask, unstructured_mask, weight_scores
+    from lmforge.objectives.distill import distill_loss, soft_loss
+
+    doc = " ".join((DOCS / "compression.md").read_text().split())
+    w = torch.tensor([[0.9, -0.1, 0.4, -0.3], [0.2, 0.8, -0.5, 0.1], [-0.6, 0.3, 0.05, 0.7], [0.1, -0.4, 0.9, -0.15]])
+    energy = torch.tensor([0.04, 1.0, 0.25, 4.0])
+    wanda = weight_scores(w, energy)
+    for row in wanda.tolist():
+        assert "[" + ", ".join(f"{v:.3f}".rstrip("0").rstrip(".") for v in row) + "]" in doc, row
+    magnitude = unstructured_mask(weight_scores(w, None), 0.5, per_row=False).int().tolist()
+    per_row = unstructured_mask(wanda, 0.5, per_row=True).int().tolist()
+    assert f"magnitude keeps {magnitude}" in doc and f"Wanda keeps {per_row}" in doc
+    assert n_m_mask(wanda).int().tolist() == per_row  # "2:4 ... is Wanda's choice exactly"
+    teacher, student, label = torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([[0.5, 1.0, 0.0]]), torch.tensor([0])
+    for t in (1.0, 2.0):
+        p, q = (torch.softmax(z / t, -1)[0].tolist() for z in (teacher, student))
+        kl = soft_loss(student, teacher, t).item() / t ** 2
+        loss = distill_loss(student, teacher, label, t, 0.5).item()
+        cells = ["[" + ", ".join(f"{v:.4f}" for v in p) + "]", "[" + ", ".join(f"{v:.4f}" for v in q) + "]",
+                 f"{kl:.4f}", f"{t * t * kl:.4f}", f"{loss:.4f}"]
+        assert f"| T = {t:g} | " + " | ".join(cells) + " |" in doc, cells
+    hard = torch.nn.functional.cross_entropy(student, label).item()
+    assert f"= {hard:.4f}` in both" in doc
