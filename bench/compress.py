@@ -32,8 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.compress", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout; the table goes to stderr")
     ap.add_argument("--quick", action="store_true", help="a minute of training, few steps: the pipeline only")
-    ap.add_argument("--train-minutes", type=float, default=5.0, help="the GPT's training time (default 5)")
-    ap.add_argument("--student-steps", type=int, default=400, help="steps of each half-depth student (default 400)")
+    ap.add_argument("--train-minutes", type=float, default=20.0, help="the GPT's training time (default 20: a teacher "
+                    "must have trained well past its students' steps, or there is nothing to distil)")
+    ap.add_argument("--student-steps", type=int, default=300, help="steps of each half-depth student (default 300)")
     ap.add_argument("--no-classifier", action="store_true", help="skip the MiniLM rows")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-compress"))
     ap.add_argument("--seed", type=int, default=1337)

@@ -28,7 +28,8 @@ from torch import nn
 from lmforge.checkpoint import load_pretrained, save_derived
 from lmforge.compress.calibration import calibration_batches, input_energy
 from lmforge.errors import LmforgeError
-from lmforge.models.quantized import quantized_names, replace_linear, target_linears
+from lmforge.models.modules import replace_module
+from lmforge.models.quantized import quantized_names, target_linears
 from lmforge.nn.quantized import BITS, QuantLinear
 
 DEFAULT_GROUP = {8: None, 4: 64}  # int8: one scale per output row; int4: per 64 inputs
@@ -101,7 +102,7 @@ def quantize_model(model: nn.Module, bits: int, group_size: int | None = None, s
             q = clipped_layer(linear, bits, group, symmetric, energy[name])
         else:
             q = QuantLinear.from_linear(linear, bits, group, symmetric)
-        replace_linear(model, name, q)
+        replace_module(model, name, q)
     return {"bits": bits, "group_size": group_size, "symmetric": bits == 8 or symmetric,
             "method": "clip" if energy is not None else "rtn", "modules": names}
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from lmforge.errors import LmforgeError
 from lmforge.nn.dropout import Dropout
+from lmforge.models.modules import plain_linear, replace_module
 
 TARGETS = {"qkv": ("qkv",), "proj": ("proj",), "fc": ("fc", "gate", "up"), "q": ("q",), "kv": ("kv",)}
 
@@ -109,7 +110,7 @@ def add_lora(model: nn.Module, settings: LoraSettings, base_prefix: str = "", tr
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith(base_prefix) or name.startswith(train_also))
     for name, m in chosen:
-        _wrap(model, name, LoRALinear(m, settings.rank, settings.scaling, settings.dropout))
+        replace_module(model, name, LoRALinear(m, settings.rank, settings.scaling, settings.dropout))
     model.lora = settings  # the model says it is adapted, and how (checkpoint.py saves the adapter alone)
     return trainable_report(model) | {"layers": len(chosen)}
 
@@ -123,14 +124,11 @@ def attach_adapter(model: nn.Module, tensors: dict[str, torch.Tensor], settings:
         p.requires_grad_(False)
     for key in sorted(k for k in tensors if k.endswith(".lora_A")):
         layer = key[:-len(".lora_A")]
-        try:
-            m = model.get_submodule(layer)
-        except AttributeError:
-            m = None
-        if type(m) is not nn.Linear:
+        m = plain_linear(model, layer)
+        if m is None:
             raise LmforgeError(f"the adapter has LoRA tensors for {layer}, which is not a Linear layer of this model; "
                                "it belongs to another base model")
-        _wrap(model, layer, LoRALinear(m, tensors[key].size(0), settings.scaling, settings.dropout))
+        replace_module(model, layer, LoRALinear(m, tensors[key].size(0), settings.scaling, settings.dropout))
     params = dict(model.named_parameters())
     for name in tensors:
         if name in params:
@@ -161,12 +159,6 @@ def trainable_report(model: nn.Module) -> dict:
     return {"trainable": trainable, "total": total, "fraction": trainable / total if total else 0.0}
 
 
-def _wrap(model: nn.Module, name: str, layer: nn.Module) -> None:
-    """Put `layer` where the module named `name` is."""
-    path, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(path) if path else model, attr, layer)
-
-
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its weight (W += (alpha / r) B A) and put plain Linear layers back."""
     with torch.no_grad():
@@ -174,7 +166,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
             plain = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
             plain.weight, plain.bias = m.weight, m.bias
             plain.weight.add_(m.delta().to(plain.weight.dtype))
-            _wrap(model, name, plain)
+            replace_module(model, name, plain)
     model.lora = None
     for p in model.parameters():
         p.requires_grad_(True)

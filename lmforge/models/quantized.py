@@ -17,6 +17,7 @@ from __future__ import annotations
 from torch import nn
 
 from lmforge.errors import LmforgeError
+from lmforge.models.modules import plain_linear, replace_module
 from lmforge.nn.quantized import QuantLinear
 
 HEAD = "lm_head"
@@ -41,25 +42,16 @@ def group_for(spec: dict, in_features: int) -> int:
     return spec.get("group_size") or in_features
 
 
-def replace_linear(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def apply_layout(model: nn.Module, spec: dict) -> nn.Module:
     """Put an empty QuantLinear (shapes only: the weights come from the checkpoint) where `spec` says."""
     for name in spec["modules"]:
-        try:
-            linear = model.get_submodule(name)
-        except AttributeError:
-            linear = None
-        if type(linear) is not nn.Linear:
+        linear = plain_linear(model, name)
+        if linear is None:
             raise LmforgeError(f"the quantisation in config.json names {name!r}, which is not a linear layer of this "
                                "model; restore config.json from the quantised run")
         q = QuantLinear(linear.in_features, linear.out_features, spec["bits"], group_for(spec, linear.in_features),
                         spec.get("symmetric", True), linear.bias is not None, device=linear.weight.device)
-        replace_linear(model, name, q)
+        replace_module(model, name, q)
     return model
 
 
@@ -82,7 +74,7 @@ def dequantized_copy(model: nn.Module) -> nn.Module:
             linear.weight.copy_(q.dequantized())
             if q.bias is not None:
                 linear.bias.copy_(q.bias)
-        replace_linear(out, name, linear)
+        replace_module(out, name, linear)
     untied = out.config.tie_embeddings and any(n.split(".")[-1] == HEAD for n in names)  # an int head has its own
     out.config = dataclasses.replace(out.config, quantization=None,
                                      tie_embeddings=out.config.tie_embeddings and not untied)
