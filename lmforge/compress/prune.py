@@ -40,7 +40,7 @@ from lmforge.checkpoint import copy_side_files, load_pretrained, save_derived
 from lmforge.compress.calibration import calibration_batches, input_energy
 from lmforge.errors import LmforgeError
 from lmforge.models import build_model
-from lmforge.models.quantized import target_linears
+from lmforge.models.quantized import target_linears, weights_count
 from lmforge.nn import Block, SwiGLU
 
 METHODS = ("magnitude", "wanda")
@@ -213,7 +213,7 @@ def prune_run(run: str | Path, out: str | Path, sparsity: float | None, method: 
     if getattr(model, "lora", None) is not None:
         raise LmforgeError(f"{run} is a LoRA run; fold its adapters in first with `lmforge merge {run} --out MERGED` "
                            "and prune that")
-    before = _parameters(model)
+    before = weights_count(model)
     names = target_linears(model, head=False)
     if structure in ("heads", "neurons"):
         blocks(model)
@@ -235,9 +235,6 @@ def prune_run(run: str | Path, out: str | Path, sparsity: float | None, method: 
     weights = [model.get_submodule(n).weight for n in target_linears(model, head=False)]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     return {"run": str(run), "out": str(out), "method": method, "structure": structure, "sparsity": sparsity,
-            "zero_fraction": zeros, "parameters_before": before, "parameters_after": _parameters(model),
+            "zero_fraction": zeros, "parameters_before": before, "parameters_after": weights_count(model),
             "d_ff": model.config.d_ff, "n_head": model.config.n_head, "recovery": recovery}
 
-
-def _parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

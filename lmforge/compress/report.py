@@ -19,6 +19,7 @@ import torch
 from lmforge.checkpoint import load_pretrained
 from lmforge.config import GenerateConfig
 from lmforge.errors import LmforgeError
+from lmforge.models.quantized import weights_count
 
 PROMPT = 16  # tokens of each prompt; the new tokens fill the rest of the context, up to NEW
 NEW = 128
@@ -29,15 +30,6 @@ def weights_bytes(run: Path) -> int:
     if not files:
         raise LmforgeError(f"{run} holds no weights (model.safetensors); give run directories")
     return sum(f.stat().st_size for f in files)
-
-
-def weights_count(model: torch.nn.Module) -> int:
-    """The weights the model computes with: its parameters (a shared one once), and each integer layer's
-    in x out weights, however few bytes they take."""
-    from lmforge.nn.quantized import QuantLinear
-
-    unique = {id(p): p.numel() for p in model.parameters()}
-    return sum(unique.values()) + sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, QuantLinear))
 
 
 @torch.no_grad()

@@ -55,6 +55,13 @@ def apply_layout(model: nn.Module, spec: dict) -> nn.Module:
     return model
 
 
+def weights_count(model: nn.Module) -> int:
+    """The weights the model computes with: its parameters (a shared one once), and each integer layer's
+    in x out weights, however few bytes they take."""
+    integer = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, QuantLinear))
+    return sum(p.numel() for p in model.parameters()) + integer  # parameters() yields a shared one once
+
+
 def dequantized_copy(model: nn.Module) -> nn.Module:
     """A float copy of a quantised model (each QuantLinear an nn.Linear holding s q, or s (u - z)), for
     formats that have no integer layers (a Hugging Face export): it computes what the quantised model
