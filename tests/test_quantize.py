@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.cli import main
+from lmforge.config import GenerateConfig
 from lmforge.compress.quantize import quantize_model
 from lmforge.nn import quantized as qz
 from lmforge.nn.quantized import QuantLinear, dequantize, pack_int4, quantize_int4, quantize_int8, unpack_int4
@@ -66,29 +67,58 @@ def _native():
 @pytest.mark.parametrize("rows", [1, 3, 16])
 def test_the_compiled_kernel_equals_the_dequantised_product(bits, group, symmetric, rows):
     _native()
-    from lmforge.generate.cpu.step import linear
+    from lmforge.generate.cpu.step import linear, rounds_inputs
 
     torch.manual_seed(1)
     q = QuantLinear.from_linear(torch.nn.Linear(192, 37), bits, group, symmetric)  # 37 outputs: a short last block
     x = torch.randn(rows, 192)
-    assert torch.allclose(linear(q, x, 2), F.linear(x, q.dequantized(), q.bias), atol=1e-4)
+    exact = x.bfloat16().float() if rounds_inputs(q) else x  # bf16 products: dequant(W) . bf16(x), summed in fp32
+    assert torch.allclose(linear(q, x, 2), F.linear(exact, q.dequantized(), q.bias), atol=1e-4)
+    if rounds_inputs(q):  # and every row's sums are its own: the rows alone give the rows together
+        assert torch.equal(torch.cat([linear(q, x[i:i + 1], 2) for i in range(rows)]), linear(q, x, 2))
 
 
-@pytest.mark.parametrize("bits,group", [(8, None), (4, 16)])
-def test_the_compiled_decode_step_reads_the_integers(tmp_path, bits, group):
+def _gpt(width: int) -> torch.nn.Module:
+    from lmforge.config import model_config_from_preset
+    from lmforge.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(model_config_from_preset("gpt-small", vocab_size=300, context_length=64, n_layer=2, n_head=2,
+                                                d_model=width, d_ff=2 * width, dropout=0.0)).eval()
+
+
+@pytest.mark.parametrize("bits,group,width", [(8, None, 32), (4, 16, 32), (4, 64, 128)])
+def test_the_compiled_decode_step_reads_the_integers(bits, group, width):
     _native()
-    from lmforge.checkpoint import load_checkpoint
-    from lmforge.generate.cpu.step import NativeDecoder
+    from lmforge.generate.cpu.step import NativeDecoder, rounds_inputs
     from lmforge.generate.kv_cache import KVCache
 
-    model, _ = load_checkpoint(tiny_run(tmp_path / "run", TEXT))
+    model = _gpt(width)
     quantize_model(model, bits, group)
     ids = torch.tensor([[5, 9, 11, 3]])
-    want = model(ids)[0, -1] if not isinstance(model(ids), tuple) else model(ids)[0][0, -1]
+    with torch.no_grad():
+        want = model(ids)[0, -1]
     step, cache = NativeDecoder(model), KVCache.for_model(model, 1, 16)
     for pos in range(4):
         got = step(ids[:, pos], pos, torch.zeros(1, dtype=torch.int32), cache)
-    assert torch.allclose(got[0], want, atol=1e-4)
+    # bfloat16 inputs (8 significant bits) move the logits by about 2^-9 of their size; float32 by nothing
+    assert torch.allclose(got[0], want, atol=3e-2 if rounds_inputs(model.lm_head) else 1e-4)
+
+
+def test_decoding_a_short_prompt_never_makes_float_weights(monkeypatch):
+    _native()
+    from lmforge.generate.engine import Engine
+
+    model = _gpt(128)
+    quantize_model(model, 4, 64)
+    engine = Engine(model, backend="native")
+    want = engine.generate([[5, 9, 11, 3]], GenerateConfig(max_new_tokens=6, temperature=0.0))
+
+    def refuse(self, rows=None):
+        raise AssertionError("float32 weights were made while decoding")
+
+    monkeypatch.setattr(QuantLinear, "dequantized", refuse)  # the prefill and every step read the integers
+    assert Engine(model, backend="native").generate([[5, 9, 11, 3]], GenerateConfig(max_new_tokens=6, temperature=0.0)) == want
 
 
 @pytest.fixture

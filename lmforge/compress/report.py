@@ -33,7 +33,7 @@ def weights_bytes(run: Path) -> int:
 
 
 @torch.no_grad()
-def decode_speed(model: torch.nn.Module, batch: int, repeats: int = 3) -> float:
+def decode_speed(model: torch.nn.Module, batch: int, repeats: int = 5) -> float:
     """Greedy new tokens per second over `batch` rows of PROMPT fixed tokens, the best of `repeats`."""
     from lmforge.generate.engine import Engine
 

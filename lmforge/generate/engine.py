@@ -90,6 +90,14 @@ class Engine:
             return _NoRoutes
         return LinearRoutes(self.model, self.gemv)
 
+    def _prefill_routes(self, rows: list[list[int]]):
+        """`.active()` around the prefill: a prompt of at most MAX_ROWS tokens in all has its integer
+        weights' products computed by the compiled kernel, reading the integers as the steps do; a
+        longer one is faster through dequantised tiles and PyTorch's matrix product."""
+        if len(rows) * max(map(len, rows)) > MAX_ROWS or library() is None:
+            return _NoRoutes
+        return LinearRoutes(self.model, self.gemv, floats=False)
+
     def _prepare(self, prompts, gen: GenerateConfig) -> tuple[list[list[int]], GenerateConfig]:
         """The prompts as rows, the model in eval mode, and the request checked against free memory.
         An encoder-decoder model's prompts are its sources; its output ends where the decoder's
@@ -115,7 +123,8 @@ class Engine:
         n = len(rows) * gen.num_samples
         native = self._native(n)
         routes = self._routes(n, native)
-        state = start_state(self.model, rows, native, reserve=gen.max_new_tokens)
+        with self._prefill_routes(rows).active():
+            state = start_state(self.model, rows, native, reserve=gen.max_new_tokens)
         if gen.num_samples > 1:  # each prompt's prefill serves its n samples
             state.select(torch.arange(state.history.size(0), device=state.device).repeat_interleave(gen.num_samples))
         yield from self._decode(state, gen, routes)

@@ -199,9 +199,9 @@ class LinearRoutes:
     overlap across threads on one model: the routing is set up by the first to enter and taken down
     by the last to leave."""
 
-    def __init__(self, model: nn.Module, gemv: str = "auto"):
+    def __init__(self, model: nn.Module, gemv: str = "auto", floats: bool = True):
         self.model = model
-        linears = _linears(model)
+        linears = _linears(model) if floats else []  # floats=False: the integer weights' routes alone
         plan = plan_decode(model, gemv) if linears else DecodePlan()
         self.arrays: dict[nn.Module, tuple[np.ndarray, np.ndarray | None]] = {}
         for m in linears:

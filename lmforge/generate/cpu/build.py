@@ -29,7 +29,8 @@ from lmforge import io
 from lmforge.errors import LmforgeError
 from lmforge.generate.cpu.layout import FloatPtr, Model, Weight, layout_mismatch
 
-SOURCES = [Path(__file__).with_name(name) for name in ("decode_step.c", "shared_history.c")]
+SOURCES = [Path(__file__).with_name(name) for name in ("decode_step.c", "products.c", "shared_history.c")]
+HEADERS = [Path(__file__).with_name("products.h")]
 FLAG_SETS = (  # tried in order: the first that compiles and loads is kept
     ["-O3", "-march=native", "-fopenmp"],
     ["-O3", "-march=native", "-fopenmp-simd"],
@@ -144,7 +145,7 @@ def _load_or_build(compiler: str, flags: list[str], folder: Path, machine: bytes
 
 def build(compiler: str) -> ctypes.CDLL:
     """The compiled step for this machine, from the cache or freshly built, its layout checked."""
-    machine = b"\0".join([*(f.read_bytes() for f in SOURCES), compiler.encode(), platform.machine().encode(), _cpu_flags().encode()])
+    machine = b"\0".join([*(f.read_bytes() for f in SOURCES + HEADERS), compiler.encode(), platform.machine().encode(), _cpu_flags().encode()])
     shared = _shared_folder()
     folder = shared or Path(tempfile.mkdtemp(prefix="lmforge-native-"))  # mkdtemp: 0700, ours alone
     errors = []
@@ -163,4 +164,4 @@ def build(compiler: str) -> ctypes.CDLL:
     finally:
         if shared is None:  # loaded libraries stay mapped once their file is gone
             shutil.rmtree(folder, ignore_errors=True)
-    raise OSError(f"{compiler} could not compile {' and '.join(f.name for f in SOURCES)}: {errors[-1]}")
+    raise OSError(f"{compiler} could not compile {', '.join(f.name for f in SOURCES)}: {errors[-1]}")

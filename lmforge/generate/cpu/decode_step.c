@@ -13,8 +13,7 @@
      FFN(x) = act(x W1 + b1) W2 + b2,  or  (SiLU(x Wg) * (x Wu)) Wd  (SwiGLU)
    Weights are row-major (out, in), as nn.Linear keeps them, in float32 or as integers with a scale per
    group of g inputs (lmforge/nn/quantized.py): int8 w = s q, or int4 w = s (u - z), two to a byte.
-   An integer weight is read as such and turned to float inside the dot product, so a step streams 1
-   or 1/2 byte per weight instead of 4. The KV cache is lmforge's (N, G, S, D). */
+   The products are products.c's. The KV cache is lmforge's (N, G, S, D). */
 
 #include <math.h>
 #include <stddef.h>
@@ -24,16 +23,7 @@ enum { NORM_LAYER = 0, NORM_RMS = 1 };
 enum { ACT_GELU = 0, ACT_GELU_TANH = 1, ACT_RELU = 2, ACT_SWIGLU = 3 };
 enum { POS_NONE = 0, POS_TABLE = 1, POS_ROPE = 2 };
 enum { OUT_STORE = 0, OUT_ADD = 1, OUT_ACT = 2 };
-enum { MAX_ROWS = 16 };  /* rows per step; the caller splits larger batches */
-enum { MAX_GROUPS = 1024 };  /* int4 groups per row (the caller checks) */
-
-typedef struct {                 /* one weight matrix (O, K): f, or q8, or q4 is set */
-    const float *f;              /* float32 (O, K) */
-    const signed char *q8;       /* int8 (O, K) */
-    const unsigned char *q4;     /* int4 (O, K/2): byte i of a group holds u[i] | u[i + g/2] << 4 */
-    const float *scale, *zero;   /* (O, K/g); zero NULL: 0 for int8, 8 for int4 (symmetric) */
-    int group;                   /* g */
-} Weight;
+#include "products.h"
 
 typedef struct {
     const float *norm1_w, *norm1_b;
@@ -77,231 +67,24 @@ static void normalize(const Model *m, const float *x, const float *w, const floa
     for (int i = 0; i < c; i++) y[i] = (x[i] - mean) * inv * w[i] + (b ? b[i] : 0.0f);
 }
 
-static float dot(const float *w, const float *x, int K) {
-    float a = 0.0f;
-    #pragma omp simd reduction(+:a)
-    for (int k = 0; k < K; k++) a += w[k] * x[k];
-    return a;
-}
-
-/* One weight row against four input rows: each load of w serves four sums, and four independent
-   sums are in flight. (For a single input row, one row at a time streams fastest: measured.) */
-static void dot_rows4(const float *w, const float *x0, const float *x1, const float *x2, const float *x3,
-                      int K, float *r) {
-    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-    #pragma omp simd reduction(+:a0, a1, a2, a3)
-    for (int k = 0; k < K; k++) { a0 += w[k] * x0[k]; a1 += w[k] * x1[k]; a2 += w[k] * x2[k]; a3 += w[k] * x3[k]; }
-    r[0] = a0; r[1] = a1; r[2] = a2; r[3] = a3;
-}
-
-/* Integer weights, one input row: W[o] . x = sum over groups of s_g (sum_k q_k x_k), or for int4
-   s_g (sum_k u_k x_k) - s_g z_g (sum_k x_k), with each group's sum of x given in xsum. Each group's
-   integers become floats in registers, are multiplied into a vector of partial sums, and that vector
-   is scaled once per group; one horizontal sum ends the row. */
-#if defined(__AVX512F__)
-#include <immintrin.h>
-enum { LANES = 16 };
-typedef __m512 vec;
-static inline vec v_zero(void) { return _mm512_setzero_ps(); }
-static inline vec v_fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
-static inline vec v_load(const float *x) { return _mm512_loadu_ps(x); }
-static inline vec v_set(float a) { return _mm512_set1_ps(a); }
-static inline float v_sum(vec a) { return _mm512_reduce_add_ps(a); }
-static inline vec v_i8(const signed char *q) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q))); }
-static inline __m512i v_u8(const unsigned char *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)); }
-static inline vec v_lo(__m512i b) { return _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15))); }
-static inline vec v_hi(__m512i b) { return _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4)); }
-#define HAVE_VEC 1
-#elif defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-enum { LANES = 8 };
-typedef __m256 vec;
-static inline vec v_zero(void) { return _mm256_setzero_ps(); }
-static inline vec v_fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
-static inline vec v_load(const float *x) { return _mm256_loadu_ps(x); }
-static inline vec v_set(float a) { return _mm256_set1_ps(a); }
-static inline float v_sum(vec a) {
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
-}
-static inline vec v_i8(const signed char *q) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q))); }
-static inline __m256i v_u8(const unsigned char *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
-static inline vec v_lo(__m256i b) { return _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(15))); }
-static inline vec v_hi(__m256i b) { return _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)); }
-#define HAVE_VEC 1
-#endif
-
-static float qdot(const Weight *W, int o, const float *x, const float *xsum, int K) {
-    const int g = W->group, G = K / g, half = g / 2;
-    const float *s = W->scale + (size_t)o * G, *z = W->zero ? W->zero + (size_t)o * G : NULL;
-    float tail = 0.0f, corr = 0.0f;
-#ifdef HAVE_VEC
-    vec total = v_zero();
-#endif
-    for (int i = 0; i < G; i++) {
-        const float *xg = x + (size_t)i * g;
-        int k = 0;
-        float part = 0.0f;
-        if (W->q8) {
-            const signed char *q = W->q8 + (size_t)o * K + (size_t)i * g;
-#ifdef HAVE_VEC
-            vec acc = v_zero();
-            for (; k + LANES <= g; k += LANES) acc = v_fma(v_i8(q + k), v_load(xg + k), acc);
-            total = v_fma(acc, v_set(s[i]), total);
-#endif
-            for (; k < g; k++) part += (float)q[k] * xg[k];
-        } else {
-            const unsigned char *p = W->q4 + ((size_t)o * K + (size_t)i * g) / 2;
-#ifdef HAVE_VEC
-            vec acc = v_zero();
-            for (; k + LANES <= half; k += LANES) {
-                __typeof__(v_u8(p)) b = v_u8(p + k);
-                acc = v_fma(v_lo(b), v_load(xg + k), acc);
-                acc = v_fma(v_hi(b), v_load(xg + half + k), acc);
-            }
-            total = v_fma(acc, v_set(s[i]), total);
-#endif
-            for (; k < half; k++) part += (float)(p[k] & 15) * xg[k] + (float)(p[k] >> 4) * xg[half + k];
-            corr += s[i] * (z ? z[i] : 8.0f) * xsum[i];
-        }
-        tail += s[i] * part;
-    }
-#ifdef HAVE_VEC
-    tail += v_sum(total);
-#endif
-    return tail - corr;
-}
-
-#ifdef HAVE_VEC
-/* qdot for four output rows o .. o + 3 at once: each load of x serves four rows, and four chains of
-   sums are in flight. */
-static void qdot4(const Weight *W, int o, const float *x, const float *xsum, int K, float *r) {
-    const int g = W->group, G = K / g, half = g / 2;
-    vec t0 = v_zero(), t1 = v_zero(), t2 = v_zero(), t3 = v_zero();
-    float corr[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int i = 0; i < G; i++) {
-        const float *xg = x + (size_t)i * g;
-        vec a0 = v_zero(), a1 = v_zero(), a2 = v_zero(), a3 = v_zero();
-        if (W->q8) {
-            const signed char *q = W->q8 + (size_t)o * K + (size_t)i * g;
-            for (int k = 0; k < g; k += LANES) {
-                vec xv = v_load(xg + k);
-                a0 = v_fma(v_i8(q + k), xv, a0);
-                a1 = v_fma(v_i8(q + K + k), xv, a1);
-                a2 = v_fma(v_i8(q + 2 * (size_t)K + k), xv, a2);
-                a3 = v_fma(v_i8(q + 3 * (size_t)K + k), xv, a3);
-            }
-        } else {
-            const unsigned char *p = W->q4 + ((size_t)o * K + (size_t)i * g) / 2;
-            const size_t row = (size_t)K / 2;
-            for (int k = 0; k < half; k += LANES) {
-                vec xl = v_load(xg + k), xh = v_load(xg + half + k);
-                __typeof__(v_u8(p)) b0 = v_u8(p + k), b1 = v_u8(p + row + k), b2 = v_u8(p + 2 * row + k), b3 = v_u8(p + 3 * row + k);
-                a0 = v_fma(v_hi(b0), xh, v_fma(v_lo(b0), xl, a0));
-                a1 = v_fma(v_hi(b1), xh, v_fma(v_lo(b1), xl, a1));
-                a2 = v_fma(v_hi(b2), xh, v_fma(v_lo(b2), xl, a2));
-                a3 = v_fma(v_hi(b3), xh, v_fma(v_lo(b3), xl, a3));
-            }
-        }
-        const float *s = W->scale + (size_t)o * G + i;
-        t0 = v_fma(a0, v_set(s[0]), t0);
-        t1 = v_fma(a1, v_set(s[G]), t1);
-        t2 = v_fma(a2, v_set(s[2 * (size_t)G]), t2);
-        t3 = v_fma(a3, v_set(s[3 * (size_t)G]), t3);
-    }
-    for (int j = 0; W->q4 && j < 4; j++) {  /* the zero points' share: sum_g s_g z_g (sum_k x_k) */
-        const float *sc = W->scale + (size_t)(o + j) * G, *zp = W->zero ? W->zero + (size_t)(o + j) * G : NULL;
-        float c = 0.0f;
-        #pragma omp simd reduction(+:c)
-        for (int i = 0; i < G; i++) c += sc[i] * (zp ? zp[i] : 8.0f) * xsum[i];
-        corr[j] = c;
-    }
-    r[0] = v_sum(t0) - corr[0]; r[1] = v_sum(t1) - corr[1]; r[2] = v_sum(t2) - corr[2]; r[3] = v_sum(t3) - corr[3];
-}
-#endif
-
-/* Rows o0 .. o0 + nb - 1 of an integer weight as float32 into buf (nb, K): s q, or s (u - z). */
-static void dequantize_rows(const Weight *W, int o0, int nb, int K, float *buf) {
-    const int g = W->group, G = K / g, half = g / 2;
-    for (int j = 0; j < nb; j++) {
-        int o = o0 + j;
-        for (int i = 0; i < G; i++) {
-            float sc = W->scale[(size_t)o * G + i], *y = buf + (size_t)j * K + (size_t)i * g;
-            if (W->q8) {
-                const signed char *q = W->q8 + (size_t)o * K + (size_t)i * g;
-                #pragma omp simd
-                for (int k = 0; k < g; k++) y[k] = sc * (float)q[k];
-            } else {
-                const unsigned char *p = W->q4 + ((size_t)o * K + (size_t)i * g) / 2;
-                float zp = W->zero ? W->zero[(size_t)o * G + i] : 8.0f;
-                #pragma omp simd
-                for (int k = 0; k < half; k++) { y[k] = sc * ((float)(p[k] & 15) - zp); y[half + k] = sc * ((float)(p[k] >> 4) - zp); }
-            }
-        }
-    }
-}
-
-/* acc[n * 4 + j] = W[o0 + j] . in[n] for j < nb <= 4 outputs and n < N rows; xsum: int4's group sums
-   of the input row (one row), rowbuf: room for 4 rows of K floats (several rows). */
-static void block_dots(const Weight *Wt, int o0, int nb, const float *in, int in_stride, int N, int K,
-                       const float *xsum, float *rowbuf, float *acc) {
-    const float *w;
-    if (!Wt->f && N == 1) {  /* one row: the integers are used where they are read */
-#ifdef HAVE_VEC
-        int lanes_fit = Wt->group % (Wt->q8 ? LANES : 2 * LANES) == 0;
-        if (nb == 4 && lanes_fit) {
-            qdot4(Wt, o0, in, xsum, K, acc);
-            return;
-        }
-#endif
-        for (int j = 0; j < nb; j++) acc[j] = qdot(Wt, o0 + j, in, xsum, K);
-        return;
-    }
-    if (!Wt->f && !rowbuf) {  /* no memory for the float rows (malloc failed): one row at a time */
-        for (int n = 0; n < N; n++) {
-            const float *x = in + (size_t)n * in_stride;
-            float sums[MAX_GROUPS];
-            for (int i = 0, g = Wt->group; Wt->q4 && i < K / g; i++) {
-                sums[i] = 0.0f;
-                for (int k = 0; k < g; k++) sums[i] += x[(size_t)i * g + k];
-            }
-            for (int j = 0; j < nb; j++) acc[n * 4 + j] = qdot(Wt, o0 + j, x, sums, K);
-        }
-        return;
-    }
-    if (!Wt->f) {  /* several rows: each weight row turned to float once, then read from cache for every row */
-        dequantize_rows(Wt, o0, nb, K, rowbuf);
-        w = rowbuf;
-    } else {
-        w = Wt->f + (size_t)o0 * K;
-    }
-    int n = 0;
-    if (N >= 4) {
-        float r[4];
-        for (; n + 4 <= N; n += 4) {
-            const float *x = in + (size_t)n * in_stride;
-            for (int j = 0; j < nb; j++) {
-                dot_rows4(w + (size_t)j * K, x, x + in_stride, x + 2 * (size_t)in_stride, x + 3 * (size_t)in_stride, K, r);
-                for (int i = 0; i < 4; i++) acc[(n + i) * 4 + j] = r[i];
-            }
-        }
-    }
-    for (; n < N; n++) {
-        const float *x = in + (size_t)n * in_stride;
-        for (int j = 0; j < nb; j++) acc[n * 4 + j] = dot(w + (size_t)j * K, x, K);
-    }
-}
-
 /* out[n][o] (=, +=, or act of) W[o] . in[n] + bias[o] for n < N rows (N <= MAX_ROWS), o < O outputs.
    The threads split the outputs in blocks of four; each block of W is read from memory once and
    reused from cache for every row. With W2 (SwiGLU), out = SiLU(W.in + bias) * (W2.in + bias2).
-   An int4 weight first needs each input row's group sums; every thread works out its own. */
+   An int4 weight first needs each input row's group sums (or its bfloat16 copy); every thread works out
+   its own. */
 static void matvec(const Weight *W, const float *bias, const Weight *W2, const float *bias2, int act, int mode,
                    const float *in, int in_stride, float *out, int out_stride, int N, int O, int K) {
     float xsum[W->q4 && N == 1 ? K / W->group : 1];  /* at most MAX_GROUPS */
-    float *rowbuf = !W->f && N > 1 ? malloc(sizeof(float) * 4 * (size_t)K) : NULL;
-    if (W->q4 && N == 1)
+    const int bf16 = lmf_bf16_path(W) && (!W2 || (lmf_bf16_path(W2) && W2->group == W->group));
+    float *rowbuf = !W->f && N > 1 && !bf16 ? malloc(sizeof(float) * 4 * (size_t)K) : NULL;
+    void *xb = NULL;  /* N rows of K bfloat16, then N rows of K / group sums */
+    float *xbsum = NULL;
+    if (bf16 && (xb = aligned_alloc(64, (size_t)N * K * 2 + sizeof(float) * (size_t)N * K))) {
+        xbsum = (float *)((char *)xb + (size_t)N * K * 2);
+        for (int n = 0; n < N; n++)
+            lmf_to_bf16(W, in + (size_t)n * in_stride, K, (char *)xb + (size_t)n * K * 2, xbsum + (size_t)n * (K / W->group));
+    }
+    if (W->q4 && N == 1 && !xb)
         for (int i = 0, g = W->group; i < K / g; i++) {
             float a = 0.0f;
             for (int k = 0; k < g; k++) a += in[(size_t)i * g + k];
@@ -311,8 +94,8 @@ static void matvec(const Weight *W, const float *bias, const Weight *W2, const f
     for (int o0 = 0; o0 < O; o0 += 4) {
         int nb = O - o0 < 4 ? O - o0 : 4;
         float acc[MAX_ROWS * 4], acc2[MAX_ROWS * 4];
-        block_dots(W, o0, nb, in, in_stride, N, K, xsum, rowbuf, acc);
-        if (W2) block_dots(W2, o0, nb, in, in_stride, N, K, xsum, rowbuf, acc2);
+        lmf_block_dots(W, o0, nb, in, in_stride, N, K, xsum, rowbuf, xb, xbsum, acc);
+        if (W2) lmf_block_dots(W2, o0, nb, in, in_stride, N, K, xsum, rowbuf, xb, xbsum, acc2);
         for (int n = 0; n < N; n++) {
             float *y = out + (size_t)n * out_stride + o0;
             for (int j = 0; j < nb; j++) {
@@ -324,6 +107,7 @@ static void matvec(const Weight *W, const float *bias, const Weight *W2, const f
         }
     }
     free(rowbuf);
+    free(xb);
 }
 
 static void rope(float *x, const float *cos, const float *sin, int d) {

@@ -133,6 +133,13 @@ def weight_struct(m: nn.Module, keep: list[torch.Tensor]) -> Weight:
                   scale=_f(scale), zero=_f(zero), group=m.group)
 
 
+def rounds_inputs(m: QuantLinear) -> bool:
+    """Whether the compiled kernel rounds m's inputs to bfloat16 inside its products: int4 with groups of
+    a multiple of 64, on a CPU with AVX512-BF16 (decode_step.c, bf16_path)."""
+    lib = library()
+    return lib is not None and bool(lib.lmf_features() & 1) and m.bits == 4 and m.group % 64 == 0
+
+
 def linear(m: QuantLinear, x: torch.Tensor, threads: int) -> torch.Tensor:
     """y = x W^T + b for up to MAX_ROWS float32 rows, the integers read by the compiled kernel."""
     lib = library()
