@@ -267,6 +267,14 @@ def test_compression_doc_numbers():
             assert f"`s = max |w| / 7 = {s.item():.4f}`" in doc
 
 
+def test_compression_doc_bfloat16_numbers():
+    doc = " ".join((DOCS / "compression.md").read_text().split())
+    bits = torch.tensor([0x4300, 0x4305], dtype=torch.int16).view(torch.bfloat16).tolist()
+    assert bits == [128.0, 133.0] and "`0x4305` is 133.0" in doc and "133 - 136 = -3 = 5 - 8" in doc
+    for x in (0.1, -0.7, 1.3):
+        assert f"{x} becomes {torch.tensor(x).bfloat16().item()!r}" in doc
+
+
 def test_pruning_and_distillation_doc_numbers():
     from lmforge.compress.prune import n_m_mask, unstructured_mask, weight_scores
     from lmforge.objectives.distill import distill_loss, soft_loss

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 
 
+def speaks() -> bool:
+    """Under torchrun, process 0 alone prints (RANK 0): the other processes' results are the same."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def emit(args, obj: dict, text: str) -> None:
+    if not speaks():
+        return
     print(json.dumps(finite(obj), ensure_ascii=False, allow_nan=False) if args.json else text)
 
 
@@ -24,7 +32,9 @@ def finite(obj):
 
 
 def logger(args):
-    """Where progress lines go: stdout, or stderr under --json."""
+    """Where progress lines go: stdout, or stderr under --json (nowhere from torchrun's other processes)."""
+    if not speaks():
+        return lambda *a, **k: None
     return (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
 
 

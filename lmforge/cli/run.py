@@ -77,12 +77,13 @@ def train_recipe(args, out: Path):
 
 
 def cmd_train(args) -> None:
+    from lmforge.train import parallel
     from lmforge.train.pretrain import pretrainer
     from lmforge.train.trainer import held_run_dir
 
     out = Path(args.out or f"runs/{Path(args.recipe).stem}")
     log = logger(args)
-    with held_run_dir(out, "lmforge train"):
+    with held_run_dir(out, "lmforge train"), parallel.world_session():
         recipe = train_recipe(args, out)
         if args.json:
             recipe.train.progress = False

@@ -82,11 +82,13 @@ def _summary(report: dict) -> str:
 
 def cmd_finetune(args) -> None:
     from lmforge.train.finetune import finetune_run
+    from lmforge.train.parallel import world_session
 
     recipe = fine_tuning_recipe(args)
     out = Path(args.out or f"runs/finetune-{Path(str(recipe.task.data)).stem}")
     try:
-        report = finetune_run(recipe, out, log=logger(args), resume=args.resume)
+        with world_session():  # under torchrun: the processes' group, left at the end
+            report = finetune_run(recipe, out, log=logger(args), resume=args.resume)
     except Diverged as e:
         raise e.advise(FINETUNE_ADVICE) from None
     report["run_dir"] = str(out)

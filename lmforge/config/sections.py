@@ -58,11 +58,14 @@ class TrainConfig:
     patience: int = 0  # > 0: stop after this many evaluations without a better headline metric
     keep_best: bool = False  # save only when the headline metric improves, so the run keeps its best
     compile: str = "auto"  # auto (on CUDA only) | true | false: torch.compile the training pass (train/parallel.py)
+    parallel: str = "ddp"  # under torchrun: ddp (every process holds the model) | fsdp (FSDP2: each holds 1/N of it)
+    activation_checkpointing: bool = False  # recompute each layer's activations in the backward pass: less memory
 
     def validate(self) -> None:
         _one_of(self, "train", "schedule", ("cosine", "linear", "constant"))
         _one_of(self, "train", "optimizer", ("adamw", "adafactor"))
         _one_of(self, "train", "dtype", ("auto", "float32", "bfloat16"))
+        _one_of(self, "train", "parallel", ("ddp", "fsdp"))
         _one_of(self, "train", "objective", ("auto", "clm", "mlm", "mlm+nsp", "rtd", "span", "denoise"))
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
             if int(getattr(self, name)) < 1:

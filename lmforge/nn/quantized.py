@@ -19,7 +19,8 @@ per group.
 
 The product y = x W^T + b is computed without a float32 copy of W: `QuantLinear` dequantises a tile
 of output rows at a time (at most TILE values), multiplies, and moves on. For decoding, the compiled
-step and `generate` read the integers directly (generate/cpu/decode_step.c).
+step and `generate` read the integers directly (generate/cpu/products.c; int4 there multiplies in
+bfloat16 where the CPU has AVX512-BF16: docs/compression.md).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from lmforge.io import atomic_path, write_json
 from lmforge.models import grow_vocab
 from lmforge.tasks.chat import CHAT_TEMPLATE, END_OF_TURN, ROLE_TOKENS, ChatTask, render
 from lmforge.train.runs import check_resume, load_base, resolved, settings
+from lmforge.train.parallel import world
 from lmforge.train.trainer import Trainer, held_run_dir
 
 SAMPLES = 3  # test conversations answered in the report
@@ -95,7 +96,8 @@ def chat_run(recipe: Recipe, out: str | Path, log=print, resume: bool = False) -
         else:
             model, tokenizer, template, tokens = chat_model(str(t.base), log)
             adapt(model, t, log, train_also=("tok_emb.", "lm_head.") if template == CHAT_TEMPLATE else ())
-            write_chat_files(out, template, tokens, tokenizer)
+            if world().main:  # under torchrun, process 0 writes the run
+                write_chat_files(out, template, tokens, tokenizer)
         context = model.config.context_length
         task = ChatTask(t, recipe.train, tokenizer, template, context if t.max_length is None else
                         min(t.max_length, context), tokens)
@@ -120,5 +122,6 @@ def chat_run(recipe: Recipe, out: str | Path, log=print, resume: bool = False) -
             report["lora"] = trainable_report(model)
         if not math.isfinite(scored["loss"]):
             raise LmforgeError("the test loss is not a finite number; lower the learning rate and train again")
-        write_json(out / "report.json", report)
+        if world().main:
+            write_json(out / "report.json", report)
     return report

@@ -31,6 +31,7 @@ from lmforge.tokenizer import Tokenizer
 from lmforge.adapters import adapt
 from lmforge.checkpoint import is_checkpoint, load_checkpoint
 from lmforge.train.runs import check_resume, finetune_recipe, load_base, resolved, settings  # noqa: F401 (re-exported)
+from lmforge.train.parallel import world
 from lmforge.train.trainer import Trainer, held_run_dir
 
 ADVICE = "lower lr (e.g. FinetuneConfig(lr=1e-5)) and start again with another out directory"  # to Python callers
@@ -223,6 +224,8 @@ def finetune_run(recipe: Recipe, out: str | Path, log=print, resume: bool = Fals
         split = three_way_split(inputs.task(recipe), recipe)
         report = train_and_test(inputs, split, recipe, out, log, resume, wrap)
         report.update(base=str(t.base), data=str(t.data), config=settings(recipe))
+        if not world().main:  # under torchrun, process 0 writes the run
+            return report
         if t.kind != "qa":
             plot_confusion_matrix(report["test"], out / "confusion.png", title=f"{Path(t.data).name}: test split")
         write_json(out / "report.json", report)

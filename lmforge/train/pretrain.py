@@ -20,6 +20,8 @@ from lmforge.errors import LmforgeError
 from lmforge.models import build_model
 from lmforge.tasks.pretrain import pretraining_task
 from lmforge.tokenizer import Tokenizer
+from lmforge.runtime import pick_device
+from lmforge.train.parallel import main_first, start_world
 from lmforge.train.trainer import Trainer
 
 OBJECTIVES = {"gpt": ("clm",), "bert": ("mlm+nsp", "mlm"), "electra": ("rtd",), "seq2seq": ("span", "denoise")}
@@ -55,7 +57,8 @@ def build_pretraining(recipe: Recipe, run_dir: str | Path, resume: bool = False,
                            "FILE`, or drop the task: section to pretrain")
     objective = objective_for(recipe, recipe.model_config(1).family)
     tokenizer = Tokenizer.load(Path(run_dir) / "tokenizer.json") if resume else None
-    data = prepare_data(recipe, objective, tokenizer, log)
+    with main_first():  # with torchrun: process 0 tokenises and writes the shards, the others then read them
+        data = prepare_data(recipe, objective, tokenizer, log)
     model_config = recipe.model_config(data.tokenizer.vocab_size)
     if model_config.family == "seq2seq":  # T5's convention: the decoder starts from the padding token
         model_config.decoder_start_id = data.tokenizer.pad_id or 0
@@ -70,6 +73,7 @@ def pretrainer(recipe: Recipe, run_dir: str | Path, resume: bool = False, log=pr
         from lmforge.checkpoint import load_trainer_state
 
         load_trainer_state(Path(run_dir))
+    start_world(pick_device(recipe.train.device, "--set train.device=cpu"))  # with torchrun: join its processes
     torch.manual_seed(recipe.train.seed)
     model, task = build_pretraining(recipe, run_dir, resume, log)
     return Trainer(model, task, recipe.train, run_dir, recipe=recipe, resume=resume, log=log)

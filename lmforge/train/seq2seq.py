@@ -29,6 +29,7 @@ from lmforge.models import build_model
 from lmforge.tasks import task_class
 from lmforge.tokenizer import train_tokenizer
 from lmforge.train.runs import check_resume, load_base, resolved, settings
+from lmforge.train.parallel import world
 from lmforge.train.trainer import Trainer, held_run_dir
 
 
@@ -96,5 +97,6 @@ def seq2seq_run(recipe: Recipe, out: str | Path, log=print, resume: bool = False
                   **task.test(best, test.sources, test.targets, trainer.autocast), "config": settings(recipe)}
         if getattr(model, "lora", None) is not None:
             report["lora"] = trainable_report(model)
-        write_json(out / "report.json", report)
+        if world().main:  # under torchrun, process 0 writes the run
+            write_json(out / "report.json", report)
     return report

@@ -36,10 +36,12 @@ from tqdm import tqdm
 from lmforge.config import Recipe, TrainConfig
 from lmforge.errors import Diverged, LmforgeError
 from lmforge.io import LOCK_NAME, RunLock
+from lmforge.models import build_model
 from lmforge.runtime import autocast, choose_dtype, pick_device
 from lmforge.train.adafactor import BlockwiseAdafactor, stacked_blocks
 from lmforge import checkpoint as ckpt
 from lmforge.train.logging import MetricsLog, plot_losses
+from lmforge.train import parallel
 from lmforge.train.parallel import CompiledLayers, should_compile
 from lmforge.train.schedule import lr_at
 
@@ -56,6 +58,9 @@ def held_run_dir(run_dir: str | Path, command: str):
     """Hold the run directory's lock (io.RunLock) for a whole run, so a second process is refused; a
     directory this made and left holding nothing but the lock (the run failed before any file) is removed."""
     run_dir = Path(run_dir)
+    if not parallel.world().main:  # torchrun's other processes: process 0 holds the run and writes it
+        yield run_dir
+        return
     made = not run_dir.exists()
     with RunLock(run_dir, command):
         try:
@@ -106,7 +111,7 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "adafactor":  # no first moment: beta1 does not apply; fused q/k/v step block by block
         return BlockwiseAdafactor(groups, lr=cfg.lr, blocks=stacked_blocks(model))
     kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
-    try:  # the fused kernel updates all tensors in one pass; older builds lack it on some devices
+    try:  # the fused kernel updates all tensors in one pass (FSDP2's sharded ones too); older builds lack it on some devices
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, **kwargs)
@@ -119,34 +124,48 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, task, cfg: TrainConfig, run_dir: str | Path,
                  recipe: Recipe | None = None, resume: bool = False, log=print):
         self.task, self.cfg, self.recipe = task, cfg, recipe
-        self.run_dir, self.resume, self.log = Path(run_dir), resume, log
-        self.device = pick_device(cfg.device, "--set train.device=cpu")
+        self.run_dir, self.resume = Path(run_dir), resume
+        device = pick_device(cfg.device, "--set train.device=cpu")
+        self.world = parallel.start_world(device)  # torchrun's processes, or this one alone
+        self.log = log if self.world.main else _quiet
+        self.device = parallel.device_for(device, self.world)
         self.amp_dtype, self.dtype_reason = choose_dtype(self.device, cfg.dtype, model.config.d_model)
         self.dtype = "bfloat16" if self.amp_dtype == torch.bfloat16 else "float32"
-        log(f"precision: {self.dtype}{' autocast' if self.amp_dtype else ''} on {self.device.type} ({self.dtype_reason})")
+        self.log(f"precision: {self.dtype}{' autocast' if self.amp_dtype else ''} on {self.device.type} ({self.dtype_reason})")
         self.autocast = autocast(self.device, self.amp_dtype)
         if resume:
             ckpt.load_trainer_state(self.run_dir)  # fail early, before any work, if it cannot resume
         self.data = task.data
         self.model = model.to(self.device)
         self.model_config = self.model.config
+        state = self._load_weights() if resume else None
+        # with several processes: FSDP2 shards the model in place, or DDP wraps it (gradients averaged
+        # over the processes); `stepped` is what the training steps call, evaluation sees the model
+        self.sharded = self.world.size > 1 and cfg.parallel == "fsdp"
+        if self.sharded:
+            if getattr(self.model, "lora", None) is not None:
+                raise LmforgeError("train.parallel=fsdp does not shard a LoRA fine-tune (its adapter is small); use "
+                                   "--set train.parallel=ddp")
+            parallel.shard(self.model, self.device)
+        self.stepped = parallel.Replicated(self.model) if self.world.size > 1 and not self.sharded else self.model
         self.optimizer = make_optimizer(self.model, cfg)
         # train.compile: each Transformer layer compiled for the training steps (compiled at the first)
         layers = CompiledLayers(self.model) if should_compile(cfg.compile, self.device) else None
         self.compiled = layers if layers else None
         self.compile_pending = self.compiled is not None
+        self.checkpointed = parallel.CheckpointedLayers(self.model) if cfg.activation_checkpointing else None
         self.step = 0
         self.best: float | None = None  # the best headline metric so far (train.keep_best / patience)
         self.best_eval: dict | None = None  # the numbers of the evaluation that set it
         self.evals_without_gain = 0
         self.horizon = cfg.max_steps  # where the schedule ends; shrinks to fit train.time_limit_minutes
         if resume:
-            self._load_state()
+            self._restore(state)
 
     # --- state -----------------------------------------------------------------------------------
-    def _state(self) -> dict:
+    def _state(self, optimizer: dict) -> dict:
         cfg = self.cfg
-        state = {"optimizer": self.optimizer.state_dict(), "data": self.task.state_dict(),
+        state = {"optimizer": optimizer, "data": self.task.state_dict(),
                  "rng_cpu": torch.get_rng_state(), "evals_without_gain": self.evals_without_gain}
         if self.best is not None:  # a resumed run keeps comparing against it (keep_best, patience)
             state["best"], state["best_eval"] = self.best, self.best_eval
@@ -157,7 +176,8 @@ class Trainer:
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         return state
 
-    def _load_state(self) -> None:
+    def _load_weights(self) -> dict:
+        """The run's last weights into the model (before any sharding), and its trainer state."""
         from safetensors.torch import load_model
 
         state = ckpt.load_trainer_state(self.run_dir)
@@ -171,7 +191,14 @@ class Trainer:
             raise LmforgeError(f"{self.run_dir / 'model.safetensors'} holds weights that are not finite numbers "
                                "(damaged, or saved from a diverged run), which training cannot go on from; restore "
                                "it from a copy or start a new run")
-        self.optimizer.load_state_dict(state["optimizer"])
+        return state
+
+    def _restore(self, state: dict) -> None:
+        """The optimiser, the data's place, the random state and the schedule of a resumed run."""
+        if self.sharded:
+            parallel.load_sharded_optimizer(self.model, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.task.load_state_dict(state["data"])
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
@@ -187,7 +214,18 @@ class Trainer:
             self.horizon = int(state["horizon"])
 
     def save(self) -> None:
-        ckpt.save_checkpoint(self.run_dir, self.model, self.data.tokenizer, self.recipe, self._state(), self.step)
+        """The checkpoint, written by process 0 (with FSDP2 every process first sends it its shards)."""
+        if self.sharded:
+            weights, optimizer = parallel.gathered_state(self.model, self.optimizer)
+            if not self.world.main:
+                return
+            model = build_model(self.model_config)
+            model.load_state_dict(weights)
+        elif not self.world.main:
+            return
+        else:
+            model, optimizer = self.model, self.optimizer.state_dict()
+        ckpt.save_checkpoint(self.run_dir, model, self.data.tokenizer, self.recipe, self._state(optimizer), self.step)
 
     # --- evaluation --------------------------------------------------------------------------------
     def evaluate(self, full: bool = False) -> dict:
@@ -200,7 +238,7 @@ class Trainer:
         """Train to the end of the schedule, the time limit or early stopping; evaluate and save on the way."""
         cfg = self.cfg
         fresh = not any(p.name != LOCK_NAME for p in self.run_dir.iterdir()) if self.run_dir.is_dir() else True
-        metrics = MetricsLog(self.run_dir, self.step if self.resume else None)
+        metrics = MetricsLog(self.run_dir, self.step if self.resume else None) if self.world.main else _NoMetrics()
         result = TrainResult(self.run_dir, self.step, n_params=self.model.num_params(),
                              flops_per_token=self.model.flops_per_token(), dtype=self.dtype,
                              dtype_reason=self.dtype_reason)
@@ -208,7 +246,7 @@ class Trainer:
         if self.step == 0:
             self._first_checkpoint(metrics, result, fresh)
         self.model.train()
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.world.main), unit="step",
                    dynamic_ncols=True, leave=False)
         now = time.perf_counter()
         clock = _Clock(now, self.step, (self.step, 0.0), max(2.0, 0.05 * 60 * cfg.time_limit_minutes), last_log=now)
@@ -222,7 +260,9 @@ class Trainer:
         result.tokens_per_s = clock.tokens / max(result.seconds - result.eval_seconds - result.compile_seconds, 1e-9)
         result.steps = self.step
         result.stopped_early = self.step < cfg.max_steps
-        plot_losses(metrics.read(), self.run_dir / "loss.png", title=str(self.run_dir.name))
+        if self.world.main:
+            plot_losses(metrics.read(), self.run_dir / "loss.png", title=str(self.run_dir.name))
+        parallel.barrier()  # every process then finds process 0's last checkpoint on disk
         return result
 
     def _first_checkpoint(self, metrics: MetricsLog, result: TrainResult, fresh: bool) -> None:
@@ -232,7 +272,7 @@ class Trainer:
             self._record_eval(metrics, result)
             self.save()
         except BaseException:
-            if fresh and not ckpt.is_checkpoint(self.run_dir):
+            if fresh and self.world.main and not ckpt.is_checkpoint(self.run_dir):
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
 
@@ -241,13 +281,13 @@ class Trainer:
         cfg = self.cfg
         if cfg.time_limit_minutes > 0 and (self.step == clock.first_step + 20 or time.perf_counter() >= clock.next_fit):
             self._refit(clock, result, bar)
+        self._agree_on_horizon()
         lr = lr_at(self.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=self._warmup(), total=self.horizon,
                    kind=cfg.schedule)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batches = [{k: v.to(self.device, non_blocking=True) for k, v in self.task.next_batch().items()}
-                   for _ in range(cfg.grad_accum)]
-        clock.tokens += sum(map(batch_tokens, batches))
+        batches = self._micro_batches()
+        clock.tokens += sum(map(batch_tokens, batches)) * self.world.size
         loss_sum = self._accumulate(batches, result)
         self._apply(loss_sum)
         self.step += 1
@@ -260,13 +300,34 @@ class Trainer:
                           elapsed_s=round(now - clock.start, 2))
             bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
         out_of_time = cfg.time_limit_minutes > 0 and now - clock.start > 60 * cfg.time_limit_minutes
+        if cfg.time_limit_minutes > 0 and self.world.size > 1:  # process 0's clock decides for all
+            out_of_time = bool(parallel.from_main(out_of_time)[0])
         t_eval = time.perf_counter()
         stop = self._checkpoint_due(self.step == self.horizon or out_of_time, clock, metrics, result, bar)
         result.eval_seconds += time.perf_counter() - t_eval
         clock.last_log += time.perf_counter() - t_eval  # keep the logged tokens/s about training
         if out_of_time:
             self.log(f"time limit of {cfg.time_limit_minutes} minutes reached at step {self.step}; saved")
+        self._agree_on_horizon()
         return stop or out_of_time
+
+    def _agree_on_horizon(self) -> None:
+        """With a time limit and several processes, process 0's schedule end for all (each process's
+        clock would fit its own), so that every process steps at the same learning rate and stops at
+        the same step."""
+        if self.cfg.time_limit_minutes > 0 and self.world.size > 1:
+            self.horizon = int(parallel.from_main(self.horizon)[0])
+
+    def _micro_batches(self) -> list[dict]:
+        """This process's micro-batches of the step. The task hands out N x grad_accum of them (N
+        processes) in the order one process with grad_accum x N would take them; process r takes
+        numbers r, r + N, r + 2N, ..."""
+        w, mine = self.world, []
+        for i in range(self.cfg.grad_accum * w.size):
+            batch = self.task.next_batch()
+            if i % w.size == w.rank:
+                mine.append({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
+        return mine
 
     def _apply(self, loss_sum: float) -> None:
         """Clip the gradients and step the optimiser, unless the loss or the gradient norm is not
@@ -275,8 +336,7 @@ class Trainer:
         what, value = "loss", loss_sum
         if math.isfinite(loss_sum):
             params = [p for p in self.model.parameters() if p.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-            what, value = "gradient norm", float(norm)
+            what, value = "gradient norm", parallel.clip_gradients(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         if not math.isfinite(value):
             self.optimizer.zero_grad(set_to_none=True)
             kept = ckpt.checkpoint_step(self.run_dir) if ckpt.is_checkpoint(self.run_dir) else None
@@ -340,14 +400,20 @@ class Trainer:
         return loss_sum
 
     def _forward_backward(self, batches: list[dict]) -> float:
+        """The summed loss of the step's micro-batches (the mean over the processes: each has its own)."""
         loss_sum = 0.0
-        with self.compiled.active() if self.compiled else contextlib.nullcontext():
-            for batch in batches:
-                with self.autocast():
-                    loss = self.task.loss(self.model, batch) / len(batches)
-                loss.backward()
+        with contextlib.ExitStack() as layers:  # compiled, then checkpointed around that: each as asked
+            for wrapping in (self.compiled, self.checkpointed):
+                if wrapping:
+                    layers.enter_context(wrapping.active())
+            for i, batch in enumerate(batches):
+                last = i == len(batches) - 1  # the gradients are averaged once, after the last micro-batch
+                with parallel.gradient_sync(self.stepped, last):
+                    with self.autocast():
+                        loss = self.task.loss(self.stepped, batch) / len(batches)
+                    loss.backward()
                 loss_sum += loss.item()
-        return loss_sum
+        return parallel.mean_over_world(loss_sum)
 
     def _warmup(self) -> int:
         """The warmup steps: train.warmup_steps, shortened in proportion where the time limit has
@@ -403,3 +469,17 @@ class Trainer:
         first = {"dtype": self.dtype, "dtype_reason": self.dtype_reason} if self.step == 0 else {}  # the run's first row
         metrics.write(step=self.step, **first, **{f"val_{k}": v for k, v in ev.items() if isinstance(v, (int, float))
                                                   and k != "step"})
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of torchrun's processes other than 0."""
+
+
+class _NoMetrics:
+    """metrics.jsonl for torchrun's processes other than 0: process 0 writes it."""
+
+    def write(self, **row) -> None:
+        pass
+
+    def read(self) -> list[dict]:
+        return []

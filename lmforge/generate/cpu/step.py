@@ -31,7 +31,7 @@ from lmforge.nn import MLP, Attention, Block, RMSNorm, SwiGLU
 from lmforge.nn.quantized import QuantLinear
 
 NORMS = {"layernorm": 0, "rmsnorm": 1}
-MAX_ROWS = 16  # decode_step.c has the same MAX_ROWS
+MAX_ROWS = 16  # products.h has the same MAX_ROWS
 MAX_GROUPS = 1024  # and the same MAX_GROUPS: int4 groups per row
 ACTIVATIONS = {"gelu": 0, "gelu_tanh": 1, "relu": 2, "swiglu": 3}
 POSITIONS = {"none": 0, "learned": 1, "sinusoidal": 1, "rope": 2}
@@ -120,7 +120,7 @@ def _f(t: torch.Tensor | None):
 
 
 def weight_struct(m: nn.Module, keep: list[torch.Tensor]) -> Weight:
-    """A Linear's or QuantLinear's weight as decode_step.c's Weight; the tensors whose memory it names
+    """A Linear's or QuantLinear's weight as products.h's Weight; the tensors whose memory it names
     are appended to `keep` (they must outlive the struct)."""
     if type(m) is nn.Linear:
         w = m.weight.detach().contiguous()
@@ -135,7 +135,7 @@ def weight_struct(m: nn.Module, keep: list[torch.Tensor]) -> Weight:
 
 def rounds_inputs(m: QuantLinear) -> bool:
     """Whether the compiled kernel rounds m's inputs to bfloat16 inside its products: int4 with groups of
-    a multiple of 64, on a CPU with AVX512-BF16 (decode_step.c, bf16_path)."""
+    a multiple of 64, on a CPU with AVX512-BF16 (products.c, lmf_bf16_path)."""
     lib = library()
     return lib is not None and bool(lib.lmf_features() & 1) and m.bits == 4 and m.group % 64 == 0
 
