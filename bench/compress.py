@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-classifier", action="store_true", help="skip the MiniLM rows")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-compress"))
     ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--reuse", action="store_true", help="keep the runs already in --work (measure again only)")
     ap.add_argument("--timeout", type=float, default=3600)
     args = ap.parse_args(argv)
     if args.quick:
@@ -46,6 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def lmforge(argv: list[str], what: str, args) -> dict:
+    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else None
+    if args.reuse and out is not None and (out / "config.json").is_file():
+        log(f"[{what}] reusing {out}")
+        return {}
     run = run_lmforge(LMFORGE + argv, what, args.timeout)
     if "error" in run:
         raise RuntimeError(f"{what}: {run['error']}")
@@ -121,9 +126,10 @@ def classifier_runs(args) -> dict[str, Path] | str:
     out = args.work / "minilm"
     argv = fill(FINETUNE, base=minilm, data=data["csv"], max_length=128, epochs=1 if args.quick else 2,
                 batch_size=16, lr=5e-5, seed=args.seed, out=out)
-    run = run_lmforge(argv, "minilm finetune", args.timeout)
-    if "error" in run:
-        return run["error"]
+    if not (args.reuse and (out / "config.json").is_file()):
+        run = run_lmforge(argv, "minilm finetune", args.timeout)
+        if "error" in run:
+            return run["error"]
     lmforge(["quantize", str(out), "--bits", "8", "--out", str(args.work / "minilm-int8"), "--json"], "minilm int8", args)
     return {"minilm-fp32": out, "minilm-int8": args.work / "minilm-int8"}
 
@@ -146,8 +152,8 @@ def targets(rows: dict, peer: dict) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    if any(args.work.iterdir()):
-        raise SystemExit(f"{args.work} is not empty; remove it or give another --work")
+    if any(args.work.iterdir()) and not args.reuse:
+        raise SystemExit(f"{args.work} is not empty; remove it, give another --work, or --reuse its runs")
     t0 = time.perf_counter()
     runs = gpt_runs(args)
     report = lmforge(["compress-report", *map(str, runs.values()), "--plot", str(args.work / "gpt.png"), "--json"],

@@ -33,11 +33,12 @@ def sets(corpus, *extra: str) -> list[str]:
     return [x for s in items for x in ("--set", s)]
 
 
-def lmforge(n: int, *args: str) -> subprocess.CompletedProcess:
-    """`lmforge ARGS` in one process, or `torchrun --standalone --nproc_per_node n -m lmforge ARGS`;
-    each process on one thread, so that the products sum in the same order in every run."""
+def lmforge(n: int, *args: str, torchrun: bool = False) -> subprocess.CompletedProcess:
+    """`lmforge ARGS` in one process, or `torchrun --standalone --nproc_per_node n -m lmforge ARGS`
+    (n > 1, or `torchrun`); each process on one thread, so that the products sum in the same order in
+    every run."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 else []
+    launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 or torchrun else []
     return subprocess.run([sys.executable, *launch, "-m", "lmforge", *args], capture_output=True, text=True,
                           timeout=600, env=env)
 
@@ -51,16 +52,24 @@ def weights_match(a, b, tol: float = 1e-5) -> float:
     return worst
 
 
-def train(out, *extra: str, corpus=None, processes: int = 1) -> None:
+def train(out, *extra: str, corpus=None, processes: int = 1, torchrun: bool = False) -> None:
     """`lmforge train` of the test's recipe on `corpus` into `out` (no corpus: resume the run there), in
     this process or under torchrun."""
     args = ["train", "--out", str(out), "--json"] + (["--resume"] if corpus is None else ["--recipe", "quickstart"])
     settings = sets(corpus, *extra) if corpus is not None else [x for s in extra for x in ("--set", s)]
-    done = lmforge(processes, *args, *settings)
+    done = lmforge(processes, *args, *settings, torchrun=torchrun)
     if done.returncode != 0 and "fsdp" in " ".join(extra) and FSDP_UNSUPPORTED in done.stderr:
         pytest.skip(f"FSDP2 does not run on gloo (the CPU backend) in torch {torch.__version__}: {FSDP_UNSUPPORTED}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"run_dir"') == 1  # process 0 alone answers
+
+
+@pytest.mark.slow
+def test_fsdp2_over_one_process_takes_the_same_steps(tmp_path, corpus, one_process):
+    """torchrun with one process and train.parallel=fsdp shards over a group of one (what
+    bench.parallel measures on one GPU): the steps are still one process's."""
+    train(tmp_path / "run", "train.grad_accum=2", "train.parallel=fsdp", corpus=corpus, torchrun=True)
+    weights_match(tmp_path / "run", one_process)
 
 
 FSDP_UNSUPPORTED = "does not support"

@@ -23,6 +23,7 @@ from lmforge.models.quantized import weights_count
 
 PROMPT = 16  # tokens of each prompt; the new tokens fill the rest of the context, up to NEW
 NEW = 128
+ROUNDS = 5  # speed measurements per model: the best counts
 
 
 def weights_bytes(run: Path) -> int:
@@ -33,7 +34,7 @@ def weights_bytes(run: Path) -> int:
 
 
 @torch.no_grad()
-def decode_speed(model: torch.nn.Module, batch: int, repeats: int = 5) -> float:
+def decode_speed(model: torch.nn.Module, batch: int, repeats: int = ROUNDS) -> float:
     """Greedy new tokens per second over `batch` rows of PROMPT fixed tokens, the best of `repeats`."""
     from lmforge.generate.engine import Engine
 
@@ -67,8 +68,8 @@ def perplexity(run: Path, model, tokenizer, file: str | None = None) -> dict:
     return {"perplexity": r["perplexity"]}
 
 
-def measure(run: str | Path, file: str | None = None, classifier_scores: Callable | None = None) -> dict:
-    """One row of the report."""
+def measure(run: str | Path, file: str | None = None, classifier_scores: Callable | None = None):
+    """One row of the report but its speeds, and the model to time (None for a classifier)."""
     run = Path(run)
     size = weights_bytes(run)
     model, tokenizer = load_pretrained(run)
@@ -77,12 +78,25 @@ def measure(run: str | Path, file: str | None = None, classifier_scores: Callabl
         if classifier_scores is None:
             raise LmforgeError(f"{run} is a classifier: pass classifier_scores=lmforge.train.finetune.test_split_scores "
                                "to score its test split")
-        return {**row, "tokens_per_s_1": None, "tokens_per_s_8": None, **classifier_scores(run)}
+        return {**row, "tokens_per_s_1": None, "tokens_per_s_8": None, **classifier_scores(run)}, None
     if model.config.family != "gpt":
         raise LmforgeError(f"{run} is a {model.config.family} model; the report compares language models (GPT) and "
                            "classifiers")
-    row.update(tokens_per_s_1=decode_speed(model, 1), tokens_per_s_8=decode_speed(model, 8))
-    return {**row, **perplexity(run, model, tokenizer, file)}
+    return {**row, **perplexity(run, model, tokenizer, file)}, model
+
+
+def timed_in_rounds(timed: list[tuple[dict, torch.nn.Module]], rounds: int = ROUNDS) -> None:
+    """tokens_per_s_1 and _8 of each row: the best of `rounds` rounds, each of which decodes with every
+    model in turn. A machine whose speed drifts (another program starts, the clock changes) then moves
+    every model alike, where timing one model after another would credit the drift to whichever ran
+    during it (measured: two float32 models of one shape were 38% apart timed one after the other)."""
+    for row, _ in timed:
+        row["tokens_per_s_1"] = row["tokens_per_s_8"] = 0.0
+    for _ in range(rounds):
+        for row, model in timed:
+            for batch in (1, 8):
+                key = f"tokens_per_s_{batch}"
+                row[key] = max(row[key], decode_speed(model, batch, repeats=1))
 
 
 def with_deltas(rows: list[dict]) -> list[dict]:
@@ -130,7 +144,9 @@ def compress_report(runs: list[str], file: str | None = None, plot_to: str | Pat
     """The rows (the first run the original), and the plot's path when one was drawn."""
     if len(runs) < 1:
         raise LmforgeError("give at least one run: the original first, then its compressed copies")
-    rows = with_deltas([measure(r, file, classifier_scores) for r in runs])
+    measured = [measure(r, file, classifier_scores) for r in runs]
+    timed_in_rounds([(row, model) for row, model in measured if model is not None])
+    rows = with_deltas([row for row, _ in measured])
     kinds = {"perplexity" in r for r in rows}
     if len(kinds) > 1:
         raise LmforgeError("the runs mix language models and classifiers; report each kind on its own")

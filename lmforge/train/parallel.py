@@ -136,6 +136,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun (one process too: FSDP2 on one GPU is its own measurement)
 
     @property
     def main(self) -> bool:
@@ -147,17 +148,18 @@ def world() -> World:
     env = os.environ
     if "WORLD_SIZE" not in env or "RANK" not in env:
         return World()
-    return World(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", env["RANK"])))
+    return World(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", env["RANK"])), True)
 
 
 def start_world(device: torch.device) -> World:
     """Join torchrun's process group for `device` (gloo on the CPU, NCCL on CUDA, each process on
-    its own GPU: cuda:LOCAL_RANK); a single process joins nothing."""
+    its own GPU: cuda:LOCAL_RANK); a process not started by torchrun joins nothing."""
     w = world()
-    if w.size > 1 and not dist.is_initialized():
+    if w.launched and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(w.local_rank)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+        # on CUDA, NCCL for the tensors on the GPUs and gloo for the few on the CPU (a loss to log)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(minutes=TIMEOUT_MINUTES))
     return w
 
@@ -173,8 +175,8 @@ def world_session():
 
 
 def device_for(device: torch.device, w: World) -> torch.device:
-    """Each process's own GPU (cuda:LOCAL_RANK) when the run trains on CUDA with several processes."""
-    if w.size > 1 and device.type == "cuda" and device.index is None:
+    """Each process's own GPU (cuda:LOCAL_RANK) when the run trains on CUDA under torchrun."""
+    if w.launched and device.type == "cuda" and device.index is None:
         return torch.device("cuda", w.local_rank)
     return device
 

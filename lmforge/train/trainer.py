@@ -141,7 +141,7 @@ class Trainer:
         state = self._load_weights() if resume else None
         # with several processes: FSDP2 shards the model in place, or DDP wraps it (gradients averaged
         # over the processes); `stepped` is what the training steps call, evaluation sees the model
-        self.sharded = self.world.size > 1 and cfg.parallel == "fsdp"
+        self.sharded = self.world.launched and cfg.parallel == "fsdp"
         if self.sharded:
             if getattr(self.model, "lora", None) is not None:
                 raise LmforgeError("train.parallel=fsdp does not shard a LoRA fine-tune (its adapter is small); use "
