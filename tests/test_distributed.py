@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,7 +110,25 @@ def test_activation_checkpointing_gives_the_same_steps(tmp_path, corpus, one_pro
     weights_match(tmp_path / "run", one_process, tol=1e-6)
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (from /proc), children first."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, pp in parent.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds torchrun's workers through /proc (Linux)")
 def test_a_killed_two_process_run_resumes_in_one(tmp_path, corpus):
     """torchrun's processes killed at once (SIGKILL, while they may be saving) once a checkpoint past
     step 10 is on disk; the run resumes in one process and ends where an uninterrupted one ends."""
@@ -128,8 +147,16 @@ def test_a_killed_two_process_run_resumes_in_one(tmp_path, corpus):
         if ckpt.is_checkpoint(killed) and (killed / "trainer_state.pt").exists() and ckpt.checkpoint_step(killed) >= 10:
             break
         time.sleep(0.02)
-    os.killpg(p.pid, signal.SIGKILL)
+    workers = descendants(p.pid)  # torchrun starts its workers in sessions of their own
+    for pid in [p.pid, *workers]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     p.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.05)
     assert 10 <= ckpt.checkpoint_step(killed) < 60, "the run was not killed part-way"
     train(killed, "train.grad_accum=2")
     weights_match(killed, tmp_path / "whole")
