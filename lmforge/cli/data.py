@@ -1,4 +1,5 @@
-"""`lmforge data list|prepare` and `lmforge tokenizer train`: corpora in, token shards and tokenizers out."""
+"""`lmforge data list|prepare|anonymize` and `lmforge tokenizer train`: corpora in, token shards, anonymized
+copies and tokenizers out."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ def cmd_data_prepare(args) -> None:
     emit(args, m, "\n".join(f"{k}: {v}" for k, v in m.items()))
 
 
+DONE = {"mask": "masked", "replace": "replaced", "hash": "hashed"}
+
+
+def cmd_data_anonymize(args) -> None:
+    from lmforge.data.anonymize import anonymize_file
+
+    r = anonymize_file(args.input, args.out, args.types, args.mode, args.column, args.seed)
+    found = ", ".join(f"{n} {t}" for t, n in r["found"].items() if n) or "nothing private"
+    emit(args, r, f"{r['documents']:,} document(s): found {found}; {DONE[args.mode]} copy in {r['out']}")
+
+
 def cmd_tokenizer_train(args) -> None:
     from lmforge.data.clean import clean_documents
     from lmforge.data.corpora import load_corpus
@@ -54,8 +66,8 @@ def cmd_tokenizer_train(args) -> None:
 
 
 def add_commands(sub, command, json_flag) -> None:
-    d = sub.add_parser("data", help="list and prepare corpora").add_subparsers(dest="data_command", metavar="ACTION",
-                                                                               required=True)
+    d = sub.add_parser("data", help="list, prepare and anonymize corpora")
+    d = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     dl = command("list", cmd_data_list, "show the built-in corpora: name, language, size, licence, whether cached", d)
     json_flag(dl)
     dp = command("prepare", cmd_data_prepare, "clean, split and tokenise a corpus into cached token shards", d)
@@ -66,6 +78,17 @@ def add_commands(sub, command, json_flag) -> None:
     dp.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus (default: text)")
     dp.add_argument("--val-fraction", type=float, default=0.1, help="last fraction of the text kept for validation")
     json_flag(dp)
+    da = command("anonymize", cmd_data_anonymize, "mask, replace or hash e-mail addresses, phone numbers, resident "
+                 "IDs, card numbers, IP addresses and URLs in a text file", d)
+    da.add_argument("input", help="a .txt file (one document), or .jsonl / .csv / .tsv (each row one document)")
+    da.add_argument("--out", required=True, help="the anonymized copy, in the same format")
+    da.add_argument("--types", default="email,phone,id,card,ip,url",
+                    help="kinds to find, comma-separated (default: all of email,phone,id,card,ip,url)")
+    da.add_argument("--mode", choices=("mask", "replace", "hash"), default="mask",
+                    help="mask: [EMAIL]; replace: a consistent fake value (Faker: the data extra); hash: [EMAIL:3f2a9c1b]")
+    da.add_argument("--column", default="text", help="text column of a .jsonl/.csv/.tsv file (default: text)")
+    da.add_argument("--seed", type=int, default=0, help="seed of the fake values (--mode replace)")
+    json_flag(da)
     t = sub.add_parser("tokenizer", help="train tokenizers").add_subparsers(dest="tok_command", metavar="ACTION",
                                                                             required=True)
     tt = command("train", cmd_tokenizer_train, "train a BPE, WordPiece, Unigram or character tokenizer and save tokenizer.json", t)

@@ -23,6 +23,7 @@ class DataConfig:
     vocab_size: int = 4096  # for a BPE tokenizer trained here
     val_fraction: float = 0.1  # the last fraction of the text (in characters) is validation
     clean: bool = True  # NFKC, control characters, markup, exact duplicates
+    anonymize: bool = False  # mask e-mail addresses, phones, IDs, cards, IPs and URLs first (data/anonymize.py)
     sentinels: int = 0  # a tokenizer trained here reserves <extra_id_0..N-1> (T5 span corruption: e.g. 100)
 
 

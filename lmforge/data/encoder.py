@@ -39,6 +39,7 @@ from itertools import chain
 import numpy as np
 
 from lmforge.config import DataConfig
+from lmforge.data.anonymize import anonymize_documents
 from lmforge.data.clean import clean_documents
 from lmforge.data.corpora import load_corpus
 from lmforge.data.shards import get_tokenizer
@@ -235,6 +236,9 @@ def prepare_encoder(data_cfg: DataConfig, tokenizer: Tokenizer | None = None, lo
     docs, words, report = _clean(corpus, cfg.clean)
     if report is not None:
         log(report.summary())
+    if cfg.anonymize:
+        docs = anonymize_documents(docs, log)
+        words = None if words is None else [anonymize_documents(ws, lambda *a: None) for ws in words]
     if words is None and len(docs) == 1:
         docs = [p.strip() for p in re.split(r"\n[ \t]*\n", docs[0]) if p.strip()]
     if not docs:

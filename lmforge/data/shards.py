@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.config import TRAINABLE, DataConfig
+from lmforge.data.anonymize import anonymize_documents
 from lmforge.data.clean import clean_documents
 from lmforge.data.corpora import load_corpus
 from lmforge.errors import LmforgeError
@@ -133,6 +134,8 @@ def prepare(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=print) -> T
     report = None
     if cfg.clean:
         docs, report = clean_documents(docs)
+    if cfg.anonymize:
+        docs = anonymize_documents(docs, log)
     if not docs:
         raise LmforgeError(f"corpus {cfg.corpus!r} has no text left after cleaning; check the file's contents")
     train_docs, val_docs = split_documents(docs, cfg.val_fraction)

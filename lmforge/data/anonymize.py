@@ -1,0 +1,250 @@
+"""Private data in text found and masked, replaced or hashed before anyone trains on it.
+
+Each kind is a pattern, and where the kind has one, the check its issuer built into it, so a number
+that merely looks right is left alone:
+
+    email    name@domain.tld
+    url      http(s)://... or www....
+    ip       IPv4, each of its four numbers 0-255; IPv6 in its colon form
+    id       a Chinese resident ID: 6 region digits, a real birth date YYYYMMDD, 3 sequence digits and
+             a check character, sum_i d_i w_i mod 11 with w = 2^(17 - i) mod 11, mapped through
+             "10X98765432" (ISO 7064 MOD 11-2)
+    card     12-19 digits, bare or in groups of four (Amex: 4-6-5), passing Luhn's check: double every second
+             digit from the right (subtracting 9 above 9), and the sum is a multiple of 10
+    phone    a Chinese mobile number (1[3-9] and 9 digits, +86 before it or not), or an international
+             or North American one (+CC and 7-14 digits, or (NNN) NNN-NNNN and its variants)
+
+Where spans overlap, the kind earlier in that list wins (a URL holds what looks like an e-mail
+address; an ID's 18 digits may also pass Luhn's check, and the ID's check is the stricter one).
+
+    mask     the span becomes its type's tag: [EMAIL]
+    replace  a fake value of the same kind (Faker, en_US or zh_CN by the text's script); the same
+             value gets the same fake within one document, so a text still says who wrote to whom
+    hash     [EMAIL:3f2a9c1b]: the first 8 hex digits of SHA-256 of the value, the same everywhere
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import hashlib
+import io
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.errors import LmforgeError
+from lmforge.io import atomic_path
+
+PATTERN_TYPES = ("url", "email", "ip", "id", "card", "phone")  # in priority order
+TYPES = ("email", "phone", "id", "card", "ip", "url")
+MODES = ("mask", "replace", "hash")
+
+_PATTERNS = {
+    "url": re.compile(r"\b(?:https?://|www\.)[^\s<>\"'\u3000-\u303f\uff00-\uffef]+", re.I | re.A),
+    "email": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", re.A),
+    "ip": re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]\d)|(?<![\w:])(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}(?![\w:])",
+                     re.A),
+    "card": re.compile(r"(?<![\d-])(?:\d{12,19}|\d{4}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,3})?|\d{4}[ -]\d{6}[ -]\d{5})(?![\d-])",
+                       re.A),
+    "id": re.compile(r"(?<![\dA-Za-z])\d{17}[\dXx](?![\dA-Za-z])", re.A),
+    "phone": re.compile(r"(?<![\w+])(?:(?:\+|00)86[ -]?)?1[3-9]\d{9}(?!\d)"
+                        r"|(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d+\)?){2,6}(?:\s*(?:x|ext\.?)\s*\d{1,5})?(?!\d)"
+                        r"|(?<![\w+])(?:(?:\+?1|001)[ .-]?)?\(?\d{3}\)?[ .-]?\d{3}[ .-]?\d{4}(?:\s*(?:x|ext\.?)\s*\d{1,5})?(?!\d)",
+                        re.A),
+}
+_TRAILING = ".,;:!?)]}'\"。，；：！？）"
+_ID_WEIGHTS = [2 ** (17 - i) % 11 for i in range(17)]
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    type: str
+    text: str
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, c in enumerate(reversed(digits)):
+        d = int(c) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def resident_id_ok(value: str) -> bool:
+    """A Chinese resident ID's birth date and its check character (module docstring)."""
+    try:
+        datetime.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+    except ValueError:
+        return False
+    check = "10X98765432"[sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS)) % 11]
+    return value[17].upper() == check
+
+
+def _valid(kind: str, value: str) -> bool:
+    if kind == "ip" and "." in value:
+        return all(0 <= int(part) <= 255 and (part == "0" or not part.startswith("0")) for part in value.split("."))
+    if kind == "card":
+        digits = re.sub(r"\D", "", value)
+        return 12 <= len(digits) <= 19 and luhn_ok(digits)
+    if kind == "id":
+        return resident_id_ok(value)
+    if kind == "phone":  # E.164 allows 15 digits at most, an extension besides
+        return 7 <= sum(c.isdigit() for c in re.split(r"\s*(?:x|ext)", value)[0]) <= 15
+    return True
+
+
+def check_types(types) -> tuple[str, ...]:
+    """The --types asked for, each one known."""
+    chosen = tuple(t.strip().lower() for t in (types.split(",") if isinstance(types, str) else types) if t.strip())
+    unknown = [t for t in chosen if t not in TYPES]
+    if unknown or not chosen:
+        raise LmforgeError(f"--types {','.join(unknown) or '(none)'} is not a kind anonymize knows; choose from "
+                           f"{','.join(TYPES)}")
+    return chosen
+
+
+def find_spans(text: str, types=TYPES) -> list[Span]:
+    """The private spans of `text`, left to right, none overlapping (earlier kinds win)."""
+    taken: list[Span] = []
+    for kind in PATTERN_TYPES:
+        if kind not in types:
+            continue
+        for m in _PATTERNS[kind].finditer(text):
+            start, end = m.start(), m.end()
+            while end > start and text[end - 1] in _TRAILING and kind in ("url", "phone"):
+                end -= 1
+            value = text[start:end]
+            if _valid(kind, value) and not any(s.start < end and start < s.end for s in taken):
+                taken.append(Span(start, end, kind, value))
+    return sorted(taken, key=lambda s: s.start)
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:8]
+
+
+class _Fakes:
+    """Fake values for one document: the same value always gets the same fake."""
+
+    def __init__(self, text: str, seed: int):
+        try:
+            from faker import Faker
+        except ImportError:
+            raise LmforgeError("--mode replace makes fake values with Faker; install it (pip install 'lmforge[data]') "
+                               "or use --mode mask or hash") from None
+        chinese = any("\u4e00" <= c <= "\u9fff" for c in text)
+        self.fake = Faker("zh_CN" if chinese else "en_US")
+        self.fake.seed_instance(seed)
+        self.made: dict[tuple[str, str], str] = {}
+
+    def __call__(self, span: Span) -> str:
+        key = (span.type, span.text)
+        if key not in self.made:
+            f = self.fake
+            make = {"email": f.email, "url": f.url, "ip": f.ipv4 if "." in span.text else f.ipv6,
+                    "card": f.credit_card_number, "id": f.ssn, "phone": f.phone_number}[span.type]
+            self.made[key] = make()
+        return self.made[key]
+
+
+def anonymize_text(text: str, types=TYPES, mode: str = "mask", seed: int = 0) -> tuple[str, Counter]:
+    """`text` with its private spans masked, replaced or hashed, and how many of each kind were found."""
+    if mode not in MODES:
+        raise LmforgeError(f"--mode {mode} is not known; use mask, replace or hash")
+    spans = find_spans(text, types)
+    fakes = _Fakes(text, seed) if mode == "replace" and spans else None
+    out, last = [], 0
+    for s in spans:
+        out.append(text[last:s.start])
+        tag = s.type.upper()
+        out.append(f"[{tag}]" if mode == "mask" else f"[{tag}:{digest(s.text)}]" if mode == "hash" else fakes(s))
+        last = s.end
+    out.append(text[last:])
+    return "".join(out), Counter(s.type for s in spans)
+
+
+def anonymize_documents(docs: list[str], log=print) -> list[str]:
+    """`data.anonymize=true`: every kind masked in every document before tokenising, and one line
+    saying what was found."""
+    found: Counter = Counter()
+    out = []
+    for d in docs:
+        new, counts = anonymize_text(d)
+        out.append(new)
+        found.update(counts)
+    log("anonymize: " + (", ".join(f"{n} {t}" for t, n in sorted(found.items())) or "nothing private") + " masked")
+    return out
+
+
+def anonymize_file(path: str | Path, out: str | Path, types=TYPES, mode: str = "mask", column: str = "text",
+                   seed: int = 0) -> dict:
+    """A text file anonymised into `out` in the same format: a .txt as one document, each row of a
+    .jsonl / .csv / .tsv as one (its `column` anonymised, the other fields kept). Returns the report:
+    what was found, per kind. `out` is written whole or not at all."""
+    path, out = Path(path), Path(out)
+    types = check_types(types)
+    if mode not in MODES:
+        raise LmforgeError(f"--mode {mode} is not known; use mask, replace or hash")
+    if not path.is_file():
+        raise LmforgeError(f"{path} is not a file; give a .txt, .jsonl, .csv or .tsv file to anonymize")
+    if out.resolve() == path.resolve():
+        raise LmforgeError(f"--out {out} is the input itself; write the anonymized copy elsewhere")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LmforgeError(f"{path} is not UTF-8 text; convert it (e.g. iconv -t UTF-8) and try again") from None
+    found: Counter = Counter()
+    documents = 0
+
+    def clean(t: str, i: int) -> str:
+        nonlocal documents
+        documents += 1
+        new, counts = anonymize_text(t, types, mode, seed + i)
+        found.update(counts)
+        return new
+
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        body = _jsonl(text, column, clean, path)
+    elif suffix in (".csv", ".tsv"):
+        body = _table(text, column, clean, path, "\t" if suffix == ".tsv" else ",")
+    else:
+        body = clean(text, 0)
+    with atomic_path(out) as tmp:
+        tmp.write_text(body, encoding="utf-8")
+    return {"input": str(path), "out": str(out), "mode": mode, "types": list(types), "documents": documents,
+            "found": {t: found.get(t, 0) for t in types}, "total": sum(found.values())}
+
+
+def _jsonl(text: str, column: str, clean, path: Path) -> str:
+    lines = []
+    for n, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise LmforgeError(f"{path} line {n + 1} is not JSON; each line of a .jsonl file is one object") from None
+        if not isinstance(row, dict) or not isinstance(row.get(column), str):
+            raise LmforgeError(f"{path} line {n + 1} has no text field {column!r}; name it with --column")
+        row[column] = clean(row[column], n)
+        lines.append(json.dumps(row, ensure_ascii=False))
+    return "\n".join(lines) + "\n"
+
+
+def _table(text: str, column: str, clean, path: Path, sep: str) -> str:
+    rows = list(csv.reader(io.StringIO(text), delimiter=sep))
+    if not rows or column not in rows[0]:
+        raise LmforgeError(f"{path} has no column {column!r} in its header; name the text column with --column")
+    k = rows[0].index(column)
+    for n, row in enumerate(rows[1:]):
+        if k < len(row):
+            row[k] = clean(row[k], n)
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=sep, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
