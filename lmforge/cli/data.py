@@ -3,6 +3,7 @@ copies and tokenizers out."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from lmforge.cli.output import emit, logger
@@ -41,6 +42,33 @@ def cmd_data_anonymize(args) -> None:
     emit(args, r, f"{r['documents']:,} document(s): found {found}; {DONE[args.mode]} copy in {r['out']}")
 
 
+def _paragraphs(docs: list[str]) -> list[str]:
+    """A corpus of one document (a .txt file) as its paragraphs (blank-line separated): what dedupe compares."""
+    if len(docs) != 1:
+        return docs
+    return [p.strip() for p in re.split(r"\n[ \t]*\n", docs[0]) if p.strip()]
+
+
+def cmd_data_dedupe(args) -> None:
+    from lmforge.data.corpora import load_corpus
+    from lmforge.data.dedupe import leakage, remove_near_duplicates
+    from lmforge.io import atomic_write
+
+    docs = _paragraphs(load_corpus(args.corpus, column=args.column).documents)
+    kept, found = remove_near_duplicates(docs, args.threshold, args.k, args.shingles == "words")
+    r = {"documents": len(docs), "kept": len(kept), "removed": len(docs) - len(kept), "threshold": args.threshold,
+         "clusters": [vars(c) for c in found]}
+    if args.test:
+        r["leakage"] = leakage(kept, _paragraphs(load_corpus(args.test, column=args.column).documents), args.threshold, args.k,
+                               args.shingles == "words")
+    if args.out:
+        atomic_write(args.out, "".join(d.rstrip("\n") + "\n\n" for d in kept))
+        r["out"] = str(args.out)
+    text = f"{len(docs):,} documents: {r['removed']:,} near-copies removed in {len(found):,} clusters (Jaccard >= " \
+           f"{args.threshold})" + (f"; {len(r['leakage'])} test documents have a near-copy in training" if args.test else "")
+    emit(args, r, text)
+
+
 def cmd_tokenizer_train(args) -> None:
     from lmforge.data.clean import clean_documents
     from lmforge.data.corpora import load_corpus
@@ -66,7 +94,7 @@ def cmd_tokenizer_train(args) -> None:
 
 
 def add_commands(sub, command, json_flag) -> None:
-    d = sub.add_parser("data", help="list, prepare and anonymize corpora")
+    d = sub.add_parser("data", help="list, prepare, anonymize and dedupe corpora")
     d = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     dl = command("list", cmd_data_list, "show the built-in corpora: name, language, size, licence, whether cached", d)
     json_flag(dl)
@@ -89,6 +117,17 @@ def add_commands(sub, command, json_flag) -> None:
     da.add_argument("--column", default="text", help="text column of a .jsonl/.csv/.tsv file (default: text)")
     da.add_argument("--seed", type=int, default=0, help="seed of the fake values (--mode replace)")
     json_flag(da)
+    dd = command("dedupe", cmd_data_dedupe, "find near-duplicate documents (MinHash + LSH over shingles) and "
+                 "keep the first of each cluster; with --test, which test documents leak from training", d)
+    dd.add_argument("corpus", help="built-in corpus name, or a .txt/.jsonl/.csv/.tsv file, folder or glob")
+    dd.add_argument("--out", help="write the kept documents here (blank-line separated text)")
+    dd.add_argument("--threshold", type=float, default=0.8, help="shingle Jaccard similarity that makes a near-copy")
+    dd.add_argument("--shingles", choices=("chars", "words"), default="chars",
+                    help="shingle by characters (any script; default) or by words")
+    dd.add_argument("--k", type=int, default=5, help="shingle length (default 5)")
+    dd.add_argument("--test", help="a test corpus: report its documents that have a near-copy in the training corpus")
+    dd.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus")
+    json_flag(dd)
     t = sub.add_parser("tokenizer", help="train tokenizers").add_subparsers(dest="tok_command", metavar="ACTION",
                                                                             required=True)
     tt = command("train", cmd_tokenizer_train, "train a BPE, WordPiece, Unigram or character tokenizer and save tokenizer.json", t)

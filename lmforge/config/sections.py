@@ -24,6 +24,7 @@ class DataConfig:
     val_fraction: float = 0.1  # the last fraction of the text (in characters) is validation
     clean: bool = True  # NFKC, control characters, markup, exact duplicates
     anonymize: bool = False  # mask e-mail addresses, phones, IDs, cards, IPs and URLs first (data/anonymize.py)
+    near_duplicates: float = 0.0  # > 0: cleaning also drops near-copies, shingle Jaccard >= this (e.g. 0.8)
     sentinels: int = 0  # a tokenizer trained here reserves <extra_id_0..N-1> (T5 span corruption: e.g. 100)
 
 

@@ -92,6 +92,7 @@ class CleanReport:
     ansi_removed: int = 0
     markup_removed: int = 0  # tags, script/style blocks, comments and entities
     nfkc_changed: int = 0  # documents that NFKC changed
+    near_duplicates_removed: int = 0  # with near > 0: documents in a cluster of near-copies, but its first
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -213,9 +214,10 @@ def clean_text(text: str, *, nfkc: bool = True, strip_markup: bool = True) -> tu
 
 
 def clean_documents(
-    docs: list[str], *, nfkc: bool = True, strip_markup: bool = True, dedupe: bool = True
+    docs: list[str], *, nfkc: bool = True, strip_markup: bool = True, dedupe: bool = True, near: float = 0.0
 ) -> tuple[list[str], CleanReport]:
-    """Clean every document, drop the empty ones and exact duplicates (first one kept, order kept)."""
+    """Clean every document, drop the empty ones and exact duplicates (first one kept, order kept);
+    with `near` > 0, also every near-copy of an earlier document (shingle Jaccard >= near: data/dedupe.py)."""
     report = CleanReport(documents_in=len(docs))
     seen: set[str] = set()
     out: list[str] = []
@@ -232,5 +234,10 @@ def clean_documents(
                 continue
             seen.add(text)
         out.append(text)
+    if near > 0:
+        from lmforge.data.dedupe import remove_near_duplicates
+
+        out, found = remove_near_duplicates(out, near)
+        report.near_duplicates_removed = sum(len(c.removed) for c in found)
     report.documents_out = len(out)
     return out, report

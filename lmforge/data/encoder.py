@@ -210,10 +210,10 @@ def _word_sep(language: str) -> str:
 # ---------------------------------------------------------------------------- the pipeline
 
 
-def _clean(corpus, do_clean: bool) -> tuple[list[str], list[list[str]] | None, object]:
+def _clean(corpus, do_clean: bool, near: float = 0.0) -> tuple[list[str], list[list[str]] | None, object]:
     """Cleaned documents (and their words when the corpus is pre-segmented) and the clean report."""
     if corpus.words is None:
-        docs, report = clean_documents(corpus.documents) if do_clean else (corpus.documents, None)
+        docs, report = clean_documents(corpus.documents, near=near) if do_clean else (corpus.documents, None)
         return [d for d in docs if d.strip()], None, report
     # Clean the words with a newline between them: cleaning keeps newlines, and no word holds one.
     joined = ["\n".join(ws) for ws in corpus.words]
@@ -233,7 +233,7 @@ def prepare_encoder(data_cfg: DataConfig, tokenizer: Tokenizer | None = None, lo
     t0 = time.perf_counter()
     cfg = data_cfg
     corpus = load_corpus(cfg.corpus, column=cfg.column)
-    docs, words, report = _clean(corpus, cfg.clean)
+    docs, words, report = _clean(corpus, cfg.clean, cfg.near_duplicates)
     if report is not None:
         log(report.summary())
     if cfg.anonymize:

@@ -133,7 +133,7 @@ def prepare(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=print) -> T
     docs = corpus.documents
     report = None
     if cfg.clean:
-        docs, report = clean_documents(docs)
+        docs, report = clean_documents(docs, near=cfg.near_duplicates)
     if cfg.anonymize:
         docs = anonymize_documents(docs, log)
     if not docs:
