@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench import data, jobs, probes, report
+from bench import jobs, probes, report, tokens as data
 from bench.peers import NAMES
 from bench.peers.base import SHAPES
 from bench.peers.nanogpt_peer import find_model_py

@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from bench.data import REPO
+from bench.tokens import REPO
 
 # section -> (worker task, peers that take part); "precision" is lmforge's other-dtype training row
 SECTIONS = {

@@ -108,7 +108,7 @@ def export_model(work: Path, seed: int) -> tuple[Path, dict]:
     """The bench's GPT, randomly initialised, saved as an lmforge run and exported as a GPT-2 directory."""
     import torch
 
-    from bench.data import DEFAULT_TEXT
+    from bench.tokens import DEFAULT_TEXT
     from bench.peers.base import Shape
     from lmforge.api import export_hf
     from lmforge.checkpoint import save_checkpoint

@@ -54,7 +54,7 @@ def describe(e: BaseException) -> str:
 def run_job(job: dict) -> dict:
     import torch
 
-    from bench import data, measure
+    from bench import measure, tokens as data
     from bench.peers import Shape, build_peer
 
     if job.get("threads"):
