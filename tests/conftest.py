@@ -75,21 +75,28 @@ def pretrained(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fine_tuned_classifier(tmp_path_factory):
     """(run, rows.csv): a tiny BERT fine-tuned to tell warm words from cold ones (test_finetune's rows)."""
+    from lmforge.train.finetune import finetune
+    from tests.test_finetune import quick
+
+    tmp = tmp_path_factory.mktemp("classifier")
+    data = classifier_base(tmp)
+    finetune(tmp / "base", str(data), tmp / "run", quick(), log=lambda *a: None)
+    return tmp / "run", data
+
+
+def classifier_base(folder: Path) -> Path:
+    """An untrained tiny BERT at folder/base and test_finetune's warm/cold rows at folder/rows.csv (returned)."""
     import torch
 
     from lmforge.checkpoint import save_checkpoint
     from lmforge.config import model_config_from_preset
     from lmforge.models import build_model
     from lmforge.tokenizer import train_char
-    from lmforge.train.finetune import finetune
-    from tests.test_finetune import quick, rows, write_csv
+    from tests.test_finetune import rows, write_csv
 
-    tmp = tmp_path_factory.mktemp("classifier")
     tok = train_char([t for t, _ in rows()])
     torch.manual_seed(0)
     cfg = model_config_from_preset("bert-mini", vocab_size=tok.vocab_size, context_length=48, n_layer=2, d_model=32,
                                    n_head=2, dropout=0.0)
-    save_checkpoint(tmp / "base", build_model(cfg), tok)
-    data = write_csv(tmp / "rows.csv", rows())
-    finetune(tmp / "base", str(data), tmp / "run", quick(), log=lambda *a: None)
-    return tmp / "run", data
+    save_checkpoint(folder / "base", build_model(cfg), tok)
+    return write_csv(folder / "rows.csv", rows())

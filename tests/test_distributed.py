@@ -166,18 +166,9 @@ def test_a_killed_two_process_run_resumes_in_one(tmp_path, corpus):
 @pytest.mark.parametrize("lora", [False, True])
 def test_finetune_runs_under_torchrun(tmp_path, lora):
     """`torchrun ... -m lmforge finetune` (full, and LoRA): process 0 writes the run and its report."""
-    from lmforge.checkpoint import save_checkpoint
-    from lmforge.config import model_config_from_preset
-    from lmforge.models import build_model
-    from lmforge.tokenizer import train_char
-    from tests.test_finetune import rows, write_csv
+    from tests.conftest import classifier_base
 
-    tok = train_char([t for t, _ in rows()])
-    torch.manual_seed(0)
-    cfg = model_config_from_preset("bert-mini", vocab_size=tok.vocab_size, context_length=48, n_layer=2, d_model=32,
-                                   n_head=2, dropout=0.0)
-    save_checkpoint(tmp_path / "base", build_model(cfg), tok)
-    data = write_csv(tmp_path / "rows.csv", rows())
+    data = classifier_base(tmp_path)
     done = lmforge(2, "finetune", str(tmp_path / "base"), "--task", "classify", "--data", str(data), "--epochs", "1",
                    "--out", str(tmp_path / "run"), "--json", *(["--lora-rank", "4"] if lora else []))
     assert done.returncode == 0, done.stderr[-3000:]

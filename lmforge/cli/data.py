@@ -3,7 +3,6 @@ copies and tokenizers out."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from lmforge.cli.output import emit, logger
@@ -42,24 +41,18 @@ def cmd_data_anonymize(args) -> None:
     emit(args, r, f"{r['documents']:,} document(s): found {found}; {DONE[args.mode]} copy in {r['out']}")
 
 
-def _paragraphs(docs: list[str]) -> list[str]:
-    """A corpus of one document (a .txt file) as its paragraphs (blank-line separated): what dedupe compares."""
-    if len(docs) != 1:
-        return docs
-    return [p.strip() for p in re.split(r"\n[ \t]*\n", docs[0]) if p.strip()]
-
-
 def cmd_data_dedupe(args) -> None:
+    from lmforge.data.clean import paragraphs
     from lmforge.data.corpora import load_corpus
     from lmforge.data.dedupe import leakage, remove_near_duplicates
     from lmforge.io import atomic_write
 
-    docs = _paragraphs(load_corpus(args.corpus, column=args.column).documents)
+    docs = paragraphs(load_corpus(args.corpus, column=args.column).documents)
     kept, found = remove_near_duplicates(docs, args.threshold, args.k, args.shingles == "words")
     r = {"documents": len(docs), "kept": len(kept), "removed": len(docs) - len(kept), "threshold": args.threshold,
          "clusters": [vars(c) for c in found]}
     if args.test:
-        r["leakage"] = leakage(kept, _paragraphs(load_corpus(args.test, column=args.column).documents), args.threshold, args.k,
+        r["leakage"] = leakage(kept, paragraphs(load_corpus(args.test, column=args.column).documents), args.threshold, args.k,
                                args.shingles == "words")
     if args.out:
         atomic_write(args.out, "".join(d.rstrip("\n") + "\n\n" for d in kept))

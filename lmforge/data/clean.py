@@ -213,6 +213,13 @@ def clean_text(text: str, *, nfkc: bool = True, strip_markup: bool = True) -> tu
     return text, counts
 
 
+def paragraphs(docs: list[str]) -> list[str]:
+    """A corpus of one document (a .txt file) as its blank-line separated paragraphs; others as they are."""
+    if len(docs) != 1:
+        return docs
+    return [p.strip() for p in re.split(r"\n[ \t]*\n", docs[0]) if p.strip()]
+
+
 def clean_documents(
     docs: list[str], *, nfkc: bool = True, strip_markup: bool = True, dedupe: bool = True, near: float = 0.0
 ) -> tuple[list[str], CleanReport]:

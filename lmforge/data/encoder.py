@@ -40,7 +40,7 @@ import numpy as np
 
 from lmforge.config import DataConfig
 from lmforge.data.anonymize import anonymize_documents
-from lmforge.data.clean import clean_documents
+from lmforge.data.clean import clean_documents, paragraphs
 from lmforge.data.corpora import load_corpus
 from lmforge.data.shards import get_tokenizer
 from lmforge.errors import LmforgeError
@@ -239,8 +239,8 @@ def prepare_encoder(data_cfg: DataConfig, tokenizer: Tokenizer | None = None, lo
     if cfg.anonymize:
         docs = anonymize_documents(docs, log)
         words = None if words is None else [anonymize_documents(ws, lambda *a: None) for ws in words]
-    if words is None and len(docs) == 1:
-        docs = [p.strip() for p in re.split(r"\n[ \t]*\n", docs[0]) if p.strip()]
+    if words is None:
+        docs = paragraphs(docs)
     if not docs:
         raise LmforgeError(f"corpus {cfg.corpus!r} has no text left after cleaning; check the file's contents")
     k = split_by_document(docs, cfg.val_fraction)

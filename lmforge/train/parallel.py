@@ -125,7 +125,6 @@ class CheckpointedLayers:
                     layer.forward = forward
 
 
-PARALLEL = ("ddp", "fsdp")
 TIMEOUT_MINUTES = 10  # a collective that waits longer than this (a rank died or hangs) fails the job
 
 
