@@ -81,6 +81,24 @@ def test_translate_command_and_predict_file(trained, tmp_path, capsys):
         ["pez", "pajaro"]
 
 
+def test_backtranslation_adds_the_runs_output_with_the_label(trained, tmp_path, capsys):
+    """`data augment --ops backtranslate --via RUN`: one run gives each row's translation as a new row,
+    the label kept (THERE,BACK makes the round trip the same way, through two runs)."""
+    out, _ = trained
+    src = tmp_path / "rows.csv"
+    src.write_text("text,label\nthe fish,a\nthe big house,b\n", encoding="utf-8")
+    assert main(["data", "augment", str(src), "--out", str(tmp_path / "o.csv"), "--ops", "backtranslate", "--via",
+                 str(out), "--task", "classify", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["added"] == 2
+    from lmforge.train.predict import translate_texts
+    fish, house = translate_texts(out, ["the fish", "the big house"], log=lambda *a: None)
+    assert (tmp_path / "o.csv").read_text().splitlines() == ["text,label", "the fish,a", f"{fish},a",
+                                                            "the big house,b", f"{house},b"]
+    assert main(["data", "augment", str(src), "--out", str(tmp_path / "o2.csv"), "--ops", "backtranslate", "--via",
+                 f"{out},{out},{out}"]) == 2
+    assert "one or two runs" in capsys.readouterr().err
+
+
 def test_python_front_door_generates_from_a_source(trained):
     import lmforge
 

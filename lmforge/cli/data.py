@@ -1,5 +1,5 @@
-"""`lmforge data list|prepare|anonymize` and `lmforge tokenizer train`: corpora in, token shards, anonymized
-copies and tokenizers out."""
+"""`lmforge data list|prepare|anonymize|augment|dedupe` and `lmforge tokenizer train`: corpora in;
+token shards, anonymized, augmented or deduplicated copies and tokenizers out."""
 
 from __future__ import annotations
 
@@ -39,6 +39,17 @@ def cmd_data_anonymize(args) -> None:
     r = anonymize_file(args.input, args.out, args.types, args.mode, args.column, args.seed)
     found = ", ".join(f"{n} {t}" for t, n in r["found"].items() if n) or "nothing private"
     emit(args, r, f"{r['documents']:,} document(s): found {found}; {DONE[args.mode]} copy in {r['out']}")
+
+
+def cmd_data_augment(args) -> None:
+    from lmforge.data.augment import augment_file
+    from lmforge.train.predict import round_trip
+
+    translate = round_trip(args.via, logger(args)) if args.via else None
+    r = augment_file(args.input, args.out, args.ops, args.n, args.alpha, args.column,
+                     args.label_column if args.task == "classify" else None, args.seed, translate)
+    emit(args, r, f"{r['rows']:,} row(s) + {r['added']:,} new ({', '.join(r['ops'])}) in {r['out']}; use it for "
+                  "training only: split off validation and test rows before augmenting")
 
 
 def cmd_data_dedupe(args) -> None:
@@ -87,7 +98,7 @@ def cmd_tokenizer_train(args) -> None:
 
 
 def add_commands(sub, command, json_flag) -> None:
-    d = sub.add_parser("data", help="list, prepare, anonymize and dedupe corpora")
+    d = sub.add_parser("data", help="list, prepare, anonymize, augment and dedupe corpora")
     d = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     dl = command("list", cmd_data_list, "show the built-in corpora: name, language, size, licence, whether cached", d)
     json_flag(dl)
@@ -110,6 +121,23 @@ def add_commands(sub, command, json_flag) -> None:
     da.add_argument("--column", default="text", help="text column of a .jsonl/.csv/.tsv file (default: text)")
     da.add_argument("--seed", type=int, default=0, help="seed of the fake values (--mode replace)")
     json_flag(da)
+    du = command("augment", cmd_data_augment, "more rows for a small labelled set: EDA's synonym replacement, "
+                 "random insertion, swap and deletion (WordNet; Cilin for Chinese) and back-translation; labels kept", d)
+    du.add_argument("input", help="a .jsonl / .csv / .tsv file of rows, or a .txt file (one text a line)")
+    du.add_argument("--out", required=True, help="the rows and their variants, in the same format")
+    du.add_argument("--ops", default="synonym,insert,swap,delete",
+                    help="operations, comma-separated: synonym, insert, swap, delete, backtranslate (default: the "
+                    "first four)")
+    du.add_argument("--n", type=int, default=4, help="variants per row (default: 4)")
+    du.add_argument("--alpha", type=float, default=0.1, help="share of a row's words each operation changes "
+                    "(default: 0.1)")
+    du.add_argument("--column", default="text", help="text column of a .jsonl/.csv/.tsv file (default: text)")
+    du.add_argument("--task", choices=("classify",), help="classify: every row must have a label (--label-column), "
+                    "which its variants keep")
+    du.add_argument("--label-column", default="label", help="the label column with --task classify (default: label)")
+    du.add_argument("--via", help="backtranslate: THERE,BACK, two lmforge translation runs (one run: its translation)")
+    du.add_argument("--seed", type=int, default=0, help="seed of the random choices")
+    json_flag(du)
     dd = command("dedupe", cmd_data_dedupe, "find near-duplicate documents (MinHash + LSH over shingles) and "
                  "keep the first of each cluster; with --test, which test documents leak from training", d)
     dd.add_argument("corpus", help="built-in corpus name, or a .txt/.jsonl/.csv/.tsv file, folder or glob")

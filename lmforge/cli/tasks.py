@@ -175,6 +175,12 @@ def lora_flags(sp) -> None:
     sp.add_argument("--lora-dropout", type=float, help="dropout on the adapters' input (default: 0.05)")
     sp.add_argument("--lora-targets", help="the layers that get adapters, comma-separated: qkv, proj, fc (the "
                     "feed-forward's input), q, kv (cross-attention) (default: qkv,proj,fc)")
+    sp.add_argument("--augment", nargs="?", const="synonym,insert,swap,delete", metavar="OPS",
+                    help="classify: add EDA variants of the training rows (never of validation or test rows): "
+                    "synonym,insert,swap,delete (the default when given alone), backtranslate")
+    sp.add_argument("--augment-n", type=int, help="--augment: variants per training row (default: 4)")
+    sp.add_argument("--augment-alpha", type=float, help="--augment: share of a row's words changed (default: 0.1)")
+    sp.add_argument("--augment-via", help="--augment backtranslate: THERE,BACK, two lmforge translation runs")
 
 
 def task_flags(sp) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from lmforge.config.fields import auto_or_bool
 from lmforge.errors import LmforgeError
 
+AUGMENT_OPS = ("synonym", "insert", "swap", "delete", "backtranslate")  # data/augment.py's operations
+
 
 TRAINABLE = ("bpe", "wordpiece", "unigram", "char")  # the tokenizer kinds data.tokenizer trains (tokenizer.py)
 
@@ -134,6 +136,11 @@ class TaskConfig:
     lora_alpha: float = 16.0  # the adapters' scale is lora_alpha / lora_rank
     lora_dropout: float = 0.05  # dropout on the adapters' input
     lora_targets: str = "qkv,proj,fc"  # the blocks' Linear layers that get adapters: qkv, proj, fc, q, kv
+    augment: str | None = None  # classify: EDA operations for the training rows (data/augment.py), e.g.
+    # synonym,insert,swap,delete; backtranslate with augment_via. Validation and test rows are never augmented
+    augment_n: int = 4  # variants per training row
+    augment_alpha: float = 0.1  # share of a row's words each operation changes
+    augment_via: str | None = None  # backtranslate: THERE,BACK, two lmforge translation runs
 
     def validate(self) -> None:
         _one_of(self, "task", "kind", ("classify", "token", "qa", "translate", "summarize", "chat"))
@@ -161,9 +168,20 @@ class TaskConfig:
                 ("val_rows", self.val_rows >= 1, "1 or more"),
                 ("lora_rank", self.lora_rank >= 0, "0 (off) or a rank such as 8"),
                 ("lora_alpha", self.lora_alpha > 0, "a positive scale, e.g. 16"),
-                ("lora_dropout", 0 <= self.lora_dropout < 1, "a share between 0 and 1, e.g. 0.05")):
+                ("lora_dropout", 0 <= self.lora_dropout < 1, "a share between 0 and 1, e.g. 0.05"),
+                ("augment_n", self.augment_n >= 1, "1 or more variants a row"),
+                ("augment_alpha", 0 < self.augment_alpha <= 1, "a share of a row's words between 0 and 1, e.g. 0.1")):
             if not ok or (isinstance(getattr(self, name), float) and not math.isfinite(getattr(self, name))):
                 raise LmforgeError(f"{{setting}} cannot be used; give {need}", f"task.{name}", getattr(self, name))
+        if self.augment is not None:
+            if self.kind != "classify":
+                raise LmforgeError(f"{{setting}} makes labelled rows for classification; the {self.kind} task's "
+                                   "targets would not follow the changed words: leave it out", "task.augment",
+                                   self.augment)
+            ops = [o.strip() for o in str(self.augment).split(",") if o.strip()]
+            if not ops or any(o not in AUGMENT_OPS for o in ops):
+                raise LmforgeError(f"{{setting}} is not known; use some of {','.join(AUGMENT_OPS)}", "task.augment",
+                                   self.augment)
         if self.val_fraction + self.test_fraction >= 1:
             raise LmforgeError("{setting} and the test share leave no rows to train on; make the validation and test "
                                "shares sum to less than 1, e.g. 0.1 each", "task.val_fraction", self.val_fraction)
@@ -176,7 +194,8 @@ SHORTHANDS = {
         "doc_stride", "tokens_column", "tags_column", "val_fraction", "test_fraction", "max_length", "truncation",
         "class_weights", "metric", "epochs", "evals_per_epoch", "warmup_fraction", "source_column", "target_column",
         "pair", "label_smoothing", "num_beams", "length_penalty", "no_repeat_ngram_size", "max_target_length",
-        "val_rows", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")},
+        "val_rows", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "augment", "augment_n",
+        "augment_alpha", "augment_via")},
     **{name: f"train.{name}" for name in (
         "batch_size", "lr", "optimizer", "weight_decay", "patience", "seed", "device", "dtype", "compile", "progress")},
 }

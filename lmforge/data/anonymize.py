@@ -25,18 +25,15 @@ address; an ID's 18 digits may also pass Luhn's check, and the ID's check is the
 
 from __future__ import annotations
 
-import csv
 import datetime
 import hashlib
-import io
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.errors import LmforgeError
-from lmforge.io import atomic_path
+from lmforge.data.rowfiles import rewrite
 
 PATTERN_TYPES = ("url", "email", "ip", "id", "card", "phone")  # in priority order
 TYPES = ("email", "phone", "id", "card", "ip", "url")
@@ -186,65 +183,19 @@ def anonymize_file(path: str | Path, out: str | Path, types=TYPES, mode: str = "
     """A text file anonymised into `out` in the same format: a .txt as one document, each row of a
     .jsonl / .csv / .tsv as one (its `column` anonymised, the other fields kept). Returns the report:
     what was found, per kind. `out` is written whole or not at all."""
-    path, out = Path(path), Path(out)
     types = check_types(types)
     if mode not in MODES:
         raise LmforgeError(f"--mode {mode} is not known; use mask, replace or hash")
-    if not path.is_file():
-        raise LmforgeError(f"{path} is not a file; give a .txt, .jsonl, .csv or .tsv file to anonymize")
-    if out.resolve() == path.resolve():
-        raise LmforgeError(f"--out {out} is the input itself; write the anonymized copy elsewhere")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise LmforgeError(f"{path} is not UTF-8 text; convert it (e.g. iconv -t UTF-8) and try again") from None
     found: Counter = Counter()
     documents = 0
 
-    def clean(t: str, i: int) -> str:
+    def clean(t: str, i: int, row) -> list[str]:
         nonlocal documents
         documents += 1
         new, counts = anonymize_text(t, types, mode, seed + i)
         found.update(counts)
-        return new
+        return [new]
 
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        body = _jsonl(text, column, clean, path)
-    elif suffix in (".csv", ".tsv"):
-        body = _table(text, column, clean, path, "\t" if suffix == ".tsv" else ",")
-    else:
-        body = clean(text, 0)
-    with atomic_path(out) as tmp:
-        tmp.write_text(body, encoding="utf-8")
+    rewrite(path, out, column, clean, "anonymize")
     return {"input": str(path), "out": str(out), "mode": mode, "types": list(types), "documents": documents,
             "found": {t: found.get(t, 0) for t in types}, "total": sum(found.values())}
-
-
-def _jsonl(text: str, column: str, clean, path: Path) -> str:
-    lines = []
-    for n, line in enumerate(text.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise LmforgeError(f"{path} line {n + 1} is not JSON; each line of a .jsonl file is one object") from None
-        if not isinstance(row, dict) or not isinstance(row.get(column), str):
-            raise LmforgeError(f"{path} line {n + 1} has no text field {column!r}; name it with --column")
-        row[column] = clean(row[column], n)
-        lines.append(json.dumps(row, ensure_ascii=False))
-    return "\n".join(lines) + "\n"
-
-
-def _table(text: str, column: str, clean, path: Path, sep: str) -> str:
-    rows = list(csv.reader(io.StringIO(text), delimiter=sep))
-    if not rows or column not in rows[0]:
-        raise LmforgeError(f"{path} has no column {column!r} in its header; name the text column with --column")
-    k = rows[0].index(column)
-    for n, row in enumerate(rows[1:]):
-        if k < len(row):
-            row[k] = clean(row[k], n)
-    buf = io.StringIO()
-    csv.writer(buf, delimiter=sep, lineterminator="\n").writerows(rows)
-    return buf.getvalue()

@@ -155,6 +155,9 @@ def train_and_test(inputs: Inputs, split: tuple, recipe: Recipe, out: Path, log=
                    wrap=None) -> dict:
     """Fine-tune on split[0], keep the best on split[1], score split[2] once: the report (a dict).
     wrap: what trains in the task's place, given the task (a distillation's teacher: tasks/distill.py)."""
+    added = 0
+    if recipe.task.augment:
+        inputs, split, added = augmented(inputs, split, recipe, log)
     task = inputs.task(recipe)
     parts = [task.encode(idx, inputs.tokenizer) for idx in split]
     cut = sum(p[0].truncated for p in parts)
@@ -170,7 +173,8 @@ def train_and_test(inputs: Inputs, split: tuple, recipe: Recipe, out: Path, log=
     trainer = Trainer(model, wrap(task) if wrap else task, run.train, out, recipe=run, resume=resume, log=log)
     result = trainer.fit()
     best, _ = load_checkpoint(out, trainer.device)  # the kept (best-on-validation) weights
-    report: dict = {"task": task.kind, "base_params": inputs.base.num_params(), "train_rows": len(split[0]),
+    report: dict = {"task": task.kind, "base_params": inputs.base.num_params(), "train_rows": len(split[0]) - added,
+                    **({"augmented_rows": added} if recipe.task.augment else {}),
                     "validation_rows": len(split[1]), "test_rows": len(split[2]), "truncated": cut,
                     "steps": result.steps, "seconds": round(result.seconds, 1),
                     "best_validation": {k: v for k, v in (result.best or {}).items() if k != "report"}}
@@ -178,6 +182,28 @@ def train_and_test(inputs: Inputs, split: tuple, recipe: Recipe, out: Path, log=
         report["lora"] = lora
     report.update(task.test(best, parts[2], split[0], trainer.autocast))
     return report
+
+
+def augmented(inputs: Inputs, split: tuple, recipe: Recipe, log=print) -> tuple[Inputs, tuple, int]:
+    """--augment: the training rows' variants (data/augment.py) appended to the rows, their indices to
+    the training split; validation and test rows are left alone. Returns (inputs, split, rows added)."""
+    from lmforge.data.augment import Augmenter
+    from lmforge.train.predict import round_trip
+
+    t = recipe.task
+    translate = round_trip(t.augment_via, log) if t.augment_via else None
+    aug = Augmenter(t.augment, t.augment_n, t.augment_alpha, recipe.train.seed, translate)
+    texts = inputs.rows["text_column"]
+    made = aug.variants([texts[i] for i in split[0]])
+    rows = {name: list(cells) for name, cells in inputs.rows.items()}
+    new_idx = []
+    for i, variants in zip(split[0], made):
+        for v in variants:
+            new_idx.append(len(rows["text_column"]))
+            for name, cells in rows.items():
+                cells.append(v if name == "text_column" else cells[i])
+    log(f"augment: {len(new_idx):,} variants of {len(split[0]):,} training rows ({','.join(aug.ops)})")
+    return Inputs(inputs.base, inputs.tokenizer, rows), (list(split[0]) + new_idx, split[1], split[2]), len(new_idx)
 
 
 def three_way_split(task, recipe: Recipe) -> tuple:

@@ -115,3 +115,17 @@ def translate_texts(run: str | Path, texts: list[str], num_beams: int | None = N
     if note:
         log(note)
     return task.generate(model, enc.src)
+
+
+def round_trip(via: str, log=print):
+    """--via THERE[,BACK] (augmentation's backtranslate) -> a function from texts to their round trip
+    through the two translation runs (or their translation by one)."""
+    runs = [r.strip() for r in via.split(",") if r.strip()]
+    if not 1 <= len(runs) <= 2:
+        raise LmforgeError(f"--via {via} is not one or two runs; give THERE,BACK (two lmforge translation runs)")
+
+    def translate(texts: list[str]) -> list[str]:
+        for run in runs:
+            texts = translate_texts(run, texts, log=log)
+        return texts
+    return translate
