@@ -44,6 +44,8 @@ ALLOWED = {
     "train": {"tasks", "objectives", "data", "checkpoint", "adapters", "evaluate", "tokenizer", "nn", "chat"} | REGISTRY
     | BOTTOM,
     "chat": {"chat_jinja", "checkpoint", "models", "tokenizer"} | BOTTOM,
+    # word vectors: trained here, or read from a run's input embeddings; pictures with interpret's fonts
+    "embed": {"checkpoint", "interpret", "data", "tokenizer", "models"} | BOTTOM,
     "api": {"checkpoint", "generate", "models", "tokenizer", "chat", "tasks", "data", "evaluate"} | BOTTOM,
     "lmforge": {"api"} | BOTTOM,  # the root package: lmforge.load
     "serve": {"api", "generate", "tokenizer", "checkpoint", "chat", "models"} | BOTTOM,
@@ -52,7 +54,7 @@ ALLOWED = {
                    "generate", "objectives"} | BOTTOM,
     "__main__": {"cli"},  # `python -m lmforge`
     "cli": {"lmforge", "quickstart", "serve", "api", "train", "tasks", "data", "evaluate", "checkpoint", "models",
-            "tokenizer", "generate", "objectives", "compress", "interpret", "chat"} | BOTTOM,
+            "tokenizer", "generate", "objectives", "compress", "interpret", "chat", "embed"} | BOTTOM,
 }
 ALIASES = {"cli_tasks": "cli", "__init__": "lmforge"}  # today's second CLI module is part of the CLI
 OUTSIDE = {"bench", "tests", "recipes"}  # nothing in lmforge imports these

@@ -1,9 +1,11 @@
 """The `lmforge` command: one sub-command per job, thin over the library.
 
-    run.py       quickstart, train, eval         data.py      data list|prepare, tokenizer train
+    run.py       quickstart, train, eval         data.py      data list|prepare|anonymize|augment|dedupe,
+                                                              tokenizer train
     generate.py  generate, chat, export, merge   tasks.py     finetune, cv, predict, attention
     serve.py     serve                           output.py    text or --json on stdout, logs
     compress.py  quantize, prune, distill, compress-report
+    embed.py     embed train|similar|analogy|plot
 
 Every error a user can cause is an `LmforgeError`: printed as one line on stderr, exit status 2.
 An error about one setting names it as this command line set it: the flag when a flag gave it
@@ -19,7 +21,7 @@ import os
 import sys
 
 from lmforge import __version__
-from lmforge.cli import compress, data, generate, run, serve, tasks
+from lmforge.cli import compress, data, embed, generate, run, serve, tasks
 from lmforge.cli.generate import _escaped  # noqa: F401  (tests and callers name these from lmforge.cli)
 from lmforge.cli.output import emit as _emit, finite as _finite, logger as _log  # noqa: F401
 from lmforge.cli.run import quickstart_dir  # noqa: F401
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     def json_flag(sp):
         sp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
-    for group in (run, data, generate, tasks, serve, compress):
+    for group in (run, data, generate, tasks, serve, compress, embed):
         group.add_commands(sub, command, json_flag)
     return p
 

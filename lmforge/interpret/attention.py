@@ -6,6 +6,7 @@ attention over the S key tokens, so every row sums to 1 (in a causal model, keys
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -73,19 +74,11 @@ def heatmap(values: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[
             cell_format: str | None = None, cmap: str = "viridis") -> Path:
     """A labelled (rows, cols) heatmap as a PNG: labels on both axes (x labels rotated), optional
     values written in the cells, a colour bar. CJK labels get a CJK font when one is installed."""
-    from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     R, C = values.shape
-    texts = [*row_labels, *col_labels, title or "", xlabel or "", ylabel or ""]
-    cjk = any(CJK.search(s) for s in texts)
-    font = find_cjk_font() if cjk else None
-    # DejaVu first keeps Latin text as usual; matplotlib falls back glyph by glyph to the CJK font.
-    rc = {"font.family": ["DejaVu Sans"] + ([font] if font else [])}  # named: a generic family gives one font
-    with rc_context(rc), warnings.catch_warnings():
-        if cjk and font is None:
-            warnings.filterwarnings("ignore", message="Glyph .* missing from")  # one line below, not one per glyph
+    with label_fonts([*row_labels, *col_labels, title or "", xlabel or "", ylabel or ""]):
         fig = Figure(figsize=(min(2.0 + 0.45 * C, 40.0), min(1.5 + 0.4 * R, 40.0)))
         FigureCanvasAgg(fig)  # render with Agg whatever backend pyplot may have chosen
         ax = fig.add_subplot()
@@ -105,10 +98,25 @@ def heatmap(values: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[
             ax.set_xlabel(xlabel)
         if ylabel:
             ax.set_ylabel(ylabel)
-        out = save_figure(fig, path)
+        return save_figure(fig, path)
+
+
+@contextlib.contextmanager
+def label_fonts(texts: Sequence[str]):
+    """Fonts for a figure whose labels are `texts`: DejaVu Sans, and a CJK font after it when a label
+    needs one (matplotlib falls back glyph by glyph); one warning after, not one per glyph, when a
+    label needs a CJK font that is not installed."""
+    from matplotlib import rc_context
+
+    cjk = any(CJK.search(str(s)) for s in texts)
+    font = find_cjk_font() if cjk else None
+    rc = {"font.family": ["DejaVu Sans"] + ([font] if font else [])}  # named: a generic family gives one font
+    with rc_context(rc), warnings.catch_warnings():
+        if cjk and font is None:
+            warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        yield
     if cjk and font is None:
-        warnings.warn(NO_CJK_FONT, stacklevel=3)
-    return out
+        warnings.warn(NO_CJK_FONT, stacklevel=4)
 
 
 def plot_attention(weights, query_tokens: Sequence[str], key_tokens: Sequence[str], path: str | os.PathLike,
