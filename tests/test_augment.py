@@ -173,3 +173,17 @@ def test_cli_finetune_with_augment_reports_the_added_rows(tmp_path, capsys):
     assert main(["finetune", str(tmp_path / "base"), "--data", str(data), "--task", "token", "--augment",
                  "--out", str(tmp_path / "run2")]) == 2
     assert "--augment" in capsys.readouterr().err
+
+
+def test_the_doc_shows_what_the_code_does():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "data-preparation.md").read_text(encoding="utf-8")
+    en = "The old house stood quietly at the end of the road, and the children loved its big garden."
+    zh = "这家餐厅的服务非常热情，菜的味道也很好，我们下次还会再来。"
+    assert Augmenter(alpha=0.1).changes(len(Words(en).tokens)) == 1 and len(Words(en).tokens) == 18
+    assert Augmenter(alpha=0.1).changes(len(Words(zh).tokens)) == 2 and len(Words(zh).tokens) == 20
+    for op in ("synonym", "insert", "swap", "delete"):
+        a, b = Augmenter((op,), n=1, alpha=0.1, seed=0).variants([en, zh])
+        assert f"    {op:8} {a[0]}\n" in doc and f"    {op:8} {b[0]}\n" in doc
+    assert "把" in chinese_synonyms()["来"] and "planetary house" in english_synonyms()["house"]

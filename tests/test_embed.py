@@ -209,3 +209,20 @@ def test_chinese_words_are_drawn(tmp_path, recwarn):
     png = plot_words(wv, words, tmp_path / "zh.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert not [w for w in recwarn if "Glyph" in str(w.message)]  # one warning at most (no CJK font), not per glyph
+
+
+def test_the_doc_shows_what_the_code_does():
+    from pathlib import Path
+
+    doc = " ".join((Path(__file__).resolve().parents[1] / "docs" / "data-preparation.md").read_text().split())
+    sg = SkipGram(4, 3)
+    sg.v[0] = torch.tensor([0.5, -0.2, 0.1])
+    sg.u[1:] = torch.tensor([[0.4, 0.1, -0.3], [-0.3, 0.2, 0.5], [0.1, -0.4, 0.2]])
+    parts = [-F.logsigmoid(x).item() for x in (sg.u[1] @ sg.v[0], -(sg.u[2] @ sg.v[0]), -(sg.u[3] @ sg.v[0]))]
+    loss = sg.loss(torch.tensor([0]), torch.tensor([1]), torch.tensor([[2, 3]])).item()
+    assert f"{sum(parts):.4f}" == f"{loss:.4f}" == "2.0175"
+    assert "= 0.6210 + 0.6256 + 0.7710 = 2.0175" in doc
+    assert [f"{p:.4f}" for p in parts] == ["0.6210", "0.6256", "0.7710"]
+    reach1 = window_pairs(np.arange(6), np.zeros(6, dtype=int), 1, np.random.default_rng(0)).tolist()
+    assert {tuple(p) for p in reach1 if p[0] == 2} == {(2, 1), (2, 3)}  # sat's pairs: cat and on
+    assert f"{keep_probabilities(np.array([1, 9]), 1e-3)[0]:.2f}" == "0.11" and "0.11 for a word that is a tenth" in doc

@@ -34,11 +34,22 @@ DONE = {"mask": "masked", "replace": "replaced", "hash": "hashed"}
 
 
 def cmd_data_anonymize(args) -> None:
-    from lmforge.data.anonymize import anonymize_file
+    from lmforge.data.anonymize import anonymize_file, check_types, needs_tagger
+    from lmforge.train.predict import entity_tagger
 
-    r = anonymize_file(args.input, args.out, args.types, args.mode, args.column, args.seed)
+    needs_tagger(check_types(args.types), args.tagger)  # before loading anything
+    tagger = entity_tagger(args.tagger) if args.tagger else None
+    r = anonymize_file(args.input, args.out, args.types, args.mode, args.column, args.seed, tagger)
     found = ", ".join(f"{n} {t}" for t, n in r["found"].items() if n) or "nothing private"
     emit(args, r, f"{r['documents']:,} document(s): found {found}; {DONE[args.mode]} copy in {r['out']}")
+
+
+def cmd_data_pii_examples(args) -> None:
+    from lmforge.data.pii import write_examples
+
+    r = write_examples(args.out, args.n, tuple(x.strip() for x in args.languages.split(",") if x.strip()), args.seed)
+    emit(args, r, f"{r['sentences']:,} sentences ({r['entities']['person']:,} names, {r['entities']['address']:,} "
+                  f"addresses) in {r['out']}; fine-tune a tagger: lmforge finetune BASE --task token --data {r['out']}")
 
 
 def cmd_data_augment(args) -> None:
@@ -111,16 +122,26 @@ def add_commands(sub, command, json_flag) -> None:
     dp.add_argument("--val-fraction", type=float, default=0.1, help="last fraction of the text kept for validation")
     json_flag(dp)
     da = command("anonymize", cmd_data_anonymize, "mask, replace or hash e-mail addresses, phone numbers, resident "
-                 "IDs, card numbers, IP addresses and URLs in a text file", d)
+                 "IDs, card numbers, IP addresses and URLs in a text file; names and addresses with a tagger", d)
     da.add_argument("input", help="a .txt file (one document), or .jsonl / .csv / .tsv (each row one document)")
     da.add_argument("--out", required=True, help="the anonymized copy, in the same format")
     da.add_argument("--types", default="email,phone,id,card,ip,url",
-                    help="kinds to find, comma-separated (default: all of email,phone,id,card,ip,url)")
+                    help="kinds to find, comma-separated: email,phone,id,card,ip,url (the default: all six "
+                    "patterns), person,address (with --tagger)")
+    da.add_argument("--tagger", help="person and address: a token-classification run that tags PERSON and ADDRESS "
+                    "(fine-tune one on `lmforge data pii-examples`)")
     da.add_argument("--mode", choices=("mask", "replace", "hash"), default="mask",
                     help="mask: [EMAIL]; replace: a consistent fake value (Faker: the data extra); hash: [EMAIL:3f2a9c1b]")
     da.add_argument("--column", default="text", help="text column of a .jsonl/.csv/.tsv file (default: text)")
     da.add_argument("--seed", type=int, default=0, help="seed of the fake values (--mode replace)")
     json_flag(da)
+    dx = command("pii-examples", cmd_data_pii_examples, "write sentences with known person names and addresses "
+                 "(Faker, English and Chinese) as token-task rows, to fine-tune the tagger anonymize --tagger uses", d)
+    dx.add_argument("--out", required=True, help="the .jsonl file of {tokens, tags} rows")
+    dx.add_argument("--n", type=int, default=4000, help="sentences (default: 4000)")
+    dx.add_argument("--languages", default="en,zh", help="en, zh or en,zh (default: both, taking turns)")
+    dx.add_argument("--seed", type=int, default=0)
+    json_flag(dx)
     du = command("augment", cmd_data_augment, "more rows for a small labelled set: EDA's synonym replacement, "
                  "random insertion, swap and deletion (WordNet; Cilin for Chinese) and back-translation; labels kept", d)
     du.add_argument("input", help="a .jsonl / .csv / .tsv file of rows, or a .txt file (one text a line)")

@@ -14,6 +14,10 @@ that merely looks right is left alone:
     phone    a Chinese mobile number (1[3-9] and 9 digits, +86 before it or not), or an international
              or North American one (+CC and 7-14 digits, or (NNN) NNN-NNNN and its variants)
 
+    person   a person's name, and
+    address  a postal address: no pattern finds these, so a tagger does (a token-classification run
+             trained on `lmforge data pii-examples`, data/pii.py), after the patterns
+
 Where spans overlap, the kind earlier in that list wins (a URL holds what looks like an e-mail
 address; an ID's 18 digits may also pass Luhn's check, and the ID's check is the stricter one).
 
@@ -33,10 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.errors import LmforgeError
-from lmforge.data.rowfiles import rewrite
+from lmforge.data.pii import TAGGED
+from lmforge.data.rowfiles import read_rows, rewrite
 
 PATTERN_TYPES = ("url", "email", "ip", "id", "card", "phone")  # in priority order
-TYPES = ("email", "phone", "id", "card", "ip", "url")
+PATTERNS = ("email", "phone", "id", "card", "ip", "url")  # found without a model: the default --types
+TYPES = PATTERNS + TAGGED  # person and address: by a tagger (data/pii.py), after the patterns
 MODES = ("mask", "replace", "hash")
 
 _PATTERNS = {
@@ -105,8 +111,9 @@ def check_types(types) -> tuple[str, ...]:
     return chosen
 
 
-def find_spans(text: str, types=TYPES) -> list[Span]:
-    """The private spans of `text`, left to right, none overlapping (earlier kinds win)."""
+def find_spans(text: str, types=PATTERNS, tagged=()) -> list[Span]:
+    """The private spans of `text`, left to right, none overlapping (earlier kinds win): the patterns'
+    first, then the `tagged` spans (type, start, end) a tagger found, of the kinds in `types`."""
     taken: list[Span] = []
     for kind in PATTERN_TYPES:
         if kind not in types:
@@ -118,6 +125,9 @@ def find_spans(text: str, types=TYPES) -> list[Span]:
             value = text[start:end]
             if _valid(kind, value) and not any(s.start < end and start < s.end for s in taken):
                 taken.append(Span(start, end, kind, value))
+    for kind, start, end in tagged:
+        if kind in types and not any(s.start < end and start < s.end for s in taken):
+            taken.append(Span(start, end, kind, text[start:end]))
     return sorted(taken, key=lambda s: s.start)
 
 
@@ -144,16 +154,20 @@ class _Fakes:
         if key not in self.made:
             f = self.fake
             make = {"email": f.email, "url": f.url, "ip": f.ipv4 if "." in span.text else f.ipv6,
-                    "card": f.credit_card_number, "id": f.ssn, "phone": f.phone_number}[span.type]
-            self.made[key] = make()
+                    "card": f.credit_card_number, "id": f.ssn, "phone": f.phone_number, "person": f.name,
+                    "address": f.address}[span.type]
+            self.made[key] = " ".join(make().split("\n"))  # an address's lines on one line
         return self.made[key]
 
 
-def anonymize_text(text: str, types=TYPES, mode: str = "mask", seed: int = 0) -> tuple[str, Counter]:
-    """`text` with its private spans masked, replaced or hashed, and how many of each kind were found."""
+def anonymize_text(text: str, types=PATTERNS, mode: str = "mask", seed: int = 0, tagger=None) -> tuple[str, Counter]:
+    """`text` with its private spans masked, replaced or hashed, and how many of each kind were found.
+    tagger: for person and address, a function from texts to their tagged spans (train/predict.py's
+    entity_tagger over a token-classification run)."""
     if mode not in MODES:
         raise LmforgeError(f"--mode {mode} is not known; use mask, replace or hash")
-    spans = find_spans(text, types)
+    needs_tagger(types, tagger)
+    spans = find_spans(text, types, tagger([text])[0] if tagger and set(types) & set(TAGGED) else ())
     fakes = _Fakes(text, seed) if mode == "replace" and spans else None
     out, last = [], 0
     for s in spans:
@@ -178,21 +192,33 @@ def anonymize_documents(docs: list[str], log=print) -> list[str]:
     return out
 
 
-def anonymize_file(path: str | Path, out: str | Path, types=TYPES, mode: str = "mask", column: str = "text",
-                   seed: int = 0) -> dict:
+def needs_tagger(types, tagger) -> None:
+    wanted = [t for t in TAGGED if t in types]
+    if wanted and tagger is None:
+        raise LmforgeError(f"{' and '.join(wanted)} are found by a tagger, not a pattern: give --tagger RUN, a "
+                           "token-classification run (`lmforge data pii-examples` writes its training data)")
+
+
+def anonymize_file(path: str | Path, out: str | Path, types=PATTERNS, mode: str = "mask", column: str = "text",
+                   seed: int = 0, tagger=None) -> dict:
     """A text file anonymised into `out` in the same format: a .txt as one document, each row of a
     .jsonl / .csv / .tsv as one (its `column` anonymised, the other fields kept). Returns the report:
     what was found, per kind. `out` is written whole or not at all."""
     types = check_types(types)
     if mode not in MODES:
         raise LmforgeError(f"--mode {mode} is not known; use mask, replace or hash")
+    needs_tagger(types, tagger)
+    if tagger is not None and set(types) & set(TAGGED):  # tag every row in batches, once
+        texts, batch = [r[column] for r in read_rows(path, column, "anonymize")], tagger
+        known = dict(zip(texts, batch(texts)))
+        tagger = lambda ts: [known[t] if t in known else batch([t])[0] for t in ts]  # noqa: E731
     found: Counter = Counter()
     documents = 0
 
     def clean(t: str, i: int, row) -> list[str]:
         nonlocal documents
         documents += 1
-        new, counts = anonymize_text(t, types, mode, seed + i)
+        new, counts = anonymize_text(t, types, mode, seed + i, tagger)
         found.update(counts)
         return [new]
 

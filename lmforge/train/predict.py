@@ -129,3 +129,48 @@ def round_trip(via: str, log=print):
             texts = translate_texts(run, texts, log=log)
         return texts
     return translate
+
+
+ENTITY_KINDS = {"PERSON": "person", "PER": "person", "ADDRESS": "address", "ADDR": "address"}
+
+
+def entity_tagger(run: str | Path, batch_size: int = 64):
+    """`lmforge data anonymize --tagger RUN`: a function from texts to the person and address spans
+    (kind, start, end) that the token-classification `run` tags (BIO / IOBES tags PERSON or PER,
+    ADDRESS or ADDR). A text is cut into its words as data/pii.py cuts them, in pieces that fit the
+    model's context; each entity's span runs from its first word's start to its last word's end."""
+    from lmforge.data.labelled import encode_tagged
+    from lmforge.data.pii import words_with_offsets
+    from lmforge.evaluate.entities import entity_spans, is_chunk_tagset, split_tag
+    from lmforge.tasks.token import tag_words
+
+    model, tokenizer = load_pretrained(run)
+    labels = list(model.config.labels or [])
+    if model.config.head != "token" or not is_chunk_tagset(labels):
+        raise LmforgeError(f"{run} is not an entity tagger (a token-classification run with B-/I- tags); fine-tune one "
+                           "with `lmforge finetune BASE --task token --data pii.jsonl` on `lmforge data pii-examples`")
+    if not {split_tag(t)[1] for t in labels} & set(ENTITY_KINDS):
+        raise LmforgeError(f"{run} tags {', '.join(sorted({split_tag(t)[1] for t in labels} - {''}))}, none of them "
+                           "PERSON or ADDRESS; give a tagger trained on `lmforge data pii-examples`")
+    context = model.config.context_length
+    piece = max(4, (context - 2) // 3)  # words per piece: room for words of up to three tokens
+    pad = padding_id(tokenizer)
+
+    def tag(texts: list[str]) -> list[list[tuple[str, int, int]]]:
+        pieces = [(i, ws[a:a + piece]) for i, t in enumerate(texts) for ws in [words_with_offsets(t)]
+                  for a in range(0, len(ws), piece)]
+        out: list[list[tuple[str, int, int]]] = [[] for _ in texts]
+        if not pieces:
+            return out
+        words = [[w for w, _, _ in p] for _, p in pieces]
+        ex = encode_tagged(tokenizer, words, [[0] * len(w) for w in words], context, not model.config.causal)
+        pred, _, _ = tag_words(model, ex, pad, batch_size=batch_size)
+        for (i, p), at, guess in zip(pieces, ex.words, pred):
+            tags = ["O"] * len(p)
+            for word, t in zip(at, guess):
+                tags[word] = labels[t]
+            for kind, a, b in sorted(entity_spans(tags), key=lambda e: e[1]):
+                if kind in ENTITY_KINDS:
+                    out[i].append((ENTITY_KINDS[kind], p[a][1], p[b][2]))
+        return out
+    return tag
