@@ -34,6 +34,12 @@ def test_every_kind_in_english_and_chinese():
                          ("url", "www.example.cn")]
 
 
+def test_a_url_ends_where_chinese_text_goes_on():
+    """Chinese runs on without spaces: a URL stops at the first CJK character (bench.data found this)."""
+    assert kinds("请联系http://www.a.cn/或13812345678，也可以访问www.b.com获取11010519491231002X的信息。") == [
+        ("url", "http://www.a.cn/"), ("phone", "13812345678"), ("url", "www.b.com"), ("id", "11010519491231002X")]
+
+
 @pytest.mark.parametrize("text", ["Card 4111 1111 1111 1112 fails Luhn.", "ID 110105194912310021 has a bad check.",
                                   "Version 999.1.1.1 is no address.", "In 1599 the play ran 42 nights.",
                                   "Price: 12.50, item 2024-05-01."])

@@ -4,7 +4,7 @@ Each kind is a pattern, and where the kind has one, the check its issuer built i
 that merely looks right is left alone:
 
     email    name@domain.tld
-    url      http(s)://... or www....
+    url      http(s)://... or www...., up to a space, a quote or a CJK character
     ip       IPv4, each of its four numbers 0-255; IPv6 in its colon form
     id       a Chinese resident ID: 6 region digits, a real birth date YYYYMMDD, 3 sequence digits and
              a check character, sum_i d_i w_i mod 11 with w = 2^(17 - i) mod 11, mapped through
@@ -46,7 +46,8 @@ TYPES = PATTERNS + TAGGED  # person and address: by a tagger (data/pii.py), afte
 MODES = ("mask", "replace", "hash")
 
 _PATTERNS = {
-    "url": re.compile(r"\b(?:https?://|www\.)[^\s<>\"'\u3000-\u303f\uff00-\uffef]+", re.I | re.A),
+    # a URL ends at a CJK character: Chinese text runs on without a space ("请访问http://a.cn/或致电...")
+    "url": re.compile(r"\b(?:https?://|www\.)[^\s<>\"'\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef]+", re.I | re.A),
     "email": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", re.A),
     "ip": re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]\d)|(?<![\w:])(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}(?![\w:])",
                      re.A),
