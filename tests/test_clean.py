@@ -85,3 +85,16 @@ def test_report_summary_names_what_was_removed():
     assert line.startswith("cleaning: 2 of 4 documents kept;")
     assert "1 duplicates removed" in line and "1 empty removed" in line and "markup removed" in line
     assert clean_documents(["x"])[1].summary().endswith("nothing to change")
+
+
+def test_the_doc_shows_what_the_code_does():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "data-preparation.md").read_text(encoding="utf-8")
+    en = "<p>Caf&eacute; \x1b[1;31mopen\x1b[0m today,</p><p>ﬁve tables free.</p>\r\n"
+    zh = "<div>ＡＢＣ咖啡馆\u200b今天营业，１２３号桌空着。</div>"
+    for text, counts in ((en, {"ansi_removed": 2, "markup_removed": 5, "nfkc_changed": 1}),
+                         (zh, {"control_chars_removed": 1, "markup_removed": 2})):
+        out, got = clean_text(text)
+        assert f"    {text!r}\n" in doc and f"    {out!r} " in doc
+        assert all(got[k] == v for k, v in counts.items())
