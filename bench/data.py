@@ -7,12 +7,13 @@ generated text, each beside its peer where one runs here.
                and from a small BERT trained from scratch), scored on new sentences from the training
                frames and from frames they never saw. Presidio is tried; why it cannot run is recorded.
     eda        BBC News with 100 training articles, fine-tuned (MiniLM) with and without EDA
-               (--augment, n 4, alpha 0.1): test accuracy, mean and std over 5 seeds
-    dedupe     MinHash + LSH on Shakespeare paragraphs with planted near-copies: recall of the copies
+               (--augment, n 4, alpha 0.1; and without it for as many steps): test accuracy, mean and
+               std over 5 seeds
+    dedupe     MinHash + LSH on Shakespeare's 6-line passages with planted near-copies: recall of the copies
                whose Jaccard is over the threshold, precision, seconds; datasketch beside it
-    word2vec   skip-gram on Shakespeare and People's Daily, lmforge's PyTorch code and gensim: seconds,
-               nearest neighbours, and (English) Spearman correlation with WordSim-353 where gensim
-               ships it
+    word2vec   skip-gram on Shakespeare, BBC News and People's Daily, lmforge's PyTorch code and gensim:
+               seconds, nearest neighbours, and (English) Spearman correlation with WordSim-353 where
+               gensim ships it
 
 Results: one JSON object (--json) or a table; bench/results/ keeps dated runs.
 """
@@ -33,6 +34,14 @@ SECTIONS = ("anonymize", "eda", "dedupe", "word2vec")
 
 def log(*a) -> None:
     print(*a, file=sys.stderr, flush=True)
+
+
+def lmforge(argv: list[str]) -> int:
+    """An lmforge command in this process, its stdout sent to stderr: stdout holds the bench's JSON alone."""
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return main(argv)
 
 
 # ------------------------------------------------------------------------------------------ anonymize
@@ -86,12 +95,10 @@ def train_tagger(work: Path, quick: bool, base: str) -> tuple[Path, dict]:
     """A tagger fine-tuned by lmforge on generated sentences (train frames): from MiniLM, or from a
     2-layer BERT trained from scratch with a WordPiece vocabulary of the sentences; (run, what)."""
     from bench.classify import find_minilm
-    from lmforge.cli import main
-
     data = work / "pii.jsonl"
     n = 1000 if quick else 4000
     if not data.exists():
-        main(["data", "pii-examples", "--out", str(data), "--n", str(n), "--seed", "0"])
+        lmforge(["data", "pii-examples", "--out", str(data), "--n", str(n), "--seed", "0"])
     if base == "minilm":
         path, why = find_minilm(None)
         if path is None:
@@ -101,7 +108,7 @@ def train_tagger(work: Path, quick: bool, base: str) -> tuple[Path, dict]:
         path, epochs, lr, what = _scratch_base(data, work), 10, "3e-3", "a 2-layer BERT (0.25M) from scratch"
     t0 = time.perf_counter()
     out = work / f"tagger-{base}"
-    assert main(["finetune", str(path), "--task", "token", "--data", str(data), "--epochs", str(1 if quick else epochs),
+    assert lmforge(["finetune", str(path), "--task", "token", "--data", str(data), "--epochs", str(1 if quick else epochs),
                  "--lr", lr, "--batch-size", "32", "--max-length", "96", "--metric", "entity_f1", "--out", str(out),
                  "--set", "train.progress=false"]) == 0
     return out, {"tagger": what, "train_sentences": n, "epochs": 1 if quick else epochs,
@@ -172,7 +179,6 @@ def bench_eda(args) -> dict:
     import csv
 
     from bench.classify import find_minilm
-    from lmforge.cli import main
     from lmforge.data.corpora import load_corpus
 
     base, why = find_minilm(None)
@@ -188,24 +194,28 @@ def bench_eda(args) -> dict:
         csv.writer(f).writerows([("text", "label"), *rows])
     seeds = [1, 2] if args.quick else [1, 2, 3, 4, 5]
     result: dict = {"train_rows": 100, "validation_rows": 50, "test_rows": 500, "base": "all-MiniLM-L6-v2",
-                    "max_length": 128, "epochs": 5, "runs": {}}
-    for arm, extra in (("none", []), ("eda", ["--augment", "synonym,insert,swap,delete", "--augment-n", "4",
-                                              "--augment-alpha", "0.1"])):
+                    "max_length": 128, "runs": {}}
+    eda = ["--augment", "synonym,insert,swap,delete", "--augment-n", "4", "--augment-alpha", "0.1"]
+    # none: 5 epochs of the 100 rows; eda: 5 epochs of the 500 rows (5 times the steps, as EDA's paper
+    # compares); none_same_steps: 25 epochs of the 100 rows, so that more steps alone are not mistaken for EDA
+    for arm, epochs, extra in (("none", 5, []), ("eda", 5, eda), ("none_same_steps", 25, [])):
         accs = []
         for seed in seeds:
             out = args.work / f"eda-{arm}-{seed}"
             argv = ["finetune", str(base), "--data", str(path), "--val-fraction", str(50 / 650), "--test-fraction",
-                    str(500 / 650), "--epochs", "1" if args.quick else "5", "--lr", "1e-4", "--batch-size", "16",
+                    str(500 / 650), "--epochs", str(1 if args.quick else epochs), "--lr", "1e-4", "--batch-size", "16",
                     "--max-length", "128", "--seed", str(seed), "--out", str(out), "--set", "train.progress=false",
                     *extra]
-            assert main(argv) == 0
+            assert lmforge(argv) == 0
             report = json.loads((out / "report.json").read_text())
             accs.append(report["test"]["accuracy"])
+            result.setdefault("steps", {}).setdefault(arm, report["steps"])
             log(f"eda {arm} seed {seed}: test accuracy {accs[-1]:.4f} ({report['train_rows']} rows + "
                 f"{report.get('augmented_rows', 0)} augmented)")
         result["runs"][arm] = {"accuracy": [round(a, 4) for a in accs], "mean": round(statistics.mean(accs), 4),
                                "std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0}
     result["gain"] = round(result["runs"]["eda"]["mean"] - result["runs"]["none"]["mean"], 4)
+    result["gain_over_same_steps"] = round(result["runs"]["eda"]["mean"] - result["runs"]["none_same_steps"]["mean"], 4)
     return result
 
 
@@ -213,13 +223,13 @@ def bench_eda(args) -> dict:
 
 
 def planted(seed: int = 0, copies: int = 200) -> tuple[list[str], list[tuple[int, int]]]:
-    """Shakespeare paragraphs over 200 characters, and `copies` near-copies of random ones: 1 to 12
-    words each replaced by another word of the text. Returns (documents, (original, copy) pairs)."""
-    from lmforge.data.clean import paragraphs
+    """Shakespeare in passages of 6 lines (those over 200 characters), and `copies` near-copies of random
+    ones: 1 to 12 words each replaced by another word of the text. Returns (documents, (original, copy) pairs)."""
     from lmforge.data.corpora import load_corpus
 
     rng = random.Random(seed)
-    docs = [d for d in paragraphs(load_corpus("shakespeare").documents) if len(d) > 200]
+    lines = [x for play in load_corpus("shakespeare").documents for x in play.splitlines() if x.strip()]
+    docs = [d for d in ("\n".join(lines[i:i + 6]) for i in range(0, len(lines), 6)) if len(d) > 200]  # 6-line passages
     vocab = " ".join(docs[:200]).split()
     n0, pairs = len(docs), []
     for _ in range(copies):
@@ -274,6 +284,7 @@ def _pr(found: set, planted_pairs: set, sets, threshold: float, seconds: float) 
 # ------------------------------------------------------------------------------------------ word2vec
 
 PROBES = {"shakespeare": ["king", "love", "night", "sword", "daughter"],
+          "bbc-news": ["economy", "film", "government", "music", "football"],
           "peoples-daily": ["中国", "经济", "人民", "北京", "发展"]}
 
 
@@ -296,7 +307,7 @@ def bench_word2vec(args) -> dict:
             wv = WordVectors(words, vectors)
             row[backend] = {"seconds": report["seconds"], "words": report["words"],
                             "neighbours": {w: [x for x, _ in wv.similar(w, 5)] for w in probes if w in wv.index}}
-            if name == "shakespeare":
+            if name != "peoples-daily":
                 row[backend]["wordsim353"] = wordsim(wv)
         if "gensim" in row:
             row["torch_over_gensim_seconds"] = round(row["torch"]["seconds"] / max(0.1, row["gensim"]["seconds"]), 2)
