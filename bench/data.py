@@ -40,8 +40,10 @@ def lmforge(argv: list[str]) -> int:
     """An lmforge command in this process, its stdout sent to stderr: stdout holds the bench's JSON alone."""
     import contextlib
 
+    from lmforge.cli import main as lmforge_main
+
     with contextlib.redirect_stdout(sys.stderr):
-        return main(argv)
+        return lmforge_main(argv)
 
 
 # ------------------------------------------------------------------------------------------ anonymize
