@@ -121,6 +121,32 @@ def add_commands(sub, command, json_flag) -> None:
     dp.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus (default: text)")
     dp.add_argument("--val-fraction", type=float, default=0.1, help="last fraction of the text kept for validation")
     json_flag(dp)
+    _add_rewriting(d, command, json_flag)
+    dd = command("dedupe", cmd_data_dedupe, "find near-duplicate documents (MinHash + LSH over shingles) and "
+                 "keep the first of each cluster; with --test, which test documents leak from training", d)
+    dd.add_argument("corpus", help="built-in corpus name, or a .txt/.jsonl/.csv/.tsv file, folder or glob")
+    dd.add_argument("--out", help="write the kept documents here (blank-line separated text)")
+    dd.add_argument("--threshold", type=float, default=0.8, help="shingle Jaccard similarity that makes a near-copy")
+    dd.add_argument("--shingles", choices=("chars", "words"), default="chars",
+                    help="shingle by characters (any script; default) or by words")
+    dd.add_argument("--k", type=int, default=5, help="shingle length (default 5)")
+    dd.add_argument("--test", help="a test corpus: report its documents that have a near-copy in the training corpus")
+    dd.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus")
+    json_flag(dd)
+    t = sub.add_parser("tokenizer", help="train tokenizers").add_subparsers(dest="tok_command", metavar="ACTION",
+                                                                            required=True)
+    tt = command("train", cmd_tokenizer_train, "train a BPE, WordPiece, Unigram or character tokenizer and save tokenizer.json", t)
+    tt.add_argument("corpus", help="built-in corpus name, or a file, folder or glob")
+    tt.add_argument("--kind", choices=TRAINABLE, default="bpe", help="byte-level BPE (GPT), WordPiece (BERT, "
+                    "ELECTRA), Unigram (SentencePiece's, as T5 uses) or characters (default: bpe)")
+    tt.add_argument("--vocab-size", type=int, default=4096)
+    tt.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus")
+    tt.add_argument("--out", default="tokenizer.json", help="file or directory to write (default: tokenizer.json)")
+    json_flag(tt)
+
+
+def _add_rewriting(d, command, json_flag) -> None:
+    """The actions that write a changed copy of rows: anonymize (and pii-examples, its tagger's data), augment."""
     da = command("anonymize", cmd_data_anonymize, "mask, replace or hash e-mail addresses, phone numbers, resident "
                  "IDs, card numbers, IP addresses and URLs in a text file; names and addresses with a tagger", d)
     da.add_argument("input", help="a .txt file (one document), or .jsonl / .csv / .tsv (each row one document)")
@@ -159,24 +185,3 @@ def add_commands(sub, command, json_flag) -> None:
     du.add_argument("--via", help="backtranslate: THERE,BACK, two lmforge translation runs (one run: its translation)")
     du.add_argument("--seed", type=int, default=0, help="seed of the random choices")
     json_flag(du)
-    dd = command("dedupe", cmd_data_dedupe, "find near-duplicate documents (MinHash + LSH over shingles) and "
-                 "keep the first of each cluster; with --test, which test documents leak from training", d)
-    dd.add_argument("corpus", help="built-in corpus name, or a .txt/.jsonl/.csv/.tsv file, folder or glob")
-    dd.add_argument("--out", help="write the kept documents here (blank-line separated text)")
-    dd.add_argument("--threshold", type=float, default=0.8, help="shingle Jaccard similarity that makes a near-copy")
-    dd.add_argument("--shingles", choices=("chars", "words"), default="chars",
-                    help="shingle by characters (any script; default) or by words")
-    dd.add_argument("--k", type=int, default=5, help="shingle length (default 5)")
-    dd.add_argument("--test", help="a test corpus: report its documents that have a near-copy in the training corpus")
-    dd.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus")
-    json_flag(dd)
-    t = sub.add_parser("tokenizer", help="train tokenizers").add_subparsers(dest="tok_command", metavar="ACTION",
-                                                                            required=True)
-    tt = command("train", cmd_tokenizer_train, "train a BPE, WordPiece, Unigram or character tokenizer and save tokenizer.json", t)
-    tt.add_argument("corpus", help="built-in corpus name, or a file, folder or glob")
-    tt.add_argument("--kind", choices=TRAINABLE, default="bpe", help="byte-level BPE (GPT), WordPiece (BERT, "
-                    "ELECTRA), Unigram (SentencePiece's, as T5 uses) or characters (default: bpe)")
-    tt.add_argument("--vocab-size", type=int, default=4096)
-    tt.add_argument("--column", help="text column of a .jsonl/.csv/.tsv corpus")
-    tt.add_argument("--out", default="tokenizer.json", help="file or directory to write (default: tokenizer.json)")
-    json_flag(tt)

@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import Callable
 
 from lmforge.config.sections import AUGMENT_OPS
+from lmforge.data.encoder import jieba_words
 from lmforge.errors import LmforgeError
+from lmforge.tokenizer import HAN
 
 OPS = AUGMENT_OPS
 EDA = OPS[:4]
-CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+CJK = re.compile(f"[{HAN}]")
 WORD = re.compile(r"\w", re.UNICODE)
 _EDGES = re.compile(r"^(\W*)(.*?)(\W*)$", re.S)
 WORDNET_DIRS = ("/usr/share/wordnet", "~/nltk_data/corpora/wordnet", "/usr/share/nltk_data/corpora/wordnet",
@@ -121,17 +123,13 @@ class Words:
 
     def __init__(self, text: str):
         self.chinese = bool(CJK.search(text))
-        if self.chinese:
-            try:
-                import jieba
-            except ImportError:
-                raise LmforgeError("Chinese text needs jieba to find its words: pip install 'lmforge[data]'") from None
-            jieba.setLogLevel(60)
-            self.tokens = [t for t in jieba.lcut(text) if t.strip()]
-        else:
-            self.tokens = text.split()
-        self.synonyms = chinese_synonyms() if self.chinese else english_synonyms()
+        self.tokens = jieba_words(text) if self.chinese else text.split()
         self.stop = STOP_ZH if self.chinese else STOP_EN
+
+    @property
+    def synonyms(self) -> dict[str, tuple[str, ...]]:
+        """The thesaurus, read when an operation first needs it: swap and delete never do."""
+        return chinese_synonyms() if self.chinese else english_synonyms()
 
     def text(self, tokens: list[str]) -> str:
         return ("" if self.chinese else " ").join(tokens)

@@ -132,6 +132,14 @@ def _jieba():
     return jieba
 
 
+def jieba_words(text: str) -> list[str]:
+    """Chinese text as jieba's words (spaces left out); without jieba, an error that names the extra."""
+    seg = _jieba()
+    if seg is None:
+        raise LmforgeError("Chinese text needs jieba to find its words: pip install 'lmforge[data]'")
+    return [w for w in seg.lcut(text) if w.strip()]
+
+
 def _word_spans(text: str, method: str, seg=None) -> list[tuple[int, int]]:
     if method == "jieba":
         return [(s, e) for w, s, e in seg.tokenize(text) if not w.isspace()]

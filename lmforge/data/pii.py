@@ -26,9 +26,9 @@ from pathlib import Path
 
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_path
+from lmforge.tokenizer import HAN
 
-CJK_CHAR = "\u3400-\u9fff\uf900-\ufaff"
-_WORD = re.compile(rf"[{CJK_CHAR}]|(?:(?![{CJK_CHAR}])\w)+(?:['’-](?:(?![{CJK_CHAR}])\w)+)*|[^\w\s]")
+_WORD = re.compile(rf"[{HAN}]|(?:(?![{HAN}])\w)+(?:['’-](?:(?![{HAN}])\w)+)*|[^\w\s]")
 TAGGED = ("person", "address")  # the kinds a tagger finds (its entity types, upper-cased)
 
 # {person} {address} {email} {phone}; the first TRAIN_SHARE of each list train, the rest are held out

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from lmforge.data.encoder import jieba_words
 from lmforge.errors import LmforgeError
+from lmforge.tokenizer import HAN
 from lmforge.io import atomic_path, write_json
 
 WORD = re.compile(r"\w+(?:['’]\w+)*")
-CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+CJK = re.compile(f"[{HAN}]")
 
 
 def corpus_words(docs: list[str]) -> list[list[str]]:
@@ -31,12 +33,7 @@ def corpus_words(docs: list[str]) -> list[list[str]]:
     out = []
     for d in docs:
         if CJK.search(d):
-            try:
-                import jieba
-            except ImportError:
-                raise LmforgeError("Chinese text needs jieba to find its words: pip install 'lmforge[data]'") from None
-            jieba.setLogLevel(60)
-            out.append([w.lower() for w in jieba.lcut(d) if WORD.fullmatch(w)])
+            out.append([w.lower() for w in jieba_words(d) if WORD.fullmatch(w)])
         else:
             out.append(WORD.findall(d.lower()))
     return out
