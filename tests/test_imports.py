@@ -48,7 +48,8 @@ ALLOWED = {
     "embed": {"checkpoint", "interpret", "data", "tokenizer", "models"} | BOTTOM,
     "api": {"checkpoint", "generate", "models", "tokenizer", "chat", "tasks", "data", "evaluate"} | BOTTOM,
     "lmforge": {"api"} | BOTTOM,  # the root package: lmforge.load
-    "serve": {"api", "generate", "tokenizer", "checkpoint", "chat", "models"} | BOTTOM,
+    # a classifier's labels (tasks), the drift of its predictions (evaluate), a canary file (data)
+    "serve": {"api", "generate", "tokenizer", "checkpoint", "chat", "models", "tasks", "evaluate", "data"} | BOTTOM,
     # The front doors import anything beneath them; only the CLI starts the server.
     "quickstart": {"lmforge", "api", "train", "tasks", "data", "evaluate", "checkpoint", "models", "tokenizer",
                    "generate", "objectives"} | BOTTOM,

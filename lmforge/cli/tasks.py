@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lmforge.cli.output import emit, logger
 from lmforge.errors import Diverged
+from lmforge.evaluate.drift import THRESHOLD
 
 FINETUNE_ADVICE = "lower --lr (e.g. --lr 1e-5) and start again with another --out"
 
@@ -115,17 +116,23 @@ def cmd_cv(args) -> None:
 def cmd_predict(args) -> None:
     from lmforge.train.predict import predict_file
 
-    out, report = predict_file(args.run, args.file, args.out, args.text_column, args.truncation, log=logger(args))
+    out, report = predict_file(args.run, args.file, args.out, args.text_column, args.truncation, log=logger(args),
+                               psi_threshold=getattr(args, "psi_threshold", THRESHOLD))
     r = {"predictions": str(out), "report": report}
     text = f"predictions written to {out}"
     if report and "exact_match" in report:
         text = f"exact match {report['exact_match']:.1f}, F1 {report['f1']:.1f} on {report['n']} questions\n" + text
     elif report and "chrf" in report:
         text = f"{_scores(report)} on {report['n']} rows\n" + text
-    elif report:
+    elif report and "labels" in report:
         from lmforge.evaluate.classification import format_report
 
         text = format_report(report) + _entities(report, "\n") + "\n\n" + text
+    if report and "drift" in report:
+        d = report["drift"]
+        text = (f"drift: PSI {d['psi']:.4f} of the {d['rows']} predicted labels against those on the run's "
+                f"{d['reference']} ({'above' if d['shifted'] else 'within'} the warning threshold {d['threshold']})\n"
+                + text)
     emit(args, r, text)
 
 
@@ -261,6 +268,8 @@ def add_commands(sub, command, json_flag) -> None:
     p.add_argument("--out", help="where to write JSON lines (default: beside FILE, named after it without its "
                    "suffix: data.csv -> data.predictions.jsonl)")
     p.add_argument("--truncation", choices=["warn", "error"], default="warn")
+    p.add_argument("--psi-threshold", type=float, default=THRESHOLD, help="a classifier: the population stability "
+                   f"index of its predicted labels above which the report says they shifted (default: {THRESHOLD})")
     json_flag(p)
     t = command("translate", cmd_translate, "translate (or summarise) text with an encoder-decoder run")
     t.add_argument("run", help="a run made by `lmforge finetune --task translate | summarize`, or a Hugging Face "

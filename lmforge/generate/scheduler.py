@@ -112,7 +112,7 @@ class Scheduler:
     thread decodes. max_batch: rows decoding at once; max_queue: requests waiting beyond them."""
 
     def __init__(self, model: nn.Module, max_batch: int = 16, max_queue: int = 256, native=None,
-                 thread: bool = True):
+                 thread: bool = True, wake: threading.Event | None = None):
         self.model = model.eval()
         self.thread = thread  # False: the caller runs the loop with tick()
         self.trace: list | None = None  # a list: each tick appends ([ids that joined], [ids that got a token])
@@ -126,7 +126,7 @@ class Scheduler:
         self.running: list[Request] = []
         self.state: DecodeState | None = None
         self.steps = 0  # decode steps run (for /metrics)
-        self._wake = threading.Event()
+        self._wake = wake or threading.Event()  # shared by schedulers one caller's loop ticks together
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -185,13 +185,17 @@ class Scheduler:
                 if not self.tick():
                     self._wake.wait(0.05)
                     self._wake.clear()
-        finally:  # stopped (or interrupted): no request is left waiting for tokens that will not come
-            gone = LmforgeError("the server stopped before this request finished")
-            for r in self.running + self._drain():
-                r._finish("error", gone)
-            self.running, self.state = [], None
-            if self.after_tick is not None:
-                self.after_tick()
+        finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Stopped (or interrupted): no request is left waiting for tokens that will not come."""
+        gone = LmforgeError("the server stopped before this request finished")
+        for r in self.running + self._drain():
+            r._finish("error", gone)
+        self.running, self.state = [], None
+        if self.after_tick is not None:
+            self.after_tick()
 
     def _drain(self) -> list[Request]:
         taken = []

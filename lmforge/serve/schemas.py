@@ -66,3 +66,18 @@ class ChatRequest(Sampling):
     @property
     def top(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
+
+
+class ClassifyRequest(BaseModel):
+    """POST /v1/classify: a text or a list of texts for a fine-tuned classifier."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: Union[str, list[str]]
+
+
+class ReloadRequest(BaseModel):
+    """POST /v1/admin/reload: the model to reload (all of them when none is named)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None

@@ -46,6 +46,17 @@ def predict_probs(model, ex: Examples, pad_id: int, autocast=None, batch_size: i
     return torch.cat(probs)[torch.tensor(rows).argsort()], loss_sum / max(1, len(ex))
 
 
+def classify_texts(model, tokenizer, texts: list[str], max_len: int, pad_id: int, pairs: list[str] | None = None,
+                   truncation: str = "warn", log=print) -> tuple[list[str], torch.Tensor]:
+    """A classifier's label for each text (or text pair), and the class probabilities (N, C)."""
+    ex = encode_texts(tokenizer, texts, max_len, not model.config.causal, pairs, truncation)
+    if ex.truncated:
+        log(f"warning: {ex.truncated} rows are longer than {max_len} tokens and were cut at the end")
+    probs, _ = predict_probs(model, ex, pad_id)
+    labels = model.config.labels
+    return [labels[int(p.argmax())] for p in probs], probs
+
+
 def column(path: str, name: str, required: bool = True) -> list[str] | None:
     """One column of a rows file, or None when it is absent and not required (a plain text file
     is one document: its text, and no other column)."""
@@ -130,8 +141,12 @@ class Classification(LabelledTask):
 
     def test(self, model, part: tuple, train_idx, autocast=None) -> dict:
         """The test section of report.json, and the majority class's figures beside it."""
+        val_probs, _ = predict_probs(model, self.val, self.pad_id, autocast)
+        predicted = np.bincount(val_probs.argmax(-1).numpy(), minlength=len(self.labels)).tolist()
         return {"test": self.score(model, part, autocast)["report"],
-                "majority_baseline": majority_baseline(self.gold(train_idx), self.gold(part[1]))}
+                "majority_baseline": majority_baseline(self.gold(train_idx), self.gold(part[1])),
+                # what drift is measured against (evaluate/drift.py: lmforge predict, lmforge serve)
+                "validation_predicted": dict(zip(self.labels, predicted))}
 
     @staticmethod
     def fold_scores(test: dict) -> dict:
@@ -144,11 +159,7 @@ class Classification(LabelledTask):
         texts = column(path, cfg.text_column)
         pairs = column(path, cfg.text_pair_column) if cfg.text_pair_column else None
         gold = column(path, cfg.label_column, required=False)
-        ex = encode_texts(tokenizer, texts, max_len, not model.config.causal, pairs, cfg.truncation)
-        if ex.truncated:
-            log(f"warning: {ex.truncated} rows are longer than {max_len} tokens and were cut at the end")
-        probs, _ = predict_probs(model, ex, pad_id)
-        chosen = [labels[int(p.argmax())] for p in probs]
+        chosen, probs = classify_texts(model, tokenizer, texts, max_len, pad_id, pairs, cfg.truncation, log)
         lines = [{"text": t[:200], "label": c, "probabilities": {n: round(float(v), 6) for n, v in zip(labels, p)}}
                  for t, c, p in zip(texts, chosen, probs)]
         return lines, (scored_rows(gold, chosen, labels, log) if gold is not None else None)

@@ -24,34 +24,15 @@ import dataclasses
 import json
 from pathlib import Path
 
-import yaml
 
-from lmforge.config import SHORTHANDS, TaskConfig, TrainConfig
+from lmforge.config import TaskConfig, TrainConfig
 from lmforge.errors import LmforgeError
+from lmforge.evaluate.drift import THRESHOLD, drift_line
 from lmforge.io import atomic_write
 from lmforge.tasks import GENERATIVE, KINDS, task_class
+from lmforge.tasks.saved import saved_task
 from lmforge.tasks.base import padding_id
 from lmforge.checkpoint import load_pretrained
-
-
-def saved_task(run: str | Path) -> dict:
-    """The task settings a run was fine-tuned with: recipe.yaml's task: section, or an earlier
-    version's finetune.json (its settings by shorthand name), or none (a Hugging Face directory)."""
-    run = Path(run)
-    try:
-        recipe = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))
-        if isinstance(recipe, dict) and isinstance(recipe.get("task"), dict):
-            return recipe["task"]
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        pass
-    try:
-        old = json.loads((run / "finetune.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    config = old.get("config") if isinstance(old, dict) else None
-    if not isinstance(config, dict):
-        return {}
-    return {SHORTHANDS[k].split(".")[1]: v for k, v in config.items() if SHORTHANDS.get(k, "").startswith("task.")}
 
 
 def run_task(run: str | Path, model) -> TaskConfig:
@@ -66,9 +47,11 @@ def run_task(run: str | Path, model) -> TaskConfig:
 
 
 def predict_file(run: str | Path, data: str, out: str | Path | None = None, text_column: str | None = None,
-                 truncation: str = "warn", log=print) -> tuple[Path, dict | None]:
+                 truncation: str = "warn", log=print, psi_threshold: float = THRESHOLD) -> tuple[Path, dict | None]:
     """Predictions of the fine-tuned `run` for every row of `data`, written as JSON lines to `out`
-    (default: DATA with the suffix .predictions.jsonl); and the report when the file has gold."""
+    (default: DATA with the suffix .predictions.jsonl); and the report when the file has gold. A
+    classifier's report also has "drift": the PSI of its predicted labels against those on the run's
+    validation split (evaluate/drift.py), shifted when above psi_threshold."""
     model, tokenizer = load_pretrained(run)  # a Hugging Face classifier, tagger, reader or translator works too
     cfg = run_task(run, model)
     if cfg.kind not in KINDS:
@@ -89,6 +72,10 @@ def predict_file(run: str | Path, data: str, out: str | Path | None = None, text
             raise LmforgeError(f"{data} has no column or field {e.value!r}, which the run was fine-tuned on; give "
                                "the file that column") from None
         raise
+    if kind == "classify":
+        drift = drift_line(run, [line["label"] for line in lines], model.config.labels, psi_threshold)
+        if drift is not None:
+            report = {**(report or {}), "drift": drift}
     out = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
     atomic_write(out, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     return out, report
