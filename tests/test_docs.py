@@ -299,3 +299,17 @@ def test_pruning_and_distillation_doc_numbers():
         assert f"| T = {t:g} | " + " | ".join(cells) + " |" in doc, cells
     hard = torch.nn.functional.cross_entropy(student, label).item()
     assert f"= {hard:.4f}` in both" in doc
+
+
+def test_monitoring_doc_numbers():
+    from lmforge.evaluate.drift import psi, shares
+
+    doc = (DOCS / "monitoring.md").read_text()
+    labels = ["positive", "negative", "neutral"]
+    reference = {"positive": 200, "negative": 200, "neutral": 100}
+    for window, total in (({"positive": 300, "negative": 550, "neutral": 150}, "0.0909"),
+                          ({"positive": 150, "negative": 750, "neutral": 100}, "0.5345")):
+        for e, a in zip(shares(reference, labels), shares(window, labels)):
+            assert f"| {e:.2f} | {a:.2f} | {math.log(a / e):.4f} | {(a - e) * math.log(a / e):.4f} |" in doc
+        assert f"{psi(reference, window):.4f}" == total and f"= {total}" in doc
+    assert f"{psi({'a': 1, 'b': 1}, {'a': 7}, ['a', 'b']):.4f}" == "4.6043" and "= 4.6043" in doc

@@ -199,3 +199,59 @@ def test_reloading_needs_an_api_key_on_the_server(runs):
         assert r.status_code == 403 and "--api-key" in r.json()["error"]["message"]
     finally:
         stop()
+
+
+def test_the_cli_serves_two_models_decoding_in_its_main_thread_and_reloads(runs):
+    """`lmforge serve --model a=RUN --model b=RUN2`: one decoding loop for both models in the main thread."""
+    import subprocess
+    import sys
+
+    from tests.servers import free_port
+
+    tmp, tok = runs
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", "--model", f"a={tmp / 'a'}", "--model",
+                             f"b={tmp / 'b'}", "--port", str(port), "--api-key", "k", "--watch", "0.1"],
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < end, "the server did not start"
+            time.sleep(0.1)
+        ask = {"prompt": "a bird", "max_tokens": 8, "temperature": 0}
+        for name, run in (("a", "a"), ("b", "b")):
+            out = httpx.post(f"{url}/v1/completions", headers=KEY, json={"model": name, **ask}, timeout=60).json()
+            assert out["choices"][0]["text"] == greedy(tmp / run, "a bird", 8)
+        save_checkpoint(tmp / "a", gpt(tok, 1), tok, step=20)  # run a now holds run b's weights
+        while httpx.get(f"{url}/v1/models", headers=KEY).json()["data"][0]["step"] != 20:
+            assert time.monotonic() < end + 30, "the new checkpoint was not loaded"
+            time.sleep(0.1)
+        out = httpx.post(f"{url}/v1/completions", headers=KEY, json={"model": "a", **ask}, timeout=60).json()
+        assert out["choices"][0]["text"] == greedy(tmp / "b", "a bird", 8)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "reloaded 'a': step 10 -> 20" in err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--model", "nameless"], "NAME=RUN"),
+    (["--model", "a=x", "--model", "a=y"], "two models are named 'a'"),
+    ([], "give a run to serve"),
+    (["--model", "a={a}", "--canary", "missing.tsv"], "canary file missing.tsv does not exist"),
+    (["--model", "a={a}", "--watch", "-1"], "--watch"),
+])
+def test_serve_refuses_bad_arguments_in_one_sentence(runs, capsys, args, words):
+    from lmforge.cli import main
+
+    tmp, _ = runs
+    code = main(["serve", *[a.format(a=tmp / "a") for a in args]])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err

@@ -141,12 +141,13 @@ class Classification(LabelledTask):
 
     def test(self, model, part: tuple, train_idx, autocast=None) -> dict:
         """The test section of report.json, and the majority class's figures beside it."""
-        val_probs, _ = predict_probs(model, self.val, self.pad_id, autocast)
-        predicted = np.bincount(val_probs.argmax(-1).numpy(), minlength=len(self.labels)).tolist()
-        return {"test": self.score(model, part, autocast)["report"],
-                "majority_baseline": majority_baseline(self.gold(train_idx), self.gold(part[1])),
-                # what drift is measured against (evaluate/drift.py: lmforge predict, lmforge serve)
-                "validation_predicted": dict(zip(self.labels, predicted))}
+        out = {"test": self.score(model, part, autocast)["report"],
+               "majority_baseline": majority_baseline(self.gold(train_idx), self.gold(part[1]))}
+        if self.kind == "classify":  # what drift is measured against (evaluate/drift.py: predict, serve)
+            val_probs, _ = predict_probs(model, self.val, self.pad_id, autocast)
+            predicted = np.bincount(val_probs.argmax(-1).numpy(), minlength=len(self.labels)).tolist()
+            out["validation_predicted"] = dict(zip(self.labels, predicted))
+        return out
 
     @staticmethod
     def fold_scores(test: dict) -> dict:

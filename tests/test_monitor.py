@@ -1,0 +1,170 @@
+"""Quality and drift gauges (serve/monitor.py, evaluate/drift.py): PSI against hand-computed values,
+a classifier at /v1/classify with its drift gauge and warning, the canary's accuracy and perplexity
+at start-up and after a reload, and the drift line of `lmforge predict`."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from lmforge.checkpoint import save_checkpoint
+from lmforge.cli import main
+from lmforge.config import model_config_from_preset
+from lmforge.evaluate.drift import psi, reference_counts
+from lmforge.models import build_model
+from lmforge.tokenizer import train_bpe
+
+TEXT = ["the cat sat on the mat and the dog sat on the log", "a bird in the hand is worth two in the bush"] * 20
+KEY = {"Authorization": "Bearer k"}
+
+
+def test_psi_worked_example_and_an_empty_label():
+    # docs/monitoring.md: validation 50/50, traffic 80/20:
+    # (0.8 - 0.5) ln(0.8 / 0.5) + (0.2 - 0.5) ln(0.2 / 0.5) = 0.3 x 0.470004 + 0.3 x 0.916291 = 0.415888
+    assert psi({"pos": 50, "neg": 50}, {"pos": 80, "neg": 20}) == pytest.approx(0.415888, abs=1e-6)
+    assert psi({"pos": 5, "neg": 5}, {"pos": 1, "neg": 1}) == 0.0  # the same shares: no drift
+    # a label never predicted counts as a share of 1e-4: 0.5 ln 2 + 0.4999 ln(0.5 / 1e-4) = 0.346574 + 4.257745
+    assert psi({"a": 1, "b": 1}, {"a": 7}, ["a", "b"]) == pytest.approx(4.604319, abs=1e-6)
+
+
+def test_reference_counts_from_validation_or_else_the_test_confusion_matrix(tmp_path):
+    (tmp_path / "report.json").write_text(json.dumps({"validation_predicted": {"a": 3, "b": 1}}))
+    assert reference_counts(tmp_path) == ({"a": 3, "b": 1}, "validation split")
+    (tmp_path / "report.json").write_text(json.dumps({"test": {"labels": ["a", "b"],
+                                                              "confusion_matrix": [[2, 1], [0, 4]]}}))
+    assert reference_counts(tmp_path) == ({"a": 2, "b": 5}, "test split")  # column sums: what was predicted
+    assert reference_counts(tmp_path / "nothing") is None
+
+
+def always_neg_classifier(out, tok):
+    """A GPT classifier whose head always says "neg", with a report.json of 50/50 validation predictions."""
+    torch.manual_seed(0)
+    cfg = model_config_from_preset("gpt-small", vocab_size=tok.vocab_size, context_length=64, n_layer=1, n_head=2,
+                                   d_model=32, d_ff=64, dropout=0.0, head="classify", labels=["neg", "pos"])
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([50.0, -50.0]))
+    save_checkpoint(out, model, tok, step=7)
+    (out / "report.json").write_text(json.dumps({"validation_predicted": {"neg": 50, "pos": 50}}))
+    return out
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    tok = train_bpe(TEXT, 300)
+    cls = always_neg_classifier(tmp_path / "cls", tok)
+    torch.manual_seed(1)
+    cfg = model_config_from_preset("gpt-small", vocab_size=tok.vocab_size, context_length=64, n_layer=2, n_head=2,
+                                   d_model=32, d_ff=64, dropout=0.0)
+    save_checkpoint(tmp_path / "gpt", build_model(cfg), tok, step=3)
+    canary = tmp_path / "canary.tsv"
+    canary.write_text("text\tlabel\nthe cat sat\tneg\na bird in the hand\tneg\nthe dog\tneg\nworth two\tpos\n")
+    return tmp_path, cls, tmp_path / "gpt", canary
+
+
+def by_hand_perplexity(run, texts):
+    import lmforge
+
+    lm = lmforge.load(run)
+    nll, n = 0.0, 0
+    for text in texts:
+        ids = lm.encode_prompt(text) + [lm.tokenizer.eos_id]
+        logp = torch.log_softmax(lm.model(torch.tensor([ids[:-1]])).float()[0], -1)
+        nll -= sum(logp[i, t].item() for i, t in enumerate(ids[1:]))
+        n += len(ids) - 1
+    return math.exp(nll / n)
+
+
+def test_classify_drift_gauge_warning_and_canary_gauges(runs):
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    import lmforge
+    from lmforge.serve.app import create_app
+    from lmforge.serve.monitor import Monitor
+    from tests.servers import serving
+
+    tmp, cls, gpt, canary = runs
+    logged = []
+    monitor = Monitor({"cls": canary, "gpt": canary}, threshold=0.25, window=1000, log=logged.append)
+    app = create_app({"cls": lmforge.load(cls), "gpt": lmforge.load(gpt)}, api_key="k", monitor=monitor,
+                     log=logged.append)
+    url, stop = serving(app)
+    try:
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'lmforge_canary_accuracy{model="cls"} 0.75' in metrics  # 3 of the 4 rows are "neg"
+        perplexity = by_hand_perplexity(gpt, ["the cat sat", "a bird in the hand", "the dog", "worth two"])
+        gauge = next(line for line in metrics.splitlines() if line.startswith('lmforge_canary_perplexity{model="gpt"}'))
+        assert float(gauge.split()[-1]) == pytest.approx(perplexity, rel=1e-4)
+        r = httpx.post(f"{url}/v1/classify", headers=KEY, json={"model": "cls", "input": "the cat sat on the mat"})
+        body = r.json()
+        assert r.status_code == 200 and body["data"][0]["label"] == "neg"
+        assert body["data"][0]["probabilities"]["neg"] == pytest.approx(1.0) and body["model"] == "cls"
+        assert not any("shifted" in line for line in logged)  # 1 prediction: too few to warn
+        r = httpx.post(f"{url}/v1/classify", headers=KEY, json={"model": "cls", "input": [f"text {i}" for i in range(50)]})
+        assert [d["index"] for d in r.json()["data"]] == list(range(50))
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'lmforge_predicted_labels_total{label="neg",model="cls"} 51.0' in metrics
+        # all 51 "neg" against 50/50: 0.5 ln(1 / 0.5) + 0.4999 ln(0.5 / 1e-4) = 4.604319
+        value = float(next(line for line in metrics.splitlines()
+                           if line.startswith('lmforge_prediction_psi{model="cls"}')).split()[-1])
+        assert value == pytest.approx(4.604319, abs=1e-5)
+        warnings = [line for line in logged if "shifted" in line]
+        assert len(warnings) == 1 and "PSI 4.604" in warnings[0]
+        httpx.post(f"{url}/v1/classify", headers=KEY, json={"model": "cls", "input": ["more", "text"]})
+        assert len([line for line in logged if "shifted" in line]) == 1  # once per crossing, not per request
+        # the wrong endpoint for a model, an empty input
+        r = httpx.post(f"{url}/v1/classify", headers=KEY, json={"model": "gpt", "input": "a"})
+        assert r.status_code == 400 and "/v1/completions" in r.json()["error"]["message"]
+        r = httpx.post(f"{url}/v1/completions", headers=KEY, json={"model": "cls", "prompt": "a"})
+        assert r.status_code == 400 and "/v1/classify" in r.json()["error"]["message"]
+        r = httpx.post(f"{url}/v1/classify", headers=KEY, json={"model": "cls", "input": []})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+        # after a reload the canary is scored again: a head that always says "pos" gets 1 of 4
+        model, tok = lmforge.checkpoint.load_checkpoint(cls)
+        with torch.no_grad():
+            model.head.bias.copy_(torch.tensor([-50.0, 50.0]))
+        save_checkpoint(cls, model, tok, step=8)
+        assert httpx.post(f"{url}/v1/admin/reload", headers=KEY, json={"model": "cls"}).status_code == 200
+        assert 'lmforge_canary_accuracy{model="cls"} 0.25' in httpx.get(f"{url}/metrics").text
+    finally:
+        stop()
+
+
+def test_concurrent_classify_requests_are_batched_and_each_gets_its_own(runs):
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    import concurrent.futures
+
+    import lmforge
+    from lmforge.serve.app import create_app
+    from tests.servers import serving
+
+    _, cls, _, _ = runs
+    app = create_app({"cls": lmforge.load(cls)}, log=lambda *_: None)
+    url, stop = serving(app)
+    try:
+        def ask(i):
+            texts = [f"text {i} number {j}" for j in range(i + 1)]
+            return i, httpx.post(f"{url}/v1/classify", json={"model": "cls", "input": texts}, timeout=60).json()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(ask, range(8)))
+        for i, body in answers:
+            assert len(body["data"]) == i + 1 and all(d["label"] == "neg" for d in body["data"])
+    finally:
+        stop()
+
+
+def test_predict_reports_the_drift_of_the_predicted_labels(runs, capsys):
+    tmp, cls, _, _ = runs
+    rows = tmp / "rows.csv"
+    rows.write_text("text\n" + "\n".join(f"row {i}" for i in range(10)) + "\n")
+    code = main(["predict", str(cls), "--file", str(rows), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    drift = json.loads(out)["report"]["drift"]
+    assert drift["psi"] == pytest.approx(4.6043, abs=1e-4) and drift["shifted"] and drift["rows"] == 10
+    assert drift["reference"] == "validation split"
+    code = main(["predict", str(cls), "--file", str(rows), "--psi-threshold", "5"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "drift: PSI 4.6043 of the 10 predicted labels" in out and "within" in out
