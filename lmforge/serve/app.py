@@ -123,30 +123,34 @@ def create_app(models: LM | dict[str, LM], name: str = "lmforge", max_batch: int
         check(request)
         return {"object": "list", "data": [s.current.describe() for s in hub.served.values()]}
 
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest, request: Request):
-        check(request)
-        lease = hub.get(body.model).lease("generate")
-        try:
-            v = lease.version
-            prompt = v.completion_prompt(body)
-            choices = v.choices(body, prompt, v.lm.end_ids, [])
-        except BaseException:
-            lease.release()
-            raise
-        return await respond(body.model, body, prompt, choices, "text_completion", lease)
+    _model_routes(app, hub, check)
+    _admin_routes(app, hub, check, api_key)
+    return app
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest, request: Request):
-        check(request)
+
+def _model_routes(app: FastAPI, hub: Models, check) -> None:
+    """The routes a model answers: completions and chat (a decoder), classify (a classifier)."""
+    async def generated(body, kind: str, prompt_of):
+        """A decoder's answer, on the version of the model current now; prompt_of(version) ->
+        (prompt ids, stop ids, stop strings)."""
         lease = hub.get(body.model).lease("generate")
         try:
-            prompt, stop_ids, stops = lease.version.chat_prompt(body)
+            prompt, stop_ids, stops = prompt_of(lease.version)
             choices = lease.version.choices(body, prompt, stop_ids, stops)
         except BaseException:
             lease.release()
             raise
-        return await respond(body.model, body, prompt, choices, "chat.completion", lease)
+        return await respond(body.model, body, prompt, choices, kind, lease)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        check(request)
+        return await generated(body, "text_completion", lambda v: (v.completion_prompt(body), v.lm.end_ids, []))
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest, request: Request):
+        check(request)
+        return await generated(body, "chat.completion", lambda v: v.chat_prompt(body))
 
     @app.post("/v1/classify")
     async def classify(body: ClassifyRequest, request: Request):
@@ -159,6 +163,9 @@ def create_app(models: LM | dict[str, LM], name: str = "lmforge", max_batch: int
             lease.release()
         return {"object": "list", "model": body.model, "system_fingerprint": lease.version.fingerprint, "data": data}
 
+
+def _admin_routes(app: FastAPI, hub: Models, check, api_key: str | None) -> None:
+    """Reloading every model (or one) from its run now; only with the server's API key."""
     @app.post("/v1/admin/reload")
     async def reload(request: Request, body: ReloadRequest | None = None):
         if api_key is None:
@@ -171,5 +178,3 @@ def create_app(models: LM | dict[str, LM], name: str = "lmforge", max_batch: int
             return JSONResponse({**error_body("; ".join(f"{r['model']}: {r['error']}" for r in failed), "server_error",
                                               code="reload_failed"), "data": results}, status_code=500)
         return {"object": "list", "data": results}
-
-    return app
