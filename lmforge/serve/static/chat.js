@@ -28,8 +28,17 @@ async function errorMessage(response) {
 async function loadModel() {
   const response = await fetch("/v1/models", {headers: headers()});
   if (!response.ok) throw new Error(await errorMessage(response));
-  model = (await response.json()).data[0].id;
-  $("model").textContent = model;
+  const listed = (await response.json()).data;
+  const decoders = listed.filter((m) => m.task !== "classify");  // a classifier does not chat
+  model = (decoders[0] || listed[0]).id;
+  if (decoders.length < 2) {
+    $("model").textContent = model;
+    return;
+  }
+  const choose = document.createElement("select");  // several models served: the user picks one
+  for (const m of decoders) choose.add(new Option(m.id, m.id));
+  choose.addEventListener("change", () => { model = choose.value; });
+  $("model").replaceChildren(choose);
 }
 
 function bubble(role, text) {
