@@ -223,14 +223,14 @@ async def respond(name: str, body, prompt: list[int], choices: list[Choice], kin
         # given back by the stream's end, or (a client gone before the first byte) by the response's end
         return StreamingResponse(_events(choices, chunk, usage if wanted else None, lease.release),
                                  media_type="text/event-stream", background=BackgroundTask(lease.release))
-    try:
+    try:  # the lease is held until the logprobs, which read the version's tokenizer, are written
         texts = await _collect(choices)
+        if chat_:
+            out = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": c.finish,
+                    "logprobs": c.logprobs(True)} for i, (t, c) in enumerate(zip(texts, choices))]
+        else:
+            out = [{"index": i, "text": t, "finish_reason": c.finish, "logprobs": c.logprobs(False)}
+                   for i, (t, c) in enumerate(zip(texts, choices))]
     finally:
         lease.release()
-    if chat_:
-        out = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": c.finish,
-                "logprobs": c.logprobs(True)} for i, (t, c) in enumerate(zip(texts, choices))]
-    else:
-        out = [{"index": i, "text": t, "finish_reason": c.finish, "logprobs": c.logprobs(False)}
-               for i, (t, c) in enumerate(zip(texts, choices))]
     return {**head, "object": kind, "choices": out, "usage": _usage(prompt, choices)}
