@@ -1,6 +1,6 @@
 """The `lmforge` command: one sub-command per job, thin over the library.
 
-    run.py       quickstart, train, eval         data.py      data list|prepare|anonymize|augment|dedupe,
+    run.py       quickstart, train, eval, plot   data.py      data list|prepare|anonymize|augment|dedupe,
                                                               tokenizer train
     generate.py  generate, chat, export, merge   tasks.py     finetune, cv, predict, attention
     serve.py     serve                           output.py    text or --json on stdout, logs

@@ -1,4 +1,5 @@
-"""`lmforge quickstart`, `train` and `eval`: pretraining from a recipe and scoring what it made."""
+"""`lmforge quickstart`, `train`, `eval` and `plot`: pretraining from a recipe, scoring what it made,
+and drawing runs' curves."""
 
 from __future__ import annotations
 
@@ -170,6 +171,14 @@ def _eval_encoder(args, lm) -> None:
     emit(args, r, f"{r['source']}: {r['batches']} batches, loss {r['loss']:.4f}, {shown}")
 
 
+def cmd_plot(args) -> None:
+    from lmforge.train.logging import plot_runs
+
+    r = plot_runs(args.runs, args.out, args.metric, args.x)
+    emit(args, r, f"{args.metric} of {len(r['runs'])} run{'s' * (len(r['runs']) > 1)} against {args.x} drawn to "
+         f"{r['out']}")
+
+
 def add_commands(sub, command, json_flag) -> None:
     q = command("quickstart", cmd_quickstart, "train a BPE tokenizer and a small GPT on a built-in corpus, evaluate "
                 "it, sample from it")
@@ -194,3 +203,12 @@ def add_commands(sub, command, json_flag) -> None:
     e.add_argument("--column", help="text column of a .jsonl/.csv/.tsv file")
     e.add_argument("--batch-size", type=int, default=8)
     json_flag(e)
+    pl = command("plot", cmd_plot, "draw one metric of several runs' metrics.jsonl in one PNG (for comparing runs "
+                 "without TensorBoard)")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    pl.add_argument("--metric", default="val_loss", help="a metrics.jsonl key: val_loss (default), loss, lr, "
+                    "grad_norm, tokens_per_s, val_<the task's metric>, ...")
+    pl.add_argument("--x", choices=["step", "tokens"], default="step", help="the x axis: optimiser steps (default) or "
+                    "tokens trained on")
+    pl.add_argument("--out", default="curves.png", help="the PNG to write (default: curves.png)")
+    json_flag(pl)

@@ -241,6 +241,8 @@ def task_flags(sp) -> None:
     sp.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     sp.add_argument("--compile", help="auto (default: on CUDA only), true or false: run the training steps "
                     "through torch.compile")
+    sp.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files "
+                    "into the run directory (train.tensorboard; pip install 'lmforge[monitor]')")
     sp.add_argument("--out", help="run directory")
     sp.add_argument("--recipe", help="a fine-tuning recipe (YAML file or shipped name, e.g. finetune-ner) under the "
                     "flags; every flag above is a shorthand for one of its keys (--lr: train.lr, --epochs: task.epochs)")

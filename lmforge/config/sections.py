@@ -64,6 +64,8 @@ class TrainConfig:
     compile: str = "auto"  # auto (on CUDA only) | true | false: torch.compile the training pass (train/parallel.py)
     parallel: str = "ddp"  # under torchrun: ddp (every process holds the model) | fsdp (FSDP2: each holds 1/N of it)
     activation_checkpointing: bool = False  # recompute each layer's activations in the backward pass: less memory
+    tensorboard: bool = False  # also write TensorBoard event files into RUN/tensorboard (pip install 'lmforge[monitor]')
+    histograms_every: int = 0  # with tensorboard: weight and gradient histograms every this many steps (0: none)
 
     def validate(self) -> None:
         _one_of(self, "train", "schedule", ("cosine", "linear", "constant"))
@@ -76,7 +78,7 @@ class TrainConfig:
                 raise LmforgeError("{setting} cannot be used; give 1 or more", f"train.{name}", getattr(self, name))
         if self.lr <= 0:
             raise LmforgeError("{setting} cannot be used; give a positive number, e.g. 5e-5", "train.lr", self.lr)
-        for name in ("warmup_steps", "save_every", "patience", "min_lr", "weight_decay", "grad_clip",
+        for name in ("warmup_steps", "save_every", "histograms_every", "patience", "min_lr", "weight_decay", "grad_clip",
                      "time_limit_minutes"):
             if getattr(self, name) < 0:
                 raise LmforgeError("{setting} cannot be used; give 0 or more", f"train.{name}", getattr(self, name))
@@ -197,7 +199,8 @@ SHORTHANDS = {
         "val_rows", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "augment", "augment_n",
         "augment_alpha", "augment_via")},
     **{name: f"train.{name}" for name in (
-        "batch_size", "lr", "optimizer", "weight_decay", "patience", "seed", "device", "dtype", "compile", "progress")},
+        "batch_size", "lr", "optimizer", "weight_decay", "patience", "seed", "device", "dtype", "compile", "progress",
+        "tensorboard")},
 }
 
 

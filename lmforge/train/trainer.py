@@ -44,6 +44,7 @@ from lmforge.train.logging import MetricsLog, plot_losses
 from lmforge.train import parallel
 from lmforge.train.parallel import CompiledLayers, should_compile
 from lmforge.train.schedule import lr_at
+from lmforge.train.tensorboard import TensorBoardLog, summary_writer
 
 
 def batch_tokens(batch: dict) -> int:
@@ -133,6 +134,8 @@ class Trainer:
         self.dtype = "bfloat16" if self.amp_dtype == torch.bfloat16 else "float32"
         self.log(f"precision: {self.dtype}{' autocast' if self.amp_dtype else ''} on {self.device.type} ({self.dtype_reason})")
         self.autocast = autocast(self.device, self.amp_dtype)
+        if cfg.tensorboard and self.world.main:
+            summary_writer()  # fail before any work when the package is missing
         if resume:
             ckpt.load_trainer_state(self.run_dir)  # fail early, before any work, if it cannot resume
         self.data = task.data
@@ -154,7 +157,8 @@ class Trainer:
         self.compiled = layers if layers else None
         self.compile_pending = self.compiled is not None
         self.checkpointed = parallel.CheckpointedLayers(self.model) if cfg.activation_checkpointing else None
-        self.step = 0
+        self.step, self.tokens = 0, 0  # optimiser steps and token positions trained on, over every resume
+        self.board: TensorBoardLog | None = None  # fit()'s TensorBoard writer (train.tensorboard)
         self.best: float | None = None  # the best headline metric so far (train.keep_best / patience)
         self.best_eval: dict | None = None  # the numbers of the evaluation that set it
         self.evals_without_gain = 0
@@ -166,7 +170,7 @@ class Trainer:
     def _state(self, optimizer: dict) -> dict:
         cfg = self.cfg
         state = {"optimizer": optimizer, "data": self.task.state_dict(),
-                 "rng_cpu": torch.get_rng_state(), "evals_without_gain": self.evals_without_gain}
+                 "rng_cpu": torch.get_rng_state(), "evals_without_gain": self.evals_without_gain, "tokens": self.tokens}
         if self.best is not None:  # a resumed run keeps comparing against it (keep_best, patience)
             state["best"], state["best_eval"] = self.best, self.best_eval
         if self.horizon < cfg.max_steps:  # shrunk to fit the time limit
@@ -203,7 +207,7 @@ class Trainer:
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-        self.step = int(state["step"])
+        self.step, self.tokens = int(state["step"]), int(state.get("tokens", 0))
         self.best, self.best_eval = state.get("best"), state.get("best_eval")
         self.evals_without_gain = int(state.get("evals_without_gain", 0))
         # a run killed mid-way goes on along the schedule it had; one that ended at its time limit, or is
@@ -238,7 +242,10 @@ class Trainer:
         """Train to the end of the schedule, the time limit or early stopping; evaluate and save on the way."""
         cfg = self.cfg
         fresh = not any(p.name != LOCK_NAME for p in self.run_dir.iterdir()) if self.run_dir.is_dir() else True
-        metrics = MetricsLog(self.run_dir, self.step if self.resume else None) if self.world.main else _NoMetrics()
+        resumed_at = self.step if self.resume else None
+        if cfg.tensorboard and self.world.main:
+            self.board = TensorBoardLog(self.run_dir, resumed_at)
+        metrics = MetricsLog(self.run_dir, resumed_at, sink=self.board) if self.world.main else _NoMetrics()
         result = TrainResult(self.run_dir, self.step, n_params=self.model.num_params(),
                              flops_per_token=self.model.flops_per_token(), dtype=self.dtype,
                              dtype_reason=self.dtype_reason)
@@ -256,6 +263,8 @@ class Trainer:
                     break
         finally:
             bar.close()
+            if self.board:
+                self.board.close()
         result.seconds = time.perf_counter() - clock.start
         result.tokens_per_s = clock.tokens / max(result.seconds - result.eval_seconds - result.compile_seconds, 1e-9)
         result.steps = self.step
@@ -287,17 +296,19 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batches = self._micro_batches()
-        clock.tokens += sum(map(batch_tokens, batches)) * self.world.size
+        tokens = sum(map(batch_tokens, batches)) * self.world.size
+        clock.tokens += tokens
+        self.tokens += tokens
         loss_sum = self._accumulate(batches, result)
-        self._apply(loss_sum)
+        grad_norm = self._apply(loss_sum)
         self.step += 1
         bar.update(1)
         now = time.perf_counter()
         if self.step % cfg.log_every == 0 or self.step == self.horizon:
             tps = (clock.tokens - clock.tokens_at_log) / max(now - clock.last_log, 1e-9)
             clock.last_log, clock.tokens_at_log = now, clock.tokens
-            metrics.write(step=self.step, loss=loss_sum, lr=lr, tokens_per_s=round(tps, 1),
-                          elapsed_s=round(now - clock.start, 2))
+            metrics.write(step=self.step, loss=loss_sum, lr=lr, grad_norm=round(grad_norm, 6), tokens=self.tokens,
+                          tokens_per_s=round(tps, 1), elapsed_s=round(now - clock.start, 2))
             bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
         out_of_time = cfg.time_limit_minutes > 0 and now - clock.start > 60 * cfg.time_limit_minutes
         if cfg.time_limit_minutes > 0 and self.world.size > 1:  # process 0's clock decides for all
@@ -329,9 +340,10 @@ class Trainer:
                 mine.append({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
         return mine
 
-    def _apply(self, loss_sum: float) -> None:
+    def _apply(self, loss_sum: float) -> float:
         """Clip the gradients and step the optimiser, unless the loss or the gradient norm is not
-        finite: then the step is refused and the run stops (Diverged), the weights untouched."""
+        finite: then the step is refused and the run stops (Diverged), the weights untouched. Returns
+        the gradient norm before clipping; draws the histograms when due (train.histograms_every)."""
         cfg = self.cfg
         what, value = "loss", loss_sum
         if math.isfinite(loss_sum):
@@ -342,7 +354,11 @@ class Trainer:
             kept = ckpt.checkpoint_step(self.run_dir) if ckpt.is_checkpoint(self.run_dir) else None
             raise Diverged(what, value, self.step + 1, kept, self.run_dir)
         self.optimizer.step()
+        every = cfg.histograms_every
+        if self.board and every and (self.step + 1) % every == 0 and not self.sharded:
+            self.board.histograms(self.model, self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
+        return value
 
     def _checkpoint_due(self, last: bool, clock: _Clock, metrics: MetricsLog, result: TrainResult, bar) -> bool:
         """Evaluate (and keep the best, or save) when due; True when patience has run out."""

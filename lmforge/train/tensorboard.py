@@ -1,0 +1,71 @@
+"""TensorBoard event files for a run (`train.tensorboard=true`): every row the run writes to
+metrics.jsonl also becomes scalars in RUN/tensorboard/, and on request (`train.histograms_every=N`)
+histograms of every trained weight and its gradient. `tensorboard --logdir RUN` shows them.
+
+Tags follow the metrics.jsonl keys: a validation figure `val_X` is `val/X`, every other number of
+a training row (loss, lr, grad_norm, tokens_per_s, tokens) is `train/<key>`; the x axis is the
+optimiser step. A resumed run opens its writer with `purge_step` = the checkpoint's step + 1: the
+killed run's events past its last checkpoint are hidden, and the curve goes on from the checkpoint
+without a step twice (a fresh run purges from step 0, hiding any earlier run's files in the folder).
+
+The `tensorboard` package is an extra: pip install 'lmforge[monitor]'.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lmforge.errors import LmforgeError
+
+SKIPPED = ("step", "elapsed_s")  # the x axis itself, and wall time (TensorBoard records its own)
+
+
+def tag_for(key: str) -> str:
+    """The TensorBoard tag of a metrics.jsonl key: val_loss -> val/loss, grad_norm -> train/grad_norm."""
+    return f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"
+
+
+def summary_writer():
+    """torch's SummaryWriter class, or an error that says how to install it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise LmforgeError("train.tensorboard=true needs the tensorboard package; install it with "
+                           "pip install 'lmforge[monitor]' (or set train.tensorboard=false)") from None
+    return SummaryWriter
+
+
+class TensorBoardLog:
+    """The writer of one fit(): `write(row)` for each metrics row, `histograms(model, step)`, `close()`."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
+        folder = Path(run_dir) / "tensorboard"
+        if folder.is_symlink() or folder.is_file():  # a planted link is replaced, never written through
+            folder.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.writer = summary_writer()(log_dir=str(folder), purge_step=0 if resume_step is None else resume_step + 1,
+                                       flush_secs=30)
+
+    def write(self, row: dict) -> None:
+        step = int(row["step"])
+        for key, value in row.items():
+            if key not in SKIPPED and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(tag_for(key), value, step)
+        if any(key.startswith("val_") for key in row):  # an evaluation: on disk for whoever watches
+            self.writer.flush()
+
+    def histograms(self, model: torch.nn.Module, step: int) -> None:
+        """weights/<name> and grads/<name> of every trained tensor (the gradient after clipping)."""
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            self.writer.add_histogram(f"weights/{name}", p.detach().float().cpu(), step)
+            if p.grad is not None:
+                self.writer.add_histogram(f"grads/{name}", p.grad.detach().float().cpu(), step)
+
+    def close(self) -> None:
+        self.writer.close()
+
