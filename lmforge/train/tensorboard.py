@@ -1,6 +1,7 @@
 """TensorBoard event files for a run (`train.tensorboard=true`): every row the run writes to
-metrics.jsonl also becomes scalars in RUN/tensorboard/, and on request (`train.histograms_every=N`)
-histograms of every trained weight and its gradient. `tensorboard --logdir RUN` shows them.
+metrics.jsonl also becomes scalars in the run directory's event files, and on request
+(`train.histograms_every=N`) histograms of every trained weight and its gradient.
+`tensorboard --logdir runs/` shows every run under runs/, each named by its directory.
 
 Tags follow the metrics.jsonl keys: a validation figure `val_X` is `val/X`, every other number of
 a training row (loss, lr, grad_norm, tokens_per_s, tokens) is `train/<key>`; the x axis is the
@@ -41,12 +42,8 @@ class TensorBoardLog:
     """The writer of one fit(): `write(row)` for each metrics row, `histograms(model, step)`, `close()`."""
 
     def __init__(self, run_dir: Path, resume_step: int | None = None):
-        folder = Path(run_dir) / "tensorboard"
-        if folder.is_symlink() or folder.is_file():  # a planted link is replaced, never written through
-            folder.unlink()
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder = folder
-        self.writer = summary_writer()(log_dir=str(folder), purge_step=0 if resume_step is None else resume_step + 1,
+        # each writer opens a file of its own (time, host, process and a counter in its name): nothing is written through
+        self.writer = summary_writer()(log_dir=str(run_dir), purge_step=0 if resume_step is None else resume_step + 1,
                                        flush_secs=30)
 
     def write(self, row: dict) -> None:
