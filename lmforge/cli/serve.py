@@ -83,8 +83,8 @@ def decode_in_main_thread(server, decoder) -> None:
 
 
 def add_commands(sub, command, json_flag) -> None:
-    s = command("serve", cmd_serve, "serve a trained model over OpenAI's HTTP API (/v1/chat/completions, "
-                                    "/v1/completions), many clients at once")
+    s = command("serve", cmd_serve, "serve trained models over OpenAI's HTTP API (/v1/chat/completions, "
+                "/v1/completions; a classifier at /v1/classify), many clients at once, a newer checkpoint swapped in")
     s.add_argument("run", nargs="?", help="run directory, or a Hugging Face GPT-2 / Llama directory (or give --model)")
     s.add_argument("--model", action="append", metavar="NAME=RUN", help="serve RUN as model NAME; repeat for several "
                    "models (each request's \"model\" picks one). A classifier run is served at /v1/classify")
