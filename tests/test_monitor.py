@@ -168,3 +168,65 @@ def test_predict_reports_the_drift_of_the_predicted_labels(runs, capsys):
     code = main(["predict", str(cls), "--file", str(rows), "--psi-threshold", "5"])
     out, _ = capsys.readouterr()
     assert code == 0 and "drift: PSI 4.6043 of the 10 predicted labels" in out and "within" in out
+
+
+def test_canary_rows_with_labels_the_model_does_not_know_are_left_out_or_refused(runs, tmp_path):
+    import lmforge
+    from lmforge.errors import LmforgeError
+    from lmforge.serve.monitor import canary_accuracy
+
+    _, cls, _, _ = runs
+    lm, logged = lmforge.load(cls), []
+    mixed = tmp_path / "mixed.tsv"
+    mixed.write_text("text\tlabel\nthe cat sat\tneg\nthe dog\tpos\na bird\tneutral\nworth two\tNEG\n")
+    assert canary_accuracy(lm, mixed, 64, logged.append) == {"accuracy": 0.5, "rows": 2}  # neg right, pos wrong
+    assert len(logged) == 1 and "'NEG', 'neutral'" in logged[0] and "it knows neg, pos" in logged[0]
+    unknown = tmp_path / "unknown.tsv"
+    unknown.write_text("text\tlabel\nthe cat sat\t0\nthe dog\t1\n")
+    with pytest.raises(LmforgeError, match=r"no row of the canary file .* has a label the model knows \(neg, pos\)"):
+        canary_accuracy(lm, unknown, 64, logged.append)
+
+
+def test_canary_names_split_at_the_first_equals_sign(tmp_path):
+    from lmforge.errors import LmforgeError
+    from lmforge.serve.monitor import parse_canaries
+
+    odd = tmp_path / "k=v"
+    odd.mkdir()
+    (odd / "c.tsv").write_text("text\tlabel\na\tneg\n")
+    assert parse_canaries([f"m={odd / 'c.tsv'}"], ["m", "n"]) == {"m": odd / "c.tsv"}
+    assert parse_canaries([str(odd / "c.tsv")], ["m", "n"]) == {"m": odd / "c.tsv", "n": odd / "c.tsv"}
+    with pytest.raises(LmforgeError, match="names the model 'x', which this server does not serve; it serves m, n"):
+        parse_canaries([f"x={odd / 'c.tsv'}"], ["m", "n"])
+
+
+def test_a_drift_window_smaller_than_fifty_still_warns(runs):
+    import asyncio
+
+    import lmforge
+    from lmforge.serve.models import Models
+    from lmforge.serve.monitor import Monitor
+
+    _, cls, _, _ = runs
+    logged = []
+    monitor = Monitor(threshold=0.25, window=10, log=logged.append)
+    hub = Models({"cls": lmforge.load(cls)}, monitor=monitor, log=logged.append)
+    version = hub.served["cls"].current
+
+    async def classify():
+        await monitor.classify(version, [f"text {i}" for i in range(9)])
+        assert not any("shifted" in line for line in logged)  # the window is not full yet
+        await monitor.classify(version, ["one more"])
+
+    asyncio.run(classify())
+    assert len([line for line in logged if "shifted" in line]) == 1 and "last 10 predictions" in logged[-1]
+    version.close()
+
+
+def test_predict_refuses_a_threshold_that_is_not_positive(runs, capsys):
+    tmp, cls, _, _ = runs
+    rows = tmp / "rows.csv"
+    rows.write_text("text\nrow\n")
+    code = main(["predict", str(cls), "--file", str(rows), "--psi-threshold", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--psi-threshold 0.0 cannot be used" in err and len(err.strip().splitlines()) == 1

@@ -177,3 +177,23 @@ def test_recipe_keys_round_trip(tmp_path):
     path.write_text(yaml.safe_dump({"train": {"tensorboard": True, "histograms_every": 50}}))
     recipe = load_recipe(str(path))
     assert recipe.train.tensorboard is True and recipe.train.histograms_every == 50
+
+
+def test_histograms_without_tensorboard_are_refused(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"train": {"histograms_every": 50}}))
+    with pytest.raises(LmforgeError, match=r"train.histograms_every=50 draws its histograms in TensorBoard"):
+        load_recipe(str(path))
+
+
+def test_a_run_resumed_from_its_first_checkpoint_logs_step_0_once(tmp_path, small_corpus, monkeypatch):
+    trainer = train(tmp_path, small_corpus, "run", tensorboard=True, max_steps=20, eval_every=10)
+    real = trainer.task.loss
+    monkeypatch.setattr(trainer.task, "loss", lambda model, batch: real(model, batch) * float("nan"))
+    with pytest.raises(LmforgeError, match="step 1"):  # dies at once: only the step-0 checkpoint is on disk
+        trainer.fit()
+    monkeypatch.undo()
+    recipe = load_recipe(str(tmp_path / "run" / "recipe.yaml"))
+    pretrainer(recipe, tmp_path / "run", resume=True, log=lambda *a: None).fit()
+    assert [r["step"] for r in rows(tmp_path / "run") if "val_loss" in r] == [0, 10, 20]
+    assert [e.step for e in events(tmp_path / "run").Scalars("val/loss")] == [0, 10, 20]

@@ -150,6 +150,40 @@ def test_a_broken_checkpoint_leaves_the_old_weights_serving(runs, how):
         stop()
 
 
+def test_a_load_that_fails_any_other_way_keeps_serving_and_the_watcher_goes_on(runs, monkeypatch):
+    """Not only lmforge's own errors: out of memory while loading beside the old weights is refused the same
+    way, and once the run holds a checkpoint that loads, the watcher picks it up."""
+    import lmforge.serve.models as served_models
+
+    tmp, tok = runs
+    real, logged = served_models.load, []
+
+    def out_of_memory(run):
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
+
+    app = create_app({"m": lmforge.load(tmp / "a")}, api_key="k", log=logged.append, watch=0.05)
+    url, stop = serving(app)
+    try:
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'lmforge_reloads_total{model="m",outcome="failed"} 0.0' in metrics  # there before the first failure
+        monkeypatch.setattr(served_models, "load", out_of_memory)
+        save_checkpoint(tmp / "a", gpt(tok, 1), tok, step=20)
+        time.sleep(0.5)
+        failed = [line for line in logged if "failed" in line]
+        assert len(failed) == 1 and "RuntimeError: CUDA out of memory. Tried to allocate" in failed[0], logged
+        r = httpx.post(f"{url}/v1/admin/reload", headers=KEY, timeout=60)
+        assert r.status_code == 500 and r.json()["error"]["code"] == "reload_failed"
+        assert httpx.get(f"{url}/v1/models", headers=KEY).json()["data"][0]["step"] == 10
+        monkeypatch.setattr(served_models, "load", real)
+        save_checkpoint(tmp / "a", gpt(tok, 2), tok, step=30)  # a new marker: the watcher tries again
+        end = time.monotonic() + 30
+        while httpx.get(f"{url}/v1/models", headers=KEY).json()["data"][0]["step"] != 30:
+            assert time.monotonic() < end, "the watcher stopped after a failed load"
+            time.sleep(0.05)
+    finally:
+        stop()
+
+
 def test_a_new_checkpoint_is_picked_up_by_watching_the_run(runs):
     tmp, tok = runs
     app = create_app({"m": lmforge.load(tmp / "a")}, log=lambda *_: None, watch=0.05)
@@ -183,6 +217,7 @@ def test_two_models_each_answer_as_their_own_and_are_listed(runs):
             assert out["choices"][0]["text"] == greedy(tmp / run, "a bird", 8) and out["model"] == name
         r = httpx.post(f"{url}/v1/completions", headers=KEY, json={"model": "nope", "prompt": "a"})
         assert r.status_code == 404 and "'small', 'other'" in r.json()["error"]["message"]
+        assert r.json()["error"]["code"] == "model_not_found"
         r = httpx.post(f"{url}/v1/admin/reload", headers={"Authorization": "Bearer wrong"})
         assert r.status_code == 401
         r = httpx.post(f"{url}/v1/admin/reload", headers=KEY, json={"model": "other"})
@@ -247,6 +282,7 @@ def test_the_cli_serves_two_models_decoding_in_its_main_thread_and_reloads(runs)
     ([], "give a run to serve"),
     (["--model", "a={a}", "--canary", "missing.tsv"], "canary file missing.tsv does not exist"),
     (["--model", "a={a}", "--watch", "-1"], "--watch"),
+    (["--model", "a={a}", "--canary", "b=x.tsv"], "names the model 'b', which this server does not serve; it serves a"),
 ])
 def test_serve_refuses_bad_arguments_in_one_sentence(runs, capsys, args, words):
     from lmforge.cli import main

@@ -87,7 +87,7 @@ def add_commands(sub, command, json_flag) -> None:
                 "/v1/completions; a classifier at /v1/classify), many clients at once, a newer checkpoint swapped in")
     s.add_argument("run", nargs="?", help="run directory, or a Hugging Face GPT-2 / Llama directory (or give --model)")
     s.add_argument("--model", action="append", metavar="NAME=RUN", help="serve RUN as model NAME; repeat for several "
-                   "models (each request's \"model\" picks one). A classifier run is served at /v1/classify")
+                   "models (each request's \"model\" picks one; NAME cannot hold '='). A classifier run is served at /v1/classify")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     s.add_argument("--max-batch", type=int, default=16, help="requests decoded together (default: 16)")

@@ -64,7 +64,7 @@ class TrainConfig:
     compile: str = "auto"  # auto (on CUDA only) | true | false: torch.compile the training pass (train/parallel.py)
     parallel: str = "ddp"  # under torchrun: ddp (every process holds the model) | fsdp (FSDP2: each holds 1/N of it)
     activation_checkpointing: bool = False  # recompute each layer's activations in the backward pass: less memory
-    tensorboard: bool = False  # also write TensorBoard event files into RUN/tensorboard (pip install 'lmforge[monitor]')
+    tensorboard: bool = False  # also write TensorBoard event files into the run directory (pip install 'lmforge[monitor]')
     histograms_every: int = 0  # with tensorboard: weight and gradient histograms every this many steps (0: none)
 
     def validate(self) -> None:
@@ -86,6 +86,9 @@ class TrainConfig:
             raise LmforgeError("{setting} cannot be used; give a share between 0 and 1, e.g. 0.15", "train.mask_prob",
                                self.mask_prob)
         self.compile = auto_or_bool(self.compile, "train.compile")
+        if self.histograms_every and not self.tensorboard:
+            raise LmforgeError("{setting} draws its histograms in TensorBoard; also set train.tensorboard=true (or "
+                               "--tensorboard)", "train.histograms_every", self.histograms_every)
 
 
 def _one_of(cfg, section: str, name: str, allowed: tuple[str, ...]) -> None:

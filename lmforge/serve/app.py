@@ -60,7 +60,7 @@ def _error_handlers(app: FastAPI) -> None:
     """Every error a request can cause, as OpenAI's JSON with its status."""
     @app.exception_handler(ServeError)
     async def _serve_error(request, e: ServeError):
-        return JSONResponse(error_body(e.message, e.kind, e.param), status_code=e.status)
+        return JSONResponse(error_body(e.message, e.kind, e.param, e.code), status_code=e.status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, e: RequestValidationError):
@@ -75,6 +75,11 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LmforgeError)
     async def _lmforge_error(request, e: LmforgeError):
         return JSONResponse(error_body(str(e), "invalid_request_error"), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _fault(request, e: Exception):  # a fault of the server's own: still OpenAI's shape (and logged)
+        return JSONResponse(error_body(f"the server failed on this request ({type(e).__name__}: {e})", "server_error"),
+                            status_code=500)
 
 
 def create_app(models: LM | dict[str, LM], name: str = "lmforge", max_batch: int = 16, max_queue: int = 256,

@@ -212,26 +212,27 @@ class Served:
         marker = commit_marker(self.current.run)
         return marker is not None and marker != self.current.marker and marker != self.failed
 
-    def reload(self) -> dict:
-        """Load the run's checkpoint beside the serving one and switch to it; on failure keep serving."""
+    def reload(self, only_if_due: bool = False) -> dict:
+        """Load the run's checkpoint beside the serving one and switch to it; on failure keep serving.
+        only_if_due (the watcher): only when due() still holds once this model's reload lock is held,
+        so a watcher and POST /v1/admin/reload arriving together load a checkpoint once."""
         with self.reloading:
             old = self.current
             if old.run is None:
                 raise ServeError(400, f"the model {self.name!r} was given as a loaded model, not a run directory, so "
                                       "there is nothing to reload it from", param="model")
+            if only_if_due and not self.due():
+                return {"model": self.name, "reloaded": False, "step": old.step}
             marker = commit_marker(old.run)
             try:
-                new = Version(self.hub, self.name, load(old.run), marker)
-                if new.shapes() != old.shapes():
-                    new.close()
-                    raise LmforgeError(f"{old.run} now holds a model of another shape than the one serving; serve it "
-                                       "under another name, or restart the server")
-                self.hub.score_canary(new)
-            except LmforgeError as e:
+                new = self._load_beside(old, marker)
+            except Exception as e:  # a damaged file, another shape, out of memory, ...: the old one keeps serving
+                why = str(e) if isinstance(e, LmforgeError) else f"{type(e).__name__}: {str(e).strip()}"
+                why = " ".join(why.split())  # one line of the log
                 self.failed = marker
                 self.hub.metrics.reloads.labels(self.name, "failed").inc()
-                self.hub.log(f"reload of {self.name!r} failed, step {old.step} keeps serving: {e}")
-                return {"model": self.name, "reloaded": False, "step": old.step, "error": str(e)}
+                self.hub.log(f"reload of {self.name!r} failed, step {old.step} keeps serving: {why}")
+                return {"model": self.name, "reloaded": False, "step": old.step, "error": why}
             with self.hub.lock:
                 self.current, self.failed = new, None
                 idle = old.leases == 0
@@ -243,6 +244,19 @@ class Served:
             self.hub.metrics.reloads.labels(self.name, "done").inc()
             self.hub.log(f"reloaded {self.name!r}: step {old.step} -> {new.step}")
             return {"model": self.name, "reloaded": True, "step": new.step, "previous_step": old.step}
+
+    def _load_beside(self, old: Version, marker: tuple | None) -> Version:
+        """The run's checkpoint as a new version, checked (same shapes) and scored (the canary); let go on failure."""
+        new = Version(self.hub, self.name, load(old.run), marker)
+        try:
+            if new.shapes() != old.shapes():
+                raise LmforgeError(f"{old.run} now holds a model of another shape than the one serving; serve it "
+                                   "under another name, or restart the server")
+            self.hub.score_canary(new)
+        except BaseException:
+            new.close()
+            raise
+        return new
 
 
 class Models:
@@ -270,11 +284,13 @@ class Models:
         served = self.served.get(name)
         if served is None:
             names = ", ".join(repr(n) for n in self.served)
-            raise ServeError(404, f"the model {name!r} does not exist here; this server has {names}", param="model")
+            raise ServeError(404, f"the model {name!r} does not exist here; this server has {names}", param="model",
+                             code="model_not_found")
         return served
 
     def schedulers(self) -> list[Scheduler]:
-        return [v.scheduler for v in self.versions() if v.scheduler is not None]
+        """The schedulers of every version, read once each (a version let go sets its own to None)."""
+        return [sch for sch in (v.scheduler for v in self.versions()) if sch is not None]
 
     def versions(self) -> list[Version]:
         with self.lock:
@@ -287,7 +303,8 @@ class Models:
     def switched(self, version: Version) -> None:
         """A version became current: its gauges."""
         self.metrics.step.labels(version.name).set(version.step or 0)
-        self.metrics.reloads.labels(version.name, "done")
+        for outcome in ("done", "failed"):  # both series from the start: an alert on increase() sees the first
+            self.metrics.reloads.labels(version.name, outcome)
         self.monitor.switched(version)
 
     # --- decoding -----------------------------------------------------------------------------------------
@@ -309,23 +326,20 @@ class Models:
         try:
             while not self._stop.is_set():
                 busy = False
-                for v in self.versions():
-                    if v.scheduler is not None:
-                        busy = v.scheduler.tick() or busy
+                for sch in self.schedulers():
+                    busy = sch.tick() or busy
                 if not busy:
                     self.wake.wait(0.05)
                     self.wake.clear()
         finally:
-            for v in self.versions():
-                if v.scheduler is not None:
-                    v.scheduler.abandon()
+            for sch in self.schedulers():
+                sch.abandon()
 
     def stop(self) -> None:
         self._stop.set()
         self.wake.set()
-        for v in self.versions():
-            if v.scheduler is not None:
-                v.scheduler.stop()
+        for sch in self.schedulers():
+            sch.stop()
 
     # --- reloading ----------------------------------------------------------------------------------------
     def reload(self, name: str | None = None) -> list[dict]:
@@ -337,7 +351,10 @@ class Models:
         def loop():
             while not self._stop.wait(every):
                 for s in list(self.served.values()):
-                    if s.current.run is not None and s.due():
-                        s.reload()
+                    try:
+                        if s.current.run is not None and s.due():
+                            s.reload(only_if_due=True)
+                    except Exception as e:  # the watcher goes on watching
+                        self.log(f"watching {s.name!r} failed ({type(e).__name__}: {e}); the next look tries again")
         self._watcher = threading.Thread(target=loop, name="lmforge-watch", daemon=True)
         self._watcher.start()

@@ -10,7 +10,7 @@ Drift (`POST /v1/classify`): the labels a classifier predicts are counted; over 
 predictions, their distribution against the one the model predicted on its own validation split
 is the population stability index (evaluate/drift.py), exported as lmforge_prediction_psi. Past
 `threshold` a warning is logged, once each time it crosses, when the window holds at least
-MIN_ROWS predictions (fewer say little about a distribution).
+MIN_ROWS predictions (fewer say little about a distribution), or the whole window when it is smaller.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ def parse_canaries(specs: list[str], names: list[str]) -> dict[str, Path]:
     """--canary FILE (every model) or NAME=FILE (that one) -> model name -> file."""
     out: dict[str, Path] = {}
     for spec in specs:
-        name, _, file = spec.rpartition("=") if "=" in spec and spec.split("=", 1)[0] in names else ("", "", spec)
+        name, _, file = spec.partition("=") if "=" in spec and not Path(spec).is_file() else ("", "", spec)
+        if name and name not in names:
+            raise LmforgeError(f"--canary {spec} names the model {name!r}, which this server does not serve; it serves "
+                               f"{', '.join(names)}")
         path = Path(file)
         if not path.is_file():
             raise LmforgeError(f"the canary file {file} does not exist; give a labelled .tsv, .csv or .jsonl file")
@@ -44,30 +47,38 @@ def parse_canaries(specs: list[str], names: list[str]) -> dict[str, Path]:
     return out
 
 
-def task_columns(run: Path | None) -> tuple[str, str]:
-    """The text and label columns a run was fine-tuned with (text, label when it says none)."""
+def task_columns(run: Path | None) -> tuple[str, str, str | None]:
+    """The text, label and (when it has one) text-pair columns a run was fine-tuned with (text and
+    label when it says none)."""
     from lmforge.tasks.saved import saved_task
 
     saved = saved_task(run) if run is not None else {}
-    return saved.get("text_column") or "text", saved.get("label_column") or "label"
+    return saved.get("text_column") or "text", saved.get("label_column") or "label", saved.get("text_pair_column")
 
 
-def canary_accuracy(lm, path: Path, max_len: int) -> dict:
-    """A classifier's accuracy on the rows of `path`."""
+def canary_accuracy(lm, path: Path, max_len: int, log=print) -> dict:
+    """A classifier's accuracy on the rows of `path` whose label it knows (the others are named in a warning)."""
     from lmforge.tasks.base import padding_id
-    from lmforge.tasks.classify import classify_texts, column
+    from lmforge.tasks.classify import classify_texts, column, scored_rows
 
-    text_col, label_col = task_columns(lm.path)
+    text_col, label_col, pair_col = task_columns(lm.path)
     texts, gold = column(str(path), text_col), column(str(path), label_col)
-    chosen, _ = classify_texts(lm.model, lm.tokenizer, texts, max_len, padding_id(lm.tokenizer), log=lambda *_: None)
-    return {"accuracy": float(np.mean([c == g for c, g in zip(chosen, gold)])), "rows": len(texts)}
+    pairs = column(str(path), pair_col) if pair_col else None
+    chosen, _ = classify_texts(lm.model, lm.tokenizer, texts, max_len, padding_id(lm.tokenizer), pairs,
+                               log=lambda *_: None)
+    labels = list(lm.config.labels)
+    report = scored_rows(gold, chosen, labels, lambda line: log(f"canary {path.name}: {line}"))
+    if report is None:
+        raise LmforgeError(f"no row of the canary file {path} has a label the model knows ({', '.join(labels[:8])}); "
+                           f"give rows labelled with those in its {label_col!r} column")
+    return {"accuracy": float(report["accuracy"]), "rows": len(gold) - report.get("unscored", {}).get("rows", 0)}
 
 
 def canary_perplexity(lm, path: Path) -> dict:
     """A decoder's perplexity on the texts of `path`: exp(mean negative log-likelihood per predicted token)."""
     from lmforge.data.corpora import load_corpus
 
-    text_col, _ = task_columns(lm.path)
+    text_col = task_columns(lm.path)[0]
     corpus = load_corpus(str(path), column=text_col if path.suffix.lower() != ".txt" else None)
     context, total, n = lm.config.context_length, 0.0, 0
     with torch.no_grad():
@@ -116,7 +127,7 @@ class Monitor:
             return
         lm = version.lm
         if version.kind == "classify":
-            version.canary = canary_accuracy(lm, path, version.max_len)
+            version.canary = canary_accuracy(lm, path, version.max_len, self.log)
         else:
             version.canary = canary_perplexity(lm, path)
         number = next(iter(version.canary.items()))
@@ -154,7 +165,7 @@ class Monitor:
         if value is None:
             return
         m.psi.labels(version.name).set(value)
-        above = value > self.threshold and len(drift.recent) >= MIN_ROWS
+        above = value > self.threshold and len(drift.recent) >= min(MIN_ROWS, drift.recent.maxlen)
         if above and not drift.warned:
             self.log(f"warning: the labels {version.name!r} predicts have shifted: PSI {value:.3f} over the last "
                      f"{len(drift.recent)} predictions against its validation split (threshold {self.threshold})")
@@ -201,5 +212,5 @@ class Batcher:
 
     def close(self) -> None:
         """End the worker (from any thread): the version is being let go."""
-        if self.queue is not None:
+        if self.queue is not None and not self.loop.is_closed():  # a closed loop has ended the worker with it
             self.loop.call_soon_threadsafe(self.queue.put_nowait, None)

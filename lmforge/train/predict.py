@@ -52,6 +52,8 @@ def predict_file(run: str | Path, data: str, out: str | Path | None = None, text
     (default: DATA with the suffix .predictions.jsonl); and the report when the file has gold. A
     classifier's report also has "drift": the PSI of its predicted labels against those on the run's
     validation split (evaluate/drift.py), shifted when above psi_threshold."""
+    if not psi_threshold > 0:
+        raise LmforgeError(f"--psi-threshold {psi_threshold} cannot be used; give a number above 0, e.g. 0.25")
     model, tokenizer = load_pretrained(run)  # a Hugging Face classifier, tagger, reader or translator works too
     cfg = run_task(run, model)
     if cfg.kind not in KINDS:

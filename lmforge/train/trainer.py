@@ -250,14 +250,14 @@ class Trainer:
                              flops_per_token=self.model.flops_per_token(), dtype=self.dtype,
                              dtype_reason=self.dtype_reason)
         result.best = dict(self.best_eval) if self.best_eval else None  # a resumed run's kept evaluation
-        if self.step == 0:
-            self._first_checkpoint(metrics, result, fresh)
-        self.model.train()
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.world.main), unit="step",
                    dynamic_ncols=True, leave=False)
-        now = time.perf_counter()
-        clock = _Clock(now, self.step, (self.step, 0.0), max(2.0, 0.05 * 60 * cfg.time_limit_minutes), last_log=now)
         try:
+            if self.step == 0 and not self.resume:  # a run resumed at step 0 has its first checkpoint and row
+                self._first_checkpoint(metrics, result, fresh)
+            self.model.train()
+            now = time.perf_counter()
+            clock = _Clock(now, self.step, (self.step, 0.0), max(2.0, 0.05 * 60 * cfg.time_limit_minutes), last_log=now)
             while self.step < self.horizon:
                 if self._one_step(clock, metrics, result, bar):
                     break
