@@ -20,7 +20,6 @@ import math
 from collections import Counter, deque
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lmforge.errors import LmforgeError
