@@ -120,6 +120,8 @@ def test_classify_drift_gauge_warning_and_canary_gauges(runs):
         assert r.status_code == 400 and "/v1/classify" in r.json()["error"]["message"]
         r = httpx.post(f"{url}/v1/classify", headers=KEY, json={"model": "cls", "input": []})
         assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+        r = httpx.post(f"{url}/v1/classify", headers=KEY, json={"model": "cls", "input": "a", "pair": "b"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "pair"
         # after a reload the canary is scored again: a head that always says "pos" gets 1 of 4
         model, tok = lmforge.checkpoint.load_checkpoint(cls)
         with torch.no_grad():
@@ -230,3 +232,47 @@ def test_predict_refuses_a_threshold_that_is_not_positive(runs, capsys):
     code = main(["predict", str(cls), "--file", str(rows), "--psi-threshold", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "--psi-threshold 0.0 cannot be used" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_pair_classifier_takes_each_inputs_second_text_in_pair(runs):
+    import asyncio
+
+    import yaml
+
+    import lmforge
+    from lmforge.serve.errors import ServeError
+    from lmforge.serve.models import Models
+    from lmforge.tasks.base import padding_id
+    from lmforge.tasks.classify import classify_texts
+
+    tmp, cls, _, _ = runs
+    tok = lmforge.load(cls).tokenizer
+    torch.manual_seed(5)
+    cfg = model_config_from_preset("gpt-small", vocab_size=tok.vocab_size, context_length=64, n_layer=1, n_head=2,
+                                   d_model=32, d_ff=64, dropout=0.0, head="classify", labels=["no", "yes"])
+    save_checkpoint(tmp / "nli", build_model(cfg), tok, step=4)
+    (tmp / "nli" / "recipe.yaml").write_text(yaml.safe_dump({"task": {"kind": "classify", "text_pair_column": "hyp"}}))
+    lm = lmforge.load(tmp / "nli")
+    hub = Models({"nli": lm, "cls": lmforge.load(cls)}, log=lambda *_: None)
+    nli, single = hub.served["nli"].current, hub.served["cls"].current
+    texts, pairs = ["the cat sat on the mat", "a bird in the hand"], ["the dog sat", "worth two in the bush"]
+
+    async def ask():
+        got = await hub.monitor.classify(nli, texts, pairs)
+        errors = []
+        for version, p in ((nli, None), (single, pairs), (nli, pairs[:1])):
+            with pytest.raises(ServeError) as e:
+                await hub.monitor.classify(version, texts, p)
+            errors.append((e.value.status, e.value.param, e.value.message))
+        return got, errors
+
+    got, errors = asyncio.run(ask())
+    _, with_pairs = classify_texts(lm.model, tok, texts, 64, padding_id(tok), pairs)
+    _, alone = classify_texts(lm.model, tok, texts, 64, padding_id(tok))
+    assert not torch.allclose(with_pairs, alone)  # the second text changes the answer, so it must be used
+    for row, p in zip(got, with_pairs):
+        assert [row["probabilities"][n] for n in ("no", "yes")] == pytest.approx(p.tolist(), abs=1e-5)
+    assert [(status, param) for status, param, _ in errors] == [(400, "pair")] * 3
+    assert "its 'hyp' column" in errors[0][2] and "single texts" in errors[1][2] and "1 texts for 2" in errors[2][2]
+    for version in (nli, single):
+        version.close()

@@ -2,7 +2,7 @@
 
     POST /v1/completions        prompt -> text            stream: Server-Sent Events, `data: [DONE]` last
     POST /v1/chat/completions   messages -> a reply       (rendered by the model's chat template)
-    POST /v1/classify           texts -> labels and their probabilities (a fine-tuned classifier)
+    POST /v1/classify           texts (and pairs) -> labels and their probabilities (a fine-tuned classifier)
     GET  /v1/models             each model: its run, family, parameters, step
     POST /v1/admin/reload       load each model's newest checkpoint now (needs the API key)
     GET  /health, GET /metrics  (Prometheus: requests, tokens, queue, batch, latencies, steps, canary, drift)
@@ -163,7 +163,8 @@ def _model_routes(app: FastAPI, hub: Models, check) -> None:
         lease = hub.get(body.model).lease("classify")
         try:
             texts = [body.input] if isinstance(body.input, str) else list(body.input)
-            data = await hub.monitor.classify(lease.version, texts)
+            pairs = [body.pair] if isinstance(body.pair, str) else body.pair
+            data = await hub.monitor.classify(lease.version, texts, pairs)
         finally:
             lease.release()
         return {"object": "list", "model": body.model, "system_fingerprint": lease.version.fingerprint, "data": data}

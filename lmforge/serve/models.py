@@ -79,8 +79,10 @@ class Version:
         self.labels = list(lm.config.labels or []) if self.kind == "classify" else []
         self.canary: dict | None = None  # the canary set's score (serve/monitor.py)
         self.max_len = lm.config.context_length
+        self.pair_column: str | None = None  # a classifier fine-tuned on text pairs: the second text's column
         if self.kind == "classify":
             saved = saved_task(self.run) if self.run is not None else {}
+            self.pair_column = saved.get("text_pair_column")
             if saved.get("max_length"):
                 self.max_len = min(int(saved["max_length"]), self.max_len)
             self.batcher = Batcher(self._classify)
@@ -103,9 +105,11 @@ class Version:
                 **({"labels": self.labels} if self.labels else {}),
                 **({"canary": self.canary} if self.canary else {})}
 
-    def _classify(self, texts: list[str]):
+    def _classify(self, items: list[tuple[str, str | None]]):
+        """(text, its pair or None) items -> their labels and probabilities."""
+        texts, pairs = [t for t, _ in items], [p for _, p in items]
         return classify_texts(self.lm.model, self.lm.tokenizer, texts, self.max_len, padding_id(self.lm.tokenizer),
-                              log=lambda *_: None)
+                              pairs if self.pair_column else None, log=lambda *_: None)
 
     def close(self) -> None:
         """Let the weights go: the scheduler stops; the memory is freed with the last reference."""

@@ -145,12 +145,13 @@ class Monitor:
                 self.log(f"{version.name!r} has no report.json with its validation predictions (lmforge finetune "
                          "writes one), so the drift of its predictions is not measured")
 
-    async def classify(self, version, texts: list[str]) -> list[dict]:
-        """Labels and probabilities for `texts` (run together with the requests that arrive meanwhile),
-        counted into the model's drift."""
+    async def classify(self, version, texts: list[str], pairs: list[str] | None = None) -> list[dict]:
+        """Labels and probabilities for `texts` (and their `pairs`, for a model fine-tuned on text
+        pairs), run together with the requests that arrive meanwhile, counted into the model's drift."""
         if not texts or len(texts) > MAX_TEXTS or any(not t.strip() for t in texts):
             raise ServeError(400, f"input takes 1 to {MAX_TEXTS} texts, none of them empty", param="input")
-        chosen, probs = await version.batcher(texts)
+        check_pairs(version, texts, pairs)
+        chosen, probs = await version.batcher(list(zip(texts, pairs or [None] * len(texts))))
         self._count(version, chosen)
         return [{"index": i, "label": c, "probabilities": {n: round(float(v), 6) for n, v in zip(version.labels, p)}}
                 for i, (c, p) in enumerate(zip(chosen, probs))]
@@ -171,21 +172,33 @@ class Monitor:
         drift.warned = above
 
 
+def check_pairs(version, texts: list[str], pairs: list[str] | None) -> None:
+    """A pair classifier needs one second text per input; any other classifier takes none."""
+    if version.pair_column and pairs is None:
+        raise ServeError(400, f"the model {version.name!r} was fine-tuned on pairs of texts; send each input's second "
+                              f"text (its {version.pair_column!r} column) in \"pair\"", param="pair")
+    if not version.pair_column and pairs is not None:
+        raise ServeError(400, f"the model {version.name!r} classifies single texts; leave \"pair\" out", param="pair")
+    if pairs is not None and len(pairs) != len(texts):
+        raise ServeError(400, f"\"pair\" holds {len(pairs)} texts for {len(texts)} inputs; give one per input",
+                         param="pair")
+
+
 class Batcher:
     """Texts of concurrent /v1/classify requests classified together: while one forward pass runs (on
     a worker thread), the requests that arrive wait, then go in one pass."""
 
     def __init__(self, classify):
-        self.classify = classify  # texts -> (labels, probabilities)
+        self.classify = classify  # items -> (labels, probabilities)
         self.queue: asyncio.Queue | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def __call__(self, texts: list[str]):
+    async def __call__(self, items: list):
         if self.queue is None:
             self.queue, self.loop = asyncio.Queue(), asyncio.get_running_loop()
             self.worker = asyncio.create_task(self._work())
         done = self.loop.create_future()
-        await self.queue.put((texts, done))
+        await self.queue.put((items, done))
         return await done
 
     async def _work(self) -> None:
@@ -195,7 +208,7 @@ class Batcher:
                 batch.append(self.queue.get_nowait())
             if any(item is None for item in batch):
                 return
-            flat = [t for texts, _ in batch for t in texts]
+            flat = [item for items, _ in batch for item in items]
             try:
                 chosen, probs = await asyncio.to_thread(self.classify, flat)
             except Exception as e:  # noqa: BLE001 - each request gets the failure
@@ -204,10 +217,10 @@ class Batcher:
                         done.set_exception(e)
                 continue
             at = 0
-            for texts, done in batch:
+            for items, done in batch:
                 if not done.done():  # a client that went away has cancelled its future
-                    done.set_result((chosen[at:at + len(texts)], probs[at:at + len(texts)]))
-                at += len(texts)
+                    done.set_result((chosen[at:at + len(items)], probs[at:at + len(items)]))
+                at += len(items)
 
     def close(self) -> None:
         """End the worker (from any thread): the version is being let go."""

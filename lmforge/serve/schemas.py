@@ -69,11 +69,13 @@ class ChatRequest(Sampling):
 
 
 class ClassifyRequest(BaseModel):
-    """POST /v1/classify: a text or a list of texts for a fine-tuned classifier."""
+    """POST /v1/classify: a text or a list of texts for a fine-tuned classifier; `pair`: the second
+    text of each (as many), for a classifier fine-tuned on text pairs (premise and hypothesis, ...)."""
 
     model_config = ConfigDict(extra="allow")
     model: str
     input: Union[str, list[str]]
+    pair: Union[str, list[str], None] = None
 
 
 class ReloadRequest(BaseModel):
