@@ -150,6 +150,8 @@ class Trainer:
                 raise LmforgeError("train.parallel=fsdp does not shard a LoRA fine-tune (its adapter is small); use "
                                    "--set train.parallel=ddp")
             parallel.shard(self.model, self.device)
+            if cfg.histograms_every:
+                self.log("train.histograms_every: no histograms under FSDP2 (each process holds a slice of each tensor)")
         self.stepped = parallel.Replicated(self.model) if self.world.size > 1 and not self.sharded else self.model
         self.optimizer = make_optimizer(self.model, cfg)
         # train.compile: each Transformer layer compiled for the training steps (compiled at the first)
