@@ -32,6 +32,16 @@ class MetricsLog:
         return read_metrics(self.path)
 
 
+class NoMetrics:
+    """metrics.jsonl for torchrun's processes other than 0: process 0 writes it."""
+
+    def write(self, **row) -> None:
+        pass
+
+    def read(self) -> list[dict]:
+        return []
+
+
 def read_metrics(path: Path) -> list[dict]:
     """Every row of a metrics.jsonl; a line that is not whole JSON (the run was killed while writing
     it, or the disk filled up) is skipped."""

@@ -40,7 +40,7 @@ from lmforge.models import build_model
 from lmforge.runtime import autocast, choose_dtype, pick_device
 from lmforge.train.adafactor import BlockwiseAdafactor, stacked_blocks
 from lmforge import checkpoint as ckpt
-from lmforge.train.logging import MetricsLog, plot_losses
+from lmforge.train.logging import MetricsLog, NoMetrics, plot_losses
 from lmforge.train import parallel
 from lmforge.train.parallel import CompiledLayers, should_compile
 from lmforge.train.schedule import lr_at
@@ -247,7 +247,7 @@ class Trainer:
         resumed_at = self.step if self.resume else None
         if cfg.tensorboard and self.world.main:
             self.board = TensorBoardLog(self.run_dir, resumed_at)
-        metrics = MetricsLog(self.run_dir, resumed_at, sink=self.board) if self.world.main else _NoMetrics()
+        metrics = MetricsLog(self.run_dir, resumed_at, sink=self.board) if self.world.main else NoMetrics()
         result = TrainResult(self.run_dir, self.step, n_params=self.model.num_params(),
                              flops_per_token=self.model.flops_per_token(), dtype=self.dtype,
                              dtype_reason=self.dtype_reason)
@@ -491,13 +491,3 @@ class Trainer:
 
 def _quiet(*args, **kwargs) -> None:
     """The log of torchrun's processes other than 0."""
-
-
-class _NoMetrics:
-    """metrics.jsonl for torchrun's processes other than 0: process 0 writes it."""
-
-    def write(self, **row) -> None:
-        pass
-
-    def read(self) -> list[dict]:
-        return []
