@@ -197,3 +197,18 @@ def test_a_run_resumed_from_its_first_checkpoint_logs_step_0_once(tmp_path, smal
     pretrainer(recipe, tmp_path / "run", resume=True, log=lambda *a: None).fit()
     assert [r["step"] for r in rows(tmp_path / "run") if "val_loss" in r] == [0, 10, 20]
     assert [e.step for e in events(tmp_path / "run").Scalars("val/loss")] == [0, 10, 20]
+
+
+def test_a_resumed_writer_waits_for_a_later_second_than_the_earlier_files(tmp_path):
+    import time
+
+    from lmforge.train.tensorboard import after_earlier_files
+
+    now = int(time.time())
+    (tmp_path / f"events.out.tfevents.{now}.host.example.99999.0").write_bytes(b"")
+    after_earlier_files(tmp_path)  # its file's name must sort after that one (pids compare as text)
+    assert int(time.time()) > now
+    (tmp_path / f"events.out.tfevents.{now + 3600}.host.1.0").write_bytes(b"")  # a clock set back: no wait
+    t = time.monotonic()
+    after_earlier_files(tmp_path)
+    assert time.monotonic() - t < 0.5

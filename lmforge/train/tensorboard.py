@@ -8,12 +8,15 @@ a training row (loss, lr, grad_norm, tokens_per_s, tokens) is `train/<key>`; the
 optimiser step. A resumed run opens its writer with `purge_step` = the checkpoint's step + 1: the
 killed run's events past its last checkpoint are hidden, and the curve goes on from the checkpoint
 without a step twice (a fresh run purges from step 0, hiding any earlier run's files in the folder).
+TensorBoard applies the purge in file-name order, so a new writer's file is opened in a later
+second than the folder's other files (after_earlier_files).
 
 The `tensorboard` package is an extra: pip install 'lmforge[monitor]'.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -38,11 +41,23 @@ def summary_writer():
     return SummaryWriter
 
 
+def after_earlier_files(run_dir: Path) -> None:
+    """Wait (under a second) until this second is later than any event file's in `run_dir`. TensorBoard
+    reads a folder's files in name order, which starts with the whole second a file was opened in; a
+    resumed run's file must come after the killed run's, or its purge step would be read first and
+    the killed run's points after it would stay."""
+    seconds = [int(p.name.split(".")[3]) for p in run_dir.glob("events.out.tfevents.*")
+               if len(p.name.split(".")) > 4 and p.name.split(".")[3].isdigit()]
+    while seconds and int(time.time()) <= max(seconds) <= time.time() + 1:  # a clock set back: no wait
+        time.sleep(0.05)
+
+
 class TensorBoardLog:
     """The writer of one fit(): `write(row)` for each metrics row, `histograms(model, step)`, `close()`."""
 
     def __init__(self, run_dir: Path, resume_step: int | None = None):
         # each writer opens a file of its own (time, host, process and a counter in its name): nothing is written through
+        after_earlier_files(Path(run_dir))
         self.writer = summary_writer()(log_dir=str(run_dir), purge_step=0 if resume_step is None else resume_step + 1,
                                        flush_secs=30)
 
