@@ -120,6 +120,9 @@ def test_classify_drift_gauge_warning_and_canary_gauges(runs):
         assert r.status_code == 400 and "/v1/classify" in r.json()["error"]["message"]
         r = httpx.post(f"{url}/v1/classify", headers=KEY, json={"model": "cls", "input": []})
         assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+        r = httpx.post(f"{url}/v1/classify", headers=KEY, json={"model": "cls", "input": 5})
+        assert r.status_code == 400 and r.json()["error"]["message"] == "input must be one of: str, list[str]"
+        assert r.json()["error"]["param"] == "input"
         r = httpx.post(f"{url}/v1/classify", headers=KEY, json={"model": "cls", "input": "a", "pair": "b"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "pair"
         # after a reload the canary is scored again: a head that always says "pos" gets 1 of 4

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -68,8 +69,7 @@ def _error_handlers(app: FastAPI) -> None:
         if first.get("type") == "json_invalid":
             return JSONResponse(error_body(f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'malformed')})",
                                            "invalid_request_error"), status_code=400)
-        where = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
-        message = f"{where}: {first.get('msg', 'invalid')}" if where else f"the body is invalid ({first.get('msg')})"
+        message, where = invalid_message(e.errors())
         return JSONResponse(error_body(message, "invalid_request_error", where), status_code=400)
 
     @app.exception_handler(LmforgeError)
@@ -80,6 +80,23 @@ def _error_handlers(app: FastAPI) -> None:
     async def _fault(request, e: Exception):  # a fault of the server's own: still OpenAI's shape (and logged)
         return JSONResponse(error_body(f"the server failed on this request ({type(e).__name__}: {e})", "server_error"),
                             status_code=500)
+
+
+FORM = re.compile(r"(str|int|float|bool|none|list|dict|tuple|literal)(\[.*\])?|[a-z]+-[a-z]+\[.*\]", re.I)
+
+
+def invalid_message(errors: list[dict]) -> tuple[str, str | None]:
+    """The first validation error as one sentence, and the field it is about. A field that takes one
+    of several forms (pydantic tries each: `input` as str, then as list[str]) names the forms."""
+    first = errors[0] if errors else {}
+    loc = [str(x) for x in first.get("loc", ())[1:]]
+    tried = [[str(x) for x in err.get("loc", ())[1:]] for err in errors]
+    if len(loc) >= 2 and len(errors) > 1 and all(len(t) >= len(loc) and t[:len(loc) - 1] == loc[:-1]
+                                                  and FORM.fullmatch(t[len(loc) - 1]) for t in tried):
+        where = ".".join(loc[:-1])
+        return f"{where} must be one of: {', '.join(dict.fromkeys(t[len(loc) - 1] for t in tried))}", where
+    where = ".".join(loc) or None
+    return (f"{where}: {first.get('msg', 'invalid')}" if where else f"the body is invalid ({first.get('msg')})"), where
 
 
 def create_app(models: LM | dict[str, LM], name: str = "lmforge", max_batch: int = 16, max_queue: int = 256,

@@ -62,14 +62,14 @@ def canary_accuracy(lm, path: Path, max_len: int, log=print) -> dict:
 
     text_col, label_col, pair_col = task_columns(lm.path)
     texts, gold = column(str(path), text_col), column(str(path), label_col)
+    labels = list(lm.config.labels)
+    if not set(gold) & set(labels):
+        raise LmforgeError(f"no row of the canary file {path} has a label the model knows ({', '.join(labels[:8])}); "
+                           f"give rows labelled with those in its {label_col!r} column")
     pairs = column(str(path), pair_col) if pair_col else None
     chosen, _ = classify_texts(lm.model, lm.tokenizer, texts, max_len, padding_id(lm.tokenizer), pairs,
                                log=lambda *_: None)
-    labels = list(lm.config.labels)
     report = scored_rows(gold, chosen, labels, lambda line: log(f"canary {path.name}: {line}"))
-    if report is None:
-        raise LmforgeError(f"no row of the canary file {path} has a label the model knows ({', '.join(labels[:8])}); "
-                           f"give rows labelled with those in its {label_col!r} column")
     return {"accuracy": float(report["accuracy"]), "rows": len(gold) - report.get("unscored", {}).get("rows", 0)}
 
 

@@ -77,7 +77,8 @@ def scored_rows(gold: list[str], chosen: list[str], labels: list[str], log) -> d
     unknown = sorted({g for g in gold if g not in labels})
     if unknown:
         names = ", ".join(repr(g) if g.strip() else "an empty cell" for g in unknown[:5])
-        log(f"warning: {len(gold) - len(known)} rows have a gold label the run was not trained on ({names}"
+        n = len(gold) - len(known)
+        log(f"warning: {n} row{'s have' if n != 1 else ' has'} a gold label the run was not trained on ({names}"
             f"{', ...' if len(unknown) > 5 else ''}; it knows {', '.join(labels[:8])}), so the report scores "
             f"only the other {len(known)} rows")
     if not known:
