@@ -106,7 +106,7 @@ def _curve(run: Path, metric: str, x: str) -> list[list[float]]:
     logged = sorted({k for r in rows for k, v in r.items() if _number(v) and k not in ("step", "elapsed_s")})
     if metric not in logged:
         raise LmforgeError(f"{run} logs no {metric!r}; choose --metric from {', '.join(logged)}")
-    points = [(r["step"], r[metric]) for r in rows if _number(r.get(metric)) and _number(r.get("step"))]
+    points = [(r["step"], r[metric]) for r in rows if _number(r.get(metric))]
     if x == "step":
         return [[step, value] for step, value in points]
     counts = [(0, 0)] + [(r["step"], r["tokens"]) for r in rows if _number(r.get("tokens"))]

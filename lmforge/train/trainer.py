@@ -100,7 +100,7 @@ class _Clock:
     refit_every: float  # with a time limit: measure the speed this often (seconds)
     next_fit: float = math.inf  # from the first measurement, after 20 steps
     last_log: float = 0.0
-    tokens: int = 0
+    first_tokens: int = 0  # Trainer.tokens when this fit() began
     tokens_at_log: int = 0
 
 
@@ -259,7 +259,8 @@ class Trainer:
                 self._first_checkpoint(metrics, result, fresh)
             self.model.train()
             now = time.perf_counter()
-            clock = _Clock(now, self.step, (self.step, 0.0), max(2.0, 0.05 * 60 * cfg.time_limit_minutes), last_log=now)
+            clock = _Clock(now, self.step, (self.step, 0.0), max(2.0, 0.05 * 60 * cfg.time_limit_minutes), last_log=now,
+                           first_tokens=self.tokens, tokens_at_log=self.tokens)
             while self.step < self.horizon:
                 if self._one_step(clock, metrics, result, bar):
                     break
@@ -268,7 +269,7 @@ class Trainer:
             if self.board:
                 self.board.close()
         result.seconds = time.perf_counter() - clock.start
-        result.tokens_per_s = clock.tokens / max(result.seconds - result.eval_seconds - result.compile_seconds, 1e-9)
+        result.tokens_per_s = (self.tokens - clock.first_tokens) / max(result.seconds - result.eval_seconds - result.compile_seconds, 1e-9)
         result.steps = self.step
         result.stopped_early = self.step < cfg.max_steps
         if self.world.main:
@@ -298,17 +299,15 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batches = self._micro_batches()
-        tokens = sum(map(batch_tokens, batches)) * self.world.size
-        clock.tokens += tokens
-        self.tokens += tokens
+        self.tokens += sum(map(batch_tokens, batches)) * self.world.size
         loss_sum = self._accumulate(batches, result)
         grad_norm = self._apply(loss_sum)
         self.step += 1
         bar.update(1)
         now = time.perf_counter()
         if self.step % cfg.log_every == 0 or self.step == self.horizon:
-            tps = (clock.tokens - clock.tokens_at_log) / max(now - clock.last_log, 1e-9)
-            clock.last_log, clock.tokens_at_log = now, clock.tokens
+            tps = (self.tokens - clock.tokens_at_log) / max(now - clock.last_log, 1e-9)
+            clock.last_log, clock.tokens_at_log = now, self.tokens
             metrics.write(step=self.step, loss=loss_sum, lr=lr, grad_norm=round(grad_norm, 6), tokens=self.tokens,
                           tokens_per_s=round(tps, 1), elapsed_s=round(now - clock.start, 2))
             bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
